@@ -1,0 +1,1 @@
+"""Orange Friday: agent."""

@@ -1,0 +1,78 @@
+"""The device's body as the agent sees it: two slots and a bootloader that can try one.
+
+One interface, one backend per boot mechanism (simulated, U-Boot env, Raspberry Pi tryboot,
+GRUB env, Android update_engine), chosen by name from the agent's config. Modelled on RAUC's
+bootchooser: the agent never talks to a bootloader directly.
+
+The order the agent follows (RAUC's install order):
+    mark_unbootable(inactive) -> write inactive via open_slot -> set_trial(inactive)
+    -> reboot() -> (bootloader tries it) -> health check -> mark_good()  | or rollback
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import BinaryIO, Protocol, runtime_checkable
+
+
+class Slot(enum.StrEnum):
+    A = "a"
+    B = "b"
+
+    @property
+    def other(self) -> Slot:
+        return Slot.B if self is Slot.A else Slot.A
+
+
+@dataclass(frozen=True)
+class BootStatus:
+    """What the bootloader says about this boot."""
+
+    active: Slot  # the slot running now
+    committed: Slot  # the slot the bootloader falls back to
+    trial: bool  # True while running a slot on trial (not yet marked good)
+    attempts_left: int  # trial boots the bootloader still allows before falling back
+    pending_trial: Slot | None = None  # armed for the next boot, not yet booted
+
+
+class BootControlError(Exception):
+    """The boot mechanism refused or failed (tool exit code, bad env, missing slot)."""
+
+
+@runtime_checkable
+class BootControl(Protocol):
+    """What every boot backend provides. All methods are safe to call again after a crash."""
+
+    def status(self) -> BootStatus:
+        """The bootloader's view of the truth; the agent trusts it over its own journal."""
+        ...
+
+    def slot_size(self, slot: Slot) -> int:
+        """Capacity of `slot` in bytes."""
+        ...
+
+    def open_slot(self, slot: Slot) -> BinaryIO:
+        """The slot opened for reading and writing (`r+b`, no truncation) at offset 0.
+
+        Refuses the active slot. The caller must `mark_unbootable(slot)` first.
+        """
+        ...
+
+    def mark_unbootable(self, slot: Slot) -> None:
+        """Make sure the bootloader will not pick `slot` (before it is overwritten)."""
+        ...
+
+    def set_trial(self, slot: Slot) -> None:
+        """Arm one trial boot of `slot` (boot counter / tryboot / boot-once)."""
+        ...
+
+    def mark_good(self) -> None:
+        """Commit the running slot: the bootloader keeps it from now on."""
+        ...
+
+    def reboot(self) -> None:
+        """Reboot. On hardware this does not return; the simulated device performs the
+        bootloader's choice at once and returns, and the agent then starts again from its
+        journal exactly as after a real boot."""
+        ...

@@ -81,6 +81,7 @@ class UpdateState(enum.StrEnum):
     REBOOTING = "rebooting"  # trial boot of the new slot armed
     TRIAL = "trial"  # running the new slot, health check pending
     COMMITTED = "committed"  # new slot marked good
+    ROLLING_BACK = "rolling_back"  # trial failed (health check); rebooting into the old slot
     ROLLED_BACK = "rolled_back"  # back on the old slot after a failed trial
     FAILED = "failed"  # update abandoned before the slot became bootable
     DEFERRED = "deferred"  # a device policy said "not now"

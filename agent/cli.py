@@ -1,0 +1,94 @@
+"""`ota-agent`: the device's command line. argparse only: the agent's install stays small."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+from agent.config import load_config
+from agent.errors import AgentError
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args and args[0] == "tuf-client":
+        from agent.conformance import main as tuf_client_main
+
+        return tuf_client_main(args[1:])
+    parser = _parser()
+    ns = parser.parse_args(args)
+    logging.basicConfig(
+        level=logging.DEBUG if ns.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        result: int = ns.func(ns)
+    except AgentError as exc:
+        print(f"ota-agent: error: {exc}", file=sys.stderr)
+        return 1
+    return result
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ota-agent", description="Orange Friday device agent")
+    parser.add_argument("-v", "--verbose", action="store_true")
+    sub = parser.add_subparsers(required=True, metavar="COMMAND")
+    run = sub.add_parser("run", help="run the update daemon")
+    run.add_argument("--config", type=Path, required=True)
+    run.set_defaults(func=_cmd_run)
+    status = sub.add_parser("status", help="print the journal and pending reports as JSON")
+    status.add_argument("--config", type=Path, required=True)
+    status.set_defaults(func=_cmd_status)
+    enroll = sub.add_parser("enroll", help="trade an enrollment token for a device credential")
+    enroll.add_argument("--config", type=Path, required=True)
+    enroll.add_argument("--token", required=True)
+    enroll.add_argument("--credential-out", type=Path, required=True)
+    enroll.set_defaults(func=_cmd_enroll)
+    sub.add_parser("tuf-client", help="TUF conformance client (see --help of it)")
+    return parser
+
+
+def _cmd_run(ns: argparse.Namespace) -> int:
+    from agent.daemon import AgentDaemon, build_agent
+
+    config = load_config(ns.config)
+    daemon = AgentDaemon(config, build_agent(config))
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    daemon.run(stop)
+    return 0
+
+
+def _cmd_status(ns: argparse.Namespace) -> int:
+    from agent.journal import Journal
+    from agent.outbox import Outbox
+
+    config = load_config(ns.config)
+    record = Journal(config.data_dir / "journal.json").load()
+    out: dict[str, Any] = {
+        "device_id": config.device_id,
+        "journal": None if record is None else json.loads(record.to_json()),
+        "pending_reports": len(Outbox(config.data_dir / "outbox")),
+    }
+    print(json.dumps(out, indent=2))
+    return 0
+
+
+def _cmd_enroll(ns: argparse.Namespace) -> int:
+    from agent.fsutil import atomic_write
+    from agent.server_api import ServerApi
+
+    config = load_config(ns.config)
+    api = ServerApi(config.server_url, config.device_id)
+    credential = api.enroll(ns.token, config.model, config.channel)
+    atomic_write(ns.credential_out, credential.encode())
+    ns.credential_out.chmod(0o600)
+    print(f"enrolled {config.device_id}; credential written to {ns.credential_out}")
+    return 0

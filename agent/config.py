@@ -1,0 +1,101 @@
+"""The agent's configuration: one TOML file, validated once, then plain data."""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from agent.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    device_id: str
+    model: str
+    channel: str
+    server_url: str
+    data_dir: Path
+    trusted_root: Path  # the root.json the device was provisioned with
+    credential: str = ""
+    broker_url: str = ""  # mqtt://host:port; empty = HTTP polling only
+    metadata_url: str = ""  # default: <server_url>/tuf/metadata/
+    targets_url: str = ""  # default: <server_url>/tuf/targets/
+    poll_interval_s: float = 300.0
+    poll_jitter: float = 0.2  # +/- share of the interval
+    health_deadline_s: float = 60.0
+    slot_backend: str = "sim"
+    slot_options: dict[str, Any] = field(default_factory=dict)
+    health_checks: list[dict[str, Any]] = field(default_factory=list)
+    policy: dict[str, Any] = field(default_factory=dict)
+    version_file: str = ""  # where the running system says its version, if journal is lost
+
+    @property
+    def resolved_metadata_url(self) -> str:
+        return _with_slash(self.metadata_url or f"{self.server_url.rstrip('/')}/tuf/metadata/")
+
+    @property
+    def resolved_targets_url(self) -> str:
+        return _with_slash(self.targets_url or f"{self.server_url.rstrip('/')}/tuf/targets/")
+
+
+def _with_slash(url: str) -> str:
+    return url if url.endswith("/") else url + "/"
+
+
+_REQUIRED = ("device_id", "model", "channel", "server_url", "data_dir", "trusted_root")
+
+
+def load_config(path: Path) -> AgentConfig:
+    """Read and check the TOML file; a bad file raises ConfigError saying what is wrong."""
+    try:
+        raw = tomllib.loads(path.read_text())
+    except OSError as exc:
+        raise ConfigError(f"cannot read config {path}: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config {path} is not valid TOML: {exc}") from None
+    return config_from_dict(raw, base=path.parent)
+
+
+def config_from_dict(raw: dict[str, Any], base: Path = Path()) -> AgentConfig:
+    missing = [k for k in _REQUIRED if not raw.get(k)]
+    if missing:
+        raise ConfigError(f"config is missing: {', '.join(missing)}")
+    slot = raw.get("slot", {})
+    health = raw.get("health", {})
+    if not isinstance(slot, dict) or not isinstance(health, dict):
+        raise ConfigError("[slot] and [health] must be tables")
+    credential = str(raw.get("credential", ""))
+    if not credential and raw.get("credential_file"):
+        credential = _read_secret(base / str(raw["credential_file"]))
+    try:
+        return AgentConfig(
+            device_id=str(raw["device_id"]),
+            model=str(raw["model"]),
+            channel=str(raw["channel"]),
+            server_url=str(raw["server_url"]),
+            data_dir=base / str(raw["data_dir"]),
+            trusted_root=base / str(raw["trusted_root"]),
+            credential=credential,
+            broker_url=str(raw.get("broker_url", "")),
+            metadata_url=str(raw.get("metadata_url", "")),
+            targets_url=str(raw.get("targets_url", "")),
+            poll_interval_s=float(raw.get("poll_interval_s", 300.0)),
+            poll_jitter=float(raw.get("poll_jitter", 0.2)),
+            health_deadline_s=float(health.get("deadline_s", 60.0)),
+            slot_backend=str(slot.get("backend", "sim")),
+            slot_options={k: v for k, v in slot.items() if k != "backend"},
+            health_checks=list(health.get("check", [])),
+            policy=dict(raw.get("policy", {})),
+            version_file=str(raw.get("version_file", "")),
+        )
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"config has a value of the wrong type: {exc}") from None
+
+
+def _read_secret(path: Path) -> str:
+    try:
+        return path.read_text().strip()
+    except OSError as exc:
+        raise ConfigError(f"cannot read credential file {path}: {exc.strerror}") from None

@@ -1,0 +1,153 @@
+"""`ota-agent run`: assemble the agent from its config and keep it running.
+
+One main loop per device does all the work; the MQTT thread only files what it heard and
+rings the bell. The loop wakes on the bell, after every (re)connect, and on a jittered poll
+timer, and each time asks the server over HTTP what to run: MQTT is never the only path.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import random
+import threading
+from pathlib import Path
+
+from hardware.registry import open_boot_control
+
+from agent.config import AgentConfig
+from agent.doorbell import Doorbell
+from agent.errors import AgentError
+from agent.fetcher import make_fetcher
+from agent.health import CallableCheck, HealthCheck, health_checks_from_config
+from agent.journal import Journal
+from agent.outbox import Outbox
+from agent.policy import policies_from_config
+from agent.protocol import (
+    AvailabilityNotice,
+    Command,
+    ProtocolError,
+    channel_topic,
+    device_cmd_topic,
+)
+from agent.runner import Agent, AgentParts, jittered
+from agent.server_api import ServerApi
+from agent.tuf_client import TufClient
+from hardware.bootcontrol import BootControl
+
+log = logging.getLogger(__name__)
+
+
+def build_agent(config: AgentConfig, boot: BootControl | None = None) -> Agent:
+    """Everything the runner needs, from the config (a given `boot` wins over the config)."""
+    if boot is None:
+        boot = open_boot_control(config.slot_backend, config.slot_options)
+    try:
+        trusted_root = config.trusted_root.read_bytes()
+    except OSError as exc:
+        where = config.trusted_root
+        raise AgentError(f"cannot read trusted root {where}: {exc.strerror}") from None
+    config.data_dir.mkdir(parents=True, exist_ok=True)
+    fetcher = make_fetcher()
+    tuf = TufClient(
+        config.data_dir / "tuf",
+        config.resolved_metadata_url,
+        config.resolved_targets_url,
+        bootstrap_root=trusted_root,
+        fetcher=fetcher,
+    )
+    parts = AgentParts(
+        device_id=config.device_id,
+        model=config.model,
+        boot=boot,
+        tuf=tuf,
+        fetcher=fetcher,
+        server=ServerApi(config.server_url, config.device_id, config.credential),
+        journal=Journal(config.data_dir / "journal.json"),
+        outbox=Outbox(config.data_dir / "outbox"),
+        health_checks=_health_checks(config, boot),
+        policies=policies_from_config(config.policy),
+        health_deadline_s=config.health_deadline_s,
+        initial_version=_initial_version(config),
+    )
+    return Agent(parts)
+
+
+def _health_checks(config: AgentConfig, boot: BootControl) -> list[HealthCheck]:
+    checks = health_checks_from_config(config.health_checks)
+    device_check = getattr(boot, "check_health", None)
+    if callable(device_check):  # the simulated device's "make health fail" switch
+        checks.insert(0, CallableCheck("device", device_check))
+    return checks
+
+
+def _initial_version(config: AgentConfig) -> str:
+    if not config.version_file:
+        return ""
+    try:
+        return Path(config.version_file).read_text().strip()
+    except OSError:
+        return ""
+
+
+class AgentDaemon:
+    def __init__(self, config: AgentConfig, agent: Agent, *, rng: random.Random | None = None):
+        self.config = config
+        self.agent = agent
+        self._rng = rng or random.Random()
+        self._wake = threading.Event()
+        self._inbox: queue.SimpleQueue[AvailabilityNotice | Command] = queue.SimpleQueue()
+        self.doorbell: Doorbell | None = None
+        if config.broker_url:
+            self.doorbell = Doorbell(
+                config.broker_url,
+                device_id=config.device_id,
+                channel=config.channel,
+                model=config.model,
+                on_message=self._heard,
+                on_connected=self._wake.set,
+            )
+            agent.p.reporter = self.doorbell
+
+    def run(self, stop: threading.Event) -> None:
+        self.agent.resume()
+        if self.doorbell is not None:
+            self.doorbell.start()
+        try:
+            while not stop.is_set():
+                self.cycle()
+                delay = jittered(self.config.poll_interval_s, self.config.poll_jitter, self._rng)
+                self._wake.wait(delay)
+                self._wake.clear()
+        finally:
+            if self.doorbell is not None:
+                self.doorbell.stop()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def cycle(self) -> None:
+        """Handle what MQTT brought, then ask the server over HTTP, then send reports."""
+        while not self._inbox.empty():
+            item = self._inbox.get_nowait()
+            if isinstance(item, AvailabilityNotice):
+                self.agent.consider(item)
+            else:
+                self.agent.handle_command(item)
+        try:
+            self.agent.poll_once()
+        except AgentError as exc:
+            log.info("%s: poll failed: %s", self.config.device_id, exc)
+        self.agent.flush_reports()
+
+    def _heard(self, topic: str, payload: bytes) -> None:
+        try:
+            if topic == channel_topic(self.config.channel, self.config.model):
+                if payload:  # an empty retained message clears the notice
+                    self._inbox.put(AvailabilityNotice.from_json(payload))
+            elif topic == device_cmd_topic(self.config.device_id):
+                self._inbox.put(Command.from_json(payload))
+        except ProtocolError as exc:
+            log.warning("%s: ignored a bad message on %s: %s", self.config.device_id, topic, exc)
+            return
+        self._wake.set()

@@ -1,0 +1,84 @@
+"""`ota`: the release engineer's and the operator's command line."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from signing.cli import keys_app, release_app
+
+app = typer.Typer(
+    name="ota",
+    help="Orange Friday: sign weekly ROM builds, run the update server, run the demo.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(keys_app, name="keys")
+app.add_typer(release_app, name="release")
+server_app = typer.Typer(help="The update server.", no_args_is_help=True)
+broker_app = typer.Typer(help="The embedded MQTT broker.", no_args_is_help=True)
+app.add_typer(server_app, name="server")
+app.add_typer(broker_app, name="broker")
+
+
+@server_app.command("run")
+def server_run(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8080,
+    db_url: Annotated[str | None, typer.Option(help="SQLAlchemy URL (default: env/SQLite)")] = None,
+    repo_dir: Annotated[
+        Path | None, typer.Option(help="TUF repository to serve under /tuf/ (metadata/, targets/)")
+    ] = None,
+    broker_url: Annotated[str | None, typer.Option(help="mqtt://host:port")] = None,
+) -> None:
+    """Serve the API, the TUF repository and the dashboard (settings also from OTA_* env)."""
+    import dataclasses
+
+    import uvicorn
+
+    from server.app import create_app
+    from server.settings import Settings
+
+    settings = Settings.from_env()
+    overrides = {"db_url": db_url, "repo_dir": repo_dir, "broker_url": broker_url}
+    settings = dataclasses.replace(settings, **{k: v for k, v in overrides.items() if v})
+    uvicorn.run(create_app(settings), host=host, port=port, log_level="info")
+
+
+@broker_app.command("run")
+def broker_run(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 1883,
+) -> None:
+    """Start the embedded MQTT broker (amqtt) for zero-setup use."""
+    from server.broker import run_embedded_broker
+
+    run_embedded_broker(host, port)
+
+
+@app.command("demo")
+def demo(
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    devices: Annotated[int, typer.Option(help="Simulated devices.")] = 20,
+    testers: Annotated[int, typer.Option(help="How many of them are beta testers.")] = 5,
+    workdir: Annotated[
+        Path | None, typer.Option(help="Keep everything here (default: a temp dir)")
+    ] = None,
+) -> None:
+    """A whole weekly release on embedded defaults: keys, builds, server, broker, a fleet."""
+    from server.demo import DemoOptions, run_demo
+
+    options = DemoOptions(devices=devices, testers=testers, workdir=workdir, as_json=as_json)
+    result = run_demo(options)
+    raise typer.Exit(0 if result.ok else 1)
+
+
+def main() -> None:
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    try:
+        app()
+    except KeyboardInterrupt:
+        sys.exit(130)

@@ -1,0 +1,371 @@
+"""`ota demo`: one weekly release, end to end, on embedded defaults and real parts.
+
+Keys are made, two synthetic weekly builds are signed, the server (uvicorn, SQLite) and the
+embedded broker (amqtt) listen on free loopback ports, and a fleet of simulated devices runs
+the real agent in threads: real HTTP, real MQTT, real TUF, real slot files. Build 1 goes to
+everyone; build 2 goes to preview, where one tester's device fails its health check and rolls
+back, then to stable. What the table shows is what the server heard from the devices.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import random
+import secrets
+import socket
+import tempfile
+import threading
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hardware.sim import SimDevice
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+from signing.keys import init_keys
+from signing.repo import PublishedRelease, publish_release
+
+from agent.config import AgentConfig
+from agent.daemon import AgentDaemon, build_agent
+from agent.server_api import ServerApi
+
+MODEL = "sim"
+IMAGE_MB = 8
+SLOT_MB = 16
+BUILDS = ("2026.47", "2026.48")
+STEP_TIMEOUT_S = 60.0
+
+
+@dataclass(frozen=True)
+class DemoOptions:
+    devices: int = 20
+    testers: int = 5
+    workdir: Path | None = None
+    as_json: bool = False
+
+
+@dataclass
+class DemoResult:
+    ok: bool
+    devices: list[dict[str, Any]] = field(default_factory=list)
+    releases: list[dict[str, Any]] = field(default_factory=list)
+    steps: list[dict[str, Any]] = field(default_factory=list)
+    elapsed_s: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "devices": self.devices,
+            "releases": self.releases,
+            "steps": self.steps,
+            "elapsed_s": round(self.elapsed_s, 2),
+        }
+
+
+@dataclass
+class FleetDevice:
+    device_id: str
+    channel: str
+    sim: SimDevice
+    daemon: AgentDaemon
+    thread: threading.Thread | None = None
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def run_demo(options: DemoOptions) -> DemoResult:
+    console = Console(stderr=options.as_json)
+    with contextlib.ExitStack() as stack:
+        workdir = options.workdir or Path(stack.enter_context(tempfile.TemporaryDirectory()))
+        workdir.mkdir(parents=True, exist_ok=True)
+        result = _run(workdir, options, console, stack)
+    if options.as_json:
+        print(json.dumps(result.to_dict(), indent=2))
+    else:
+        console.print(_table(result.devices))
+        verdict = "[green]ok[/]" if result.ok else "[red]FAILED[/]"
+        console.print(f"demo {verdict} in {result.elapsed_s:.1f}s")
+    return result
+
+
+def _run(
+    workdir: Path, options: DemoOptions, console: Console, stack: contextlib.ExitStack
+) -> DemoResult:
+    started = time.monotonic()
+    env = stack.enter_context(_services(workdir))
+    fleet = _fleet(workdir, env, options)
+    stop = threading.Event()
+    stack.callback(_stop_fleet, fleet, stop)
+    for dev in fleet:
+        dev.thread = threading.Thread(target=dev.daemon.run, args=(stop,), daemon=True)
+        dev.thread.start()
+    view = _LiveView(env, console, enabled=not options.as_json)
+    steps: list[dict[str, Any]] = []
+    releases: list[dict[str, Any]] = []
+    with view:
+        steps.append(_release_step(env, view, fleet, releases, BUILDS[0], ("preview", "stable")))
+        broken = next(d for d in fleet if d.channel == "preview")
+        broken.sim.health_failing = True
+        steps.append(_release_step(env, view, fleet, releases, BUILDS[1], ("preview",), broken))
+        steps.append(_release_step(env, view, fleet, releases, BUILDS[1], ("stable",), broken))
+    devices = view.snapshot()
+    ok = all(s["ok"] for s in steps)
+    return DemoResult(ok, devices, releases, steps, time.monotonic() - started)
+
+
+# ---------------------------------------------------------------------- services
+
+
+@dataclass
+class _Env:
+    repo: Path
+    server_url: str
+    broker_url: str
+    admin_token: str
+    enrollment_token: str
+    images: Path
+
+
+@contextlib.contextmanager
+def _services(workdir: Path) -> Iterator[_Env]:
+    import uvicorn
+
+    from server.app import create_app
+    from server.broker import EmbeddedBroker
+    from server.settings import Settings
+
+    repo = workdir / "repo"
+    if not (repo / "root.json").exists():
+        init_keys(repo)
+    broker_port, http_port = free_port(), free_port()
+    env = _Env(
+        repo=repo,
+        server_url=f"http://127.0.0.1:{http_port}",
+        broker_url=f"mqtt://127.0.0.1:{broker_port}",
+        admin_token=secrets.token_urlsafe(16),
+        enrollment_token=secrets.token_urlsafe(16),
+        images=workdir / "images",
+    )
+    settings = Settings(
+        db_url=f"sqlite:///{workdir / 'server.db'}",
+        repo_dir=repo / "repository",
+        broker_url=env.broker_url,
+        admin_token=env.admin_token,
+        enrollment_token=env.enrollment_token,
+    )
+    with EmbeddedBroker("127.0.0.1", broker_port):
+        config = uvicorn.Config(
+            create_app(settings), host="127.0.0.1", port=http_port, log_level="warning"
+        )
+        server = uvicorn.Server(config)
+        thread = threading.Thread(target=server.run, daemon=True)
+        thread.start()
+        _wait(lambda: server.started, 20, "the server did not start")
+        try:
+            yield env
+        finally:
+            server.should_exit = True
+            thread.join(timeout=10)
+
+
+def _fleet(workdir: Path, env: _Env, options: DemoOptions) -> list[FleetDevice]:
+    fleet = []
+    for i in range(options.devices):
+        channel = "preview" if i < options.testers else "stable"
+        device_id = f"{'tester' if channel == 'preview' else 'phone'}-{i:02d}"
+        root = workdir / "devices" / device_id
+        sim = SimDevice.provision(root / "hw", slot_size=SLOT_MB * 1024 * 1024, model=MODEL)
+        credential = ServerApi(env.server_url, device_id).enroll(
+            env.enrollment_token, MODEL, channel
+        )
+        config = AgentConfig(
+            device_id=device_id,
+            model=MODEL,
+            channel=channel,
+            server_url=env.server_url,
+            broker_url=env.broker_url,
+            credential=credential,
+            data_dir=root / "agent",
+            trusted_root=env.repo / "root.json",
+            poll_interval_s=3.0,
+            poll_jitter=0.5,
+            health_deadline_s=10.0,
+        )
+        daemon = AgentDaemon(config, build_agent(config, boot=sim), rng=random.Random(i))
+        fleet.append(FleetDevice(device_id, channel, sim, daemon))
+    return fleet
+
+
+def _stop_fleet(fleet: list[FleetDevice], stop: threading.Event) -> None:
+    stop.set()
+    for dev in fleet:
+        dev.daemon.wake()
+    for dev in fleet:
+        if dev.thread is not None:
+            dev.thread.join(timeout=15)
+
+
+# ---------------------------------------------------------------------- releases
+
+
+def _release_step(
+    env: _Env,
+    view: _LiveView,
+    fleet: list[FleetDevice],
+    releases: list[dict[str, Any]],
+    version: str,
+    channels: tuple[str, ...],
+    broken: FleetDevice | None = None,
+) -> dict[str, Any]:
+    image = _synthetic_build(env.images, version)
+    for channel in channels:
+        published = publish_release(
+            env.repo,
+            image,
+            version=version,
+            channel=channel,
+            model=MODEL,
+            notes=f"Orange Friday build {version}",
+        )
+        answer = _register(env, published)
+        releases.append({**published.to_dict(), "rollout_id": answer.get("rollout_id", "")})
+    view.say(f"build {version} published to {', '.join(channels)}")
+    expected = {
+        d.device_id: _expectation(d, version, broken) for d in fleet if d.channel in channels
+    }
+    ok = view.wait_until(expected, STEP_TIMEOUT_S)
+    return {"version": version, "channels": list(channels), "ok": ok}
+
+
+def _expectation(dev: FleetDevice, version: str, broken: FleetDevice | None) -> tuple[str, str]:
+    if broken is not None and dev is broken:
+        return (BUILDS[0], "rolled_back")
+    return (version, "committed")
+
+
+def _synthetic_build(images: Path, version: str) -> Path:
+    """A deterministic stand-in for a ROM image (random bytes do not compress)."""
+    images.mkdir(parents=True, exist_ok=True)
+    path = images / f"rom-{version}.img"
+    if not path.exists():
+        rng = random.Random(version)
+        with path.open("wb") as f:
+            for _ in range(IMAGE_MB):
+                f.write(rng.randbytes(1024 * 1024))
+    return path
+
+
+def _register(env: _Env, release: PublishedRelease) -> dict[str, Any]:
+    """Tell the server a signed release exists (as `ota release publish --server` does)."""
+    return _api(env, "POST", "/api/v1/releases", release.to_dict())
+
+
+def _api(env: _Env, method: str, path: str, body: Any = None) -> Any:
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(
+        env.server_url + path,
+        data=data,
+        method=method,
+        headers={"Authorization": f"Bearer {env.admin_token}", "Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=20) as resp:
+        return json.loads(resp.read())
+
+
+# ---------------------------------------------------------------------- the view
+
+
+class _LiveView:
+    """What the server knows about the fleet, refreshed while we wait."""
+
+    def __init__(self, env: _Env, console: Console, *, enabled: bool) -> None:
+        self._env = env
+        self._console = console
+        self._enabled = enabled
+        self._live: Live | None = None
+        self._last: list[dict[str, Any]] = []
+
+    def __enter__(self) -> _LiveView:
+        if self._enabled:
+            self._live = Live(_table([]), console=self._console, refresh_per_second=4)
+            self._live.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._live is not None:
+            self._live.__exit__(None, None, None)
+
+    def say(self, text: str) -> None:
+        if self._enabled:
+            self._console.log(text)
+
+    def snapshot(self) -> list[dict[str, Any]]:
+        devices = _api(self._env, "GET", "/api/v1/devices")
+        counts = {d["device_id"]: len(_api(self._env, "GET", _reports_url(d))) for d in devices}
+        self._last = [_row(d, counts[d["device_id"]]) for d in devices]
+        if self._live is not None:
+            self._live.update(_table(self._last))
+        return self._last
+
+    def wait_until(self, expected: dict[str, tuple[str, str]], timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            rows = {r["id"]: r for r in self.snapshot()}
+            if all(_matches(rows.get(k), want) for k, want in expected.items()):
+                return True
+            time.sleep(0.5)
+        return False
+
+
+def _reports_url(device: dict[str, Any]) -> str:
+    return f"/api/v1/reports?device_id={device['device_id']}&limit=10000"
+
+
+def _matches(row: dict[str, Any] | None, want: tuple[str, str]) -> bool:
+    return row is not None and (row["version"], row["state"]) == want
+
+
+def _row(device: dict[str, Any], reports: int) -> dict[str, Any]:
+    return {
+        "id": device["device_id"],
+        "channel": device["channel"],
+        "version": device.get("current_version") or "",
+        "slot": device.get("slot") or "",
+        "state": device.get("state") or "",
+        "reports": reports,
+    }
+
+
+def _table(rows: list[dict[str, Any]]) -> Table:
+    table = Table(title="Orange Friday fleet (as the server sees it)")
+    for name in ("device", "channel", "version", "slot", "state", "reports"):
+        table.add_column(name)
+    for r in rows:
+        style = {"committed": "green", "rolled_back": "yellow", "failed": "red"}.get(r["state"])
+        table.add_row(
+            r["id"],
+            r["channel"],
+            r["version"],
+            r["slot"],
+            r["state"],
+            str(r["reports"]),
+            style=style,
+        )
+    return table
+
+
+def _wait(predicate: Callable[[], bool], timeout: float, message: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise TimeoutError(message)
+        time.sleep(0.05)

@@ -23,9 +23,15 @@ def _open_sim(options: Mapping[str, Any]) -> BootControl:
     return SimDevice(Path(required_str(options, "root", "sim")))
 
 
+def _open_uboot(options: Mapping[str, Any]) -> BootControl:
+    from hardware.uboot import UBootControl
+
+    return UBootControl.from_options(options)
+
+
 def _backends() -> dict[str, BackendFactory]:
     # Imported when chosen, so a device only loads the backend it runs.
-    return {"sim": _open_sim}
+    return {"sim": _open_sim, "uboot": _open_uboot}
 
 
 def backend_names() -> list[str]:

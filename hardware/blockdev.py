@@ -1,0 +1,59 @@
+"""What every real backend shares about its body: two partitions and a kernel command line.
+
+The partitions are block devices (plain files in tests); the running slot is the one whose
+root device the kernel was booted with (`root=` in /proc/cmdline), the bootloader's own
+statement of what it booted.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from hardware.bootcontrol import BootControlError, Slot
+from hardware.options import optional_str, required_str
+
+
+@dataclass(frozen=True)
+class SlotDevices:
+    devices: Mapping[Slot, Path]  # the partition of each slot
+    roots: Mapping[Slot, str]  # the `root=` value the kernel gets when booting each slot
+    cmdline_path: Path = Path("/proc/cmdline")
+
+    @classmethod
+    def from_options(cls, options: Mapping[str, Any], backend: str) -> SlotDevices:
+        devices = {s: Path(required_str(options, f"slot_{s.value}_device", backend)) for s in Slot}
+        roots = {s: optional_str(options, f"slot_{s.value}_root", str(devices[s])) for s in Slot}
+        cmdline = Path(optional_str(options, "cmdline_path", "/proc/cmdline"))
+        return cls(devices=devices, roots=roots, cmdline_path=cmdline)
+
+    def size(self, slot: Slot) -> int:
+        """Capacity in bytes (seeking to the end works for block devices and files)."""
+        try:
+            fd = os.open(self.devices[slot], os.O_RDONLY)
+        except OSError as exc:
+            raise BootControlError(f"cannot open slot {slot} ({exc.strerror})") from None
+        try:
+            return os.lseek(fd, 0, os.SEEK_END)
+        finally:
+            os.close(fd)
+
+    def open(self, slot: Slot) -> BinaryIO:
+        try:
+            return open(self.devices[slot], "r+b")
+        except OSError as exc:
+            raise BootControlError(f"cannot open slot {slot} ({exc.strerror})") from None
+
+    def booted_slot(self) -> Slot:
+        """The slot whose root the kernel was given; BootControlError if neither."""
+        try:
+            words = self.cmdline_path.read_text().split()
+        except OSError as exc:
+            raise BootControlError(f"cannot read {self.cmdline_path}: {exc.strerror}") from None
+        for slot, root in self.roots.items():
+            if f"root={root}" in words:
+                return slot
+        raise BootControlError(f"{self.cmdline_path} names neither slot's root")

@@ -1,0 +1,50 @@
+"""Running a boot tool (fw_setenv, grub-editenv, update_engine_client, reboot).
+
+The one place where a tool's failure becomes a BootControlError: a missing binary, a non-zero
+exit or a timeout all say which command failed and what it printed.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from collections.abc import Sequence
+
+from hardware.bootcontrol import BootControlError
+
+TOOL_TIMEOUT_S = 60.0
+
+
+def run_tool(
+    argv: Sequence[str], *, stdin: str | None = None, timeout: float = TOOL_TIMEOUT_S
+) -> str:
+    """Run `argv`, return its stdout; any failure raises BootControlError."""
+    try:
+        done = subprocess.run(
+            list(argv), input=stdin, capture_output=True, text=True, timeout=timeout, check=False
+        )
+    except FileNotFoundError:
+        raise BootControlError(f"boot tool not found: {argv[0]}") from None
+    except subprocess.TimeoutExpired:
+        raise BootControlError(f"{_shown(argv)} did not finish within {timeout:.0f}s") from None
+    if done.returncode != 0:
+        problem = (done.stderr or done.stdout).strip()[-500:]
+        raise BootControlError(f"{_shown(argv)} failed (exit {done.returncode}): {problem}")
+    return done.stdout
+
+
+def reboot_and_wait(argv: Sequence[str], wait_s: float) -> None:
+    """Ask for a reboot. On hardware the process dies while waiting; if it does not, say so.
+
+    `wait_s = 0` returns at once: for fake reboot commands that boot the fake bootloader
+    in place, as the simulated device does.
+    """
+    run_tool(argv)
+    if wait_s <= 0:
+        return
+    time.sleep(wait_s)
+    raise BootControlError(f"{_shown(argv)} returned but the device is still up after {wait_s}s")
+
+
+def _shown(argv: Sequence[str]) -> str:
+    return " ".join(argv)

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from hardware.bootcontrol import BootControlError, Slot
-from hardware.options import optional_str, required_str
+from hardware.bootcontrol import BootControlError, BootStatus, Slot
+from hardware.options import optional_int, optional_str, required_str
 
 
 @dataclass(frozen=True)
@@ -57,3 +57,36 @@ class SlotDevices:
             if f"root={root}" in words:
                 return slot
         raise BootControlError(f"{self.cmdline_path} names neither slot's root")
+
+
+def open_inactive_slot(slots: SlotDevices, status: BootStatus, slot: Slot) -> BinaryIO:
+    """Open `slot` for writing unless the bootloader could boot it (running, committed, armed)."""
+    if slot in (status.active, status.committed):
+        raise BootControlError(f"slot {slot} is running or committed; refusing to write it")
+    if status.pending_trial == slot:
+        raise BootControlError(f"slot {slot} is armed for a trial; mark it unbootable first")
+    return slots.open(slot)
+
+
+@dataclass(frozen=True)
+class PartitionMap:
+    """Which partition number holds which slot (the numbers bootloaders speak in)."""
+
+    a: int = 2
+    b: int = 3
+
+    @classmethod
+    def from_options(cls, options: Mapping[str, Any]) -> PartitionMap:
+        return cls(
+            a=optional_int(options, "slot_a_part", 2), b=optional_int(options, "slot_b_part", 3)
+        )
+
+    def part_of(self, slot: Slot) -> int:
+        return self.a if slot is Slot.A else self.b
+
+    def slot_of(self, part: int | str) -> Slot:
+        """The slot on partition `part`; BootControlError for any other value."""
+        for slot in Slot:
+            if str(part).strip() == str(self.part_of(slot)):
+                return slot
+        raise BootControlError(f"partition {part!r} is neither slot's partition")

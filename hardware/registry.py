@@ -29,9 +29,15 @@ def _open_uboot(options: Mapping[str, Any]) -> BootControl:
     return UBootControl.from_options(options)
 
 
+def _open_tryboot(options: Mapping[str, Any]) -> BootControl:
+    from hardware.tryboot import TrybootControl
+
+    return TrybootControl.from_options(options)
+
+
 def _backends() -> dict[str, BackendFactory]:
     # Imported when chosen, so a device only loads the backend it runs.
-    return {"sim": _open_sim, "uboot": _open_uboot}
+    return {"sim": _open_sim, "uboot": _open_uboot, "tryboot": _open_tryboot}
 
 
 def backend_names() -> list[str]:

@@ -17,10 +17,10 @@ with a flag, so a power cut leaves the old or the new environment).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
-from hardware.blockdev import SlotDevices
+from hardware.blockdev import PartitionMap, SlotDevices, open_inactive_slot
 from hardware.bootcontrol import BootControlError, BootStatus, Slot
 from hardware.commands import reboot_and_wait, run_tool
 from hardware.envtext import parse_assignments
@@ -32,18 +32,9 @@ class UBootSettings:
     fw_env_config: str = "/etc/fw_env.config"
     boot_part_var: str = "mender_boot_part"
     boot_part_hex_var: str = "mender_boot_part_hex"  # empty: not kept
-    part_numbers: Mapping[Slot, int] | None = None  # default: a=2, b=3
+    partitions: PartitionMap = field(default_factory=PartitionMap)
     reboot_command: tuple[str, ...] = ("reboot",)
     reboot_wait_s: float = 120.0
-
-    def part_of(self, slot: Slot) -> int:
-        return (self.part_numbers or {Slot.A: 2, Slot.B: 3})[slot]
-
-    def slot_of(self, part: str) -> Slot:
-        for slot in Slot:
-            if part.strip() == str(self.part_of(slot)):
-                return slot
-        raise BootControlError(f"{self.boot_part_var}={part!r} is neither slot's partition")
 
 
 @dataclass(frozen=True)
@@ -69,9 +60,7 @@ class UBootControl:
             fw_env_config=optional_str(options, "fw_env_config", "/etc/fw_env.config"),
             boot_part_var=optional_str(options, "boot_part_var", "mender_boot_part"),
             boot_part_hex_var=optional_str(options, "boot_part_hex_var", "mender_boot_part_hex"),
-            part_numbers={
-                s: optional_int(options, f"slot_{s.value}_part", 2 + i) for i, s in enumerate(Slot)
-            },
+            partitions=PartitionMap.from_options(options),
             reboot_command=tuple(command_option(options, "reboot_command", ["reboot"])),
             reboot_wait_s=float(optional_int(options, "reboot_wait_s", 120)),
         )
@@ -86,12 +75,7 @@ class UBootControl:
         return self.slots.size(slot)
 
     def open_slot(self, slot: Slot) -> BinaryIO:
-        status = self.status()
-        if slot in (status.active, status.committed):
-            raise BootControlError(f"slot {slot} is running or committed; refusing to write it")
-        if status.pending_trial == slot:
-            raise BootControlError(f"slot {slot} is armed for a trial; mark it unbootable first")
-        return self.slots.open(slot)
+        return open_inactive_slot(self.slots, self.status(), slot)
 
     def mark_unbootable(self, slot: Slot) -> None:
         status = self.status()
@@ -128,7 +112,7 @@ class UBootControl:
         if part_var not in env:
             raise BootControlError(f"the U-Boot environment has no {part_var}")
         return UBootEnv(
-            boot_slot=self.settings.slot_of(env[part_var]),
+            boot_slot=self.settings.partitions.slot_of(env[part_var]),
             upgrade_available=env.get("upgrade_available", "0").strip() == "1",
             bootcount=_int_var(env, "bootcount", 0),
             bootlimit=_int_var(env, "bootlimit", 1),
@@ -139,7 +123,7 @@ class UBootControl:
         run_tool(["fw_setenv", *self._config_args(), "-s", "-"], stdin=script)
 
     def _boot_part_vars(self, slot: Slot) -> dict[str, str]:
-        part = self.settings.part_of(slot)
+        part = self.settings.partitions.part_of(slot)
         values = {self.settings.boot_part_var: str(part)}
         if self.settings.boot_part_hex_var:
             values[self.settings.boot_part_hex_var] = f"{part:x}"

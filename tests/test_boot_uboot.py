@@ -11,6 +11,7 @@ from hardware.bootcontrol import BootControl, BootControlError, Slot
 from hardware.fakes import install_tool, path_with
 from hardware.fakes import uboot_tools as fake_uboot
 from hardware.registry import open_boot_control
+from hardware.testing import assert_refuses_unsafe_requests, install_into_other_slot
 from hardware.uboot import UBootControl
 
 FAKES = "hardware.fakes.uboot_tools"
@@ -43,15 +44,6 @@ def power_cycle(board: dict[str, Any]) -> None:
     fake_uboot.power_on(fake_uboot.env_file_of(config), Path(board["cmdline_path"]), roots)
 
 
-def write_and_arm(uboot: UBootControl, payload: bytes) -> Slot:
-    target = uboot.status().active.other
-    uboot.mark_unbootable(target)
-    with uboot.open_slot(target) as sink:
-        sink.write(payload)
-    uboot.set_trial(target)
-    return target
-
-
 def test_fresh_board_runs_committed_slot_a(uboot: UBootControl) -> None:
     assert isinstance(uboot, BootControl)
     status = uboot.status()
@@ -67,7 +59,7 @@ def test_fresh_board_runs_committed_slot_a(uboot: UBootControl) -> None:
 def test_trial_sets_mender_variables_in_one_write(
     uboot: UBootControl, board: dict[str, Any]
 ) -> None:
-    write_and_arm(uboot, b"rootfs b")
+    install_into_other_slot(uboot, b"rootfs b")
     env = env_of(board)
     assert (env["mender_boot_part"], env["mender_boot_part_hex"]) == ("3", "3")
     assert (env["upgrade_available"], env["bootcount"]) == ("1", "0")
@@ -77,7 +69,7 @@ def test_trial_sets_mender_variables_in_one_write(
 
 
 def test_update_is_committed_by_mark_good(uboot: UBootControl, board: dict[str, Any]) -> None:
-    write_and_arm(uboot, b"new")
+    install_into_other_slot(uboot, b"new")
     uboot.reboot()
     status = uboot.status()
     assert (status.active, status.committed, status.trial, status.attempts_left) == (
@@ -97,7 +89,7 @@ def test_update_is_committed_by_mark_good(uboot: UBootControl, board: dict[str, 
 def test_unconfirmed_trial_falls_back_after_bootlimit(
     uboot: UBootControl, board: dict[str, Any]
 ) -> None:
-    write_and_arm(uboot, b"new")
+    install_into_other_slot(uboot, b"new")
     booted = []
     for _ in range(4):
         power_cycle(board)
@@ -115,7 +107,7 @@ def test_brownouts_without_a_trial_never_count(uboot: UBootControl, board: dict[
 
 
 def test_marking_the_running_trial_bad_rolls_back_on_reboot(uboot: UBootControl) -> None:
-    write_and_arm(uboot, b"bad build")
+    install_into_other_slot(uboot, b"bad build")
     uboot.reboot()
     uboot.mark_unbootable(Slot.B)
     status = uboot.status()
@@ -127,7 +119,7 @@ def test_marking_the_running_trial_bad_rolls_back_on_reboot(uboot: UBootControl)
 
 
 def test_marking_a_pending_trial_bad_cancels_it(uboot: UBootControl) -> None:
-    write_and_arm(uboot, b"x")
+    install_into_other_slot(uboot, b"x")
     uboot.mark_unbootable(Slot.B)
     assert uboot.status().pending_trial is None
     uboot.reboot()
@@ -135,15 +127,7 @@ def test_marking_a_pending_trial_bad_cancels_it(uboot: UBootControl) -> None:
 
 
 def test_refusals(uboot: UBootControl) -> None:
-    with pytest.raises(BootControlError, match="running or committed"):
-        uboot.open_slot(Slot.A)
-    with pytest.raises(BootControlError, match="committed"):
-        uboot.mark_unbootable(Slot.A)
-    with pytest.raises(BootControlError, match="committed"):
-        uboot.set_trial(Slot.A)
-    uboot.set_trial(Slot.B)
-    with pytest.raises(BootControlError, match="armed for a trial"):
-        uboot.open_slot(Slot.B)
+    assert_refuses_unsafe_requests(uboot)
 
 
 def test_tool_failures_become_boot_control_errors(board: dict[str, Any], tmp_path: Path) -> None:

@@ -12,6 +12,7 @@ import pytest
 from hardware.bootcontrol import BootControl, BootControlError, Slot
 from hardware.sim import FaultPlan, PowerCut, SimDevice
 from hardware.sim_env import arm_trial, mark_slot_bad
+from hardware.testing import assert_refuses_unsafe_requests, install_into_other_slot
 
 SLOT_SIZE = 256 * 1024
 
@@ -22,13 +23,8 @@ def device(tmp_path: Path) -> SimDevice:
 
 
 def install(device: SimDevice, payload: bytes = b"new build" * 100) -> Slot:
-    """The agent's order: mark bad, write, arm trial, reboot."""
-    target = device.status().active.other
-    device.mark_unbootable(target)
-    with device.open_slot(target) as sink:
-        sink.write(payload)
-        sink.flush()
-    device.set_trial(target)
+    """The agent's order (mark bad, write, arm trial), then the reboot."""
+    target = install_into_other_slot(device, payload)
     device.reboot()
     return target
 
@@ -94,6 +90,10 @@ def test_failed_health_check_rolls_back_at_once(device: SimDevice) -> None:
 def test_health_switch_is_persisted(device: SimDevice) -> None:
     device.health_failing = True
     assert SimDevice(device.root).health_failing is True
+
+
+def test_refusals(device: SimDevice) -> None:
+    assert_refuses_unsafe_requests(device)
 
 
 def test_open_slot_refusals(device: SimDevice) -> None:

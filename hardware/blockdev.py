@@ -90,3 +90,17 @@ class PartitionMap:
             if str(part).strip() == str(self.part_of(slot)):
                 return slot
         raise BootControlError(f"partition {part!r} is neither slot's partition")
+
+
+def boot_once_status(active: Slot, committed: Slot, armed: Slot | None) -> BootStatus:
+    """The status of a bootloader whose trial is a single boot (tryboot, GRUB's next_entry)."""
+    if active != committed:
+        return BootStatus(active=active, committed=committed, trial=True, attempts_left=0)
+    pending = armed if armed != committed else None
+    return BootStatus(
+        active=active,
+        committed=committed,
+        trial=False,
+        attempts_left=1 if pending else 0,
+        pending_trial=pending,
+    )

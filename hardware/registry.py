@@ -35,9 +35,15 @@ def _open_tryboot(options: Mapping[str, Any]) -> BootControl:
     return TrybootControl.from_options(options)
 
 
+def _open_grub(options: Mapping[str, Any]) -> BootControl:
+    from hardware.grub import GrubControl
+
+    return GrubControl.from_options(options)
+
+
 def _backends() -> dict[str, BackendFactory]:
     # Imported when chosen, so a device only loads the backend it runs.
-    return {"sim": _open_sim, "uboot": _open_uboot, "tryboot": _open_tryboot}
+    return {"sim": _open_sim, "uboot": _open_uboot, "tryboot": _open_tryboot, "grub": _open_grub}
 
 
 def backend_names() -> list[str]:

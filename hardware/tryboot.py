@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from hardware.atomic_file import write_atomically
-from hardware.blockdev import PartitionMap, SlotDevices, open_inactive_slot
+from hardware.blockdev import PartitionMap, SlotDevices, boot_once_status, open_inactive_slot
 from hardware.bootcontrol import BootControlError, BootStatus, Slot
 from hardware.commands import reboot_and_wait
 from hardware.options import command_option, optional_int, optional_path
@@ -98,17 +98,7 @@ class TrybootControl:
 
     def status(self) -> BootStatus:
         committed, tryboot = self._partitions()
-        active = self._booted_slot()
-        if active != committed:
-            return BootStatus(active=active, committed=committed, trial=True, attempts_left=0)
-        pending = tryboot if tryboot != committed else None
-        return BootStatus(
-            active=active,
-            committed=committed,
-            trial=False,
-            attempts_left=1 if pending else 0,
-            pending_trial=pending,
-        )
+        return boot_once_status(self._booted_slot(), committed, tryboot)
 
     def slot_size(self, slot: Slot) -> int:
         return self.slots.size(slot)

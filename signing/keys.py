@@ -1,0 +1,211 @@
+"""Signing keys and the repository's first metadata.
+
+`init_keys` makes ed25519 keys for the four top-level roles, writes them as PKCS8 PEM files
+(mode 0600, encrypted when a passphrase is given), signs version 1 of every role with
+python-tuf's Metadata API and writes it to the storage, and leaves the root that devices are
+provisioned with at `<repo_dir>/root.json`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import (
+    BestAvailableEncryption,
+    Encoding,
+    PrivateFormat,
+    load_pem_private_key,
+)
+from securesystemslib.signer import CryptoSigner  # type: ignore[attr-defined]
+from tuf.api.metadata import Metadata, Root, Targets  # type: ignore[attr-defined]
+
+from signing.errors import KeysError
+from signing.storage import LocalStorage, Storage
+from signing.tufmeta import (
+    TOP_LEVEL_ROLES,
+    ExpiryPolicy,
+    metadata_name,
+    sign_and_serialize,
+    snapshot_metadata,
+    timestamp_metadata,
+    utc_now,
+)
+
+__all__ = [
+    "ExpiryPolicy",
+    "KeysError",
+    "default_storage",
+    "init_keys",
+    "key_paths",
+    "load_signer",
+    "load_signers",
+]
+
+KEYS_DIR = "keys"
+TRUSTED_ROOT = "root.json"
+
+
+def default_storage(repo_dir: Path) -> Storage:
+    """Where the repository's metadata and targets live unless told otherwise."""
+    return LocalStorage(Path(repo_dir) / "repository")
+
+
+def key_paths(repo_dir: Path, role: str, count: int = 1) -> list[Path]:
+    """`keys/<role>.pem` for a single key, `keys/<role>-<n>.pem` (n from 1) for several."""
+    keys = Path(repo_dir) / KEYS_DIR
+    if count == 1:
+        return [keys / f"{role}.pem"]
+    return [keys / f"{role}-{n}.pem" for n in range(1, count + 1)]
+
+
+# --------------------------------------------------------------------------- init
+
+
+def init_keys(
+    repo_dir: Path,
+    *,
+    root_threshold: int = 1,
+    root_keys: int = 1,
+    passphrase: str | None = None,
+    storage: Storage | None = None,
+    expiry: ExpiryPolicy | None = None,
+) -> Path:
+    """Create keys and version 1 of all metadata; return the path of the trusted root."""
+    repo_dir = Path(repo_dir)
+    if not 1 <= root_threshold <= root_keys:
+        raise KeysError(
+            f"root threshold {root_threshold} must be between 1 and the number of root keys "
+            f"({root_keys})"
+        )
+    store = storage if storage is not None else default_storage(repo_dir)
+    _refuse_existing(repo_dir, store)
+    signers = {role: _generate(root_keys if role == "root" else 1) for role in TOP_LEVEL_ROLES}
+    files = _initial_metadata(signers, root_threshold, expiry or ExpiryPolicy())
+    repo_dir.mkdir(parents=True, exist_ok=True)
+    with _staged_keys(repo_dir, signers, passphrase):
+        for name, data in files.items():
+            store.put_bytes(name, data)
+    trusted = repo_dir / TRUSTED_ROOT
+    LocalStorage(repo_dir).put_bytes(TRUSTED_ROOT, files[metadata_name("root", 1)])
+    return trusted
+
+
+def _generate(count: int) -> list[CryptoSigner]:
+    return [CryptoSigner.generate_ed25519() for _ in range(count)]
+
+
+def _refuse_existing(repo_dir: Path, storage: Storage) -> None:
+    found = [str(path) for path in (repo_dir / KEYS_DIR, repo_dir / TRUSTED_ROOT) if path.exists()]
+    if storage.exists(metadata_name("root", 1)):
+        found.append(f"{metadata_name('root', 1)} in {storage!r}")
+    if found:
+        raise KeysError(
+            f"refusing to create new keys: {', '.join(found)} already exist(s); "
+            "a repository is initialised once"
+        )
+
+
+def _initial_metadata(
+    signers: dict[str, list[CryptoSigner]], root_threshold: int, expiry: ExpiryPolicy
+) -> dict[str, bytes]:
+    """Signed version 1 of every role, in write order (root last: it marks 'initialised')."""
+    now = utc_now()
+    root = Root(expires=expiry.expires("root", now), consistent_snapshot=True)
+    for role, role_signers in signers.items():
+        for signer in role_signers:
+            root.add_key(signer.public_key, role)
+    root.roles["root"].threshold = root_threshold
+    targets = Metadata(Targets(expires=expiry.expires("targets", now)))
+    snapshot = snapshot_metadata(1, 1, expiry.expires("snapshot", now))
+    snapshot_bytes = sign_and_serialize(snapshot, signers["snapshot"])
+    timestamp = timestamp_metadata(1, 1, snapshot_bytes, expiry.expires("timestamp", now))
+    return {
+        metadata_name("targets", 1): sign_and_serialize(targets, signers["targets"]),
+        metadata_name("snapshot", 1): snapshot_bytes,
+        metadata_name("timestamp"): sign_and_serialize(timestamp, signers["timestamp"]),
+        metadata_name("root", 1): sign_and_serialize(Metadata(root), signers["root"]),
+    }
+
+
+# --------------------------------------------------------------------------- key files
+
+
+@contextlib.contextmanager
+def _staged_keys(
+    repo_dir: Path, signers: dict[str, list[CryptoSigner]], passphrase: str | None
+) -> Iterator[None]:
+    """Write the keys into a private staging folder; it becomes `keys/` only if the body
+    (writing the metadata) succeeds, otherwise it is removed."""
+    try:
+        staging = Path(tempfile.mkdtemp(prefix=".keys-", dir=repo_dir))
+    except OSError as exc:
+        raise KeysError(f"cannot create a key folder in {repo_dir}: {exc.strerror}") from exc
+    try:
+        for role, role_signers in signers.items():
+            paths = key_paths(staging, role, len(role_signers))
+            for signer, path in zip(role_signers, paths, strict=True):
+                _write_private_key(staging / path.name, signer, passphrase)
+        yield
+        os.replace(staging, repo_dir / KEYS_DIR)
+    except OSError as exc:
+        raise KeysError(f"cannot write keys into {repo_dir}: {exc.strerror or exc}") from exc
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _write_private_key(path: Path, signer: CryptoSigner, passphrase: str | None) -> None:
+    pem = signer.private_bytes  # PKCS8 PEM, not encrypted
+    if passphrase:
+        encryption = BestAvailableEncryption(passphrase.encode())
+        key = load_pem_private_key(pem, None)
+        pem = key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, encryption)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+        os.write(fd, pem)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def load_signer(path: Path, passphrase: str | None = None) -> CryptoSigner:
+    """A signer for the PKCS8 PEM ed25519 key at `path` (decrypted with `passphrase`)."""
+    try:
+        pem = Path(path).read_bytes()
+    except OSError as exc:
+        raise KeysError(f"cannot read key {path}: {exc.strerror or exc}") from exc
+    secret = passphrase.encode() if passphrase else None
+    try:
+        key = load_pem_private_key(pem, secret)
+    except TypeError:
+        if secret is None:
+            raise KeysError(f"key {path} is encrypted: set OTA_KEY_PASSPHRASE") from None
+        key = load_pem_private_key(pem, None)  # not encrypted; the passphrase is not needed
+    except (ValueError, UnsupportedAlgorithm):
+        raise KeysError(f"cannot load key {path}: wrong passphrase or not a PEM key") from None
+    if not isinstance(key, Ed25519PrivateKey):
+        raise KeysError(f"key {path} is not an ed25519 key")
+    return CryptoSigner(key)
+
+
+def load_signers(
+    repo_dir: Path, role: str, root: Root, passphrase: str | None = None
+) -> list[CryptoSigner]:
+    """The role's signers from `keys/`, each checked to be a key `root` trusts for `role`."""
+    keys_dir = Path(repo_dir) / KEYS_DIR
+    paths = sorted(keys_dir.glob(f"{role}.pem")) + sorted(keys_dir.glob(f"{role}-*.pem"))
+    if not paths:
+        raise KeysError(f"no {role} key in {keys_dir}: run `ota keys init` first")
+    signers = [load_signer(path, passphrase) for path in paths]
+    trusted = set(root.roles[role].keyids)
+    for path, signer in zip(paths, signers, strict=True):
+        if signer.public_key.keyid not in trusted:
+            raise KeysError(f"key {path} is not a {role} key of root version {root.version}")
+    return signers

@@ -1,0 +1,286 @@
+"""Publish a ROM build as a signed TUF target, and list what has been published.
+
+A publish reads the live state back from storage (timestamp → snapshot → targets), checks
+that the version goes up for its channel and model, hashes the image in one streaming pass,
+then writes in this order: the target bytes, `<N+1>.targets.json`, `<M+1>.snapshot.json`,
+and `timestamp.json` last. Until that last atomic write nothing a client reads has changed, so
+a publish that fails or is killed at any point leaves the previous repository valid.
+See docs/decisions/signing-publish-order.md.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from securesystemslib.signer import Signer  # type: ignore[attr-defined]
+from tuf.api.metadata import Metadata, TargetFile  # type: ignore[attr-defined]
+
+from agent.protocol import ProtocolError, TargetCustom, target_name
+from agent.versions import InvalidVersionError, Version
+from signing.digest import ImageDigest, digest_image
+from signing.errors import PublishError
+from signing.keys import default_storage, load_signers
+from signing.state import RepoState, load_state
+from signing.storage import Storage
+from signing.tufmeta import (
+    ONLINE_ROLES,
+    TARGETS_DIR,
+    ExpiryPolicy,
+    metadata_name,
+    rfc3339,
+    sign_and_serialize,
+    snapshot_metadata,
+    timestamp_metadata,
+    utc_now,
+)
+
+__all__ = ["PublishError", "PublishedRelease", "list_releases", "publish_release"]
+
+DEFAULT_CHUNK_SIZE = 4 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class PublishedRelease:
+    """What the server needs to know about a signed release (POST /api/v1/releases)."""
+
+    version: str
+    channel: str
+    model: str
+    target_path: str
+    length: int
+    sha256: str
+    notes: str
+    published_at: str
+    release_counter: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class _Request:
+    version: str
+    channel: str
+    model: str
+    target_path: str
+    notes: str
+    hardware_ids: tuple[str, ...]
+
+
+# --------------------------------------------------------------------------- publish
+
+
+def publish_release(
+    repo_dir: Path,
+    image: Path,
+    *,
+    version: str,
+    channel: str,
+    model: str,
+    notes: str = "",
+    hardware_ids: list[str] | None = None,
+    storage: Storage | None = None,
+    passphrase: str | None = None,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+    filename: str | None = None,
+    expiry: ExpiryPolicy | None = None,
+) -> PublishedRelease:
+    """Sign `image` as release `version` for `channel`/`model` and make it live.
+
+    Raises PublishError for bad input (image, version, names), KeysError, StorageError or
+    RepositoryError otherwise; in every case the live repository is unchanged.
+    """
+    image = Path(image)
+    request = _request(image, version, channel, model, notes, hardware_ids, filename)
+    if chunk_size < 1:
+        raise PublishError(f"chunk size must be positive, not {chunk_size}")
+    store = storage if storage is not None else default_storage(repo_dir)
+    state = load_state(store)
+    counter = _next_release_counter(state, request)
+    signers = {
+        role: load_signers(repo_dir, role, state.root.signed, passphrase) for role in ONLINE_ROLES
+    }
+    before = _image_identity(image)
+    digest = _digest(image, chunk_size)
+    published_at = rfc3339(utc_now())
+    target = _target_file(request, digest, published_at, counter)
+    files = _next_metadata(state, target, signers, expiry or ExpiryPolicy())
+    store.put_file(target_storage_name(request.target_path, digest.sha256), image)
+    if _image_identity(image) != before:
+        raise PublishError(f"{image} changed while it was being published; nothing went live")
+    for name, data in files.items():
+        store.put_bytes(name, data)
+    return _release(target)
+
+
+def target_storage_name(target_path: str, sha256: str) -> str:
+    """Consistent-snapshot location of a target: `targets/<dir>/<sha256>.<basename>`."""
+    directory, _, basename = target_path.rpartition("/")
+    prefix = f"{TARGETS_DIR}/{directory}/" if directory else f"{TARGETS_DIR}/"
+    return f"{prefix}{sha256}.{basename}"
+
+
+def _request(
+    image: Path,
+    version: str,
+    channel: str,
+    model: str,
+    notes: str,
+    hardware_ids: list[str] | None,
+    filename: str | None,
+) -> _Request:
+    try:
+        Version(version)
+        path = target_name(model, channel, version, filename or image.name)
+    except (InvalidVersionError, ProtocolError) as exc:
+        raise PublishError(str(exc)) from None
+    ids = tuple(hardware_ids) if hardware_ids else (model,)
+    if not all(isinstance(h, str) and h for h in ids):
+        raise PublishError("hardware ids must be non-empty strings")
+    return _Request(version, channel, model, path, notes, ids)
+
+
+def _releases_of(state: RepoState, channel: str, model: str) -> list[PublishedRelease]:
+    return [r for r in list_state_releases(state) if (r.channel, r.model) == (channel, model)]
+
+
+def _next_release_counter(state: RepoState, request: _Request) -> int:
+    """Previous highest counter + 1; PublishError unless the version goes up."""
+    previous = _releases_of(state, request.channel, request.model)
+    if not previous:
+        return 1
+    newest = max(previous, key=lambda r: Version(r.version))
+    if Version(request.version) <= Version(newest.version):
+        raise PublishError(
+            f"version {request.version} is not newer than {newest.version}, already published "
+            f"for {request.model} on {request.channel}; versions only go up"
+        )
+    return max(r.release_counter for r in previous) + 1
+
+
+def _image_identity(image: Path) -> tuple[int, int]:
+    try:
+        stat = image.stat()
+    except FileNotFoundError:
+        raise PublishError(f"image not found: {image}") from None
+    except OSError as exc:
+        raise PublishError(f"cannot read image {image}: {exc.strerror}") from exc
+    if not image.is_file():
+        raise PublishError(f"image is not a regular file: {image}")
+    return stat.st_size, stat.st_mtime_ns
+
+
+def _digest(image: Path, chunk_size: int) -> ImageDigest:
+    try:
+        digest = digest_image(image, chunk_size)
+    except OSError as exc:
+        raise PublishError(f"cannot read image {image}: {exc.strerror}") from exc
+    if digest.length == 0:
+        raise PublishError(f"image is empty: {image}")
+    return digest
+
+
+def _target_file(
+    request: _Request, digest: ImageDigest, published_at: str, counter: int
+) -> TargetFile:
+    custom = {
+        TargetCustom.VERSION: request.version,
+        TargetCustom.CHANNEL: request.channel,
+        TargetCustom.MODEL: request.model,
+        TargetCustom.HARDWARE_IDS: list(request.hardware_ids),
+        TargetCustom.NOTES: request.notes,
+        TargetCustom.PUBLISHED_AT: published_at,
+        TargetCustom.RELEASE_COUNTER: counter,
+        TargetCustom.CHUNK_SIZE: digest.chunk_size,
+        TargetCustom.CHUNK_SHA256: list(digest.chunk_sha256),
+    }
+    return TargetFile(
+        length=digest.length,
+        hashes={"sha256": digest.sha256},
+        path=request.target_path,
+        unrecognized_fields={"custom": custom},
+    )
+
+
+def _next_metadata(
+    state: RepoState,
+    target: TargetFile,
+    signers: Mapping[str, Sequence[Signer]],
+    expiry: ExpiryPolicy,
+) -> dict[str, bytes]:
+    """The new targets, snapshot and timestamp files, signed, in the order they must be written."""
+    now = utc_now()
+    targets: Metadata[Any] = copy.deepcopy(state.targets)
+    targets.signed.targets[target.path] = target
+    targets.signed.version += 1
+    targets.signed.expires = expiry.expires("targets", now)
+    return {
+        metadata_name("targets", targets.signed.version): sign_and_serialize(
+            targets, signers["targets"]
+        ),
+        **_next_snapshot_and_timestamp(state, targets.signed.version, signers, expiry),
+    }
+
+
+def _next_snapshot_and_timestamp(
+    state: RepoState,
+    targets_version: int,
+    signers: Mapping[str, Sequence[Signer]],
+    expiry: ExpiryPolicy,
+) -> dict[str, bytes]:
+    now = utc_now()
+    snapshot_version = state.snapshot.signed.version + 1
+    snapshot = snapshot_metadata(snapshot_version, targets_version, expiry.expires("snapshot", now))
+    snapshot_bytes = sign_and_serialize(snapshot, signers["snapshot"])
+    timestamp = timestamp_metadata(
+        state.timestamp.signed.version + 1,
+        snapshot_version,
+        snapshot_bytes,
+        expiry.expires("timestamp", now),
+    )
+    return {
+        metadata_name("snapshot", snapshot_version): snapshot_bytes,
+        metadata_name("timestamp"): sign_and_serialize(timestamp, signers["timestamp"]),
+    }
+
+
+# --------------------------------------------------------------------------- list
+
+
+def list_releases(repo_dir: Path, storage: Storage | None = None) -> list[PublishedRelease]:
+    """Every release in the live targets metadata, by channel, model and release counter."""
+    store = storage if storage is not None else default_storage(repo_dir)
+    return list_state_releases(load_state(store))
+
+
+def list_state_releases(state: RepoState) -> list[PublishedRelease]:
+    releases = [
+        _release(target)
+        for target in state.targets.signed.targets.values()
+        if _is_release(target.custom)
+    ]
+    return sorted(releases, key=lambda r: (r.channel, r.model, r.release_counter))
+
+
+def _is_release(custom: Any) -> bool:
+    needed = (TargetCustom.VERSION, TargetCustom.CHANNEL, TargetCustom.MODEL)
+    return isinstance(custom, dict) and all(key in custom for key in needed)
+
+
+def _release(target: TargetFile) -> PublishedRelease:
+    custom = target.custom
+    return PublishedRelease(
+        version=str(custom[TargetCustom.VERSION]),
+        channel=str(custom[TargetCustom.CHANNEL]),
+        model=str(custom[TargetCustom.MODEL]),
+        target_path=target.path,
+        length=target.length,
+        sha256=target.hashes["sha256"],
+        notes=str(custom.get(TargetCustom.NOTES, "")),
+        published_at=str(custom.get(TargetCustom.PUBLISHED_AT, "")),
+        release_counter=int(custom.get(TargetCustom.RELEASE_COUNTER, 0)),
+    )

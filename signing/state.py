@@ -1,0 +1,98 @@
+"""The repository's current state, read back from storage the way a client would.
+
+timestamp.json → the snapshot it pins (version, length, hash) → the targets version that
+snapshot names; each signed by the keys the newest root trusts. Nothing comes from a side
+file, so whatever a killed publish left behind that timestamp does not point at is ignored.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from tuf.api.exceptions import LengthOrHashMismatchError, UnsignedMetadataError
+from tuf.api.metadata import Metadata
+from tuf.api.serialization import DeserializationError
+
+from signing.errors import RepositoryError
+from signing.storage import Storage
+from signing.tufmeta import metadata_name
+
+
+@dataclass(frozen=True)
+class RepoState:
+    """Verified current metadata of every top-level role."""
+
+    root: Metadata[Any]
+    timestamp: Metadata[Any]
+    snapshot: Metadata[Any]
+    targets: Metadata[Any]
+
+
+def load_state(storage: Storage) -> RepoState:
+    """Read and verify the live repository state; RepositoryError when it does not check out."""
+    root = _newest_root(storage)
+    timestamp = _verified(root, "timestamp", _read(storage, metadata_name("timestamp")))
+    snapshot_meta = timestamp.signed.snapshot_meta
+    snapshot_bytes = _read(storage, metadata_name("snapshot", snapshot_meta.version))
+    _check_pinned(snapshot_meta, snapshot_bytes, "snapshot")
+    snapshot = _verified(root, "snapshot", snapshot_bytes, snapshot_meta.version)
+    targets_meta = snapshot.signed.meta["targets.json"]
+    targets_bytes = _read(storage, metadata_name("targets", targets_meta.version))
+    _check_pinned(targets_meta, targets_bytes, "targets")
+    targets = _verified(root, "targets", targets_bytes, targets_meta.version)
+    return RepoState(root=root, timestamp=timestamp, snapshot=snapshot, targets=targets)
+
+
+def _read(storage: Storage, name: str) -> bytes:
+    data = storage.get_bytes(name)
+    if data is None:
+        raise RepositoryError(f"{name} is missing from {storage!r}: run `ota keys init` first?")
+    return data
+
+
+def _parse(data: bytes, role: str) -> Metadata[Any]:
+    try:
+        md: Metadata[Any] = Metadata.from_bytes(data)
+    except DeserializationError as exc:
+        raise RepositoryError(f"{role} metadata is not valid TUF metadata: {exc}") from exc
+    if md.signed.type != role:
+        raise RepositoryError(f"expected {role} metadata, found {md.signed.type}")
+    return md
+
+
+def _verified(
+    delegator: Metadata[Any], role: str, data: bytes, version: int | None = None
+) -> Metadata[Any]:
+    md = _parse(data, role)
+    try:
+        delegator.verify_delegate(role, md)
+    except UnsignedMetadataError as exc:
+        raise RepositoryError(f"{role} metadata is not signed by its keys: {exc}") from exc
+    if version is not None and md.signed.version != version:
+        raise RepositoryError(f"{role} version {md.signed.version} where {version} was expected")
+    return md
+
+
+def _check_pinned(meta: Any, data: bytes, role: str) -> None:
+    try:
+        meta.verify_length_and_hashes(data)
+    except LengthOrHashMismatchError as exc:
+        raise RepositoryError(f"{role} metadata does not match what pins it: {exc}") from exc
+
+
+def _newest_root(storage: Storage) -> Metadata[Any]:
+    """Walk N.root.json upwards from 1; each new root is signed by the old one and itself."""
+    root = _verified_self(_parse(_read(storage, metadata_name("root", 1)), "root"))
+    while (data := storage.get_bytes(metadata_name("root", root.signed.version + 1))) is not None:
+        new_root = _verified(root, "root", data, root.signed.version + 1)
+        root = _verified_self(new_root)
+    return root
+
+
+def _verified_self(root: Metadata[Any]) -> Metadata[Any]:
+    try:
+        root.verify_delegate("root", root)
+    except UnsignedMetadataError as exc:
+        raise RepositoryError(f"root version {root.signed.version} is not self-signed") from exc
+    return root

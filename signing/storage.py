@@ -1,0 +1,251 @@
+"""Where a TUF repository lives: a local folder or an S3 bucket, behind one small interface.
+
+Names are `/`-separated relative paths (`metadata/timestamp.json`,
+`targets/rpi4/stable/2026.48/<sha256>.rom.img`). Every write is all or nothing: a reader sees
+the old object or the new one, never a partial one. That is what lets `publish_release` order
+its writes so that a killed publish leaves the previous repository valid.
+
+Backend failures (OSError, botocore errors) become `StorageError` here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any, Protocol
+from urllib.parse import unquote, urlparse
+
+from signing.errors import StorageError
+
+if TYPE_CHECKING:
+    from types_boto3_s3 import S3Client
+
+__all__ = [
+    "LocalStorage",
+    "S3Storage",
+    "Storage",
+    "StorageError",
+    "check_name",
+    "open_storage",
+]
+
+_COPY_BUFFER = 1024 * 1024
+_MIB = 1024 * 1024
+
+
+class Storage(Protocol):
+    """A flat namespace of immutable-until-replaced objects."""
+
+    def put_file(self, name: str, path: Path) -> None:
+        """Store the content of the local file `path` under `name` (streamed, all or nothing)."""
+
+    def put_bytes(self, name: str, data: bytes) -> None:
+        """Store `data` under `name`, atomically replacing any previous object."""
+
+    def get_bytes(self, name: str) -> bytes | None:
+        """The object's content, or None when there is no such object."""
+
+    def exists(self, name: str) -> bool:
+        """Whether an object called `name` exists."""
+
+
+def check_name(name: str) -> str:
+    """Return `name` if it is a safe relative `/`-separated path, else raise StorageError."""
+    parts = name.split("/")
+    if not name or name.startswith("/") or "\\" in name or "\x00" in name:
+        raise StorageError(f"invalid storage name {name!r}: use a relative path with '/'")
+    if any(part in ("", ".", "..") for part in parts):
+        raise StorageError(f"invalid storage name {name!r}: empty, '.' or '..' segment")
+    return name
+
+
+# --------------------------------------------------------------------------- local folder
+
+
+@contextlib.contextmanager
+def _os_errors(action: str, where: object) -> Iterator[None]:
+    try:
+        yield
+    except OSError as exc:
+        raise StorageError(f"cannot {action} {where}: {exc.strerror or exc}") from exc
+
+
+class LocalStorage:
+    """A folder; each write goes to a temp file in the same directory, fsync, rename, fsync dir."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+
+    def __repr__(self) -> str:
+        return f"LocalStorage({str(self.root)!r})"
+
+    def _path(self, name: str) -> Path:
+        return self.root.joinpath(*check_name(name).split("/"))
+
+    def put_file(self, name: str, path: Path) -> None:
+        dest = self._path(name)
+        with _os_errors("store", dest), Path(path).open("rb") as src:
+            self._replace(dest, lambda out: shutil.copyfileobj(src, out, _COPY_BUFFER))
+
+    def put_bytes(self, name: str, data: bytes) -> None:
+        dest = self._path(name)
+        with _os_errors("store", dest):
+            self._replace(dest, lambda out: out.write(data))
+
+    def get_bytes(self, name: str) -> bytes | None:
+        path = self._path(name)
+        try:
+            return path.read_bytes()
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise StorageError(f"cannot read {path}: {exc.strerror or exc}") from exc
+
+    def exists(self, name: str) -> bool:
+        return self._path(name).is_file()
+
+    @staticmethod
+    def _replace(dest: Path, write: Callable[[IO[bytes]], object]) -> None:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        fd, temp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
+        try:
+            with os.fdopen(fd, "wb") as out:
+                write(out)
+                out.flush()
+                os.fsync(out.fileno())
+            os.chmod(temp, 0o644)
+            os.replace(temp, dest)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(temp)
+            raise
+        _fsync_dir(dest.parent)
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+# --------------------------------------------------------------------------- S3
+
+
+def _content_type(name: str) -> str:
+    return "application/json" if name.endswith(".json") else "application/octet-stream"
+
+
+class S3Storage:
+    """An S3 bucket (or a prefix in one). S3 object writes are atomic by themselves; large
+    files go up in parts (boto3 TransferConfig) and appear only when the upload completes."""
+
+    def __init__(
+        self,
+        bucket: str,
+        prefix: str = "",
+        endpoint_url: str | None = None,
+        client: S3Client | None = None,
+        *,
+        multipart_threshold: int = 64 * _MIB,
+        multipart_chunksize: int = 16 * _MIB,
+    ) -> None:
+        if not bucket:
+            raise StorageError("S3 storage needs a bucket name")
+        self.bucket = bucket
+        self.prefix = prefix.strip("/")
+        self._client = client if client is not None else _make_client(endpoint_url)
+        self._transfer = _transfer_config(multipart_threshold, multipart_chunksize)
+
+    def __repr__(self) -> str:
+        return f"S3Storage(s3://{self.bucket}/{self.prefix})"
+
+    def key(self, name: str) -> str:
+        """The object key `name` is stored under."""
+        check_name(name)
+        return f"{self.prefix}/{name}" if self.prefix else name
+
+    def put_file(self, name: str, path: Path) -> None:
+        key = self.key(name)
+        extra = {"ContentType": _content_type(name)}
+        with self._errors("upload", key):
+            self._client.upload_file(
+                str(path), self.bucket, key, ExtraArgs=extra, Config=self._transfer
+            )
+
+    def put_bytes(self, name: str, data: bytes) -> None:
+        key = self.key(name)
+        with self._errors("write", key):
+            self._client.put_object(
+                Bucket=self.bucket, Key=key, Body=data, ContentType=_content_type(name)
+            )
+
+    def get_bytes(self, name: str) -> bytes | None:
+        key = self.key(name)
+        with self._errors("read", key):
+            try:
+                response = self._client.get_object(Bucket=self.bucket, Key=key)
+            except self._client.exceptions.NoSuchKey:
+                return None
+            return response["Body"].read()
+
+    def exists(self, name: str) -> bool:
+        key = self.key(name)
+        with self._errors("look up", key):
+            try:
+                self._client.head_object(Bucket=self.bucket, Key=key)
+            except self._client.exceptions.ClientError as exc:
+                if _status(exc) == 404:
+                    return False
+                raise
+            return True
+
+    @contextlib.contextmanager
+    def _errors(self, action: str, key: str) -> Iterator[None]:
+        from boto3.exceptions import Boto3Error
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            yield
+        except (BotoCoreError, ClientError, Boto3Error, OSError) as exc:
+            raise StorageError(f"cannot {action} s3://{self.bucket}/{key}: {exc}") from exc
+
+
+def _status(exc: Any) -> int:
+    return int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0))
+
+
+def _make_client(endpoint_url: str | None) -> S3Client:
+    import boto3
+
+    return boto3.client("s3", endpoint_url=endpoint_url)
+
+
+def _transfer_config(threshold: int, chunksize: int) -> Any:
+    from boto3.s3.transfer import TransferConfig
+
+    return TransferConfig(multipart_threshold=threshold, multipart_chunksize=chunksize)
+
+
+# --------------------------------------------------------------------------- URLs
+
+
+def open_storage(url: str, *, s3_endpoint_url: str | None = None) -> Storage:
+    """`s3://bucket/prefix` → S3Storage; `file:///dir` or a plain path → LocalStorage."""
+    parsed = urlparse(url)
+    if parsed.scheme == "s3":
+        return S3Storage(parsed.netloc, parsed.path, endpoint_url=s3_endpoint_url)
+    if parsed.scheme == "file":
+        if parsed.netloc not in ("", "localhost"):
+            raise StorageError(f"file URL with a host is not supported: {url!r}")
+        return LocalStorage(Path(unquote(parsed.path)))
+    if parsed.scheme and len(parsed.scheme) > 1:  # one letter: a Windows drive
+        raise StorageError(f"unsupported storage URL {url!r}: use a path, file:// or s3://")
+    if not url:
+        raise StorageError("empty storage URL")
+    return LocalStorage(Path(url))

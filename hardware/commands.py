@@ -33,6 +33,17 @@ def run_tool(
     return done.stdout
 
 
+def tool_says_yes(argv: Sequence[str], *, timeout: float = TOOL_TIMEOUT_S) -> bool:
+    """For tools that answer with their exit code ("returns 0 only if ..."), like bootctl."""
+    try:
+        done = subprocess.run(list(argv), capture_output=True, timeout=timeout, check=False)
+    except FileNotFoundError:
+        raise BootControlError(f"boot tool not found: {argv[0]}") from None
+    except subprocess.TimeoutExpired:
+        raise BootControlError(f"{_shown(argv)} did not finish within {timeout:.0f}s") from None
+    return done.returncode == 0
+
+
 def reboot_and_wait(argv: Sequence[str], wait_s: float) -> None:
     """Ask for a reboot. On hardware the process dies while waiting; if it does not, say so.
 

@@ -41,9 +41,21 @@ def _open_grub(options: Mapping[str, Any]) -> BootControl:
     return GrubControl.from_options(options)
 
 
+def _open_android(options: Mapping[str, Any]) -> BootControl:
+    from hardware.android import AndroidControl
+
+    return AndroidControl.from_options(options)
+
+
 def _backends() -> dict[str, BackendFactory]:
     # Imported when chosen, so a device only loads the backend it runs.
-    return {"sim": _open_sim, "uboot": _open_uboot, "tryboot": _open_tryboot, "grub": _open_grub}
+    return {
+        "sim": _open_sim,
+        "uboot": _open_uboot,
+        "tryboot": _open_tryboot,
+        "grub": _open_grub,
+        "android": _open_android,
+    }
 
 
 def backend_names() -> list[str]:

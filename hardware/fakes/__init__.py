@@ -10,15 +10,16 @@ import sys
 from pathlib import Path
 
 
-def install_tool(bin_dir: Path, name: str, module: str) -> Path:
-    """Write `bin_dir/name`, an executable that runs `module.main([name, *args])`."""
+def install_tool(bin_dir: Path, name: str, module: str, *fixed_args: str) -> Path:
+    """Write `bin_dir/name`, an executable running `module.main([name, *fixed_args, *args])`
+    (fixed arguments point a fake at its state, where the real tool has a fixed location)."""
     bin_dir.mkdir(parents=True, exist_ok=True)
     script = bin_dir / name
     script.write_text(
         f"#!{sys.executable}\n"
         "import sys\n"
         f"from {module} import main\n"
-        f"sys.exit(main([{name!r}, *sys.argv[1:]]))\n"
+        f"sys.exit(main([{name!r}, *{list(fixed_args)!r}, *sys.argv[1:]]))\n"
     )
     script.chmod(0o755)
     return script

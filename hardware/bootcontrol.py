@@ -76,3 +76,14 @@ class BootControl(Protocol):
         bootloader's choice at once and returns, and the agent then starts again from its
         journal exactly as after a real boot."""
         ...
+
+
+@runtime_checkable
+class PayloadApplier(Protocol):
+    """A backend whose platform writes the slot itself (Android's update_engine): instead of
+    `open_slot`, the agent hands it the payload's URL and byte range and it streams, verifies
+    and writes the inactive slot. `set_trial` still arms the slot afterwards."""
+
+    def apply_payload(self, url: str, offset: int, size: int, headers: list[str]) -> None:
+        """Write and verify the payload into the inactive slot; BootControlError on failure."""
+        ...

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from hardware.android import AndroidControl, completion_code
-from hardware.bootcontrol import BootControl, BootControlError, Slot
+from hardware.bootcontrol import BootControl, BootControlError, PayloadApplier, Slot
 from hardware.fakes import android_tools as fake_android
 from hardware.fakes import install_tool, path_with
 from hardware.registry import open_boot_control
@@ -142,3 +142,7 @@ def test_completion_code_parsing() -> None:
     assert completion_code(out) == "ErrorCode::kSuccess"
     with pytest.raises(BootControlError, match="without reporting"):
         completion_code("onStatusUpdate(UPDATE_STATUS_IDLE (0), 0)\n")
+
+
+def test_android_is_a_payload_applier(android: AndroidControl) -> None:
+    assert isinstance(android, PayloadApplier)

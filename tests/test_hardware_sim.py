@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from hardware.bootcontrol import BootControl, BootControlError, Slot
+from hardware.bootcontrol import BootControl, BootControlError, PayloadApplier, Slot
 from hardware.sim import FaultPlan, PowerCut, SimDevice
 from hardware.sim_env import arm_trial, mark_slot_bad
 from hardware.testing import assert_refuses_unsafe_requests, install_into_other_slot
@@ -199,3 +199,38 @@ def test_dead_plan_keeps_raising(device: SimDevice) -> None:
     with pytest.raises(PowerCut):
         dying.set_trial(Slot.B)
     assert plan.count_steps() == 1
+
+
+def test_power_cut_anywhere_in_an_install_never_boots_a_partial_slot(tmp_path: Path) -> None:
+    payload = bytes(range(256)) * 64  # 16 KiB in 4 KiB chunks
+
+    def install_in_chunks(dev: SimDevice) -> None:
+        dev.mark_unbootable(Slot.B)
+        with dev.open_slot(Slot.B) as sink:
+            for start in range(0, len(payload), 4096):
+                sink.write(payload[start : start + 4096])
+            sink.flush()
+        dev.set_trial(Slot.B)
+        dev.reboot()
+
+    total = _cut_points(
+        SimDevice.provision(tmp_path / "count", slot_size=SLOT_SIZE), install_in_chunks
+    )
+    assert total == 4 + 4 + 1 + 4 + 4
+    booted = set()
+    for cut_at in range(total):
+        root = tmp_path / f"cut{cut_at}"
+        SimDevice.provision(root, slot_size=SLOT_SIZE)
+        with pytest.raises(PowerCut):
+            install_in_chunks(SimDevice(root, faults=FaultPlan(cut_at=cut_at)))
+        after = SimDevice(root)
+        slot = after.boot()
+        booted.add(slot)
+        if slot is Slot.B:
+            assert after.slot_path(Slot.B).read_bytes()[: len(payload)] == payload
+        assert after.status().committed is Slot.A
+    assert booted == {Slot.A, Slot.B}  # cuts late enough in arming do boot the trial
+
+
+def test_sim_writes_its_own_slots(device: SimDevice) -> None:
+    assert not isinstance(device, PayloadApplier)

@@ -1,0 +1,110 @@
+"""`create_app(settings)`: the FastAPI application, its dependencies assembled in `lifespan`
+(engine, migrations to head, the MQTT bridge when a broker is configured)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from functools import partial
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session, sessionmaker
+
+from agent.protocol import AvailabilityNotice, StatusReport
+from server.db import make_engine, make_sessions, upgrade_to_head
+from server.errors import (
+    ConflictError,
+    ForbiddenError,
+    InvalidInputError,
+    NotAuthenticatedError,
+    NotFoundError,
+    ServiceError,
+)
+from server.mqtt_bridge import MqttBridge
+from server.publisher import NoPublisher, Publisher
+from server.routes import admin, dashboard, devices, tuf
+from server.services.releases import current_notices
+from server.services.reports import ingest_reports
+from server.settings import Settings
+from server.state import AppState
+
+log = logging.getLogger(__name__)
+
+STATUS_BY_ERROR: dict[type[ServiceError], int] = {
+    InvalidInputError: 422,
+    NotAuthenticatedError: 401,
+    ForbiddenError: 403,
+    NotFoundError: 404,
+    ConflictError: 409,
+}
+
+
+def create_app(settings: Settings) -> FastAPI:
+    app = FastAPI(title="Orange Friday", lifespan=partial(_lifespan, settings=settings))
+    app.add_exception_handler(ServiceError, _service_error)  # type: ignore[arg-type]  # narrower exc type than starlette's signature
+    for module in (tuf, devices, admin, dashboard):
+        app.include_router(module.router)
+    return app
+
+
+async def _service_error(request: Request, exc: ServiceError) -> JSONResponse:
+    status = next((s for kind, s in STATUS_BY_ERROR.items() if isinstance(exc, kind)), 400)
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    return JSONResponse({"detail": str(exc)}, status_code=status, headers=headers)
+
+
+@asynccontextmanager
+async def _lifespan(app: FastAPI, *, settings: Settings) -> AsyncIterator[None]:
+    engine = make_engine(settings.db_url)
+    await asyncio.to_thread(upgrade_to_head, engine)
+    sessions = make_sessions(engine)
+    bridge = _bridge(settings, sessions) if settings.broker_url else None
+    publisher: Publisher = bridge if bridge is not None else NoPublisher()
+    if bridge is not None and not await asyncio.to_thread(
+        bridge.start, settings.mqtt_connect_wait_s
+    ):
+        log.warning("no MQTT broker at %s yet; still trying in the background", settings.broker_url)
+    app.state.ota = AppState(settings, engine, sessions, publisher)
+    try:
+        yield
+    finally:
+        if bridge is not None:
+            await asyncio.to_thread(bridge.stop)
+        engine.dispose()
+
+
+def _bridge(settings: Settings, sessions: sessionmaker[Session]) -> MqttBridge:
+    assert settings.broker_url is not None
+    return MqttBridge(
+        settings.broker_url,
+        on_report=partial(ingest_mqtt_report, sessions),
+        client_id=settings.mqtt_client_id,
+        current_notices=partial(_current_notices, sessions),
+    )
+
+
+def ingest_mqtt_report(
+    sessions: sessionmaker[Session], device_id: str, report: StatusReport
+) -> None:
+    """A report heard over MQTT, stored exactly like one POSTed over HTTP.
+
+    A database failure drops it with a log line: the device keeps it in its outbox until an
+    HTTP answer acknowledges it, so nothing is lost (docs/decisions/0002)."""
+    try:
+        with sessions() as session:
+            ingest_reports(session, device_id, [report], via="mqtt")
+    except SQLAlchemyError:
+        log.exception("could not store report %s/%d from MQTT", device_id, report.seq)
+
+
+def _current_notices(sessions: sessionmaker[Session]) -> list[AvailabilityNotice]:
+    try:
+        with sessions() as session:
+            return current_notices(session)
+    except SQLAlchemyError:
+        log.exception("could not read the current notices to re-publish")
+        return []

@@ -1,0 +1,32 @@
+"""The server's error families. Services raise them; `server.app` maps each to one HTTP
+status at a single boundary, with the message as `detail`."""
+
+from __future__ import annotations
+
+
+class ServiceError(Exception):
+    """A request the server refuses; the message says why, for the caller."""
+
+
+class InvalidInputError(ServiceError):
+    """The request is malformed; nothing was changed (422)."""
+
+
+class NotAuthenticatedError(ServiceError):
+    """No credential, or one that matches nothing (401)."""
+
+
+class ForbiddenError(ServiceError):
+    """A valid credential that may not do this (403)."""
+
+
+class NotFoundError(ServiceError):
+    """No such device or file (404)."""
+
+
+class ConflictError(ServiceError):
+    """It exists already (409)."""
+
+
+class UnknownDeviceError(NotFoundError):
+    """A report or command names a device that never enrolled."""

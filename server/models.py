@@ -1,0 +1,140 @@
+"""The server's tables as typed SQLAlchemy 2 models. Alembic migrations mirror them
+(`server/migrations/`); a test checks that the two never drift apart."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.engine import Dialect
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
+
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+# SQLite only autoincrements an INTEGER primary key; PostgreSQL gets a 64-bit one.
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Aware UTC datetimes in, aware UTC datetimes out (SQLite forgets the zone)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime: pass an aware UTC datetime")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+
+
+class Device(Base):
+    __tablename__ = "devices"
+
+    device_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    model: Mapped[str] = mapped_column(String(128))
+    channel: Mapped[str] = mapped_column(String(128))
+    credential_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    enrolled_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    last_seen: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # The latest report (highest seq) decides these; duplicates and stragglers never do.
+    last_seq: Mapped[int | None] = mapped_column(BigInteger)
+    state: Mapped[str] = mapped_column(String(32), default="")
+    current_version: Mapped[str] = mapped_column(String(128), default="")
+    target_version: Mapped[str] = mapped_column(String(128), default="")
+    slot: Mapped[str] = mapped_column(String(32), default="")
+    reason: Mapped[str] = mapped_column(String(32), default="")
+    last_report_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class Release(Base):
+    __tablename__ = "releases"
+    __table_args__ = (UniqueConstraint("channel", "model", "version"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    version: Mapped[str] = mapped_column(String(128))
+    channel: Mapped[str] = mapped_column(String(128))
+    model: Mapped[str] = mapped_column(String(128))
+    target_path: Mapped[str] = mapped_column(String(1024))
+    length: Mapped[int] = mapped_column(BigInteger)
+    sha256: Mapped[str] = mapped_column(String(64))
+    notes: Mapped[str] = mapped_column(Text, default="")
+    published_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    release_counter: Mapped[int] = mapped_column(BigInteger, default=0)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class Rollout(Base):
+    __tablename__ = "rollouts"
+
+    rollout_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    release_id: Mapped[int] = mapped_column(BigId, ForeignKey("releases.id"), index=True)
+    percentage: Mapped[float] = mapped_column(Float)
+    paused: Mapped[bool] = mapped_column(Boolean, default=False)
+    ring: Mapped[str] = mapped_column(String(64), default="")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class Report(Base):
+    __tablename__ = "reports"
+    __table_args__ = (UniqueConstraint("device_id", "seq"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    device_id: Mapped[str] = mapped_column(String(128), ForeignKey("devices.device_id"))
+    seq: Mapped[int] = mapped_column(BigInteger)
+    state: Mapped[str] = mapped_column(String(32))
+    current_version: Mapped[str] = mapped_column(String(128))
+    target_version: Mapped[str] = mapped_column(String(128), default="")
+    slot: Mapped[str] = mapped_column(String(32), default="")
+    reason: Mapped[str] = mapped_column(String(32), default="")
+    detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    device_at: Mapped[float] = mapped_column(Float, default=0.0)
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    via: Mapped[str] = mapped_column(String(8))
+
+
+class DeviceCommand(Base):
+    __tablename__ = "commands"
+    __table_args__ = (Index("ix_commands_device_status", "device_id", "status"),)
+
+    command_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    device_id: Mapped[str] = mapped_column(String(128), ForeignKey("devices.device_id"))
+    kind: Mapped[str] = mapped_column(String(32))
+    args: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime())

@@ -1,0 +1,24 @@
+"""What the services need from a broker: publish a notice, publish a command. The MQTT bridge
+is one implementation; `NoPublisher` serves an HTTP-only server (devices poll)."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from agent.protocol import AvailabilityNotice, Command
+
+
+class Publisher(Protocol):
+    def publish_notice(self, notice: AvailabilityNotice) -> None: ...
+
+    def publish_command(self, device_id: str, cmd: Command) -> None: ...
+
+
+class NoPublisher:
+    """No broker configured: devices learn everything from their HTTP poll."""
+
+    def publish_notice(self, notice: AvailabilityNotice) -> None:
+        return None
+
+    def publish_command(self, device_id: str, cmd: Command) -> None:
+        return None

@@ -1,0 +1,1 @@
+"""Thin routers: each route declares its shape and calls one service function."""

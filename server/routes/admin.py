@@ -1,0 +1,54 @@
+"""The release engineer's API (admin token): releases, commands, the fleet, reports."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query
+
+from agent.protocol import API_PREFIX
+from server.deps import SessionDep, StateDep, require_admin
+from server.schemas import CommandIn, ReleaseIn
+from server.services.commands import command_to_dict, queue_command
+from server.services.devices import list_devices
+from server.services.releases import list_releases, register_release
+from server.services.reports import list_reports
+
+router = APIRouter(prefix=API_PREFIX, tags=["admin"], dependencies=[Depends(require_admin)])
+
+MAX_REPORTS_LISTED = 10_000
+
+
+@router.post("/releases", status_code=201)
+def post_release(body: ReleaseIn, session: SessionDep, state: StateDep) -> dict[str, Any]:
+    registered = register_release(session, body)
+    state.publisher.publish_notice(registered.notice)
+    return registered.release
+
+
+@router.get("/releases")
+def get_releases(session: SessionDep) -> list[dict[str, Any]]:
+    return list_releases(session)
+
+
+@router.get("/devices")
+def get_devices(session: SessionDep, state: StateDep) -> list[dict[str, Any]]:
+    return list_devices(session, state.settings.report_timeout_s)
+
+
+@router.post("/devices/{device_id}/commands", status_code=201)
+def post_command(
+    device_id: str, body: CommandIn, session: SessionDep, state: StateDep
+) -> dict[str, Any]:
+    command = queue_command(session, device_id, body)
+    state.publisher.publish_command(device_id, command)
+    return command_to_dict(command, device_id)
+
+
+@router.get("/reports")
+def get_reports(
+    session: SessionDep,
+    device_id: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_REPORTS_LISTED)] = 100,
+) -> list[dict[str, Any]]:
+    return list_reports(session, device_id, limit)

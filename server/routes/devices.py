@@ -1,0 +1,34 @@
+"""What devices call: enroll, poll, report. Each device only ever as itself."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body
+
+from agent.protocol import ENROLL_PATH, poll_path, reports_path
+from server.deps import DeviceDep, SessionDep, StateDep
+from server.schemas import EnrollRequest
+from server.services.commands import poll_for_device
+from server.services.devices import enroll_device
+from server.services.reports import ingest_reports, parse_reports
+
+router = APIRouter(tags=["devices"])
+
+
+@router.post(ENROLL_PATH)
+def enroll(body: EnrollRequest, session: SessionDep, state: StateDep) -> dict[str, str]:
+    return enroll_device(session, body, state.settings.enrollment_token).to_dict()
+
+
+@router.get(poll_path("{device_id}"))
+def poll(device: DeviceDep, session: SessionDep) -> dict[str, Any]:
+    return poll_for_device(session, device).to_dict()
+
+
+@router.post(reports_path("{device_id}"))
+def post_reports(
+    device: DeviceDep, session: SessionDep, state: StateDep, payload: Annotated[Any, Body()]
+) -> dict[str, Any]:
+    reports = parse_reports(payload, device.device_id, state.settings.max_reports_per_batch)
+    return ingest_reports(session, device.device_id, reports, via="http").to_dict()

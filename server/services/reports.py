@@ -1,0 +1,141 @@
+"""Status reports: parsed whole or refused whole, stored once per (device_id, seq).
+
+HTTP and MQTT deliver the same reports, often both, sometimes twice each; the unique
+constraint plus INSERT ... ON CONFLICT DO NOTHING makes every copy after the first a no-op,
+also between concurrent transactions on PostgreSQL.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Literal
+
+from sqlalchemy import Insert, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from agent.protocol import ProtocolError, ReportsAck, StatusReport
+from server.errors import InvalidInputError, UnknownDeviceError
+from server.models import Device, Report, utcnow
+
+Via = Literal["http", "mqtt"]
+
+
+def parse_reports(payload: Any, device_id: str, max_batch: int) -> list[StatusReport]:
+    """Every report of a batch, or InvalidInputError naming the first bad one."""
+    if not isinstance(payload, list):
+        raise InvalidInputError("the body must be a JSON list of status reports")
+    if len(payload) > max_batch:
+        raise InvalidInputError(f"at most {max_batch} reports per request, got {len(payload)}")
+    reports = []
+    for index, item in enumerate(payload):
+        if not isinstance(item, dict):
+            raise InvalidInputError(f"report {index}: not a JSON object")
+        try:
+            report = StatusReport.from_dict(item)
+        except ProtocolError as exc:
+            raise InvalidInputError(f"report {index}: {exc}") from None
+        if report.device_id != device_id:
+            raise InvalidInputError(
+                f"report {index} is from device {report.device_id!r}, not {device_id!r}"
+            )
+        reports.append(report)
+    return reports
+
+
+def ingest_reports(
+    session: Session, device_id: str, reports: Sequence[StatusReport], via: Via
+) -> ReportsAck:
+    """Store what is new, update the device from the newest report, ack every seq held."""
+    if any(r.device_id != device_id for r in reports):
+        raise InvalidInputError(f"every report must be from device {device_id!r}")
+    if session.get(Device, device_id) is None:
+        raise UnknownDeviceError(f"no device {device_id!r} has enrolled")
+    unique = list({r.seq: r for r in reversed(reports)}.values())  # first copy of each seq wins
+    if unique:
+        now = utcnow()
+        session.execute(_insert_ignoring_duplicates(session, unique, via, now))
+        _update_device(session, max(unique, key=lambda r: r.seq), now)
+    session.commit()
+    return ReportsAck(acked=tuple(sorted(r.seq for r in unique)))
+
+
+def _insert_ignoring_duplicates(
+    session: Session, reports: Sequence[StatusReport], via: Via, now: Any
+) -> Insert:
+    rows = [
+        {
+            "device_id": r.device_id,
+            "seq": r.seq,
+            "state": r.state.value,
+            "current_version": r.current_version,
+            "target_version": r.target_version,
+            "slot": r.slot,
+            "reason": r.reason.value,
+            "detail": r.detail,
+            "device_at": r.at,
+            "received_at": now,
+            "via": via,
+        }
+        for r in reports
+    ]
+    dialect = session.get_bind().dialect.name
+    if dialect == "postgresql":
+        return (
+            postgresql.insert(Report)
+            .values(rows)
+            .on_conflict_do_nothing(index_elements=["device_id", "seq"])
+        )
+    if dialect == "sqlite":
+        return (
+            sqlite.insert(Report)
+            .values(rows)
+            .on_conflict_do_nothing(index_elements=["device_id", "seq"])
+        )
+    raise NotImplementedError(f"idempotent report ingestion is not written for {dialect}")
+
+
+def _update_device(session: Session, newest: StatusReport, now: Any) -> None:
+    """One conditional UPDATE, so concurrent batches cannot move a device backwards."""
+    session.execute(
+        update(Device)
+        .where(Device.device_id == newest.device_id)
+        .where(or_(Device.last_seq.is_(None), Device.last_seq < newest.seq))
+        .values(
+            last_seq=newest.seq,
+            state=newest.state.value,
+            current_version=newest.current_version,
+            target_version=newest.target_version,
+            slot=newest.slot,
+            reason=newest.reason.value,
+        )
+    )
+    session.execute(
+        update(Device)
+        .where(Device.device_id == newest.device_id)
+        .values(last_report_at=now, last_seen=now)
+    )
+
+
+def report_to_dict(row: Report) -> dict[str, Any]:
+    return {
+        "device_id": row.device_id,
+        "seq": row.seq,
+        "state": row.state,
+        "current_version": row.current_version,
+        "target_version": row.target_version,
+        "slot": row.slot,
+        "reason": row.reason,
+        "detail": row.detail,
+        "at": row.device_at,
+        "received_at": row.received_at.isoformat(),
+        "via": row.via,
+    }
+
+
+def list_reports(session: Session, device_id: str | None, limit: int) -> list[dict[str, Any]]:
+    """Newest first (by arrival)."""
+    query = select(Report).order_by(Report.id.desc()).limit(limit)
+    if device_id is not None:
+        query = query.where(Report.device_id == device_id)
+    return [report_to_dict(r) for r in session.scalars(query)]

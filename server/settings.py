@@ -1,0 +1,49 @@
+"""The server's settings: one dataclass, read from OTA_* environment variables on request.
+
+Nothing is read at import time; `create_app(Settings(...))` takes whatever the caller built.
+An empty admin or enrollment token switches that API off (403 with a message saying so),
+so a server started without configuration never accepts an unauthenticated release.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+DEFAULT_DB_URL = "sqlite:///ota-server.db"
+
+
+@dataclass(frozen=True)
+class Settings:
+    db_url: str = DEFAULT_DB_URL
+    repo_dir: Path | None = None  # TUF repository root: metadata/ and targets/, served at /tuf/
+    broker_url: str | None = None  # mqtt://host:port, or None for HTTP only
+    admin_token: str = ""  # "" = admin API off
+    enrollment_token: str = ""  # "" = enrollment off
+    report_timeout_s: float = 3600.0  # a device silent for longer is shown as silent
+    mqtt_client_id: str = "ota-server"  # fixed: the broker keeps our session (QoS 1 backlog)
+    mqtt_connect_wait_s: float = 5.0  # how long startup waits for the first MQTT connection
+    max_reports_per_batch: int = 1000
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if environ is None else environ
+        repo = env.get("OTA_REPO_DIR")
+        defaults = cls()
+        return cls(
+            db_url=env.get("OTA_DB_URL") or DEFAULT_DB_URL,
+            repo_dir=Path(repo) if repo else None,
+            broker_url=env.get("OTA_BROKER_URL") or None,
+            admin_token=env.get("OTA_ADMIN_TOKEN", ""),
+            enrollment_token=env.get("OTA_ENROLLMENT_TOKEN", ""),
+            report_timeout_s=float(env.get("OTA_REPORT_TIMEOUT_S", defaults.report_timeout_s)),
+            mqtt_client_id=env.get("OTA_MQTT_CLIENT_ID") or defaults.mqtt_client_id,
+            mqtt_connect_wait_s=float(
+                env.get("OTA_MQTT_CONNECT_WAIT_S", defaults.mqtt_connect_wait_s)
+            ),
+            max_reports_per_batch=int(
+                env.get("OTA_MAX_REPORTS_PER_BATCH", defaults.max_reports_per_batch)
+            ),
+        )

@@ -9,6 +9,7 @@ its fault plan there so a test can cut the power between any two of them.
 from __future__ import annotations
 
 import os
+import secrets
 from collections.abc import Callable
 from pathlib import Path
 
@@ -23,8 +24,9 @@ def write_atomically(
     path: Path, data: bytes, on_step: Callable[[str], None] = _no_fault, *, tag: str = "file"
 ) -> None:
     """Make `path` hold `data`, all or nothing. Step names are `<tag>.<step>`."""
-    temp = path.with_name(f".{path.name}{TEMP_SUFFIX}")
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    # A name of its own, so two writers in one directory never share a temp file.
+    temp = path.with_name(f".{path.name}.{secrets.token_hex(4)}{TEMP_SUFFIX}")
+    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
     try:
         on_step(f"{tag}.write-temp")
         os.write(fd, data)
@@ -47,6 +49,8 @@ def fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-def remove_stale_temp(path: Path) -> None:
-    """Drop the temp file a power cut may have left next to `path` (it was never live)."""
-    path.with_name(f".{path.name}{TEMP_SUFFIX}").unlink(missing_ok=True)
+def remove_stale_temps(path: Path) -> None:
+    """Drop temp files a power cut left next to `path` (they were never live). Call only at
+    start-up, when no writer can be midway."""
+    for temp in path.parent.glob(f".{path.name}.*{TEMP_SUFFIX}"):
+        temp.unlink(missing_ok=True)

@@ -32,7 +32,7 @@ import os
 from pathlib import Path
 from typing import BinaryIO, cast
 
-from hardware.atomic_file import remove_stale_temp, write_atomically
+from hardware.atomic_file import remove_stale_temps, write_atomically
 from hardware.bootcontrol import BootControlError, BootStatus, Slot
 from hardware.sim_env import (
     BootEnv,
@@ -99,7 +99,6 @@ class SimDevice:
         self.faults = faults if faults is not None else FaultPlan.recording()
         if not self._env_path.exists():
             raise BootControlError(f"no simulated device at {self.root} (missing {ENV_FILE})")
-        remove_stale_temp(self._env_path)
 
     @classmethod
     def provision(
@@ -160,6 +159,7 @@ class SimDevice:
 
     def boot(self) -> Slot:
         """Power-on: the bootloader picks a slot (spending a trial attempt) and boots it."""
+        remove_stale_temps(self._env_path)  # nothing else runs before the bootloader
         env = power_on(self._read_env())
         self._update_env(env)
         return env.active

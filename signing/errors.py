@@ -26,3 +26,7 @@ class PublishError(SigningError):
 
 class RepositoryError(SigningError):
     """The repository in storage is missing, inconsistent, or not signed by its own keys."""
+
+
+class NotifyError(SigningError):
+    """The server could not be told about a release (the release itself stays published)."""

@@ -98,13 +98,13 @@ def publish_release(
     request = _request(image, version, channel, model, notes, hardware_ids, filename)
     if chunk_size < 1:
         raise PublishError(f"chunk size must be positive, not {chunk_size}")
+    before = _image_identity(image)
     store = storage if storage is not None else default_storage(repo_dir)
     state = load_state(store)
     counter = _next_release_counter(state, request)
     signers = {
         role: load_signers(repo_dir, role, state.root.signed, passphrase) for role in ONLINE_ROLES
     }
-    before = _image_identity(image)
     digest = _digest(image, chunk_size)
     published_at = rfc3339(utc_now())
     target = _target_file(request, digest, published_at, counter)

@@ -1,0 +1,201 @@
+"""`ota keys ...` and `ota release ...`: the release engineer's signing commands.
+
+Two typer apps that `server.cli` mounts. Every SigningError becomes one line on stderr and
+exit code 1; typer's own usage errors exit with 2. The key passphrase comes from the
+environment (OTA_KEY_PASSPHRASE), never from the command line.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from signing.errors import NotifyError, PublishError, SigningError
+from signing.keys import init_keys
+from signing.notify import notify_server
+from signing.repo import PublishedRelease, list_releases, publish_release
+from signing.storage import Storage, open_storage
+
+PASSPHRASE_ENV = "OTA_KEY_PASSPHRASE"
+
+keys_app = typer.Typer(
+    help="Signing keys and the repository's first metadata.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+release_app = typer.Typer(
+    help="Sign and publish ROM builds.", no_args_is_help=True, pretty_exceptions_enable=False
+)
+
+RepoOption = Annotated[
+    Path, typer.Option("--repo", help="Repository folder: keys/, root.json, repository/.")
+]
+StorageOption = Annotated[
+    str | None,
+    typer.Option(
+        "--storage", help="Where metadata/ and targets/ go: a path, file:// or s3://bucket/prefix."
+    ),
+]
+EndpointOption = Annotated[
+    str | None, typer.Option("--s3-endpoint-url", help="S3-compatible endpoint (MinIO, moto).")
+]
+
+
+def _fail(message: str) -> typer.Exit:
+    typer.echo(f"error: {message}", err=True)
+    return typer.Exit(code=1)
+
+
+@contextmanager
+def _clear_errors() -> Iterator[None]:
+    """Turn any SigningError into one clear line on stderr and exit code 1."""
+    try:
+        yield
+    except SigningError as exc:
+        raise _fail(str(exc)) from None
+
+
+def _passphrase() -> str | None:
+    return os.environ.get(PASSPHRASE_ENV) or None
+
+
+def _storage(url: str | None, endpoint: str | None) -> Storage | None:
+    return None if url is None else open_storage(url, s3_endpoint_url=endpoint)
+
+
+@keys_app.command("init")
+def keys_init(
+    repo: RepoOption,
+    root_threshold: Annotated[
+        int, typer.Option(min=1, help="Root signatures needed to trust a new root.")
+    ] = 1,
+    root_keys: Annotated[int, typer.Option(min=1, help="How many root keys to make.")] = 1,
+    storage: StorageOption = None,
+    s3_endpoint_url: EndpointOption = None,
+) -> None:
+    """Create ed25519 keys for all roles and sign version 1 of the repository."""
+    with _clear_errors():
+        trusted = init_keys(
+            repo,
+            root_threshold=root_threshold,
+            root_keys=root_keys,
+            passphrase=_passphrase(),
+            storage=_storage(storage, s3_endpoint_url),
+        )
+    encrypted = "encrypted" if _passphrase() else "NOT encrypted (set OTA_KEY_PASSPHRASE)"
+    typer.echo(f"keys written to {repo / 'keys'} ({encrypted})")
+    typer.echo(f"provision devices with {trusted}")
+
+
+@release_app.command("publish")
+def release_publish(
+    image: Annotated[Path, typer.Argument(help="The ROM image to sign and publish.")],
+    repo: RepoOption,
+    version: Annotated[str, typer.Option("--version", help="Release version, e.g. 2026.48.")],
+    channel: Annotated[str, typer.Option("--channel", help="Channel, e.g. stable or preview.")],
+    model: Annotated[str, typer.Option("--model", help="Device model, e.g. rpi4.")],
+    notes: Annotated[
+        Path | None, typer.Option("--notes", help="File with the release notes.")
+    ] = None,
+    hardware_id: Annotated[
+        list[str] | None,
+        typer.Option("--hardware-id", help="Hardware id the image fits (repeatable)."),
+    ] = None,
+    storage: StorageOption = None,
+    s3_endpoint_url: EndpointOption = None,
+    server: Annotated[
+        str | None, typer.Option("--server", help="Tell this update server about the release.")
+    ] = None,
+    token: Annotated[str | None, typer.Option("--token", help="Admin token for --server.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the release as JSON.")] = False,
+) -> None:
+    """Sign IMAGE as a release and make it live (timestamp.json is written last)."""
+    if server and not token:
+        raise typer.BadParameter("--server needs --token", param_hint="--token")
+    with _clear_errors():
+        release = publish_release(
+            repo,
+            image,
+            version=version,
+            channel=channel,
+            model=model,
+            notes=_read_notes(notes),
+            hardware_ids=hardware_id or None,
+            storage=_storage(storage, s3_endpoint_url),
+            passphrase=_passphrase(),
+        )
+    _show(release, as_json)
+    if server and token:
+        _notify(server, token, release)
+
+
+def _read_notes(path: Path | None) -> str:
+    if path is None:
+        return ""
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise PublishError(f"cannot read release notes {path}: {exc}") from None
+
+
+def _show(release: PublishedRelease, as_json: bool) -> None:
+    if as_json:
+        typer.echo(json.dumps(release.to_dict(), sort_keys=True))
+        return
+    typer.echo(
+        f"published {release.model}/{release.channel} {release.version} "
+        f"(release #{release.release_counter}) as {release.target_path}, "
+        f"{release.length} bytes, sha256 {release.sha256}"
+    )
+
+
+def _notify(server: str, token: str, release: PublishedRelease) -> None:
+    try:
+        notify_server(server, token, release)
+    except NotifyError as exc:
+        raise _fail(
+            f"release {release.version} IS published and signed, but the server was not told: "
+            f"{exc}. Tell it later with `ota release notify`."
+        ) from None
+    typer.echo(f"server {server} notified", err=True)
+
+
+@release_app.command("notify")
+def release_notify(
+    repo: RepoOption,
+    version: Annotated[str, typer.Option("--version", help="Release version.")],
+    channel: Annotated[str, typer.Option("--channel", help="Channel.")],
+    model: Annotated[str, typer.Option("--model", help="Device model.")],
+    server: Annotated[str, typer.Option("--server", help="Update server URL.")],
+    token: Annotated[str, typer.Option("--token", help="Admin token.")],
+    storage: StorageOption = None,
+    s3_endpoint_url: EndpointOption = None,
+) -> None:
+    """Tell the server about an already published release (after a failed --server)."""
+    with _clear_errors():
+        releases = list_releases(repo, storage=_storage(storage, s3_endpoint_url))
+    wanted = (version, channel, model)
+    matches = [r for r in releases if (r.version, r.channel, r.model) == wanted]
+    if not matches:
+        raise _fail(f"no published release {version} for {model} on {channel}")
+    _notify(server, token, matches[0])
+
+
+@release_app.command("list")
+def release_list(
+    repo: RepoOption,
+    storage: StorageOption = None,
+    s3_endpoint_url: EndpointOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON lines.")] = False,
+) -> None:
+    """List the releases in the live signed metadata."""
+    with _clear_errors():
+        releases = list_releases(repo, storage=_storage(storage, s3_endpoint_url))
+    for release in releases:
+        _show(release, as_json)

@@ -78,12 +78,12 @@ class UBootControl:
         return open_inactive_slot(self.slots, self.status(), slot)
 
     def mark_unbootable(self, slot: Slot) -> None:
-        status = self.status()
-        if slot == status.committed:
-            raise BootControlError(f"slot {slot} is the committed slot; nothing would boot")
         env = self._read_env()
+        committed = _status(env, self.slots.booted_slot()).committed
+        if slot == committed:
+            raise BootControlError(f"slot {slot} is the committed slot; nothing would boot")
         if env.upgrade_available and env.boot_slot == slot:  # a pending or running trial
-            self._set_env(self._boot_part_vars(status.committed) | _counter_vars(upgrade=False))
+            self._set_env(self._boot_part_vars(committed) | _counter_vars(upgrade=False))
 
     def set_trial(self, slot: Slot) -> None:
         if slot == self.status().committed:

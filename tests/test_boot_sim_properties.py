@@ -61,7 +61,7 @@ def _apply(env: BootEnv, request: tuple[str, Slot | None]) -> BootEnv:
     return power_on(env)
 
 
-@settings(max_examples=400)
+@settings(max_examples=250)
 @given(requests)
 def test_pure_rules_keep_a_bootable_committed_slot(sequence: list[tuple[str, Slot | None]]) -> None:
     env = provisioned_env(MAX_ATTEMPTS, "m")
@@ -194,7 +194,7 @@ class SimDeviceMachine(RuleBasedStateMachine):
 
 TestSimDeviceMachine = SimDeviceMachine.TestCase
 TestSimDeviceMachine.settings = settings(
-    max_examples=60,
+    max_examples=40,
     stateful_step_count=25,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from hardware.atomic_file import write_atomically
+from hardware.fakes import fake_command
 
 MAX_PRIORITY = 15
 DEFAULT_TRIES = 7
@@ -161,7 +162,7 @@ def provision(root: Path) -> tuple[Path, dict[str, Any]]:
     mark_unbootable(misc, 1)
     write_misc(misc_path, misc)
     options = {
-        "reboot_command": [sys.executable, "-m", __name__, str(misc_path)],
+        "reboot_command": fake_command(__name__, str(misc_path)),
         "reboot_wait_s": 0,
         "max_payload_size": 1024 * 1024,
     }

@@ -14,6 +14,7 @@ from typing import Any
 
 from hardware.atomic_file import write_atomically
 from hardware.envtext import format_assignments, parse_assignments
+from hardware.fakes import fake_command
 
 BLOCK_SIZE = 1024
 HEADER = "# GRUB Environment Block\n"
@@ -100,7 +101,7 @@ def provision(root: Path, *, slot_size: int = 1024 * 1024) -> dict[str, Any]:
     write_block(env_file, {"saved_entry": "slot_a"})
     roots = {"slot_a": "/dev/sda2", "slot_b": "/dev/sda3"}
     pairs = [f"{entry}={dev}" for entry, dev in roots.items()]
-    reboot = [sys.executable, "-m", __name__, str(env_file), str(cmdline), *pairs]
+    reboot = fake_command(__name__, str(env_file), str(cmdline), *pairs)
     options: dict[str, Any] = {
         "grubenv": str(env_file),
         "cmdline_path": str(cmdline),

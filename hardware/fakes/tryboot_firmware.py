@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from hardware.atomic_file import write_atomically
+from hardware.fakes import fake_command
 from hardware.tryboot import parse_autoboot, render_autoboot, with_partitions
 
 TRYBOOT_PARAM = "0 tryboot"
@@ -46,7 +47,7 @@ def provision(root: Path, *, slot_size: int = 1024 * 1024) -> dict[str, Any]:
     autoboot, dt_dir = root / "bootfs" / "autoboot.txt", root / "device-tree"
     autoboot.parent.mkdir(exist_ok=True)
     autoboot.write_text(render_autoboot(with_partitions({"all": {}}, 2, 2)))
-    reboot = [sys.executable, "-m", __name__, str(autoboot), str(dt_dir)]
+    reboot = fake_command(__name__, str(autoboot), str(dt_dir))
     options: dict[str, Any] = {
         "autoboot_path": str(autoboot),
         "partition_path": str(dt_dir / "partition"),

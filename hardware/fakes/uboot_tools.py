@@ -18,6 +18,7 @@ from typing import Any
 
 from hardware.atomic_file import write_atomically
 from hardware.envtext import format_assignments, parse_assignments
+from hardware.fakes import fake_command
 
 BOOT_PART_VAR = "mender_boot_part"
 
@@ -144,7 +145,7 @@ def provision(root: Path, *, slot_size: int = 1024 * 1024, bootlimit: int = 1) -
             block.truncate(slot_size)
         options |= {f"slot_{slot}_device": str(device), f"slot_{slot}_root": roots[part]}
     pairs = [f"{part}={dev}" for part, dev in roots.items()]
-    options["reboot_command"] = [sys.executable, "-m", __name__, str(config), str(cmdline), *pairs]
+    options["reboot_command"] = fake_command(__name__, str(config), str(cmdline), *pairs)
     power_on(env_file, cmdline, roots)
     return options
 

@@ -21,7 +21,10 @@ machine does nothing. Writes reach the disk in order, and a cut at a slot write 
 `SimDevice` (a fresh process) and calls `boot()`.
 
 To enumerate the cut points of an action, run it once with `FaultPlan.recording()` and read
-`plan.steps`; then run it again for each index N with `FaultPlan(cut_at=N)`.
+`plan.steps`; then run it again for each index N with `FaultPlan(cut_at=N)` (passed to the
+constructor, or set as `device.faults`). `FaultPlan(cut_at=N, tear=False)` cuts cleanly.
+`os.fsync(f.fileno())` on a slot is not a step of its own (the plan sees the `flush()` before
+it); `SlotFile.fsync()` is.
 """
 
 from __future__ import annotations

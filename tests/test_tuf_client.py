@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import io
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from tufrepo import RepoServer, TufRepo, chunk_hashes, rom_custom
+from tufrepo import RepoServer, TufRepo, chunked_rom, device_client, rom_custom, serve
 
 from agent.errors import InstallError, TransportError, VerificationError
 from agent.protocol import FailureReason
@@ -21,28 +20,20 @@ CHUNK = 64 * 1024
 @pytest.fixture
 def repo(tmp_path: Path) -> TufRepo:
     repo = TufRepo(tmp_path / "repo")
-    hashes = chunk_hashes(io.BytesIO(ROM_DATA), CHUNK)
-    custom = rom_custom(version="2026.48", model="pi4", chunk_size=CHUNK, chunk_sha256=hashes)
-    repo.add_target(ROM, ROM_DATA, custom)
+    repo.add_target(ROM, ROM_DATA, chunked_rom(ROM_DATA, CHUNK, version="2026.48", model="pi4"))
     repo.publish()
     return repo
 
 
 @pytest.fixture
 def server(repo: TufRepo) -> Iterator[RepoServer]:
-    with RepoServer(repo.base) as server:
-        yield server
+    yield from serve(repo.base)
 
 
 def new_client(
     tmp_path: Path, repo: TufRepo, server: RepoServer, bootstrap: bool = True
 ) -> TufClient:
-    return TufClient(
-        tmp_path / "device" / "tuf",
-        server.metadata_url,
-        server.targets_url,
-        bootstrap_root=repo.root_bytes() if bootstrap else None,
-    )
+    return device_client(tmp_path / "device" / "tuf", repo, server, bootstrap=bootstrap)
 
 
 def test_refresh_then_get_target_reads_signed_fields(

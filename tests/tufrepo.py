@@ -14,6 +14,7 @@ bytes, ignored ranges, a trickle).
 from __future__ import annotations
 
 import hashlib
+import io
 import sys
 import threading
 from collections import Counter
@@ -37,6 +38,7 @@ from tuf.api.metadata import (
 from tuf.api.serialization.json import JSONSerializer
 
 from agent.protocol import TargetCustom
+from agent.tuf_client import TufClient
 
 TOP_LEVEL_ROLES = (Root.type, Targets.type, Snapshot.type, Timestamp.type)
 _PIECE = 64 * 1024
@@ -61,6 +63,12 @@ def rom_custom(
         custom[TargetCustom.CHUNK_SIZE] = chunk_size
         custom[TargetCustom.CHUNK_SHA256] = chunk_sha256 or []
     return custom
+
+
+def chunked_rom(data: bytes, chunk_size: int, *, version: str, model: str) -> dict[str, Any]:
+    """`rom_custom` with the chunk hashes of `data`."""
+    hashes = chunk_hashes(io.BytesIO(data), chunk_size)
+    return rom_custom(version=version, model=model, chunk_size=chunk_size, chunk_sha256=hashes)
 
 
 def chunk_hashes(source: BinaryIO, chunk_size: int) -> list[str]:
@@ -309,3 +317,15 @@ def serve(root: Path) -> Iterator[RepoServer]:
     """For fixtures: `yield from serve(path)`."""
     with RepoServer(root) as server:
         yield server
+
+
+def device_client(
+    metadata_dir: Path, repo: TufRepo, server: RepoServer, *, bootstrap: bool = True
+) -> TufClient:
+    """A device's TufClient for `repo` as `server` serves it (provisioned with its root)."""
+    return TufClient(
+        metadata_dir,
+        server.metadata_url,
+        server.targets_url,
+        bootstrap_root=repo.root_bytes() if bootstrap else None,
+    )

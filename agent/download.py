@@ -1,0 +1,302 @@
+"""One pass from the network through the hashes straight into the inactive slot.
+
+No temporary copy of the image and fixed-size buffers whatever its size. Length and hashes are
+checked while the bytes land: a body longer than the signed length fails at once, a target
+with chunk hashes fails at the first bad chunk, and the whole-image hashes are compared at the
+end. A dropped connection resumes with an HTTP range request where the last one stopped; a
+download started again after a reboot (`resume_from`) re-hashes what the slot already holds
+instead of fetching it again. See docs/decisions/agent-one-pass-download.md.
+
+This module only checks and writes. Making the slot bootable is the caller's job, after
+`download_into` returned.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import logging
+import os
+import random
+import time
+from collections.abc import Callable, Iterator
+from typing import Any, BinaryIO, Final, Protocol
+
+from agent.errors import InstallError, TransportError, VerificationError
+from agent.fetcher import HttpStatusError
+from agent.protocol import FailureReason
+from agent.tuf_client import TargetInfo
+
+log = logging.getLogger(__name__)
+
+BUFFER_SIZE: Final = 64 * 1024
+
+
+class RangeFetcher(Protocol):
+    """What `download_into` needs from a fetcher (`agent.fetcher.HttpFetcher` is one)."""
+
+    def fetch_range(
+        self, url: str, start: int = 0, *, limit: int | None = None
+    ) -> Iterator[bytes]: ...
+
+
+def exponential_backoff(attempt: int, *, base: float = 1.0, cap: float = 60.0) -> float:
+    """Seconds to wait before retry `attempt` (1, 2, ...): doubling, capped, half jittered."""
+    ceiling: float = min(cap, base * 2.0 ** (attempt - 1))
+    return ceiling / 2 + random.uniform(0, ceiling / 2)
+
+
+# --------------------------------------------------------------------------- checking
+
+
+class StreamVerifier:
+    """Length and hashes of one target, checked as its bytes arrive in order.
+
+    `update` raises `VerificationError` at the first byte past the signed length and at the
+    first chunk whose sha256 does not match; `finish` checks the length and whole-image
+    hashes. With chunk hashes, `verified` is the end of the last good chunk and `rollback`
+    returns there (the bytes after it are not trusted yet).
+    """
+
+    def __init__(self, target: TargetInfo) -> None:
+        self.target = target
+        self._chunk_size, self._chunk_digests = _chunk_plan(target)
+        self._whole = {algo: _new_hasher(algo) for algo in target.all_hashes}
+        self._chunk = hashlib.sha256()
+        self.position = 0
+        self._mark: tuple[int, dict[str, Any]] = (0, _copy(self._whole))
+
+    @property
+    def chunked(self) -> bool:
+        return self._chunk_size > 0
+
+    @property
+    def verified(self) -> int:
+        """Bytes from the start that are as trustworthy as they can be before `finish`."""
+        return self._mark[0] if self.chunked else self.position
+
+    def update(self, data: bytes) -> None:
+        if self.position + len(data) > self.target.length:
+            raise VerificationError(
+                f"{self.target.path}: more than the signed {self.target.length} bytes",
+                FailureReason.LENGTH_MISMATCH,
+            )
+        view = memoryview(data)
+        while view:
+            piece = view[: self._room_in_chunk()]
+            for hasher in self._whole.values():
+                hasher.update(piece)
+            self._chunk.update(piece)
+            self.position += len(piece)
+            view = view[len(piece) :]
+            if self._at_chunk_end():
+                self._close_chunk()
+
+    def rollback(self) -> None:
+        """Forget the bytes after the last verified chunk boundary."""
+        if self.chunked:
+            self.position, whole = self._mark
+            self._whole = _copy(whole)
+            self._chunk = hashlib.sha256()
+
+    def finish(self) -> None:
+        if self.position != self.target.length:
+            raise VerificationError(
+                f"{self.target.path}: {self.position} bytes, signed length is {self.target.length}",
+                FailureReason.LENGTH_MISMATCH,
+            )
+        for algo, expected in self.target.all_hashes.items():
+            if self._whole[algo].hexdigest() != expected:
+                raise VerificationError(
+                    f"{self.target.path}: {algo} does not match the signed hash",
+                    FailureReason.HASH_MISMATCH,
+                )
+
+    def _room_in_chunk(self) -> int:
+        if not self.chunked:
+            return self.target.length - self.position
+        end = (self.position // self._chunk_size + 1) * self._chunk_size
+        return min(end, self.target.length) - self.position
+
+    def _at_chunk_end(self) -> bool:
+        if not self.chunked:
+            return False
+        return self.position % self._chunk_size == 0 or self.position == self.target.length
+
+    def _close_chunk(self) -> None:
+        index = (self.position - 1) // self._chunk_size
+        if self._chunk.hexdigest() != self._chunk_digests[index]:
+            start = index * self._chunk_size
+            raise VerificationError(
+                f"{self.target.path}: chunk {index} (bytes {start}-{self.position - 1}) "
+                "does not match its signed sha256",
+                FailureReason.HASH_MISMATCH,
+            )
+        self._chunk = hashlib.sha256()
+        self._mark = (self.position, _copy(self._whole))
+
+
+def _chunk_plan(target: TargetInfo) -> tuple[int, tuple[str, ...]]:
+    """(chunk size, chunk digests), or (0, ()) for a target without chunk hashes."""
+    size, digests = target.chunk_size, target.chunk_sha256
+    if size is None and not digests:
+        return 0, ()
+    if size is None or size <= 0 or len(digests) != -(-target.length // size):
+        raise VerificationError(
+            f"{target.path}: chunk_size and chunk_sha256 do not describe {target.length} bytes"
+        )
+    return size, digests
+
+
+def _new_hasher(algo: str) -> Any:
+    try:
+        if algo == "blake2b-256":  # TUF's name; hashlib spells it with a digest size
+            return hashlib.blake2b(digest_size=32)
+        return hashlib.new(algo)
+    except ValueError:
+        raise VerificationError(
+            f"unsupported hash algorithm {algo!r}", FailureReason.HASH_MISMATCH
+        ) from None
+
+
+def _copy(hashers: dict[str, Any]) -> dict[str, Any]:
+    return {algo: hasher.copy() for algo, hasher in hashers.items()}
+
+
+def verify_stored(source: BinaryIO, target: TargetInfo) -> None:
+    """Raise `VerificationError` unless `source` (from its start) is exactly `target`."""
+    verifier = StreamVerifier(target)
+    source.seek(0)
+    for piece in _read_pieces(source, target.length + 1):
+        verifier.update(piece)
+    verifier.finish()
+
+
+# --------------------------------------------------------------------------- the pass
+
+
+def download_into(
+    fetcher: RangeFetcher,
+    url: str,
+    target: TargetInfo,
+    sink: BinaryIO,
+    *,
+    resume_from: int = 0,
+    progress: Callable[[int], None] | None = None,
+    retries: int = 5,
+    backoff: Callable[[int], float] = exponential_backoff,
+    sleep: Callable[[float], None] = time.sleep,
+) -> None:
+    """Stream `url` into `sink` (a slot opened r+b), verified against `target`, then fsync.
+
+    Raises `VerificationError` (LENGTH_MISMATCH, HASH_MISMATCH: never retried),
+    `TransportError` once `retries` transport failures are used up (a permanent HTTP error
+    such as 404 is not retried), `InstallError` when the sink cannot be written.
+    """
+    verifier = StreamVerifier(target)
+    if resume_from > 0:
+        _rehash_sink(sink, verifier, min(resume_from, target.length))
+    failures = 0
+    while verifier.position < target.length:
+        try:
+            _receive(fetcher, url, verifier, sink, progress)
+        except TransportError as exc:
+            failures += 1
+            if failures > retries or (isinstance(exc, HttpStatusError) and exc.permanent):
+                raise
+            delay = backoff(failures)
+            log.warning(
+                "download of %s broke at byte %d (%s); retry %d in %.1fs",
+                *(target.path, verifier.position, exc, failures, delay),
+            )
+            sleep(delay)
+    verifier.finish()
+    _sync(sink)
+
+
+def _receive(
+    fetcher: RangeFetcher,
+    url: str,
+    verifier: StreamVerifier,
+    sink: BinaryIO,
+    progress: Callable[[int], None] | None,
+) -> None:
+    """One HTTP request from `verifier.position` to the end of the body."""
+    _seek(sink, verifier.position)
+    remaining = verifier.target.length - verifier.position
+    chunks = fetcher.fetch_range(url, verifier.position, limit=remaining)
+    try:
+        for data in chunks:
+            verifier.update(data)  # before writing: a too-long body never touches the slot
+            _write(sink, data)
+            if progress is not None:
+                progress(verifier.position)
+    finally:
+        close = getattr(chunks, "close", None)
+        if close is not None:
+            close()
+    if verifier.position < verifier.target.length:
+        raise TransportError(
+            f"body of {url} ended at byte {verifier.position} of {verifier.target.length}"
+        )
+
+
+def _rehash_sink(sink: BinaryIO, verifier: StreamVerifier, upto: int) -> None:
+    """Feed what the slot already holds (up to `upto`) through `verifier`.
+
+    With chunk hashes, stop at the first chunk that does not match (a write torn by a power
+    cut) and drop a trailing partial chunk: the download continues from the last verified
+    boundary. Without them, every byte held counts; the final hash is the judge.
+    """
+    _seek(sink, 0)
+    try:
+        for piece in _read_pieces(sink, upto):
+            verifier.update(piece)
+    except VerificationError as exc:
+        if exc.reason is not FailureReason.HASH_MISMATCH:
+            raise
+        log.info("slot holds a bad chunk, fetching again from it: %s", exc)
+    verifier.rollback()
+    target = verifier.target
+    log.info("resuming %s at byte %d of %d", target.path, verifier.verified, target.length)
+
+
+def _read_pieces(source: BinaryIO, upto: int) -> Iterator[bytes]:
+    """`source` from its position in `BUFFER_SIZE` pieces, at most `upto` bytes, to EOF."""
+    left = upto
+    while left > 0:
+        try:
+            piece = source.read(min(BUFFER_SIZE, left))
+        except OSError as exc:
+            raise InstallError(f"cannot read back the slot: {exc}") from exc
+        if not piece:
+            return
+        left -= len(piece)
+        yield piece
+
+
+def _seek(sink: BinaryIO, offset: int) -> None:
+    try:
+        sink.seek(offset)
+    except OSError as exc:
+        raise InstallError(f"cannot seek in the slot: {exc}") from exc
+
+
+def _write(sink: BinaryIO, data: bytes) -> None:
+    try:
+        sink.write(data)
+    except OSError as exc:
+        raise _install_error("cannot write the slot", exc) from exc
+
+
+def _sync(sink: BinaryIO) -> None:
+    try:
+        sink.flush()
+        os.fsync(sink.fileno())
+    except OSError as exc:
+        raise _install_error("cannot sync the slot", exc) from exc
+
+
+def _install_error(action: str, exc: OSError) -> InstallError:
+    reason = FailureReason.DISK_FULL if exc.errno == errno.ENOSPC else FailureReason.INTERNAL
+    return InstallError(f"{action}: {exc}", reason)

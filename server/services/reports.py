@@ -14,7 +14,7 @@ from sqlalchemy import Insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from agent.protocol import ProtocolError, ReportsAck, StatusReport
+from agent.protocol import PROTOCOL_VERSION, ProtocolError, ReportsAck, StatusReport
 from server.errors import InvalidInputError, UnknownDeviceError
 from server.models import Device, Report, utcnow
 
@@ -31,6 +31,10 @@ def parse_reports(payload: Any, device_id: str, max_batch: int) -> list[StatusRe
     for index, item in enumerate(payload):
         if not isinstance(item, dict):
             raise InvalidInputError(f"report {index}: not a JSON object")
+        if item.get("v") != PROTOCOL_VERSION:
+            raise InvalidInputError(
+                f"report {index}: unsupported protocol version {item.get('v')!r}"
+            )
         try:
             report = StatusReport.from_dict(item)
         except ProtocolError as exc:
@@ -51,7 +55,10 @@ def ingest_reports(
         raise InvalidInputError(f"every report must be from device {device_id!r}")
     if session.get(Device, device_id) is None:
         raise UnknownDeviceError(f"no device {device_id!r} has enrolled")
-    unique = list({r.seq: r for r in reversed(reports)}.values())  # first copy of each seq wins
+    first_copies: dict[int, StatusReport] = {}
+    for report in reports:
+        first_copies.setdefault(report.seq, report)
+    unique = list(first_copies.values())
     if unique:
         now = utcnow()
         session.execute(_insert_ignoring_duplicates(session, unique, via, now))

@@ -1,0 +1,99 @@
+"""Helpers for tests and demos: the real server on a free loopback port, in a thread."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import uvicorn
+
+from agent.protocol import StatusReport, UpdateState
+from server.app import create_app
+from server.settings import Settings
+
+START_TIMEOUT_S = 20.0
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextmanager
+def live_server(settings: Settings, port: int | None = None) -> Iterator[str]:
+    """uvicorn serving `create_app(settings)`; yields its base URL, stops it on exit."""
+    port = port or free_port()
+    config = uvicorn.Config(
+        create_app(settings), host="127.0.0.1", port=port, log_level="warning", lifespan="on"
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, name=f"uvicorn-{port}", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while not server.started:
+        if not thread.is_alive():
+            raise RuntimeError("the server stopped during startup (see its log)")
+        if time.monotonic() > deadline:
+            server.should_exit = True
+            raise TimeoutError(f"the server did not start within {START_TIMEOUT_S}s")
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+@contextmanager
+def fresh_postgres_database(admin_url: str) -> Iterator[str]:
+    """A new, empty PostgreSQL database (SQLAlchemy psycopg URL), dropped on exit."""
+    import uuid
+
+    import psycopg
+
+    name = f"of_test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    base = admin_url.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://", 1)
+    try:
+        yield f"{base}/{name}"
+    finally:
+        with psycopg.connect(admin_url, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def new_id(prefix: str) -> str:
+    """A name no other test uses (devices, channels: tests share servers and brokers)."""
+    import uuid
+
+    return f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+def sample_release(
+    version: str, counter: int, channel: str = "stable", model: str = "sim"
+) -> dict[str, Any]:
+    """A body for POST /api/v1/releases, as the signing side sends it."""
+    return {
+        "version": version,
+        "channel": channel,
+        "model": model,
+        "target_path": f"{model}/{channel}/{version}/rom.img",
+        "length": 1024,
+        "sha256": "ab" * 32,
+        "notes": f"build {version}",
+        "published_at": "2026-11-27T10:00:00Z",
+        "release_counter": counter,
+    }
+
+
+def sample_report(
+    device_id: str, seq: int, state: UpdateState = UpdateState.DOWNLOADING
+) -> StatusReport:
+    return StatusReport(
+        device_id=device_id, seq=seq, state=state, current_version="2026.46", slot="a"
+    )

@@ -24,9 +24,12 @@ from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, BinaryIO
+from urllib.parse import quote
 
 from securesystemslib.signer import CryptoSigner, Signer
 from tuf.api.metadata import (
+    DelegatedRole,
+    Delegations,
     Metadata,
     MetaFile,
     Root,
@@ -100,6 +103,8 @@ class TufRepo:
         self.targets = Metadata(Targets(expires=expires))
         self.snapshot = Metadata(Snapshot(expires=expires))
         self.timestamp = Metadata(Timestamp(expires=expires))
+        self.delegated: dict[str, Metadata[Targets]] = {}
+        self._expires = expires
         self._write_all()
 
     # ------------------------------------------------------------------ reading
@@ -110,15 +115,23 @@ class TufRepo:
 
     def target_file(self, path: str) -> Path:
         """Where the bytes of target `path` are stored (hash-prefixed name)."""
-        info = self.targets.signed.targets[path]
+        roles = [self.targets, *self.delegated.values()]
+        info = next(md.signed.targets[path] for md in roles if path in md.signed.targets)
         dirname, _, basename = path.rpartition("/")
         return self.targets_dir / dirname / f"{info.hashes['sha256']}.{basename}"
 
     # ------------------------------------------------------------------ changing
 
-    def add_target(self, path: str, data: bytes, custom: dict[str, Any] | None = None) -> None:
-        """Store `data` as target `path` (not yet published)."""
-        self._store(path, data, len(data), hashlib.sha256(data).hexdigest(), custom)
+    def add_target(
+        self,
+        path: str,
+        data: bytes,
+        custom: dict[str, Any] | None = None,
+        *,
+        role: str = Targets.type,
+    ) -> None:
+        """Store `data` as target `path` of `role` (not yet published)."""
+        self._store(role, path, data, len(data), hashlib.sha256(data).hexdigest(), custom)
 
     def add_target_file(
         self, path: str, source: Path, custom: dict[str, Any] | None = None
@@ -126,28 +139,44 @@ class TufRepo:
         """Like `add_target` for a large file: hashed and copied in pieces."""
         with source.open("rb") as src:
             digest = hashlib.file_digest(src, "sha256").hexdigest()
-        self._store(path, source, source.stat().st_size, digest, custom)
+        self._store(Targets.type, path, source, source.stat().st_size, digest, custom)
+
+    def delegate(self, role: str, paths: list[str]) -> None:
+        """Delegate `paths` from targets to a new role `role` with its own key."""
+        signer = self.signers[role] = CryptoSigner.generate_ed25519()
+        if self.targets.signed.delegations is None:
+            self.targets.signed.delegations = Delegations(keys={}, roles={})
+        assert self.targets.signed.delegations.roles is not None
+        self.targets.signed.delegations.roles[role] = DelegatedRole(role, [], 1, False, paths)
+        self.targets.signed.add_key(signer.public_key, role)
+        self.delegated[role] = Metadata(Targets(expires=self._expires))
 
     def publish(self) -> None:
-        """Bump targets, snapshot and timestamp, sign and write them."""
-        self.targets.signed.version += 1
-        self.snapshot.signed.version += 1
-        self.timestamp.signed.version += 1
+        """Bump every targets role, snapshot and timestamp, sign and write them."""
+        for md in (self.targets, *self.delegated.values(), self.snapshot, self.timestamp):
+            md.signed.version += 1
         self._write_all()
 
     def expire_timestamp(self) -> None:
         """Publish a new timestamp that expired yesterday."""
         self.timestamp.signed.expires = datetime.now(UTC).replace(microsecond=0) - timedelta(days=1)
         self.timestamp.signed.version += 1
-        self._write(self.timestamp, "timestamp.json")
+        self._write(self.timestamp, Timestamp.type, "timestamp.json")
 
     # ------------------------------------------------------------------ internals
 
     def _store(
-        self, path: str, data: bytes | Path, length: int, sha256: str, custom: dict[str, Any] | None
+        self,
+        role: str,
+        path: str,
+        data: bytes | Path,
+        length: int,
+        sha256: str,
+        custom: dict[str, Any] | None,
     ) -> None:
         fields = {} if custom is None else {"custom": custom}
-        self.targets.signed.targets[path] = TargetFile(length, {"sha256": sha256}, path, fields)
+        owner = self.targets if role == Targets.type else self.delegated[role]
+        owner.signed.targets[path] = TargetFile(length, {"sha256": sha256}, path, fields)
         dest = self.target_file(path)
         dest.parent.mkdir(parents=True, exist_ok=True)
         if isinstance(data, Path):
@@ -158,16 +187,17 @@ class TufRepo:
             dest.write_bytes(data)
 
     def _write_all(self) -> None:
-        self._write(self.root, f"{self.root.signed.version}.root.json")
-        self._write(self.targets, f"{self.targets.signed.version}.targets.json")
-        self.snapshot.signed.meta["targets.json"] = MetaFile(self.targets.signed.version)
-        self._write(self.snapshot, f"{self.snapshot.signed.version}.snapshot.json")
+        self._write(self.root, Root.type, f"{self.root.signed.version}.root.json")
+        for role, md in [(Targets.type, self.targets), *self.delegated.items()]:
+            self._write(md, role, f"{md.signed.version}.{quote(role, '')}.json")
+            self.snapshot.signed.meta[f"{role}.json"] = MetaFile(md.signed.version)
+        self._write(self.snapshot, Snapshot.type, f"{self.snapshot.signed.version}.snapshot.json")
         self.timestamp.signed.snapshot_meta = MetaFile(self.snapshot.signed.version)
-        self._write(self.timestamp, "timestamp.json")
+        self._write(self.timestamp, Timestamp.type, "timestamp.json")
 
-    def _write(self, md: Metadata[Any], filename: str) -> None:
+    def _write(self, md: Metadata[Any], role: str, filename: str) -> None:
         md.signatures.clear()
-        md.sign(self.signers[md.signed.type])
+        md.sign(self.signers[role])
         (self.metadata_dir / filename).write_bytes(md.to_bytes(JSONSerializer(compact=False)))
 
 

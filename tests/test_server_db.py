@@ -1,0 +1,82 @@
+"""The database layer on SQLite and PostgreSQL: migrations equal the models, and concurrent
+copies of the same reports are stored once."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from sqlalchemy import func, select
+
+from agent.protocol import ReportsAck, UpdateState
+from server.db import make_engine, make_sessions, upgrade_to_head
+from server.errors import UnknownDeviceError
+from server.models import Base, Device, Report
+from server.schemas import EnrollRequest
+from server.services import enroll_device, ingest_reports
+from server.testing import sample_report
+
+WRITERS = 6
+
+
+def test_migrations_build_exactly_the_models(db_url: str) -> None:
+    engine = make_engine(db_url)
+    try:
+        upgrade_to_head(engine)
+        upgrade_to_head(engine)  # at head: a no-op
+        with engine.connect() as connection:
+            assert compare_metadata(MigrationContext.configure(connection), Base.metadata) == []
+    finally:
+        engine.dispose()
+
+
+def test_concurrent_duplicate_reports_are_stored_once(db_url: str) -> None:
+    upgrade_to_head(db_url)
+    engine = make_engine(db_url)
+    sessions = make_sessions(engine)
+    try:
+        with sessions() as session:
+            request = EnrollRequest(
+                enrollment_token="t", device_id="phone-1", model="sim", channel="stable"
+            )
+            enroll_device(session, request, "t")
+        reports = [sample_report("phone-1", seq) for seq in range(20)]
+        reports.append(sample_report("phone-1", 20, UpdateState.COMMITTED))
+        acks: list[ReportsAck] = []
+        barrier = threading.Barrier(WRITERS)
+
+        def write() -> None:
+            with sessions() as session:
+                barrier.wait()
+                acks.append(ingest_reports(session, "phone-1", reports, via="http"))
+
+        threads = [threading.Thread(target=write) for _ in range(WRITERS)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=60)
+        assert [a.acked for a in acks] == [tuple(range(21))] * WRITERS
+        with sessions() as session:
+            stored = session.scalar(select(func.count()).select_from(Report))
+            device = session.get(Device, "phone-1")
+        assert stored == 21
+        assert device is not None
+        assert (device.state, device.last_seq) == ("committed", 20)
+    finally:
+        engine.dispose()
+
+
+def test_reports_of_an_unknown_device_are_refused(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/ota.db"
+    upgrade_to_head(url)
+    engine = make_engine(url)
+    try:
+        with make_sessions(engine)() as session:
+            with pytest.raises(UnknownDeviceError):
+                ingest_reports(session, "ghost", [sample_report("ghost", 0)], via="mqtt")
+            assert session.scalar(select(func.count()).select_from(Report)) == 0
+    finally:
+        engine.dispose()

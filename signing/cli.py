@@ -19,6 +19,7 @@ import typer
 from signing.errors import NotifyError, PublishError, SigningError
 from signing.keys import init_keys
 from signing.notify import notify_server
+from signing.renew import renew_metadata
 from signing.repo import PublishedRelease, list_releases, publish_release
 from signing.storage import Storage, open_storage
 
@@ -29,6 +30,13 @@ keys_app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
+
+
+@keys_app.callback()
+def _keys_group() -> None:
+    """Signing keys and the repository's first metadata."""
+
+
 release_app = typer.Typer(
     help="Sign and publish ROM builds.", no_args_is_help=True, pretty_exceptions_enable=False
 )
@@ -199,3 +207,17 @@ def release_list(
         releases = list_releases(repo, storage=_storage(storage, s3_endpoint_url))
     for release in releases:
         _show(release, as_json)
+
+
+@release_app.command("renew")
+def release_renew(
+    repo: RepoOption,
+    storage: StorageOption = None,
+    s3_endpoint_url: EndpointOption = None,
+) -> None:
+    """Re-sign the metadata that is about to expire (run daily; timestamp key suffices)."""
+    with _clear_errors():
+        written = renew_metadata(
+            repo, storage=_storage(storage, s3_endpoint_url), passphrase=_passphrase()
+        )
+    typer.echo(f"renewed {', '.join(written)}")

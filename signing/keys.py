@@ -32,6 +32,7 @@ from signing.tufmeta import (
     TOP_LEVEL_ROLES,
     ExpiryPolicy,
     metadata_name,
+    pin,
     sign_and_serialize,
     snapshot_metadata,
     timestamp_metadata,
@@ -125,7 +126,7 @@ def _initial_metadata(
     targets = Metadata(Targets(expires=expiry.expires("targets", now)))
     snapshot = snapshot_metadata(1, 1, expiry.expires("snapshot", now))
     snapshot_bytes = sign_and_serialize(snapshot, signers["snapshot"])
-    timestamp = timestamp_metadata(1, 1, snapshot_bytes, expiry.expires("timestamp", now))
+    timestamp = timestamp_metadata(1, pin(1, snapshot_bytes), expiry.expires("timestamp", now))
     return {
         metadata_name("targets", 1): sign_and_serialize(targets, signers["targets"]),
         metadata_name("snapshot", 1): snapshot_bytes,

@@ -10,31 +10,25 @@ See docs/decisions/signing-publish-order.md.
 
 from __future__ import annotations
 
-import copy
-from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from securesystemslib.signer import Signer  # type: ignore[attr-defined]
-from tuf.api.metadata import Metadata, TargetFile  # type: ignore[attr-defined]
+from tuf.api.metadata import TargetFile  # type: ignore[attr-defined]
 
 from agent.protocol import ProtocolError, TargetCustom, target_name
 from agent.versions import InvalidVersionError, Version
 from signing.digest import ImageDigest, digest_image
 from signing.errors import PublishError
 from signing.keys import default_storage, load_signers
+from signing.renew import next_files
 from signing.state import RepoState, load_state
 from signing.storage import Storage
 from signing.tufmeta import (
     ONLINE_ROLES,
     TARGETS_DIR,
     ExpiryPolicy,
-    metadata_name,
     rfc3339,
-    sign_and_serialize,
-    snapshot_metadata,
-    timestamp_metadata,
     utc_now,
 )
 
@@ -108,7 +102,7 @@ def publish_release(
     digest = _digest(image, chunk_size)
     published_at = rfc3339(utc_now())
     target = _target_file(request, digest, published_at, counter)
-    files = _next_metadata(state, target, signers, expiry or ExpiryPolicy())
+    files = next_files(state, ONLINE_ROLES, signers, expiry or ExpiryPolicy(), target)
     store.put_file(target_storage_name(request.target_path, digest.sha256), image)
     if _image_identity(image) != before:
         raise PublishError(f"{image} changed while it was being published; nothing went live")
@@ -204,48 +198,6 @@ def _target_file(
         path=request.target_path,
         unrecognized_fields={"custom": custom},
     )
-
-
-def _next_metadata(
-    state: RepoState,
-    target: TargetFile,
-    signers: Mapping[str, Sequence[Signer]],
-    expiry: ExpiryPolicy,
-) -> dict[str, bytes]:
-    """The new targets, snapshot and timestamp files, signed, in the order they must be written."""
-    now = utc_now()
-    targets: Metadata[Any] = copy.deepcopy(state.targets)
-    targets.signed.targets[target.path] = target
-    targets.signed.version += 1
-    targets.signed.expires = expiry.expires("targets", now)
-    return {
-        metadata_name("targets", targets.signed.version): sign_and_serialize(
-            targets, signers["targets"]
-        ),
-        **_next_snapshot_and_timestamp(state, targets.signed.version, signers, expiry),
-    }
-
-
-def _next_snapshot_and_timestamp(
-    state: RepoState,
-    targets_version: int,
-    signers: Mapping[str, Sequence[Signer]],
-    expiry: ExpiryPolicy,
-) -> dict[str, bytes]:
-    now = utc_now()
-    snapshot_version = state.snapshot.signed.version + 1
-    snapshot = snapshot_metadata(snapshot_version, targets_version, expiry.expires("snapshot", now))
-    snapshot_bytes = sign_and_serialize(snapshot, signers["snapshot"])
-    timestamp = timestamp_metadata(
-        state.timestamp.signed.version + 1,
-        snapshot_version,
-        snapshot_bytes,
-        expiry.expires("timestamp", now),
-    )
-    return {
-        metadata_name("snapshot", snapshot_version): snapshot_bytes,
-        metadata_name("timestamp"): sign_and_serialize(timestamp, signers["timestamp"]),
-    }
 
 
 # --------------------------------------------------------------------------- list

@@ -76,13 +76,12 @@ def snapshot_metadata(version: int, targets_version: int, expires: datetime) -> 
     return Metadata(Snapshot(version=version, expires=expires, meta=meta))
 
 
-def timestamp_metadata(
-    version: int, snapshot_version: int, snapshot_bytes: bytes, expires: datetime
-) -> Metadata[Any]:
-    """Timestamp pinning the snapshot by version, length and hash."""
-    snapshot_meta = MetaFile(
-        version=snapshot_version,
-        length=len(snapshot_bytes),
-        hashes={"sha256": hashlib.sha256(snapshot_bytes).hexdigest()},
+def pin(version: int, data: bytes) -> MetaFile:
+    """A reference to one metadata file by version, length and sha256."""
+    return MetaFile(
+        version=version, length=len(data), hashes={"sha256": hashlib.sha256(data).hexdigest()}
     )
+
+
+def timestamp_metadata(version: int, snapshot_meta: MetaFile, expires: datetime) -> Metadata[Any]:
     return Metadata(Timestamp(version=version, expires=expires, snapshot_meta=snapshot_meta))

@@ -230,3 +230,15 @@ def test_failed_notify_exits_1_but_the_release_stays_published(
     )
     assert again.exit_code == 0, again.output
     assert len(handler.received) == 2
+
+
+def test_renew(repo: Path) -> None:
+    result = _run("release", "renew", "--repo", str(repo))
+    assert result.exit_code == 0, result.output
+    assert result.stdout.strip() == "renewed metadata/timestamp.json"
+
+
+def test_keys_app_is_a_group_on_its_own() -> None:
+    result = CliRunner().invoke(keys_app, ["init", "--help"])
+    assert result.exit_code == 0
+    assert "--root-threshold" in result.stdout

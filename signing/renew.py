@@ -1,0 +1,109 @@
+"""The next signed versions of targets, snapshot and timestamp, and renewing them in time.
+
+Publishing re-signs all three with a new target added. Between publishes the short-lived
+roles still expire (timestamp after a day, snapshot after a week by default), so
+`renew_metadata` re-signs only what would otherwise expire before its next run, which a
+daily job can do with the timestamp key alone on most days. Both write in the same order as
+a publish (targets, snapshot, timestamp last): see docs/decisions/signing-publish-order.md.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from securesystemslib.signer import Signer  # type: ignore[attr-defined]
+from tuf.api.metadata import Metadata, TargetFile  # type: ignore[attr-defined]
+
+from signing.keys import default_storage, load_signers
+from signing.state import RepoState, load_state
+from signing.storage import Storage
+from signing.tufmeta import (
+    ExpiryPolicy,
+    metadata_name,
+    pin,
+    sign_and_serialize,
+    snapshot_metadata,
+    timestamp_metadata,
+    utc_now,
+)
+
+Signers = Mapping[str, Sequence[Signer]]
+
+
+def next_files(
+    state: RepoState,
+    roles: Sequence[str],
+    signers: Signers,
+    policy: ExpiryPolicy,
+    target: TargetFile | None = None,
+) -> dict[str, bytes]:
+    """New signed files for `roles` (a suffix of targets, snapshot, timestamp), in write order.
+
+    `target`, when given, is added to targets; it needs "targets" in `roles`.
+    """
+    now = utc_now()
+    files: dict[str, bytes] = {}
+    targets_version = state.targets.signed.version
+    if "targets" in roles:
+        targets = _next_targets(state, target, policy.expires("targets", now))
+        targets_version = targets.signed.version
+        files[metadata_name("targets", targets_version)] = sign_and_serialize(
+            targets, signers["targets"]
+        )
+    snapshot_meta = state.timestamp.signed.snapshot_meta
+    if "snapshot" in roles:
+        version = state.snapshot.signed.version + 1
+        snapshot = snapshot_metadata(version, targets_version, policy.expires("snapshot", now))
+        data = sign_and_serialize(snapshot, signers["snapshot"])
+        files[metadata_name("snapshot", version)] = data
+        snapshot_meta = pin(version, data)
+    version = state.timestamp.signed.version + 1
+    timestamp = timestamp_metadata(version, snapshot_meta, policy.expires("timestamp", now))
+    files[metadata_name("timestamp")] = sign_and_serialize(timestamp, signers["timestamp"])
+    return files
+
+
+def _next_targets(state: RepoState, target: TargetFile | None, expires: datetime) -> Metadata[Any]:
+    targets: Metadata[Any] = copy.deepcopy(state.targets)
+    if target is not None:
+        targets.signed.targets[target.path] = target
+    targets.signed.version += 1
+    targets.signed.expires = expires
+    return targets
+
+
+def roles_to_renew(state: RepoState, policy: ExpiryPolicy, now: datetime) -> tuple[str, ...]:
+    """Always timestamp; snapshot too when it would expire before the new timestamp does;
+    targets too when it would expire before a new snapshot does."""
+    if state.targets.signed.expires <= policy.expires("snapshot", now):
+        return ("targets", "snapshot", "timestamp")
+    if state.snapshot.signed.expires <= policy.expires("timestamp", now):
+        return ("snapshot", "timestamp")
+    return ("timestamp",)
+
+
+def renew_metadata(
+    repo_dir: Path,
+    *,
+    storage: Storage | None = None,
+    passphrase: str | None = None,
+    expiry: ExpiryPolicy | None = None,
+) -> list[str]:
+    """Re-sign what is about to expire so devices keep trusting the live releases.
+
+    Returns the storage names written (timestamp.json last). Needs only the keys of the
+    roles it re-signs.
+    """
+    policy = expiry or ExpiryPolicy()
+    store = storage if storage is not None else default_storage(repo_dir)
+    state = load_state(store)
+    roles = roles_to_renew(state, policy, utc_now())
+    signers = {role: load_signers(repo_dir, role, state.root.signed, passphrase) for role in roles}
+    files = next_files(state, roles, signers, policy)
+    for name, data in files.items():
+        store.put_bytes(name, data)
+    return list(files)

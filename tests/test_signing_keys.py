@@ -12,7 +12,7 @@ from tuf.api.metadata import Metadata
 from signing.errors import KeysError
 from signing.keys import ExpiryPolicy, init_keys, key_paths, load_signer, load_signers
 from signing.storage import LocalStorage
-from signing.testing import snapshot_tree
+from signing.testing import FaultyStorage, InjectedFaultError, snapshot_tree
 from signing.tufmeta import utc_now
 
 
@@ -100,3 +100,17 @@ def test_expiry_policy_is_applied_per_role(tmp_path: Path) -> None:
         assert abs((expires - now).total_seconds() - days * 86400) < 120, signed["_type"]
     with pytest.raises(ValueError, match="at least one day"):
         ExpiryPolicy(timestamp=0)
+
+
+@pytest.mark.parametrize("allowed", range(4))
+def test_init_that_fails_half_way_leaves_no_keys_and_can_be_retried(
+    tmp_path: Path, allowed: int
+) -> None:
+    storage = LocalStorage(tmp_path / "repo" / "repository")
+    with pytest.raises(InjectedFaultError):
+        init_keys(tmp_path / "repo", storage=FaultyStorage(storage, allowed_writes=allowed))
+    assert not (tmp_path / "repo" / "keys").exists()
+    assert not (tmp_path / "repo" / "root.json").exists()
+    assert [p.name for p in (tmp_path / "repo").iterdir() if p.name.startswith(".")] == []
+    trusted = init_keys(tmp_path / "repo")
+    assert trusted.read_bytes() == storage.get_bytes("metadata/1.root.json")

@@ -15,6 +15,7 @@ from agent.protocol import TargetCustom
 from signing.errors import PublishError, RepositoryError
 from signing.keys import init_keys
 from signing.repo import PublishedRelease, list_releases, publish_release
+from signing.storage import LocalStorage
 from signing.testing import TufClient, serve_directory, snapshot_tree, write_image
 
 CHUNK = 64 * 1024
@@ -163,3 +164,22 @@ def test_tampered_live_metadata_is_refused(repo: Path, tmp_path: Path) -> None:
     path.write_text(json.dumps(doc))
     with pytest.raises(RepositoryError, match="targets metadata is not signed by its keys"):
         _publish(repo, write_image(tmp_path / "rom.img", 1000), "1.0")
+
+
+class _ImageChangingStorage(LocalStorage):
+    """Someone rewrites the image while it is being uploaded."""
+
+    def put_file(self, name: str, path: Path) -> None:
+        with path.open("ab") as image:
+            image.write(b"late edit")
+        super().put_file(name, path)
+
+
+def test_an_image_that_changes_during_publish_is_not_made_live(repo: Path, tmp_path: Path) -> None:
+    image = write_image(tmp_path / "rom.img", 10_000)
+    live = (repo / "repository/metadata/timestamp.json").read_bytes()
+    storage = _ImageChangingStorage(repo / "repository")
+    with pytest.raises(PublishError, match="changed while it was being published"):
+        _publish(repo, image, "1.0", storage=storage)
+    assert (repo / "repository/metadata/timestamp.json").read_bytes() == live
+    assert list_releases(repo) == []

@@ -189,6 +189,10 @@ def download_into(
 ) -> None:
     """Stream `url` into `sink` (a slot opened r+b), verified against `target`, then fsync.
 
+    `resume_from`: bytes the sink already holds from an earlier attempt (re-hashed, not
+    fetched). `progress(n)` is told the bytes in place after each write. `backoff(k)` gives
+    the seconds to wait before retry k. Bytes past `target.length` in the sink are not touched.
+
     Raises `VerificationError` (LENGTH_MISMATCH, HASH_MISMATCH: never retried),
     `TransportError` once `retries` transport failures are used up (a permanent HTTP error
     such as 404 is not retried), `InstallError` when the sink cannot be written.

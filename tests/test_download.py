@@ -10,6 +10,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from tufrepo import (
     RepoServer,
     TufRepo,
@@ -315,3 +317,31 @@ def test_backoff_doubles_with_jitter_and_is_capped() -> None:
     for attempt, ceiling in [(1, 1.0), (2, 2.0), (3, 4.0), (10, 60.0)]:
         delay = exponential_backoff(attempt)
         assert ceiling / 2 <= delay <= ceiling
+
+
+@given(
+    data=st.binary(min_size=1, max_size=3000),
+    chunk_size=st.integers(min_value=1, max_value=700),
+    piece=st.integers(min_value=1, max_value=1000),
+    flip=st.integers(min_value=0),
+)
+@settings(max_examples=60, deadline=None)
+def test_verifier_names_the_first_bad_chunk(
+    data: bytes, chunk_size: int, piece: int, flip: int
+) -> None:
+    info = TargetInfo(
+        "x",
+        len(data),
+        hashlib.sha256(data).hexdigest(),
+        chunked_rom(data, chunk_size, version="1", model="m"),
+    )
+    good = StreamVerifier(info)
+    feed(good, data, piece)
+    good.finish()
+    at = flip % len(data)
+    bad = bytearray(data)
+    bad[at] ^= 0x01
+    broken = StreamVerifier(info)
+    with pytest.raises(VerificationError, match=f"chunk {at // chunk_size} "):
+        feed(broken, bytes(bad), piece)
+    assert broken.verified == at // chunk_size * chunk_size

@@ -16,7 +16,7 @@ import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any, Protocol
+from typing import IO, TYPE_CHECKING, Any, Protocol, TypedDict
 from urllib.parse import unquote, urlparse
 
 from signing.errors import StorageError
@@ -137,8 +137,21 @@ def _fsync_dir(directory: Path) -> None:
 # --------------------------------------------------------------------------- S3
 
 
-def _content_type(name: str) -> str:
-    return "application/json" if name.endswith(".json") else "application/octet-stream"
+class _ObjectHeaders(TypedDict, total=False):
+    ContentType: str
+    CacheControl: str
+
+
+def _object_headers(name: str) -> _ObjectHeaders:
+    """Content type, and no caching for the one name that is rewritten (timestamp.json):
+    a CDN in front of the bucket must not hide a new release behind a stale timestamp."""
+    json_file = name.endswith(".json")
+    headers = _ObjectHeaders(
+        ContentType="application/json" if json_file else "application/octet-stream"
+    )
+    if name.rpartition("/")[2] == "timestamp.json":
+        headers["CacheControl"] = "no-cache"
+    return headers
 
 
 class S3Storage:
@@ -172,18 +185,19 @@ class S3Storage:
 
     def put_file(self, name: str, path: Path) -> None:
         key = self.key(name)
-        extra = {"ContentType": _content_type(name)}
         with self._errors("upload", key):
             self._client.upload_file(
-                str(path), self.bucket, key, ExtraArgs=extra, Config=self._transfer
+                str(path),
+                self.bucket,
+                key,
+                ExtraArgs=dict(_object_headers(name)),
+                Config=self._transfer,
             )
 
     def put_bytes(self, name: str, data: bytes) -> None:
         key = self.key(name)
         with self._errors("write", key):
-            self._client.put_object(
-                Bucket=self.bucket, Key=key, Body=data, ContentType=_content_type(name)
-            )
+            self._client.put_object(Bucket=self.bucket, Key=key, Body=data, **_object_headers(name))
 
     def get_bytes(self, name: str) -> bytes | None:
         key = self.key(name)

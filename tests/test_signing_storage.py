@@ -97,6 +97,7 @@ def test_s3_storage_round_trip(s3_client: Any, bucket: str, tmp_path: Path) -> N
     assert store.get_bytes("metadata/timestamp.json") == b"{}"
     head = s3_client.head_object(Bucket=bucket, Key="repo/metadata/timestamp.json")
     assert head["ContentType"] == "application/json"
+    assert head["CacheControl"] == "no-cache"
 
 
 def test_s3_large_file_goes_up_in_parts(s3_client: Any, bucket: str, tmp_path: Path) -> None:

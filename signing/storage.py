@@ -236,8 +236,12 @@ def _status(exc: Any) -> int:
 
 def _make_client(endpoint_url: str | None) -> S3Client:
     import boto3
+    from botocore.exceptions import BotoCoreError
 
-    return boto3.client("s3", endpoint_url=endpoint_url)
+    try:
+        return boto3.client("s3", endpoint_url=endpoint_url)
+    except (BotoCoreError, ValueError) as exc:
+        raise StorageError(f"cannot set up S3 (endpoint {endpoint_url!r}): {exc}") from exc
 
 
 def _transfer_config(threshold: int, chunksize: int) -> Any:

@@ -71,6 +71,8 @@ def test_open_storage_dispatches_on_the_url(tmp_path: Path) -> None:
     )
     with pytest.raises(StorageError, match="unsupported storage URL"):
         open_storage("ftp://example.com/repo")
+    with pytest.raises(StorageError, match="cannot set up S3"):
+        open_storage("s3://bucket", s3_endpoint_url="not a url")
 
 
 # --------------------------------------------------------------------------- S3 (moto server)

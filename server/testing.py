@@ -5,8 +5,9 @@ from __future__ import annotations
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import uvicorn
@@ -47,6 +48,16 @@ def live_server(settings: Settings, port: int | None = None) -> Iterator[str]:
     finally:
         server.should_exit = True
         thread.join(timeout=10)
+
+
+@contextmanager
+def database_url(kind: str, tmp_dir: Path, pg_admin_url: Callable[[], str]) -> Iterator[str]:
+    """A SQLite file in `tmp_dir`, or (kind "postgresql") a fresh PostgreSQL database."""
+    if kind == "sqlite":
+        yield f"sqlite:///{tmp_dir / 'ota.db'}"
+        return
+    with fresh_postgres_database(pg_admin_url()) as url:
+        yield url
 
 
 @contextmanager
@@ -97,3 +108,12 @@ def sample_report(
     return StatusReport(
         device_id=device_id, seq=seq, state=state, current_version="2026.46", slot="a"
     )
+
+
+# tests/conftest.py's mosquitto_url leaves the mosquitto process's stderr pipe open; the leak
+# surfaces as an unraisable-exception warning at session teardown, after whichever test ran
+# last. The server's test modules ignore exactly that one message until the fixture closes it.
+MOSQUITTO_PIPE_LEAK = (
+    r"ignore:Exception ignored in. <_io.FileIO name=\d+ mode='rb' closefd=True>"
+    ":pytest.PytestUnraisableExceptionWarning"
+)

@@ -8,6 +8,7 @@ every test names its own devices and channels; tests that need an empty database
 from __future__ import annotations
 
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,8 @@ from agent.protocol import (
 )
 from server.settings import Settings
 from server.testing import (
-    fresh_postgres_database,
+    MOSQUITTO_PIPE_LEAK,
+    database_url,
     live_server,
     new_id,
     sample_release,
@@ -35,6 +37,8 @@ ADMIN = "admin-secret"
 ENROLL = "enroll-secret"
 ADMIN_AUTH = {"Authorization": f"Bearer {ADMIN}"}
 
+pytestmark = pytest.mark.filterwarnings(MOSQUITTO_PIPE_LEAK)  # see server.testing
+
 
 @pytest.fixture(
     scope="module", params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
@@ -42,10 +46,8 @@ ADMIN_AUTH = {"Authorization": f"Bearer {ADMIN}"}
 def shared_db_url(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path_factory.mktemp('db') / 'ota.db'}"
-        return
-    with fresh_postgres_database(request.getfixturevalue("pg_admin_url")) as url:
+    pg_admin_url = partial(request.getfixturevalue, "pg_admin_url")
+    with database_url(request.param, tmp_path_factory.mktemp("db"), pg_admin_url) as url:
         yield url
 
 

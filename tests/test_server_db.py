@@ -17,9 +17,11 @@ from server.errors import UnknownDeviceError
 from server.models import Base, Device, Report
 from server.schemas import EnrollRequest
 from server.services import enroll_device, ingest_reports
-from server.testing import sample_report
+from server.testing import MOSQUITTO_PIPE_LEAK, sample_report
 
 WRITERS = 6
+
+pytestmark = pytest.mark.filterwarnings(MOSQUITTO_PIPE_LEAK)  # see server.testing
 
 
 def test_migrations_build_exactly_the_models(db_url: str) -> None:

@@ -14,11 +14,13 @@ import pytest
 from server.errors import NotFoundError
 from server.services.files import repo_file
 from server.settings import Settings
-from server.testing import live_server
+from server.testing import MOSQUITTO_PIPE_LEAK, live_server
 
 TARGET = "sim/stable/2026.47/rom.img"
 IMAGE = os.urandom(100_000)
 ROOT_JSON = b'{"signed": {"_type": "root"}}'
+
+pytestmark = pytest.mark.filterwarnings(MOSQUITTO_PIPE_LEAK)  # see server.testing
 
 
 @pytest.fixture(scope="module")

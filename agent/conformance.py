@@ -30,6 +30,7 @@ from urllib import parse
 from agent.download import RangeFetcher, download_into, exponential_backoff, verify_stored
 from agent.errors import AgentError, InstallError, VerificationError
 from agent.fetcher import make_fetcher
+from agent.fsutil import atomic_write
 from agent.tuf_client import TargetInfo, TufClient
 
 PROG = "ota-agent tuf-client"
@@ -99,7 +100,7 @@ def init(metadata_dir: Path, trusted_root: Path) -> None:
     try:
         data = trusted_root.read_bytes()
         metadata_dir.mkdir(parents=True, exist_ok=True)
-        _replace_atomically(metadata_dir / "root.json", data)
+        atomic_write(metadata_dir / "root.json", data)
     except OSError as exc:
         raise InstallError(f"init: {exc}") from exc
 
@@ -141,19 +142,6 @@ def _download_replacing(fetcher: RangeFetcher, url: str, info: TargetInfo, dest:
                 backoff=lambda attempt: exponential_backoff(attempt, base=0.2, cap=1.0),
             )
         os.replace(tmp_name, dest)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp_name)
-
-
-def _replace_atomically(path: Path, data: bytes) -> None:
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as out:
-            out.write(data)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp_name, path)
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp_name)

@@ -287,16 +287,28 @@ def _seek(sink: BinaryIO, offset: int) -> None:
 
 
 def _write(sink: BinaryIO, data: bytes) -> None:
+    """All of `data` (an unbuffered slot may take less than asked for in one call)."""
+    view = memoryview(data)
     try:
-        sink.write(data)
+        while view:
+            written = sink.write(view)
+            if not written:
+                raise OSError(errno.EIO, "the slot took no bytes")
+            view = view[written:]
     except OSError as exc:
         raise _install_error("cannot write the slot", exc) from exc
 
 
 def _sync(sink: BinaryIO) -> None:
+    """Flush and fsync; a slot object with its own `fsync()` (the simulated device) syncs
+    through it, anything else through `os.fsync(fileno)`."""
+    own_fsync = getattr(sink, "fsync", None)
     try:
         sink.flush()
-        os.fsync(sink.fileno())
+        if callable(own_fsync):
+            own_fsync()
+        else:
+            os.fsync(sink.fileno())
     except OSError as exc:
         raise _install_error("cannot sync the slot", exc) from exc
 

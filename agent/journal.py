@@ -118,13 +118,12 @@ class Journal:
         self.path = path
         self.recovered_from_corruption = False
         self.moved_aside: Path | None = None  # where the last corrupt file went
+        self._swept = False  # stale temp files removed (by the writer, on its first save)
 
     def load(self) -> JournalRecord | None:
         """The last saved record; None when there is none or it was corrupt (moved aside)."""
         self.recovered_from_corruption = False
         self.moved_aside = None
-        if self.path.parent.is_dir():
-            fsutil.remove_stale_temps(self.path)
         try:
             raw = self.path.read_bytes()
         except FileNotFoundError:
@@ -137,7 +136,10 @@ class Journal:
 
     def save(self, record: JournalRecord) -> None:
         """Write `record` atomically; it is durable when this returns."""
-        fsutil.ensure_dir(self.path.parent)
+        if not self._swept:  # not in load(): `ota-agent status` loads while the agent writes
+            fsutil.ensure_dir(self.path.parent)
+            fsutil.remove_stale_temps(self.path)
+            self._swept = True
         fsutil.atomic_write(self.path, record.to_json())
 
     def _move_aside(self, problem: ValueError) -> None:

@@ -136,8 +136,11 @@ def test_a_stray_temp_file_from_a_power_cut_is_ignored_and_removed(tmp_path: Pat
     newer = IN_PROGRESS.replace(state=UpdateState.INSTALLED).to_json()
     stray = tmp_path / ".journal.json.k3x9q2.tmp"
     stray.write_bytes(newer[: len(newer) // 2])  # cut while the temp file was written
-    assert Journal(path).load() == IN_PROGRESS  # old record: the rename never happened
-    assert not stray.exists()
+    after_restart = Journal(path)
+    assert after_restart.load() == IN_PROGRESS  # old record: the rename never happened
+    assert stray.exists()  # load only reads: another process may be the writer
+    after_restart.save(IN_PROGRESS)
+    assert not stray.exists()  # the writer sweeps on its first save
 
 
 class PowerCut(BaseException):

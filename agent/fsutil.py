@@ -20,16 +20,20 @@ from typing import Any
 TEMP_SUFFIX = ".tmp"
 
 
-def atomic_write(path: Path, data: bytes) -> None:
-    """Make `path` hold `data`, all or nothing; durable when this returns."""
+def atomic_write(path: Path, data: bytes, *, mode: int = 0o600) -> None:
+    """Make `path` hold `data`, all or nothing; durable when this returns.
+
+    The file is private by default (0600: journals, reports and credentials are the agent's
+    own); pass `mode` for anything others may read.
+    """
     fd, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent)
     temp = Path(temp_name)
     try:
         with os.fdopen(fd, "wb") as out:
+            os.fchmod(out.fileno(), mode)
             out.write(data)
             out.flush()
             os.fsync(out.fileno())
-        os.chmod(temp, 0o644)
         os.replace(temp, path)
     except BaseException:  # also KeyboardInterrupt: never leave our temp file behind
         temp.unlink(missing_ok=True)

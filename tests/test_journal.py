@@ -192,3 +192,11 @@ def test_read_json_tells_missing_from_corrupt(tmp_path: Path) -> None:
         fsutil.read_json(tmp_path / "list.json")
     (tmp_path / "ok.json").write_text('{"a": 1}')
     assert fsutil.read_json(tmp_path / "ok.json") == {"a": 1}
+
+
+def test_atomic_write_is_private_unless_told(tmp_path: Path) -> None:
+    fsutil.atomic_write(tmp_path / "credential", b"secret")
+    fsutil.atomic_write(tmp_path / "motd", b"hello", mode=0o644)
+    assert (tmp_path / "credential").stat().st_mode & 0o777 == 0o600
+    assert (tmp_path / "motd").stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "credential").read_bytes() == b"secret"

@@ -219,5 +219,5 @@ class OutboxModel(RuleBasedStateMachine):
         assert self.outbox.quarantined() == []
 
 
-OutboxModel.TestCase.settings = settings(max_examples=40, stateful_step_count=25, deadline=None)
+OutboxModel.TestCase.settings = settings(max_examples=30, stateful_step_count=20, deadline=None)
 test_outbox_model = OutboxModel.TestCase

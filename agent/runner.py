@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
-from agent.download import download_into
+from agent.download import RangeFetcher, download_into
 from agent.errors import AgentError, InstallError, VerificationError
 from agent.health import HealthCheck, run_health_checks
 from agent.journal import Journal, JournalRecord
@@ -37,7 +37,7 @@ from agent.protocol import (
     UpdateState,
 )
 from agent.rollout import in_rollout
-from agent.tuf_client import TufClient, check_target
+from agent.tuf_client import TargetInfo, TufClient, check_target
 from agent.versions import is_newer
 from hardware.bootcontrol import BootControl, BootControlError, Slot
 
@@ -68,7 +68,7 @@ class AgentParts:
     model: str
     boot: BootControl
     tuf: TufClient
-    fetcher: Any  # agent.fetcher's fetcher: what download_into streams from
+    fetcher: RangeFetcher  # what download_into streams from
     server: ServerLink
     journal: Journal
     outbox: Outbox
@@ -281,7 +281,11 @@ class Agent:
             info = self._verified_target(slot)
             self.p.boot.mark_unbootable(slot)
             with self.p.boot.open_slot(slot) as sink:
-                download_into(self.p.fetcher, self.p.tuf.target_url(info), info, sink)
+                # with chunk hashes, whatever the slot already holds of this image is kept
+                # (a resume after a power cut); the hashes decide, not the journal
+                resume = info.length if info.chunk_sha256 else 0
+                url = self.p.tuf.target_url(info)
+                download_into(self.p.fetcher, url, info, sink, resume_from=resume)
         except (AgentError, BootControlError) as exc:
             self._fail_download(exc)
             return
@@ -293,7 +297,7 @@ class Agent:
             bytes_written=info.length,
         )
 
-    def _verified_target(self, slot: Slot) -> Any:
+    def _verified_target(self, slot: Slot) -> TargetInfo:
         self.p.tuf.refresh()
         info = self.p.tuf.get_target(self.record.target_path)
         check_target(

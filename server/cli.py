@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+
 from signing.cli import keys_app, release_app
 
 app = typer.Typer(
@@ -43,8 +44,12 @@ def server_run(
     from server.settings import Settings
 
     settings = Settings.from_env()
-    overrides = {"db_url": db_url, "repo_dir": repo_dir, "broker_url": broker_url}
-    settings = dataclasses.replace(settings, **{k: v for k, v in overrides.items() if v})
+    settings = dataclasses.replace(
+        settings,
+        db_url=db_url or settings.db_url,
+        repo_dir=repo_dir or settings.repo_dir,
+        broker_url=broker_url or settings.broker_url,
+    )
     uvicorn.run(create_app(settings), host=host, port=port, log_level="info")
 
 

@@ -23,16 +23,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hardware.sim import SimDevice
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
-from signing.keys import init_keys
-from signing.repo import PublishedRelease, publish_release
 
 from agent.config import AgentConfig
 from agent.daemon import AgentDaemon, build_agent
 from agent.server_api import ServerApi
+from hardware.sim import SimDevice
+from signing.keys import init_keys
+from signing.notify import notify_server
+from signing.repo import PublishedRelease, publish_release
 
 MODEL = "sim"
 IMAGE_MB = 8
@@ -265,20 +266,17 @@ def _synthetic_build(images: Path, version: str) -> Path:
 
 
 def _register(env: _Env, release: PublishedRelease) -> dict[str, Any]:
-    """Tell the server a signed release exists (as `ota release publish --server` does)."""
-    return _api(env, "POST", "/api/v1/releases", release.to_dict())
+    """Tell the server a signed release exists, as `ota release publish --server` does."""
+    return notify_server(env.server_url, env.admin_token, release)
 
 
-def _api(env: _Env, method: str, path: str, body: Any = None) -> Any:
-    data = None if body is None else json.dumps(body).encode()
+def _api(env: _Env, path: str) -> Any:
     request = urllib.request.Request(
-        env.server_url + path,
-        data=data,
-        method=method,
-        headers={"Authorization": f"Bearer {env.admin_token}", "Content-Type": "application/json"},
+        env.server_url + path, headers={"Authorization": f"Bearer {env.admin_token}"}
     )
     with urllib.request.urlopen(request, timeout=20) as resp:
-        return json.loads(resp.read())
+        data: Any = json.loads(resp.read())
+    return data
 
 
 # ---------------------------------------------------------------------- the view
@@ -309,8 +307,8 @@ class _LiveView:
             self._console.log(text)
 
     def snapshot(self) -> list[dict[str, Any]]:
-        devices = _api(self._env, "GET", "/api/v1/devices")
-        counts = {d["device_id"]: len(_api(self._env, "GET", _reports_url(d))) for d in devices}
+        devices = _api(self._env, "/api/v1/devices")
+        counts = {d["device_id"]: len(_api(self._env, _reports_url(d))) for d in devices}
         self._last = [_row(d, counts[d["device_id"]]) for d in devices]
         if self._live is not None:
             self._live.update(_table(self._last))

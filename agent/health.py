@@ -33,7 +33,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import IO, Any, Final, Protocol
 
 from agent.errors import AgentError, ConfigError
@@ -126,7 +126,8 @@ class CommandCheck:
 def _kill_group(proc: subprocess.Popen[bytes]) -> None:
     with contextlib.suppress(ProcessLookupError):  # it ended by itself just now
         os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait(timeout=_KILL_GRACE_S)
+    with contextlib.suppress(subprocess.TimeoutExpired):  # unkillable (D state): report anyway
+        proc.wait(timeout=_KILL_GRACE_S)
 
 
 def _with_output(problem: str, output: str) -> str:
@@ -227,9 +228,7 @@ class _Run:
     deadline: float
     deadline_s: float
     clock: Callable[[], float]
-
-    def __post_init__(self) -> None:
-        self.lines: list[str] = []
+    lines: list[str] = field(default_factory=list)
 
     def until_healthy(
         self, check: HealthCheck, retry_interval_s: float, sleep: Callable[[float], None]

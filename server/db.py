@@ -11,10 +11,11 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, create_engine, event, make_url
+from sqlalchemy import Engine, create_engine, event, make_url, text
 from sqlalchemy.orm import Session, sessionmaker
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+MIGRATION_LOCK_KEY = 0x0F_F1DA  # PostgreSQL advisory lock: replicas starting together queue up
 SQLITE_BUSY_TIMEOUT_S = 30.0
 
 
@@ -57,10 +58,17 @@ def alembic_config() -> Config:
 
 
 def upgrade_to_head(engine_or_url: Engine | str) -> None:
-    """Run every migration up to head (idempotent: a database at head is left alone)."""
+    """Run every migration up to head (idempotent: a database at head is left alone).
+
+    Several servers may start at once on one database: on PostgreSQL they take turns under an
+    advisory lock; on SQLite the `BEGIN IMMEDIATE` transaction serialises them."""
     engine = make_engine(engine_or_url) if isinstance(engine_or_url, str) else engine_or_url
     try:
         with engine.begin() as connection:
+            if connection.dialect.name == "postgresql":
+                connection.execute(
+                    text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY}
+                )
             config = alembic_config()
             config.attributes["connection"] = connection
             command.upgrade(config, "head")

@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
+from agent.errors import TransportError
 from agent.protocol import (
     ENROLL_PATH,
     PollAnswer,
@@ -23,6 +24,7 @@ from agent.protocol import (
     poll_path,
     reports_path,
 )
+from agent.server_api import ServerApi
 from server.settings import Settings
 from server.testing import (
     MOSQUITTO_PIPE_LEAK,
@@ -378,3 +380,23 @@ def test_settings_come_from_the_environment(tmp_path: Path) -> None:
         60.0,
     )
     assert Settings.from_env({}) == Settings()
+
+
+def test_the_agents_own_client_speaks_to_this_server(api: httpx.Client) -> None:
+    """The wire contract end to end: agent.server_api against the real server."""
+    phone, channel = new_id("phone"), new_id("ch")
+    device = ServerApi(str(api.base_url), phone)
+    credential = device.enroll(ENROLL, "sim", channel)
+    assert device.credential == credential
+    assert device.poll().notice is None
+    assert post_release(api, sample_release("2026.47", 1, channel)).status_code == 201
+    notice = device.poll().notice
+    assert notice is not None
+    assert notice.release_version == "2026.47"
+    reports = [sample_report(phone, 0), sample_report(phone, 1, UpdateState.INSTALLED)]
+    assert device.send_reports(reports) == {0, 1}
+    assert device.send_reports(reports) == {0, 1}
+    assert len(reports_held(api, phone)) == 2
+    stranger = ServerApi(str(api.base_url), phone, credential="stolen?")
+    with pytest.raises(TransportError, match="401"):
+        stranger.poll()

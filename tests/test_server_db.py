@@ -82,3 +82,22 @@ def test_reports_of_an_unknown_device_are_refused(tmp_path: Path) -> None:
             assert session.scalar(select(func.count()).select_from(Report)) == 0
     finally:
         engine.dispose()
+
+
+def test_servers_starting_together_migrate_once(db_url: str) -> None:
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(3)
+
+    def migrate() -> None:
+        barrier.wait()
+        try:
+            upgrade_to_head(db_url)
+        except BaseException as exc:  # handed to the test thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=migrate) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert errors == []

@@ -7,7 +7,10 @@ device's topic, and a report heard over MQTT is stored exactly once however ofte
 from __future__ import annotations
 
 import queue
+import signal
 import socket
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from functools import partial
@@ -18,6 +21,7 @@ from typing import Any
 import httpx
 import paho.mqtt.client as mqtt
 import pytest
+from conftest import wait_for_port
 from paho.mqtt.enums import CallbackAPIVersion
 
 from agent.protocol import (
@@ -286,3 +290,26 @@ def test_the_server_works_with_the_embedded_broker(tmp_path: Path) -> None:
                 device.publish(device_status_topic(phone), sample_report(phone, 0).to_json())
             assert notice.release_version == "2026.47"
             wait_until(lambda: len(server.reports(phone)) == 1, "the report over amqtt")
+
+
+def test_ota_broker_run_serves_until_sigterm() -> None:
+    port = free_port()
+    code = (
+        f"from server.broker import run_embedded_broker; run_embedded_broker('127.0.0.1', {port})"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        wait_for_port(port)
+        with MqttClient(f"mqtt://127.0.0.1:{port}", "t/#") as listener:
+            listener.publish("t/1", b"ping")
+            assert listener.next().payload == b"ping"
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=20) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        assert proc.stdout is not None
+        banner = proc.stdout.read()
+        proc.stdout.close()
+    assert f"mqtt://127.0.0.1:{port}" in banner

@@ -55,13 +55,15 @@ def mosquitto_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
         "log_dest stderr\nlog_type error\n"
     )
-    proc = subprocess.Popen([binary, "-c", str(conf)], stderr=subprocess.PIPE)
-    try:
-        wait_for_port(port)
-        yield f"mqtt://127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+    log = conf.with_name("mosquitto.log")
+    with log.open("wb") as log_file:
+        proc = subprocess.Popen([binary, "-c", str(conf)], stderr=log_file)
+        try:
+            wait_for_port(port)
+            yield f"mqtt://127.0.0.1:{port}"
+        finally:
+            proc.terminate()
+            proc.wait(timeout=10)
 
 
 @pytest.fixture(scope="session")

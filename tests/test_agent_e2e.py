@@ -1,0 +1,281 @@
+"""The real agent against the real server over loopback HTTP, a signed repository, a
+simulated device, and (for the doorbell) a real mosquitto."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from tuf.api.metadata import Metadata, Timestamp
+
+from agent.config import AgentConfig
+from agent.daemon import AgentDaemon, build_agent
+from agent.protocol import AvailabilityNotice, FailureReason, UpdateState
+from agent.runner import Agent
+from agent.server_api import ServerApi
+from hardware.bootcontrol import Slot
+from hardware.sim import SimDevice
+from server.settings import Settings
+from server.testing import live_server
+from signing.keys import init_keys, key_paths, load_signer
+from signing.notify import notify_server
+from signing.repo import PublishedRelease, publish_release, target_storage_name
+
+MODEL = "board"
+ADMIN = "admin-token"
+ENROLL = "enroll-token"
+MIB = 1024 * 1024
+
+
+@dataclass
+class Env:
+    tmp: Path
+    repo: Path
+    server_url: str
+
+    def publish(self, version: str, *, model: str = MODEL, channel: str = "stable") -> Any:
+        image = self.tmp / f"rom-{model}-{version}.img"
+        image.write_bytes(hashlib.sha256(version.encode()).digest() * (3 * MIB // 32 + 7))
+        release = publish_release(
+            self.repo, image, version=version, channel=channel, model=model, chunk_size=MIB
+        )
+        notify_server(self.server_url, ADMIN, release)
+        return release
+
+    def api(self, path: str) -> Any:
+        request = urllib.request.Request(
+            self.server_url + path, headers={"Authorization": f"Bearer {ADMIN}"}
+        )
+        with urllib.request.urlopen(request, timeout=10) as resp:
+            return json.loads(resp.read())
+
+    def device_row(self, device_id: str) -> dict[str, Any]:
+        rows = {d["device_id"]: d for d in self.api("/api/v1/devices")}
+        return dict(rows[device_id])
+
+    def reported_states(self, device_id: str) -> list[str]:
+        reports = self.api(f"/api/v1/reports?device_id={device_id}&limit=1000")
+        return [r["state"] for r in sorted(reports, key=lambda r: r["seq"])]
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> Iterator[Env]:
+    repo = tmp_path / "repo"
+    init_keys(repo)
+    settings = Settings(
+        db_url=f"sqlite:///{tmp_path / 'server.db'}",
+        repo_dir=repo / "repository",
+        admin_token=ADMIN,
+        enrollment_token=ENROLL,
+    )
+    with live_server(settings) as url:
+        yield Env(tmp_path, repo, url)
+
+
+def make_config(env: Env, device_id: str, **extra: Any) -> AgentConfig:
+    credential = ServerApi(env.server_url, device_id).enroll(ENROLL, MODEL, "stable")
+    return AgentConfig(
+        device_id=device_id,
+        model=MODEL,
+        channel="stable",
+        server_url=env.server_url,
+        credential=credential,
+        data_dir=env.tmp / device_id / "agent",
+        trusted_root=env.repo / "root.json",
+        health_deadline_s=5.0,
+        **extra,
+    )
+
+
+def make_agent(env: Env, device_id: str = "dev-1") -> tuple[Agent, SimDevice]:
+    sim = SimDevice.provision(env.tmp / device_id / "hw", slot_size=8 * MIB, model=MODEL)
+    agent = build_agent(make_config(env, device_id), boot=sim)
+    agent.resume()
+    return agent, sim
+
+
+def slot_digest(sim: SimDevice, slot: Slot) -> str:
+    return hashlib.sha256(sim.slot_path(slot).read_bytes()).hexdigest()
+
+
+def notice_for(release: PublishedRelease, **changes: Any) -> AvailabilityNotice:
+    fields: dict[str, Any] = {
+        "release_version": release.version,
+        "target_path": release.target_path,
+        "channel": release.channel,
+        "model": MODEL,
+        "rollout_id": "r1",
+        "percentage": 100.0,
+    }
+    return AvailabilityNotice(**{**fields, **changes})
+
+
+def test_update_is_installed_committed_and_every_step_reported(env: Env) -> None:
+    agent, sim = make_agent(env)
+    release = env.publish("1.0")
+    agent.poll_once()
+    assert agent.record.state is UpdateState.COMMITTED
+    status = sim.status()
+    assert (status.active, status.committed, status.trial) == (Slot.B, Slot.B, False)
+    with sim.slot_path(Slot.B).open("rb") as f:
+        assert hashlib.sha256(f.read(release.length)).hexdigest() == release.sha256
+    row = env.device_row("dev-1")
+    assert (row["current_version"], row["state"], row["slot"]) == ("1.0", "committed", "b")
+    assert env.reported_states("dev-1") == [
+        "idle", "downloading", "installed", "rebooting", "trial", "committed",
+    ]
+    assert len(agent.p.outbox) == 0
+
+
+def test_failed_health_check_rolls_back_and_says_why(env: Env) -> None:
+    agent, sim = make_agent(env)
+    env.publish("1.0")
+    agent.poll_once()
+    sim.health_failing = True
+    env.publish("2.0")
+    agent.poll_once()
+    assert agent.record.state is UpdateState.ROLLED_BACK
+    assert sim.status().active is Slot.B
+    assert sim.status().committed is Slot.B
+    assert agent.current_version == "1.0"
+    last = env.api("/api/v1/reports?device_id=dev-1&limit=1000")
+    rolled = max(last, key=lambda r: r["seq"])
+    assert rolled["state"] == "rolled_back"
+    assert rolled["reason"] == FailureReason.HEALTH_CHECK.value
+    assert rolled["detail"]["failed_check"] == "device"
+    assert env.reported_states("dev-1")[-2:] == ["rolling_back", "rolled_back"]
+    # the same build is not retried after it failed here
+    agent.poll_once()
+    assert agent.record.state is UpdateState.ROLLED_BACK
+
+
+def _assert_refused(agent: Agent, sim: SimDevice, before: str, reason: FailureReason) -> None:
+    assert agent.record.state is UpdateState.FAILED
+    assert agent.record.reason is reason
+    status = sim.status()
+    assert (status.active, status.committed, status.pending_trial) == (Slot.A, Slot.A, None)
+    assert slot_digest(sim, Slot.A) == before
+
+
+def test_tampered_image_is_refused_and_running_slot_untouched(env: Env) -> None:
+    agent, sim = make_agent(env)
+    before = slot_digest(sim, Slot.A)
+    release = env.publish("1.0")
+    stored = env.repo / "repository" / target_storage_name(release.target_path, release.sha256)
+    data = bytearray(stored.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    stored.write_bytes(bytes(data))
+    agent.poll_once()
+    _assert_refused(agent, sim, before, FailureReason.HASH_MISMATCH)
+    assert "chunk" in agent.record.detail["error"]
+
+
+def test_image_longer_than_signed_is_cut_off(env: Env) -> None:
+    agent, sim = make_agent(env)
+    before = slot_digest(sim, Slot.A)
+    release = env.publish("1.0")
+    stored = env.repo / "repository" / target_storage_name(release.target_path, release.sha256)
+    with stored.open("ab") as f:
+        f.write(b"\0" * MIB)
+    agent.poll_once()
+    _assert_refused(agent, sim, before, FailureReason.LENGTH_MISMATCH)
+
+
+def test_expired_timestamp_is_refused(env: Env) -> None:
+    agent, sim = make_agent(env)
+    before = slot_digest(sim, Slot.A)
+    env.publish("1.0")
+    path = env.repo / "repository" / "metadata" / "timestamp.json"
+    md = Metadata[Timestamp].from_file(str(path))
+    md.signed.expires = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=1)
+    md.signed.version += 1
+    md.signatures.clear()
+    md.sign(load_signer(key_paths(env.repo, "timestamp")[0]))
+    md.to_file(str(path))
+    agent.poll_once()
+    _assert_refused(agent, sim, before, FailureReason.METADATA)
+
+
+def test_wrong_model_target_is_refused_even_if_the_server_points_at_it(env: Env) -> None:
+    agent, sim = make_agent(env)
+    before = slot_digest(sim, Slot.A)
+    other = env.publish("9.0", model="other-board")
+    agent.consider(notice_for(other))  # a compromised server names another model's build
+    _assert_refused(agent, sim, before, FailureReason.WRONG_MODEL)
+
+
+def test_signed_version_older_than_running_is_refused(env: Env) -> None:
+    agent, sim = make_agent(env)
+    first = env.publish("1.0")
+    env.publish("2.0")
+    agent.poll_once()
+    assert agent.current_version == "2.0"
+    running = sim.status().active
+    before = slot_digest(sim, running)
+    agent.consider(notice_for(first, release_version="3.0"))  # lies about the version
+    assert agent.record.state is UpdateState.FAILED
+    assert agent.record.reason is FailureReason.DOWNGRADE
+    assert sim.status().active is running
+    assert slot_digest(sim, running) == before
+
+
+def test_reports_wait_in_the_outbox_while_the_server_is_away(env: Env, tmp_path: Path) -> None:
+    agent, _ = make_agent(env)
+    env.publish("1.0")
+    real_server = agent.p.server
+    agent.p.server = ServerApi("http://127.0.0.1:9", "dev-1", "x")  # nothing listens there
+    notice = real_server.poll().notice
+    assert notice is not None
+    agent.consider(notice)
+    assert agent.record.state is UpdateState.COMMITTED
+    assert len(agent.p.outbox) == 5  # downloading .. committed, none acknowledged
+    agent.p.server = real_server
+    agent.flush_reports()
+    agent.flush_reports()  # sending twice must not double anything
+    assert len(agent.p.outbox) == 0
+    states = env.reported_states("dev-1")
+    assert states == ["idle", "downloading", "installed", "rebooting", "trial", "committed"]
+
+
+def test_mqtt_notice_wakes_the_agent_long_before_its_poll(env: Env, mosquitto_url: str) -> None:
+    settings = Settings(
+        db_url=f"sqlite:///{env.tmp / 'server2.db'}",
+        repo_dir=env.repo / "repository",
+        broker_url=mosquitto_url,
+        admin_token=ADMIN,
+        enrollment_token=ENROLL,
+    )
+    with live_server(settings) as url:
+        env2 = Env(env.tmp, env.repo, url)
+        sim = SimDevice.provision(env.tmp / "mq" / "hw", slot_size=8 * MIB, model=MODEL)
+        config = make_config(env2, "dev-mq", broker_url=mosquitto_url, poll_interval_s=600.0)
+        daemon = AgentDaemon(config, build_agent(config, boot=sim))
+        stop = threading.Event()
+        thread = threading.Thread(target=daemon.run, args=(stop,), daemon=True)
+        thread.start()
+        try:
+            _wait_for(lambda: daemon.doorbell is not None and daemon.doorbell.connected, 10)
+            time.sleep(0.5)  # the first HTTP poll found nothing; now only MQTT can wake it
+            env2.publish("1.0")
+            _wait_for(lambda: env2.device_row("dev-mq")["state"] == "committed", 30)
+        finally:
+            stop.set()
+            daemon.wake()
+            thread.join(timeout=10)
+        assert sim.status().active is Slot.B
+
+
+def _wait_for(predicate: Any, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.1)

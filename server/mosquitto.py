@@ -1,0 +1,414 @@
+"""Everything a Mosquitto 2.x needs to carry the wire contract safely: TLS, logins, ACLs.
+
+Pure generators (`make_ca`, `make_server_cert`, `hash_password`, `password_file`, `acl_file`,
+`mosquitto_conf`) return bytes or text; `write_broker_config` is the one writer. The ACL is
+the wire contract of design.md: a device (username = device id) publishes only its own status
+and reads only its own commands and its channel/model notice; the server user reads and
+writes everything under the protocol prefix. Topic names come from `agent.protocol`, so the
+ACL cannot drift from what the agent and the server use
+(docs/decisions/server-broker-acl.md).
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import hashlib
+import hmac
+import ipaddress
+import os
+import secrets
+import tempfile
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from agent.fsutil import ensure_dir, fsync_dir
+from agent.protocol import TOPIC_PREFIX, channel_topic, device_cmd_topic, device_status_topic
+
+PBKDF2_SHA512_ID = "7"  # mosquitto 2.x's `$7$` password hashes
+SALT_BYTES = 12
+HASH_BYTES = 64
+DEFAULT_ITERATIONS = 101  # what mosquitto_passwd writes
+SERVER_CERT_DAYS = 825
+_FORBIDDEN_IN_NAMES = frozenset(":%/+#\x00")
+
+
+class BrokerConfigError(ValueError):
+    """A device list or setting that would make a wrong or unsafe broker configuration."""
+
+
+@dataclass(frozen=True)
+class BrokerDevice:
+    """One device's broker login. The password is plaintext, in memory only."""
+
+    device_id: str
+    channel: str
+    model: str
+    password: str = field(repr=False)
+
+
+@dataclass(frozen=True)
+class BrokerConfigPaths:
+    """Where `write_broker_config` put each file."""
+
+    ca_cert: Path
+    ca_key: Path
+    server_cert: Path
+    server_key: Path
+    password_file: Path
+    acl_file: Path
+    conf: Path
+
+
+# --------------------------------------------------------------------------- certificates
+
+
+def make_ca(common_name: str = "Orange Friday broker CA", days: int = 3650) -> tuple[bytes, bytes]:
+    """A self-signed ECDSA P-256 CA: (certificate PEM, private key PEM)."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+    builder = (
+        _validity(x509.CertificateBuilder(), days)
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(_key_usage(cert_sign=True), critical=True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+    )
+    return _pem(builder.sign(key, hashes.SHA256())), _key_pem(key)
+
+
+def make_server_cert(
+    ca_cert_pem: bytes,
+    ca_key_pem: bytes,
+    hostnames: list[str],
+    ips: list[str],
+    days: int = SERVER_CERT_DAYS,
+) -> tuple[bytes, bytes]:
+    """The broker's TLS certificate for `hostnames` and `ips`, signed by the CA."""
+    if not hostnames and not ips:
+        raise BrokerConfigError("the server certificate needs at least one hostname or IP")
+    ca_cert = x509.load_pem_x509_certificate(ca_cert_pem)
+    ca_key = serialization.load_pem_private_key(ca_key_pem, password=None)
+    if not isinstance(ca_key, ec.EllipticCurvePrivateKey):
+        raise BrokerConfigError("the CA key must be an ECDSA key")
+    key = ec.generate_private_key(ec.SECP256R1())
+    common_name = hostnames[0] if hostnames else ips[0]
+    builder = (
+        _validity(x509.CertificateBuilder(), days)
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]))
+        .issuer_name(ca_cert.subject)
+        .public_key(key.public_key())
+        .add_extension(_subject_alt_names(hostnames, ips), critical=False)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(_key_usage(cert_sign=False), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False
+        )
+    )
+    return _pem(builder.sign(ca_key, hashes.SHA256())), _key_pem(key)
+
+
+def _validity(builder: x509.CertificateBuilder, days: int) -> x509.CertificateBuilder:
+    if days <= 0:
+        raise BrokerConfigError(f"a certificate must be valid for at least one day, not {days}")
+    now = dt.datetime.now(dt.UTC)
+    return (
+        builder.serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(hours=1))  # tolerate small clock skew
+        .not_valid_after(now + dt.timedelta(days=days))
+    )
+
+
+def _key_usage(*, cert_sign: bool) -> x509.KeyUsage:
+    return x509.KeyUsage(
+        digital_signature=not cert_sign,
+        content_commitment=False,
+        key_encipherment=False,
+        data_encipherment=False,
+        key_agreement=False,
+        key_cert_sign=cert_sign,
+        crl_sign=cert_sign,
+        encipher_only=False,
+        decipher_only=False,
+    )
+
+
+def _subject_alt_names(hostnames: Iterable[str], ips: Iterable[str]) -> x509.SubjectAlternativeName:
+    names: list[x509.GeneralName] = [x509.DNSName(h) for h in hostnames]
+    try:
+        names += [x509.IPAddress(ipaddress.ip_address(ip)) for ip in ips]
+    except ValueError as exc:
+        raise BrokerConfigError(str(exc)) from None
+    return x509.SubjectAlternativeName(names)
+
+
+def _pem(cert: x509.Certificate) -> bytes:
+    return cert.public_bytes(serialization.Encoding.PEM)
+
+
+def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+
+
+# --------------------------------------------------------------------------- passwords
+
+
+def hash_password(
+    password: str, *, iterations: int = DEFAULT_ITERATIONS, salt: bytes | None = None
+) -> str:
+    """mosquitto 2.x's `$7$<iterations>$<b64 salt>$<b64 hash>` (PBKDF2-HMAC-SHA512)."""
+    if iterations < 1:
+        raise BrokerConfigError("iterations must be at least 1")
+    salt = secrets.token_bytes(SALT_BYTES) if salt is None else salt
+    digest = _pbkdf2(password, salt, iterations)
+    return f"${PBKDF2_SHA512_ID}${iterations}${_b64(salt)}${_b64(digest)}"
+
+
+def verify_password(password: str, encoded: str) -> bool:
+    """True when `encoded` (a `$7$` hash, as mosquitto_passwd writes it) is `password`'s."""
+    parts = encoded.split("$")
+    if len(parts) != 5 or parts[0] or parts[1] != PBKDF2_SHA512_ID or not parts[2].isdigit():
+        raise BrokerConfigError("not a mosquitto $7$ password hash")
+    salt, expected = base64.b64decode(parts[3]), base64.b64decode(parts[4])
+    return hmac.compare_digest(_pbkdf2(password, salt, int(parts[2])), expected)
+
+
+def _pbkdf2(password: str, salt: bytes, iterations: int) -> bytes:
+    return hashlib.pbkdf2_hmac("sha512", password.encode(), salt, iterations, HASH_BYTES)
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def password_file(devices: Sequence[BrokerDevice], server_user: str, server_password: str) -> str:
+    """mosquitto's `password_file`: the server user first, then one line per device."""
+    _check_devices(devices, server_user)
+    logins = [(server_user, server_password)] + [(d.device_id, d.password) for d in devices]
+    for user, password in logins:
+        if not password:
+            raise BrokerConfigError(f"user {user!r} has an empty password")
+    return "".join(f"{user}:{hash_password(password)}\n" for user, password in logins)
+
+
+# --------------------------------------------------------------------------- ACL
+
+
+def acl_file(devices: Sequence[BrokerDevice], server_user: str) -> str:
+    """mosquitto's `acl_file` for the wire contract; anything not granted here is denied."""
+    _check_devices(devices, server_user)
+    lines = [
+        "# Generated by server.mosquitto from the device registry: regenerate, do not edit.",
+        "# Every login (username = device id) publishes only its own status and reads only",
+        "# its own commands; each device's channel/model notice is granted under its user.",
+        f"pattern write {device_status_topic('%u')}",
+        f"pattern read {device_cmd_topic('%u')}",
+        "",
+        f"user {server_user}",
+        f"topic readwrite {TOPIC_PREFIX}/#",
+    ]
+    for device in devices:
+        lines += ["", f"user {device.device_id}", f"topic read {_notice_topic(device)}"]
+    return "\n".join(lines) + "\n"
+
+
+def _notice_topic(device: BrokerDevice) -> str:
+    return channel_topic(device.channel, device.model)
+
+
+def _check_devices(devices: Sequence[BrokerDevice], server_user: str) -> None:
+    """Names that are safe in both files and in topics, and one login per name."""
+    _check_name("server user", server_user)
+    seen = {server_user}
+    for device in devices:
+        _check_name("device id", device.device_id)
+        _check_name("channel", device.channel)
+        _check_name("model", device.model)
+        # the contract's own checks (length, reserved characters) raise ProtocolError
+        device_status_topic(device.device_id)
+        _notice_topic(device)
+        if device.device_id in seen:
+            raise BrokerConfigError(f"login {device.device_id!r} appears twice")
+        seen.add(device.device_id)
+
+
+def _check_name(what: str, value: str) -> None:
+    bad = not value or any(c.isspace() or not c.isprintable() for c in value)
+    if bad or _FORBIDDEN_IN_NAMES.intersection(value):
+        raise BrokerConfigError(f"{what} {value!r} is not usable as a broker name")
+
+
+# --------------------------------------------------------------------------- mosquitto.conf
+
+
+def mosquitto_conf(
+    *,
+    port: int,
+    cafile: Path | str,
+    certfile: Path | str,
+    keyfile: Path | str,
+    password_file: Path | str,
+    acl_file: Path | str,
+    bind: str = "127.0.0.1",
+    plain_port: int | None = None,
+    persistence_location: Path | str | None = None,
+    run_as_user: str | None = None,
+) -> str:
+    """A mosquitto 2.x config: a TLS listener; logins and the ACL on every listener.
+
+    `plain_port` adds an unencrypted listener on the same `bind` address, for a server on
+    the broker's own host; it still requires a login and applies the same ACL.
+    `use_username_as_clientid` stops one device from taking over another's session by
+    choosing that device's client id.
+    """
+    lines = [
+        "# Generated by server.mosquitto: regenerate, do not edit.",
+        "per_listener_settings false",
+        "allow_anonymous false",
+        f"password_file {_conf_value(password_file)}",
+        f"acl_file {_conf_value(acl_file)}",
+        *_persistence_lines(persistence_location),
+        *([f"user {_conf_value(run_as_user)}"] if run_as_user else []),
+        "log_dest stderr",
+        "log_type error",
+        "log_type warning",
+        "",
+        *_listener_lines(port, bind),
+        f"cafile {_conf_value(cafile)}",
+        f"certfile {_conf_value(certfile)}",
+        f"keyfile {_conf_value(keyfile)}",
+        "require_certificate false",
+        "tls_version tlsv1.2",
+    ]
+    if plain_port is not None:
+        lines += ["", *_listener_lines(plain_port, bind)]
+    return "\n".join(lines) + "\n"
+
+
+def _listener_lines(port: int, bind: str) -> list[str]:
+    # a listener option above the first `listener` line would open a default one on 1883
+    return [
+        f"listener {port} {_conf_value(bind)}",
+        "protocol mqtt",
+        "use_username_as_clientid true",
+    ]
+
+
+def _persistence_lines(location: Path | str | None) -> list[str]:
+    if location is None:
+        return ["persistence false"]
+    return ["persistence true", f"persistence_location {_conf_value(str(location).rstrip('/'))}/"]
+
+
+def _conf_value(value: Path | str) -> str:
+    text = str(value)
+    if not text or "\n" in text or "\r" in text or "\x00" in text:
+        raise BrokerConfigError(f"{text!r} cannot go into mosquitto.conf")
+    return text
+
+
+# --------------------------------------------------------------------------- writer
+
+
+def write_broker_config(
+    out_dir: Path,
+    devices: Sequence[BrokerDevice],
+    *,
+    port: int = 8883,
+    hostnames: Sequence[str] = ("localhost",),
+    ips: Sequence[str] = ("127.0.0.1",),
+    server_user: str = "ota-server",
+    server_password: str,
+    bind: str = "127.0.0.1",
+    plain_port: int | None = None,
+    run_as_user: str | None = None,
+    rotate_ca: bool = False,
+) -> BrokerConfigPaths:
+    """Write the CA, the server certificate, the logins, the ACL and mosquitto.conf.
+
+    Every file is replaced atomically; keys and password hashes are readable by the owner
+    only. An existing CA is kept (devices keep trusting the broker) unless `rotate_ca`; the
+    server certificate is reissued every time. Everything is generated before the first
+    file is written, so a bad device list changes nothing.
+    """
+    paths = _paths(out_dir.resolve())
+    passwd = password_file(devices, server_user, server_password)
+    acl = acl_file(devices, server_user)
+    ca_cert, ca_key = _load_or_make_ca(paths, rotate=rotate_ca)
+    cert, key = make_server_cert(ca_cert, ca_key, list(hostnames), list(ips))
+    conf = mosquitto_conf(
+        port=port,
+        cafile=paths.ca_cert,
+        certfile=paths.server_cert,
+        keyfile=paths.server_key,
+        password_file=paths.password_file,
+        acl_file=paths.acl_file,
+        bind=bind,
+        plain_port=plain_port,
+        run_as_user=run_as_user,
+    )
+    ensure_dir(paths.conf.parent)
+    _write_private(paths.ca_key, ca_key)
+    _write_public(paths.ca_cert, ca_cert)
+    _write_private(paths.server_key, key)
+    _write_public(paths.server_cert, cert)
+    _write_private(paths.password_file, passwd.encode())
+    _write_public(paths.acl_file, acl.encode())
+    _write_public(paths.conf, conf.encode())
+    return paths
+
+
+def _paths(out_dir: Path) -> BrokerConfigPaths:
+    return BrokerConfigPaths(
+        ca_cert=out_dir / "ca.crt",
+        ca_key=out_dir / "ca.key",
+        server_cert=out_dir / "server.crt",
+        server_key=out_dir / "server.key",
+        password_file=out_dir / "passwd",
+        acl_file=out_dir / "acl",
+        conf=out_dir / "mosquitto.conf",
+    )
+
+
+def _load_or_make_ca(paths: BrokerConfigPaths, *, rotate: bool) -> tuple[bytes, bytes]:
+    if rotate or not (paths.ca_cert.exists() and paths.ca_key.exists()):
+        return make_ca()
+    return paths.ca_cert.read_bytes(), paths.ca_key.read_bytes()
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    _replace_file(path, data, mode=0o600)
+
+
+def _write_public(path: Path, data: bytes) -> None:
+    _replace_file(path, data, mode=0o644)
+
+
+def _replace_file(path: Path, data: bytes, *, mode: int) -> None:
+    """Temp file in the same directory (created 0600), fsync, chmod, rename, fsync the dir."""
+    fd, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+            out.flush()
+            os.fsync(out.fileno())
+        os.chmod(temp_name, mode)
+        os.replace(temp_name, path)
+    except BaseException:  # also KeyboardInterrupt: never leave a temp file (maybe a key) behind
+        Path(temp_name).unlink(missing_ok=True)
+        raise
+    fsync_dir(path.parent)

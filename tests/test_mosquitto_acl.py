@@ -1,0 +1,463 @@
+"""The generated broker configuration against a real mosquitto: TLS, logins and the wire
+contract's ACL (a device publishes only its own status, reads only its own commands and its
+channel's notice). With CI=true a missing mosquitto binary fails instead of skipping."""
+
+from __future__ import annotations
+
+import base64
+import getpass
+import hashlib
+import os
+import queue
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+import pytest
+from conftest import IN_CI, free_port, wait_for_port
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.reasoncodes import ReasonCode
+
+from agent.protocol import (
+    STATUS_WILDCARD,
+    ProtocolError,
+    channel_topic,
+    device_cmd_topic,
+    device_status_topic,
+)
+from server.mosquitto import (
+    BrokerConfigError,
+    BrokerConfigPaths,
+    BrokerDevice,
+    acl_file,
+    hash_password,
+    make_ca,
+    mosquitto_conf,
+    password_file,
+    verify_password,
+    write_broker_config,
+)
+
+WAIT_S = 5.0
+QUIET_S = 0.3  # how long "nothing else arrived" is watched after a later message did arrive
+SERVER_USER = "ota-server"
+
+
+def _missing(reason: str) -> None:
+    if IN_CI:
+        pytest.fail(f"{reason} (CI=true: a missing part is a failure, not a skip)")
+    pytest.skip(reason)
+
+
+def _mosquitto_binary() -> str | None:
+    found = shutil.which("mosquitto")
+    return found or ("/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None)
+
+
+def _device(name: str, channel: str, suffix: str) -> BrokerDevice:
+    return BrokerDevice(f"{name}-{suffix}", f"{channel}-{suffix}", "m1", uuid.uuid4().hex)
+
+
+@dataclass
+class Broker:
+    port: int
+    plain_port: int
+    paths: BrokerConfigPaths
+    a: BrokerDevice
+    b: BrokerDevice
+    server_password: str
+    proc: subprocess.Popen[bytes]
+
+
+@pytest.fixture(scope="module")
+def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
+    binary = _mosquitto_binary()
+    if binary is None:
+        _missing("mosquitto binary not found")
+        return
+    out = tmp_path_factory.mktemp("broker")
+    suffix = uuid.uuid4().hex[:8]
+    a, b = _device("dev-a", "stable", suffix), _device("dev-b", "beta", suffix)
+    port, plain_port, server_password = free_port(), free_port(), uuid.uuid4().hex
+    paths = write_broker_config(
+        out / "conf",
+        [a, b],
+        port=port,
+        server_password=server_password,
+        plain_port=plain_port,
+        # as root, mosquitto would drop to a user that cannot read the 0600 files
+        run_as_user=getpass.getuser(),
+    )
+    with (out / "mosquitto.log").open("wb") as log:
+        proc = subprocess.Popen([binary, "-c", str(paths.conf)], stderr=log)
+    try:
+        _wait_listening(proc, port, out / "mosquitto.log")
+        yield Broker(port, plain_port, paths, a, b, server_password, proc)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def _wait_listening(proc: subprocess.Popen[bytes], port: int, log: Path) -> None:
+    try:
+        wait_for_port(port)
+    except TimeoutError:
+        proc.kill()
+        proc.wait()
+        pytest.fail(f"mosquitto did not start: {log.read_text()}")
+
+
+class Peer:
+    """One paho client in its own loop thread; what it hears lands in queues."""
+
+    def __init__(
+        self, username: str | None, password: str | None, ca: Path | None, client_id: str = ""
+    ) -> None:
+        client_id = client_id or f"test-{uuid.uuid4().hex[:10]}"
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id)
+        self.connacks: queue.Queue[ReasonCode] = queue.Queue()
+        self.subacks: queue.Queue[list[ReasonCode]] = queue.Queue()
+        self.messages: queue.Queue[tuple[str, bytes]] = queue.Queue()
+        self.disconnected = queue.Queue[Any]()
+        if username is not None:
+            self.client.username_pw_set(username, password)
+        if ca is not None:
+            self.client.tls_set(ca_certs=str(ca))
+        self.client.on_connect = lambda _c, _u, _f, rc, _p: self.connacks.put(rc)
+        self.client.on_subscribe = lambda _c, _u, _m, rcs, _p: self.subacks.put(rcs)
+        self.client.on_message = lambda _c, _u, m: self.messages.put((m.topic, bytes(m.payload)))
+        self.client.on_disconnect = lambda _c, _u, _f, rc, _p: self.disconnected.put(rc)
+
+    def connect(self, port: int) -> ReasonCode:
+        self.client.connect("127.0.0.1", port, keepalive=10)
+        self.client.loop_start()
+        return self.connacks.get(timeout=WAIT_S)
+
+    def subscribe(self, *topics: str) -> list[ReasonCode]:
+        self.client.subscribe([(topic, 1) for topic in topics])
+        return self.subacks.get(timeout=WAIT_S)
+
+    def publish(self, topic: str, payload: bytes, *, retain: bool = False) -> None:
+        self.client.publish(topic, payload, qos=1, retain=retain).wait_for_publish(WAIT_S)
+
+    def next_message(self) -> tuple[str, bytes]:
+        return self.messages.get(timeout=WAIT_S)
+
+    def assert_quiet(self) -> None:
+        time.sleep(QUIET_S)
+        assert self.messages.empty(), self.messages.get_nowait()
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+PeerFactory = Callable[..., Peer]
+
+
+@pytest.fixture
+def peer(broker: Broker) -> Iterator[PeerFactory]:
+    """`peer(username, password)`: a TLS client trusting the generated CA; closed afterwards."""
+    made: list[Peer] = []
+
+    def make(
+        username: str | None, password: str | None, *, ca: Path | None = None, client_id: str = ""
+    ) -> Peer:
+        made.append(Peer(username, password, ca or broker.paths.ca_cert, client_id))
+        return made[-1]
+
+    yield make
+    for p in made:
+        p.close()
+
+
+def _connected(make: PeerFactory, broker: Broker, username: str, password: str) -> Peer:
+    p = make(username, password)
+    reason = p.connect(broker.port)
+    assert not reason.is_failure, reason
+    return p
+
+
+def _server(make: PeerFactory, broker: Broker) -> Peer:
+    return _connected(make, broker, SERVER_USER, broker.server_password)
+
+
+def _as(make: PeerFactory, broker: Broker, device: BrokerDevice) -> Peer:
+    return _connected(make, broker, device.device_id, device.password)
+
+
+# --------------------------------------------------------------------------- the wire contract
+
+
+def test_device_status_reaches_the_server(broker: Broker, peer: PeerFactory) -> None:
+    server = _server(peer, broker)
+    assert not server.subscribe(STATUS_WILDCARD)[0].is_failure
+    payload = uuid.uuid4().bytes
+    _as(peer, broker, broker.a).publish(device_status_topic(broker.a.device_id), payload)
+    assert server.next_message() == (device_status_topic(broker.a.device_id), payload)
+
+
+def _only_the_allowed_arrives(
+    sender: Peer, receiver: Peer, blocked: tuple[str, ...], allowed: str
+) -> None:
+    """Publish to every blocked topic, then to `allowed`: the broker keeps one client's
+    messages in order, so when `allowed` has arrived and nothing follows, none was let through."""
+    for topic in blocked:
+        sender.publish(topic, b"must not arrive")  # acked by the broker, then dropped
+    payload = uuid.uuid4().bytes
+    sender.publish(allowed, payload)
+    assert receiver.next_message() == (allowed, payload)
+    receiver.assert_quiet()
+
+
+def test_device_cannot_publish_as_another_device(broker: Broker, peer: PeerFactory) -> None:
+    server = _server(peer, broker)
+    server.subscribe(STATUS_WILDCARD)
+    a = _as(peer, broker, broker.a)
+    own, other = device_status_topic(broker.a.device_id), device_status_topic(broker.b.device_id)
+    _only_the_allowed_arrives(a, server, (other,), own)
+
+
+def test_device_cannot_publish_notices_or_commands(broker: Broker, peer: PeerFactory) -> None:
+    server = _server(peer, broker)
+    notice = channel_topic(broker.a.channel, broker.a.model)
+    cmd = device_cmd_topic(broker.a.device_id)
+    server.subscribe(notice, cmd, STATUS_WILDCARD)
+    a = _as(peer, broker, broker.a)
+    _only_the_allowed_arrives(a, server, (notice, cmd), device_status_topic(broker.a.device_id))
+
+
+def test_device_reads_its_own_notice_only(broker: Broker, peer: PeerFactory) -> None:
+    server = _server(peer, broker)
+    own = channel_topic(broker.a.channel, broker.a.model)
+    other = channel_topic(broker.b.channel, broker.b.model)
+    server.publish(other, b"not for a", retain=True)
+    server.publish(own, b"for a", retain=True)
+    a = _as(peer, broker, broker.a)
+    a.subscribe(other, own)
+    assert a.next_message() == (own, b"for a")
+    a.assert_quiet()
+
+
+def test_device_reads_its_own_commands_only(broker: Broker, peer: PeerFactory) -> None:
+    server = _server(peer, broker)
+    a = _as(peer, broker, broker.a)
+    own, other = device_cmd_topic(broker.a.device_id), device_cmd_topic(broker.b.device_id)
+    a.subscribe(other, own)
+    _only_the_allowed_arrives(server, a, (other,), own)
+
+
+def test_wildcard_subscription_sees_only_what_the_device_may_read(
+    broker: Broker, peer: PeerFactory
+) -> None:
+    server = _server(peer, broker)
+    server.publish(channel_topic(broker.b.channel, broker.b.model), b"b notice", retain=True)
+    server.publish(channel_topic(broker.a.channel, broker.a.model), b"a notice", retain=True)
+    a = _as(peer, broker, broker.a)
+    a.subscribe("ota/v1/#")
+    assert a.next_message() == (channel_topic(broker.a.channel, broker.a.model), b"a notice")
+    others = (device_status_topic(broker.b.device_id), device_cmd_topic(broker.b.device_id))
+    _only_the_allowed_arrives(server, a, others, device_cmd_topic(broker.a.device_id))
+
+
+def test_a_device_cannot_take_over_another_devices_session(
+    broker: Broker, peer: PeerFactory
+) -> None:
+    server = _server(peer, broker)
+    b_agent_id = f"ota-agent-{broker.b.device_id}"  # what B's agent presents (agent/doorbell.py)
+    b = peer(broker.b.device_id, broker.b.password, client_id=b_agent_id)
+    assert not b.connect(broker.port).is_failure
+    b.subscribe(device_cmd_topic(broker.b.device_id))
+    intruder = peer(broker.a.device_id, broker.a.password, client_id=b_agent_id)
+    assert not intruder.connect(broker.port).is_failure
+    server.publish(device_cmd_topic(broker.b.device_id), b"still b's")
+    assert b.next_message() == (device_cmd_topic(broker.b.device_id), b"still b's")
+    assert b.disconnected.empty()
+
+
+# --------------------------------------------------------------------------- logins and TLS
+
+
+@pytest.mark.parametrize("who", ["wrong password", "unknown user", "anonymous"])
+def test_bad_logins_are_refused(broker: Broker, peer: PeerFactory, who: str) -> None:
+    username, password = {
+        "wrong password": (broker.a.device_id, broker.b.password),
+        "unknown user": (f"dev-z-{uuid.uuid4().hex[:8]}", broker.a.password),
+        "anonymous": (None, None),
+    }[who]
+    assert peer(username, password).connect(broker.port).is_failure
+
+
+def test_plain_listener_still_requires_a_login(broker: Broker, peer: PeerFactory) -> None:
+    anonymous = Peer(None, None, ca=None)
+    server = Peer(SERVER_USER, broker.server_password, ca=None)
+    try:
+        assert anonymous.connect(broker.plain_port).is_failure
+        assert not server.connect(broker.plain_port).is_failure
+    finally:
+        anonymous.close()
+        server.close()
+
+
+def test_plain_mqtt_to_the_tls_port_fails(broker: Broker) -> None:
+    plain = Peer(SERVER_USER, broker.server_password, ca=None)
+    try:
+        plain.client.connect("127.0.0.1", broker.port, keepalive=10)
+        plain.client.loop_start()
+        plain.disconnected.get(timeout=WAIT_S)  # the broker hangs up on a non-TLS hello
+        assert plain.connacks.empty()
+    finally:
+        plain.close()
+
+
+def _tls_handshake(port: int, cafile: Path, server_hostname: str) -> None:
+    """What paho's tls_set(ca_certs=...) does, with sockets we close ourselves (paho leaks
+    its socket when the handshake fails)."""
+    context = ssl.create_default_context(cafile=str(cafile))
+    with (
+        socket.create_connection(("127.0.0.1", port), timeout=WAIT_S) as raw,
+        context.wrap_socket(raw, server_hostname=server_hostname),
+    ):
+        pass
+
+
+@pytest.mark.parametrize("name", ["localhost", "127.0.0.1"])
+def test_the_broker_certificate_verifies_for_its_names(broker: Broker, name: str) -> None:
+    _tls_handshake(broker.port, broker.paths.ca_cert, name)
+
+
+def test_a_client_trusting_another_ca_refuses_the_broker(broker: Broker, tmp_path: Path) -> None:
+    other_ca = tmp_path / "other-ca.crt"
+    other_ca.write_bytes(make_ca("someone else's CA")[0])
+    with pytest.raises(ssl.SSLCertVerificationError):
+        _tls_handshake(broker.port, other_ca, "localhost")
+
+
+def test_the_broker_certificate_does_not_cover_other_names(broker: Broker) -> None:
+    with pytest.raises(ssl.SSLCertVerificationError):
+        _tls_handshake(broker.port, broker.paths.ca_cert, "broker.example.org")
+
+
+def test_regenerating_keeps_the_ca_and_a_reload_admits_new_devices(
+    broker: Broker, peer: PeerFactory
+) -> None:
+    ca_before = broker.paths.ca_cert.read_bytes()
+    c = _device("dev-c", "stable", uuid.uuid4().hex[:8])
+    write_broker_config(
+        broker.paths.conf.parent,
+        [broker.a, broker.b, c],
+        port=broker.port,
+        server_password=broker.server_password,
+        plain_port=broker.plain_port,
+        run_as_user=getpass.getuser(),
+    )
+    assert broker.paths.ca_cert.read_bytes() == ca_before
+    broker.proc.send_signal(signal.SIGHUP)  # mosquitto rereads passwd and acl
+    deadline = time.monotonic() + WAIT_S
+    while peer(c.device_id, c.password).connect(broker.port).is_failure:
+        assert time.monotonic() < deadline, "the new device was never admitted"
+        time.sleep(0.1)
+    _as(peer, broker, broker.a)  # the old logins still work
+
+
+# --------------------------------------------------------------------------- pure parts
+
+
+def test_hash_password_is_pbkdf2_sha512_in_mosquittos_format() -> None:
+    salt = bytes(range(12))
+    encoded = hash_password("s3cret", iterations=101, salt=salt)
+    _, kind, iterations, salt_b64, hash_b64 = encoded.split("$")
+    expected = hashlib.pbkdf2_hmac("sha512", b"s3cret", salt, 101, 64)
+    assert (kind, iterations) == ("7", "101")
+    assert base64.b64decode(salt_b64) == salt
+    assert base64.b64decode(hash_b64) == expected
+    assert verify_password("s3cret", encoded)
+    assert not verify_password("s3cret!", encoded)
+    assert len(base64.b64decode(hash_password("x").split("$")[3])) == 12
+
+
+def test_mosquitto_passwd_hashes_verify_the_same_way(tmp_path: Path) -> None:
+    tool = shutil.which("mosquitto_passwd") or "/usr/bin/mosquitto_passwd"
+    if not Path(tool).exists():
+        pytest.skip("mosquitto_passwd not installed: checked against PBKDF2 above instead")
+    target = tmp_path / "passwd"
+    subprocess.run([tool, "-b", "-c", str(target), "alice", "wonder land"], check=True)
+    user, encoded = target.read_text().strip().split(":", 1)
+    assert user == "alice"
+    assert encoded.startswith("$7$")
+    assert verify_password("wonder land", encoded)
+    assert not verify_password("wonderland", encoded)
+
+
+def test_acl_grants_exactly_the_wire_contract() -> None:
+    a = BrokerDevice("dev-a", "stable", "pi4", "pw")
+    assert acl_file([a], "srv").splitlines()[3:] == [
+        "pattern write ota/v1/device/%u/status",
+        "pattern read ota/v1/device/%u/cmd",
+        "",
+        "user srv",
+        "topic readwrite ota/v1/#",
+        "",
+        "user dev-a",
+        "topic read ota/v1/channel/stable/pi4",
+    ]
+
+
+@pytest.mark.parametrize(
+    "devices",
+    [
+        [BrokerDevice("dev a", "stable", "m1", "pw")],
+        [BrokerDevice("dev:a", "stable", "m1", "pw")],
+        [BrokerDevice("dev-a", "st+able", "m1", "pw")],
+        [BrokerDevice("dev-a", "stable", "m#1", "pw")],
+        [BrokerDevice("%u", "stable", "m1", "pw")],
+        [BrokerDevice("ota-server", "stable", "m1", "pw")],
+        [BrokerDevice("dev-a", "stable", "m1", "pw"), BrokerDevice("dev-a", "beta", "m1", "pw")],
+        [BrokerDevice("dev-a", "stable", "m1", "")],
+        [BrokerDevice("x" * 200, "stable", "m1", "pw")],
+    ],
+)
+def test_unsafe_device_lists_are_refused(devices: list[BrokerDevice]) -> None:
+    with pytest.raises((BrokerConfigError, ProtocolError)):
+        password_file(devices, "ota-server", "pw")
+
+
+def test_a_refused_device_list_writes_nothing(tmp_path: Path) -> None:
+    bad = [BrokerDevice("dev a", "stable", "m1", "pw")]
+    with pytest.raises(BrokerConfigError):
+        write_broker_config(tmp_path / "conf", bad, server_password="pw")
+    assert not (tmp_path / "conf").exists()
+
+
+def test_written_files_keys_private_and_ca_kept_unless_rotated(tmp_path: Path) -> None:
+    devices = [BrokerDevice("dev-a", "stable", "m1", "pw")]
+    paths = write_broker_config(tmp_path, devices, server_password="pw")
+    private = {paths.ca_key, paths.server_key, paths.password_file}
+    for path in (paths.ca_cert, paths.server_cert, paths.acl_file, paths.conf, *private):
+        assert os.stat(path).st_mode & 0o777 == (0o600 if path in private else 0o644), path
+    ca = paths.ca_cert.read_bytes()
+    assert write_broker_config(tmp_path, [], server_password="pw").ca_cert.read_bytes() == ca
+    rotated = write_broker_config(tmp_path, [], server_password="pw", rotate_ca=True)
+    assert rotated.ca_cert.read_bytes() != ca
+    assert not [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_conf_refuses_values_that_would_inject_lines() -> None:
+    with pytest.raises(BrokerConfigError):
+        mosquitto_conf(
+            port=8883,
+            cafile="ca.crt\nallow_anonymous true",
+            certfile="s.crt",
+            keyfile="s.key",
+            password_file="passwd",
+            acl_file="acl",
+        )

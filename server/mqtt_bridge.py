@@ -54,10 +54,12 @@ class MqttBridge:
         *,
         client_id: str = "ota-server",
         current_notices: NoticeSource | None = None,
+        publish_wait_s: float = 5.0,
     ) -> None:
         self._host, self._port, tls, user, password = parse_broker_url(broker_url)
         self._on_report = on_report
         self._current_notices = current_notices
+        self._publish_wait_s = publish_wait_s
         self._connected = threading.Event()
         self._client = mqtt.Client(
             CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=False
@@ -97,18 +99,25 @@ class MqttBridge:
     # ------------------------------------------------------------------ publishing
 
     def publish_notice(self, notice: AvailabilityNotice) -> None:
-        """Retained, QoS 1: a device that connects later still hears the latest notice."""
+        """Retained, QoS 1: a device that connects later still hears the latest notice.
+
+        Returns once the broker acknowledged it (or after `publish_wait_s`); while the broker
+        is away paho keeps the message and sends it after reconnecting."""
         self._publish(channel_topic(notice.channel, notice.model), notice.to_json(), retain=True)
 
     def publish_command(self, device_id: str, cmd: Command) -> None:
         self._publish(device_cmd_topic(device_id), cmd.to_json(), retain=False)
 
-    def _publish(self, topic: str, payload: bytes, *, retain: bool) -> None:
+    def _publish(self, topic: str, payload: bytes, *, retain: bool, wait: bool = True) -> None:
         info = self._client.publish(topic, payload, qos=1, retain=retain)
         if info.rc == mqtt.MQTT_ERR_NO_CONN:
             log.info("broker not connected: %s queued until paho reconnects", topic)
         elif info.rc != mqtt.MQTT_ERR_SUCCESS:
             log.warning("publish to %s failed: %s", topic, mqtt.error_string(info.rc))
+        elif wait:  # never in paho's own thread: it is the one that reads the PUBACK
+            info.wait_for_publish(self._publish_wait_s)
+            if not info.is_published():
+                log.warning("broker did not acknowledge %s within %ss", topic, self._publish_wait_s)
 
     # ------------------------------------------------------------------ paho callbacks
 
@@ -122,7 +131,8 @@ class MqttBridge:
         self._connected.set()
         if self._current_notices is not None:
             for notice in self._current_notices():  # retained state may have been lost
-                self.publish_notice(notice)
+                topic = channel_topic(notice.channel, notice.model)
+                self._publish(topic, notice.to_json(), retain=True, wait=False)
 
     def _handle_disconnect(
         self, client: mqtt.Client, userdata: Any, flags: Any, reason_code: Any, properties: Any

@@ -55,6 +55,7 @@ class ReleaseIn(BaseModel):
     notes: str = ""
     published_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
     release_counter: int = Field(default=0, ge=0)
+    percentage: float = Field(default=100.0, ge=0, le=100)  # of the first rollout wave
 
     @field_validator("channel", "model")
     @classmethod
@@ -87,3 +88,12 @@ class CommandIn(BaseModel):
 
     kind: CommandKind
     args: dict[str, Any] = Field(default_factory=dict)
+
+
+class RolloutUpdate(BaseModel):
+    """Widen, narrow, pause or resume a rollout; fields left out stay as they are."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    percentage: float | None = Field(default=None, ge=0, le=100)
+    paused: bool | None = None

@@ -400,3 +400,43 @@ def test_the_agents_own_client_speaks_to_this_server(api: httpx.Client) -> None:
     stranger = ServerApi(str(api.base_url), phone, credential="stolen?")
     with pytest.raises(TransportError, match="401"):
         stranger.poll()
+
+
+# ---------------------------------------------------------------------- rollouts
+
+
+def update_rollout(api: httpx.Client, rollout_id: str, **change: Any) -> httpx.Response:
+    return api.post(f"/api/v1/rollouts/{rollout_id}", json=change, headers=ADMIN_AUTH)
+
+
+def test_a_rollout_is_widened_paused_and_resumed(api: httpx.Client) -> None:
+    phone, channel = new_id("phone"), new_id("ch")
+    credential = enroll(api, phone, channel)
+    created = post_release(api, {**sample_release("2026.47", 1, channel), "percentage": 1})
+    rollout_id = created.json()["rollout_id"]
+
+    def notice() -> tuple[float, bool]:
+        current = poll(api, phone, credential).notice
+        assert current is not None
+        return current.percentage, current.paused
+
+    assert notice() == (1.0, False)
+    assert update_rollout(api, rollout_id, paused=True).json()["paused"] is True
+    assert notice() == (1.0, True)
+    assert update_rollout(api, rollout_id, percentage=50, paused=False).status_code == 200
+    assert notice() == (50.0, False)
+    assert update_rollout(api, rollout_id, percentage=150).status_code == 422
+    assert update_rollout(api, rollout_id, ring="x").status_code == 422
+    assert update_rollout(api, new_id("nope"), paused=True).status_code == 404
+    assert notice() == (50.0, False)
+
+
+def test_changing_an_older_rollout_leaves_the_current_notice(api: httpx.Client) -> None:
+    phone, channel = new_id("phone"), new_id("ch")
+    credential = enroll(api, phone, channel)
+    old = post_release(api, sample_release("2026.46", 1, channel)).json()
+    post_release(api, sample_release("2026.47", 2, channel))
+    assert update_rollout(api, old["rollout_id"], paused=True).status_code == 200
+    current = poll(api, phone, credential).notice
+    assert current is not None
+    assert (current.release_version, current.paused) == ("2026.47", False)

@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 from types import TracebackType
@@ -177,6 +178,21 @@ def test_a_release_is_announced_retained_to_devices_that_connect_later(server: S
     assert (notice.channel, notice.model, notice.percentage) == (channel, model, 100.0)
 
 
+def test_pausing_a_rollout_updates_the_retained_notice(server: Server) -> None:
+    channel = new_id("ch")
+    body = sample_release("2026.47", 1, channel)
+    rollout_id = server.http.post("/api/v1/releases", json=body, headers=ADMIN_AUTH).json()[
+        "rollout_id"
+    ]
+    paused = server.http.post(
+        f"/api/v1/rollouts/{rollout_id}", json={"paused": True}, headers=ADMIN_AUTH
+    )
+    assert paused.status_code == 200
+    with MqttClient(server.broker_url, channel_topic(channel, "sim")) as device:
+        notice = AvailabilityNotice.from_json(device.next().payload)
+    assert (notice.rollout_id, notice.paused) == (rollout_id, True)
+
+
 def test_a_command_is_published_to_its_device(server: Server) -> None:
     phone = new_id("phone")
     server.enroll(phone)
@@ -313,3 +329,18 @@ def test_ota_broker_run_serves_until_sigterm() -> None:
         banner = proc.stdout.read()
         proc.stdout.close()
     assert f"mqtt://127.0.0.1:{port}" in banner
+
+
+def test_a_server_whose_broker_is_away_still_works_and_catches_up(tmp_path: Path) -> None:
+    port = free_port()
+    settings = replace(
+        server_settings(f"sqlite:///{tmp_path / 'ota.db'}", f"mqtt://127.0.0.1:{port}"),
+        mqtt_connect_wait_s=0.2,
+    )
+    with live_server(settings) as url, httpx.Client(base_url=url, timeout=20) as http:
+        started = time.monotonic()
+        body = sample_release("2026.47", 1, "stable", "sim")
+        assert http.post("/api/v1/releases", json=body, headers=ADMIN_AUTH).status_code == 201
+        assert time.monotonic() - started < 2.0  # nothing waits for a broker that is not there
+        with EmbeddedBroker("127.0.0.1", port) as broker:  # the broker comes back
+            wait_until(lambda: _retained(broker.url, channel_topic("stable", "sim")), "notice")

@@ -8,10 +8,10 @@ from fastapi import APIRouter, Depends, Query
 
 from agent.protocol import API_PREFIX
 from server.deps import SessionDep, StateDep, require_admin
-from server.schemas import CommandIn, ReleaseIn
+from server.schemas import CommandIn, ReleaseIn, RolloutUpdate
 from server.services.commands import command_to_dict, queue_command
 from server.services.devices import list_devices
-from server.services.releases import list_releases, register_release
+from server.services.releases import list_releases, register_release, update_rollout
 from server.services.reports import list_reports
 
 router = APIRouter(prefix=API_PREFIX, tags=["admin"], dependencies=[Depends(require_admin)])
@@ -24,6 +24,16 @@ def post_release(body: ReleaseIn, session: SessionDep, state: StateDep) -> dict[
     registered = register_release(session, body)
     state.publisher.publish_notice(registered.notice)
     return registered.release
+
+
+@router.post("/rollouts/{rollout_id}")
+def post_rollout(
+    rollout_id: str, body: RolloutUpdate, session: SessionDep, state: StateDep
+) -> dict[str, Any]:
+    updated = update_rollout(session, rollout_id, body)
+    if updated.notice is not None:
+        state.publisher.publish_notice(updated.notice)
+    return updated.release
 
 
 @router.get("/releases")

@@ -15,6 +15,7 @@ from server.services.releases import (
     current_notices,
     list_releases,
     register_release,
+    update_rollout,
 )
 from server.services.reports import ingest_reports, list_reports, parse_reports
 
@@ -35,4 +36,5 @@ __all__ = [
     "queue_command",
     "register_release",
     "take_pending_commands",
+    "update_rollout",
 ]

@@ -15,11 +15,9 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from agent.protocol import AvailabilityNotice
-from server.errors import ConflictError
+from server.errors import ConflictError, NotFoundError
 from server.models import Release, Rollout, utcnow
-from server.schemas import ReleaseIn
-
-FULL_ROLLOUT = 100.0
+from server.schemas import ReleaseIn, RolloutUpdate
 
 
 @dataclass(frozen=True)
@@ -33,7 +31,7 @@ def register_release(session: Session, body: ReleaseIn) -> RegisteredRelease:
     if _find(session, body.channel, body.model, body.version) is not None:
         raise ConflictError(_exists(body))
     now = utcnow()
-    release = Release(**body.model_dump(), created_at=now)
+    release = Release(**body.model_dump(exclude={"percentage"}), created_at=now)
     session.add(release)
     try:
         session.flush()
@@ -43,7 +41,7 @@ def register_release(session: Session, body: ReleaseIn) -> RegisteredRelease:
     rollout = Rollout(
         rollout_id=uuid.uuid4().hex,
         release_id=release.id,
-        percentage=FULL_ROLLOUT,
+        percentage=body.percentage,
         paused=False,
         ring="",
         created_at=now,
@@ -51,6 +49,30 @@ def register_release(session: Session, body: ReleaseIn) -> RegisteredRelease:
     session.add(rollout)
     session.commit()
     return RegisteredRelease(release_to_dict(release, rollout), make_notice(release, rollout))
+
+
+@dataclass(frozen=True)
+class UpdatedRollout:
+    release: dict[str, Any]
+    notice: AvailabilityNotice | None  # the channel's current notice, to publish again
+
+
+def update_rollout(session: Session, rollout_id: str, update: RolloutUpdate) -> UpdatedRollout:
+    """Change a rollout's percentage or paused flag.
+
+    The notice to publish is the channel's *current* one: changing the rollout of an older
+    release must not put that release back on the retained topic."""
+    rollout = session.get(Rollout, rollout_id)
+    if rollout is None:
+        raise NotFoundError(f"no rollout {rollout_id!r}")
+    if update.percentage is not None:
+        rollout.percentage = update.percentage
+    if update.paused is not None:
+        rollout.paused = update.paused
+    release = session.get_one(Release, rollout.release_id)
+    session.commit()
+    notice = current_notice(session, release.channel, release.model)
+    return UpdatedRollout(release_to_dict(release, rollout), notice)
 
 
 def _exists(body: ReleaseIn) -> str:

@@ -62,7 +62,7 @@ async def _lifespan(app: FastAPI, *, settings: Settings) -> AsyncIterator[None]:
     engine = make_engine(settings.db_url)
     await asyncio.to_thread(upgrade_to_head, engine)
     sessions = make_sessions(engine)
-    bridge = _bridge(settings, sessions) if settings.broker_url else None
+    bridge = _bridge(settings.broker_url, settings, sessions) if settings.broker_url else None
     publisher: Publisher = bridge if bridge is not None else NoPublisher()
     if bridge is not None and not await asyncio.to_thread(
         bridge.start, settings.mqtt_connect_wait_s
@@ -77,10 +77,9 @@ async def _lifespan(app: FastAPI, *, settings: Settings) -> AsyncIterator[None]:
         engine.dispose()
 
 
-def _bridge(settings: Settings, sessions: sessionmaker[Session]) -> MqttBridge:
-    assert settings.broker_url is not None
+def _bridge(broker_url: str, settings: Settings, sessions: sessionmaker[Session]) -> MqttBridge:
     return MqttBridge(
-        settings.broker_url,
+        broker_url,
         on_report=partial(ingest_mqtt_report, sessions),
         client_id=settings.mqtt_client_id,
         current_notices=partial(_current_notices, sessions),

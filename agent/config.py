@@ -25,6 +25,7 @@ class AgentConfig:
     poll_interval_s: float = 300.0
     poll_jitter: float = 0.2  # +/- share of the interval
     health_deadline_s: float = 60.0
+    health_retry_s: float = 1.0  # a service still starting after boot gets another look
     slot_backend: str = "sim"
     slot_options: dict[str, Any] = field(default_factory=dict)
     health_checks: list[dict[str, Any]] = field(default_factory=list)
@@ -84,6 +85,7 @@ def config_from_dict(raw: dict[str, Any], base: Path = Path()) -> AgentConfig:
             poll_interval_s=float(raw.get("poll_interval_s", 300.0)),
             poll_jitter=float(raw.get("poll_jitter", 0.2)),
             health_deadline_s=float(health.get("deadline_s", 60.0)),
+            health_retry_s=float(health.get("retry_interval_s", 1.0)),
             slot_backend=str(slot.get("backend", "sim")),
             slot_options={k: v for k, v in slot.items() if k != "backend"},
             health_checks=list(health.get("check", [])),

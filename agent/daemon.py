@@ -10,15 +10,15 @@ from __future__ import annotations
 import logging
 import queue
 import random
+import re
 import threading
 from pathlib import Path
-
-from hardware.registry import open_boot_control
 
 from agent.config import AgentConfig
 from agent.doorbell import Doorbell
 from agent.errors import AgentError
 from agent.fetcher import make_fetcher
+from agent.fsutil import atomic_write, move_aside
 from agent.health import CallableCheck, HealthCheck, health_checks_from_config
 from agent.journal import Journal
 from agent.outbox import Outbox
@@ -34,8 +34,10 @@ from agent.runner import Agent, AgentParts, jittered
 from agent.server_api import ServerApi
 from agent.tuf_client import TufClient
 from hardware.bootcontrol import BootControl
+from hardware.registry import open_boot_control
 
 log = logging.getLogger(__name__)
+_SAFE_ID = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 
 
 def build_agent(config: AgentConfig, boot: BootControl | None = None) -> Agent:
@@ -68,6 +70,7 @@ def build_agent(config: AgentConfig, boot: BootControl | None = None) -> Agent:
         health_checks=_health_checks(config, boot),
         policies=policies_from_config(config.policy),
         health_deadline_s=config.health_deadline_s,
+        health_retry_s=config.health_retry_s,
         initial_version=_initial_version(config),
     )
     return Agent(parts)
@@ -128,17 +131,41 @@ class AgentDaemon:
 
     def cycle(self) -> None:
         """Handle what MQTT brought, then ask the server over HTTP, then send reports."""
+        for command in self._stored_commands():
+            self.agent.handle_command(command)
+            (self._commands_dir / f"{command.command_id}.json").unlink(missing_ok=True)
         while not self._inbox.empty():
             item = self._inbox.get_nowait()
             if isinstance(item, AvailabilityNotice):
                 self.agent.consider(item)
-            else:
-                self.agent.handle_command(item)
         try:
             self.agent.poll_once()
         except AgentError as exc:
             log.info("%s: poll failed: %s", self.config.device_id, exc)
         self.agent.flush_reports()
+
+    @property
+    def _commands_dir(self) -> Path:
+        return self.config.data_dir / "commands"
+
+    def _store_command(self, command: Command) -> None:
+        if not _SAFE_ID.fullmatch(command.command_id):
+            raise ProtocolError(f"unusable command id {command.command_id!r}")
+        self._commands_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write(self._commands_dir / f"{command.command_id}.json", command.to_json())
+
+    def _stored_commands(self) -> list[Command]:
+        """Commands heard over MQTT, oldest first; they survive a crash until handled."""
+        if not self._commands_dir.is_dir():
+            return []
+        paths = sorted(self._commands_dir.glob("*.json"), key=lambda p: p.stat().st_mtime_ns)
+        commands = []
+        for path in paths:
+            try:
+                commands.append(Command.from_json(path.read_bytes()))
+            except ProtocolError:
+                move_aside(path, "corrupt")
+        return commands
 
     def _heard(self, topic: str, payload: bytes) -> None:
         try:
@@ -146,7 +173,9 @@ class AgentDaemon:
                 if payload:  # an empty retained message clears the notice
                     self._inbox.put(AvailabilityNotice.from_json(payload))
             elif topic == device_cmd_topic(self.config.device_id):
-                self._inbox.put(Command.from_json(payload))
+                command = Command.from_json(payload)
+                self._store_command(command)  # durable before the broker gets its ack
+                self._inbox.put(command)
         except ProtocolError as exc:
             log.warning("%s: ignored a bad message on %s: %s", self.config.device_id, topic, exc)
             return

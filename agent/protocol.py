@@ -254,6 +254,9 @@ class StatusReport:
         detail = data.get("detail", {})
         if not isinstance(detail, dict):
             raise ProtocolError("detail must be an object")
+        at = data.get("at", 0.0)
+        if isinstance(at, bool) or not isinstance(at, (int, float)):
+            raise ProtocolError("at must be a number")
         return cls(
             device_id=_require(data, "device_id", str),
             seq=seq,
@@ -263,7 +266,7 @@ class StatusReport:
             slot=str(data.get("slot", "")),
             reason=reason,
             detail=detail,
-            at=float(data.get("at", 0.0)),
+            at=float(at),
         )
 
 

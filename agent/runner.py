@@ -75,6 +75,7 @@ class AgentParts:
     health_checks: list[HealthCheck] = field(default_factory=list)
     policies: list[UpdatePolicy] = field(default_factory=list)
     health_deadline_s: float = 60.0
+    health_retry_s: float = 1.0
     initial_version: str = ""
     reporter: Reporter | None = None
     clock: Callable[[], float] = time.time
@@ -150,6 +151,8 @@ class Agent:
             return f"busy ({rec.state})"
         if notice.paused:
             return "rollout paused"
+        if self.p.boot.status().trial:
+            return "running a slot that is still on trial"
         if notice.model != self.p.model:
             return "notice is for another model"
         if not in_rollout(self.p.device_id, notice.rollout_id, notice.percentage):
@@ -352,7 +355,9 @@ class Agent:
         if not status.trial:  # marked good before the power went
             self._committed()
             return
-        result = run_health_checks(self.p.health_checks, self.p.health_deadline_s)
+        result = run_health_checks(
+            self.p.health_checks, self.p.health_deadline_s, retry_interval_s=self.p.health_retry_s
+        )
         if result.ok:
             self.p.boot.mark_good()
             self._committed()
@@ -378,6 +383,8 @@ class Agent:
         status = self.p.boot.status()
         slot = self._target_slot
         if status.active is not slot:
+            if status.pending_trial is slot:  # armed but not booted: disarm it
+                self.p.boot.mark_unbootable(slot)
             self._rolled_back(self.record.reason, dict(self.record.detail))
             return
         try:

@@ -13,12 +13,11 @@ import contextlib
 import json
 import random
 import secrets
-import socket
 import tempfile
 import threading
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,6 +30,7 @@ from agent.config import AgentConfig
 from agent.daemon import AgentDaemon, build_agent
 from agent.server_api import ServerApi
 from hardware.sim import SimDevice
+from server.testing import free_port
 from signing.keys import init_keys
 from signing.notify import notify_server
 from signing.repo import PublishedRelease, publish_release
@@ -75,12 +75,6 @@ class FleetDevice:
     sim: SimDevice
     daemon: AgentDaemon
     thread: threading.Thread | None = None
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def run_demo(options: DemoOptions) -> DemoResult:
@@ -138,11 +132,9 @@ class _Env:
 
 @contextlib.contextmanager
 def _services(workdir: Path) -> Iterator[_Env]:
-    import uvicorn
-
-    from server.app import create_app
     from server.broker import EmbeddedBroker
     from server.settings import Settings
+    from server.testing import live_server
 
     repo = workdir / "repo"
     if not (repo / "root.json").exists():
@@ -163,19 +155,8 @@ def _services(workdir: Path) -> Iterator[_Env]:
         admin_token=env.admin_token,
         enrollment_token=env.enrollment_token,
     )
-    with EmbeddedBroker("127.0.0.1", broker_port):
-        config = uvicorn.Config(
-            create_app(settings), host="127.0.0.1", port=http_port, log_level="warning"
-        )
-        server = uvicorn.Server(config)
-        thread = threading.Thread(target=server.run, daemon=True)
-        thread.start()
-        _wait(lambda: server.started, 20, "the server did not start")
-        try:
-            yield env
-        finally:
-            server.should_exit = True
-            thread.join(timeout=10)
+    with EmbeddedBroker("127.0.0.1", broker_port), live_server(settings, http_port):
+        yield env
 
 
 def _fleet(workdir: Path, env: _Env, options: DemoOptions) -> list[FleetDevice]:
@@ -294,7 +275,9 @@ class _LiveView:
 
     def __enter__(self) -> _LiveView:
         if self._enabled:
-            self._live = Live(_table([]), console=self._console, refresh_per_second=4)
+            self._live = Live(
+                _table([]), console=self._console, refresh_per_second=4, transient=True
+            )
             self._live.__enter__()
         return self
 
@@ -359,11 +342,3 @@ def _table(rows: list[dict[str, Any]]) -> Table:
             style=style,
         )
     return table
-
-
-def _wait(predicate: Callable[[], bool], timeout: float, message: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise TimeoutError(message)
-        time.sleep(0.05)

@@ -1,0 +1,49 @@
+"""`ota demo` as a user runs it: a subprocess, real ports, exit code and JSON checked."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+
+def test_demo_small_fleet_ends_where_it_should(tmp_path: Path) -> None:
+    ota = Path(sys.executable).with_name("ota")
+    proc = subprocess.run(
+        [
+            str(ota),
+            "demo",
+            "--json",
+            "--devices",
+            "4",
+            "--testers",
+            "2",
+            "--workdir",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout)
+    assert result["ok"] is True
+    devices = {d["id"]: d for d in result["devices"]}
+    assert set(devices) == {"tester-00", "tester-01", "phone-02", "phone-03"}
+    assert (devices["tester-00"]["version"], devices["tester-00"]["state"]) == (
+        "2026.47",
+        "rolled_back",
+    )
+    for name in ("tester-01", "phone-02", "phone-03"):
+        assert (devices[name]["version"], devices[name]["state"]) == ("2026.48", "committed")
+        assert devices[name]["reports"] >= 11  # idle + 5 per build, none lost
+    assert {k for d in result["devices"] for k in d} >= {
+        "id",
+        "channel",
+        "version",
+        "slot",
+        "state",
+        "reports",
+    }

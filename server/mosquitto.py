@@ -45,12 +45,14 @@ class BrokerConfigError(ValueError):
 
 @dataclass(frozen=True)
 class BrokerDevice:
-    """One device's broker login. The password is plaintext, in memory only."""
+    """One device's broker login: a plaintext password (in memory only) or, for a rewrite
+    from the registry, the `$7$` hash made by `hash_password` when the device enrolled."""
 
     device_id: str
     channel: str
     model: str
     password: str = field(repr=False)
+    password_hash: str = field(default="", repr=False)
 
 
 @dataclass(frozen=True)
@@ -180,11 +182,22 @@ def hash_password(
 
 def verify_password(password: str, encoded: str) -> bool:
     """True when `encoded` (a `$7$` hash, as mosquitto_passwd writes it) is `password`'s."""
+    iterations, salt, expected = _parse_hash(encoded)
+    return hmac.compare_digest(_pbkdf2(password, salt, iterations), expected)
+
+
+def _parse_hash(encoded: str) -> tuple[int, bytes, bytes]:
     parts = encoded.split("$")
     if len(parts) != 5 or parts[0] or parts[1] != PBKDF2_SHA512_ID or not parts[2].isdigit():
         raise BrokerConfigError("not a mosquitto $7$ password hash")
-    salt, expected = base64.b64decode(parts[3]), base64.b64decode(parts[4])
-    return hmac.compare_digest(_pbkdf2(password, salt, int(parts[2])), expected)
+    try:
+        salt = base64.b64decode(parts[3], validate=True)
+        digest = base64.b64decode(parts[4], validate=True)
+    except ValueError:
+        raise BrokerConfigError("a $7$ password hash with bad base64") from None
+    if len(digest) != HASH_BYTES or not salt or int(parts[2]) < 1:
+        raise BrokerConfigError("a $7$ password hash of the wrong shape")
+    return int(parts[2]), salt, digest
 
 
 def _pbkdf2(password: str, salt: bytes, iterations: int) -> bytes:
@@ -198,11 +211,19 @@ def _b64(data: bytes) -> str:
 def password_file(devices: Sequence[BrokerDevice], server_user: str, server_password: str) -> str:
     """mosquitto's `password_file`: the server user first, then one line per device."""
     _check_devices(devices, server_user)
-    logins = [(server_user, server_password)] + [(d.device_id, d.password) for d in devices]
-    for user, password in logins:
-        if not password:
-            raise BrokerConfigError(f"user {user!r} has an empty password")
-    return "".join(f"{user}:{hash_password(password)}\n" for user, password in logins)
+    lines = [f"{server_user}:{_login_hash(server_user, server_password, '')}\n"]
+    for d in devices:
+        lines.append(f"{d.device_id}:{_login_hash(d.device_id, d.password, d.password_hash)}\n")
+    return "".join(lines)
+
+
+def _login_hash(user: str, password: str, password_hash: str) -> str:
+    if password_hash:
+        _parse_hash(password_hash)
+        return password_hash
+    if not password:
+        raise BrokerConfigError(f"user {user!r} has neither a password nor a password hash")
+    return hash_password(password)
 
 
 # --------------------------------------------------------------------------- ACL
@@ -336,6 +357,7 @@ def write_broker_config(
     bind: str = "127.0.0.1",
     plain_port: int | None = None,
     run_as_user: str | None = None,
+    persistence_location: Path | None = None,
     rotate_ca: bool = False,
 ) -> BrokerConfigPaths:
     """Write the CA, the server certificate, the logins, the ACL and mosquitto.conf.
@@ -359,6 +381,7 @@ def write_broker_config(
         acl_file=paths.acl_file,
         bind=bind,
         plain_port=plain_port,
+        persistence_location=persistence_location,
         run_as_user=run_as_user,
     )
     ensure_dir(paths.conf.parent)
@@ -385,9 +408,29 @@ def _paths(out_dir: Path) -> BrokerConfigPaths:
 
 
 def _load_or_make_ca(paths: BrokerConfigPaths, *, rotate: bool) -> tuple[bytes, bytes]:
-    if rotate or not (paths.ca_cert.exists() and paths.ca_key.exists()):
+    """The CA already there (devices trust it), a new one when there is none or on rotation.
+
+    Half a CA (a certificate without its key, or the other way round) is refused rather than
+    silently replaced: a new CA would lock out every device that trusts the old one.
+    """
+    present = [p.exists() for p in (paths.ca_cert, paths.ca_key)]
+    if rotate or not any(present):
         return make_ca()
-    return paths.ca_cert.read_bytes(), paths.ca_key.read_bytes()
+    if not all(present):
+        raise BrokerConfigError(
+            f"{paths.ca_cert.parent} holds only half a CA (ca.crt and ca.key go together); "
+            "restore the missing file or rotate the CA"
+        )
+    cert_pem, key_pem = paths.ca_cert.read_bytes(), paths.ca_key.read_bytes()
+    _check_key_matches(cert_pem, key_pem)
+    return cert_pem, key_pem
+
+
+def _check_key_matches(cert_pem: bytes, key_pem: bytes) -> None:
+    key = serialization.load_pem_private_key(key_pem, password=None)
+    cert_public = x509.load_pem_x509_certificate(cert_pem).public_key()
+    if cert_public != key.public_key():
+        raise BrokerConfigError("ca.key does not belong to ca.crt")
 
 
 def _write_private(path: Path, data: bytes) -> None:

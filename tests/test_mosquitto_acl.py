@@ -5,6 +5,7 @@ channel's notice). With CI=true a missing mosquitto binary fails instead of skip
 from __future__ import annotations
 
 import base64
+import dataclasses
 import getpass
 import hashlib
 import os
@@ -50,6 +51,7 @@ from server.mosquitto import (
 WAIT_S = 5.0
 QUIET_S = 0.3  # how long "nothing else arrived" is watched after a later message did arrive
 SERVER_USER = "ota-server"
+needs_mosquitto = pytest.mark.mosquitto
 
 
 def _missing(reason: str) -> None:
@@ -58,9 +60,8 @@ def _missing(reason: str) -> None:
     pytest.skip(reason)
 
 
-def _mosquitto_binary() -> str | None:
-    found = shutil.which("mosquitto")
-    return found or ("/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None)
+def _tool(name: str, usual_place: str) -> str | None:
+    return shutil.which(name) or (usual_place if Path(usual_place).exists() else None)
 
 
 def _device(name: str, channel: str, suffix: str) -> BrokerDevice:
@@ -80,7 +81,7 @@ class Broker:
 
 @pytest.fixture(scope="module")
 def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
-    binary = _mosquitto_binary()
+    binary = _tool("mosquitto", "/usr/sbin/mosquitto")
     if binary is None:
         _missing("mosquitto binary not found")
         return
@@ -88,9 +89,11 @@ def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
     suffix = uuid.uuid4().hex[:8]
     a, b = _device("dev-a", "stable", suffix), _device("dev-b", "beta", suffix)
     port, plain_port, server_password = free_port(), free_port(), uuid.uuid4().hex
+    # B logs in with a stored hash, as a registry keeps it; made by mosquitto_passwd if installed
+    b_stored = dataclasses.replace(b, password="", password_hash=_stored_hash(b, out))
     paths = write_broker_config(
         out / "conf",
-        [a, b],
+        [a, b_stored],
         port=port,
         server_password=server_password,
         plain_port=plain_port,
@@ -105,6 +108,17 @@ def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+def _stored_hash(device: BrokerDevice, scratch: Path) -> str:
+    tool = _tool("mosquitto_passwd", "/usr/bin/mosquitto_passwd")
+    if tool is None:
+        return hash_password(device.password)
+    target = scratch / "tool-passwd"
+    subprocess.run([tool, "-b", "-c", str(target), device.device_id, device.password], check=True)
+    user, encoded = target.read_text().strip().split(":", 1)
+    assert user == device.device_id
+    return encoded
 
 
 def _wait_listening(proc: subprocess.Popen[bytes], port: int, log: Path) -> None:
@@ -198,6 +212,7 @@ def _as(make: PeerFactory, broker: Broker, device: BrokerDevice) -> Peer:
 # --------------------------------------------------------------------------- the wire contract
 
 
+@needs_mosquitto
 def test_device_status_reaches_the_server(broker: Broker, peer: PeerFactory) -> None:
     server = _server(peer, broker)
     assert not server.subscribe(STATUS_WILDCARD)[0].is_failure
@@ -219,6 +234,7 @@ def _only_the_allowed_arrives(
     receiver.assert_quiet()
 
 
+@needs_mosquitto
 def test_device_cannot_publish_as_another_device(broker: Broker, peer: PeerFactory) -> None:
     server = _server(peer, broker)
     server.subscribe(STATUS_WILDCARD)
@@ -227,6 +243,7 @@ def test_device_cannot_publish_as_another_device(broker: Broker, peer: PeerFacto
     _only_the_allowed_arrives(a, server, (other,), own)
 
 
+@needs_mosquitto
 def test_device_cannot_publish_notices_or_commands(broker: Broker, peer: PeerFactory) -> None:
     server = _server(peer, broker)
     notice = channel_topic(broker.a.channel, broker.a.model)
@@ -236,6 +253,7 @@ def test_device_cannot_publish_notices_or_commands(broker: Broker, peer: PeerFac
     _only_the_allowed_arrives(a, server, (notice, cmd), device_status_topic(broker.a.device_id))
 
 
+@needs_mosquitto
 def test_device_reads_its_own_notice_only(broker: Broker, peer: PeerFactory) -> None:
     server = _server(peer, broker)
     own = channel_topic(broker.a.channel, broker.a.model)
@@ -248,6 +266,7 @@ def test_device_reads_its_own_notice_only(broker: Broker, peer: PeerFactory) -> 
     a.assert_quiet()
 
 
+@needs_mosquitto
 def test_device_reads_its_own_commands_only(broker: Broker, peer: PeerFactory) -> None:
     server = _server(peer, broker)
     a = _as(peer, broker, broker.a)
@@ -256,6 +275,7 @@ def test_device_reads_its_own_commands_only(broker: Broker, peer: PeerFactory) -
     _only_the_allowed_arrives(server, a, (other,), own)
 
 
+@needs_mosquitto
 def test_wildcard_subscription_sees_only_what_the_device_may_read(
     broker: Broker, peer: PeerFactory
 ) -> None:
@@ -269,6 +289,7 @@ def test_wildcard_subscription_sees_only_what_the_device_may_read(
     _only_the_allowed_arrives(server, a, others, device_cmd_topic(broker.a.device_id))
 
 
+@needs_mosquitto
 def test_a_device_cannot_take_over_another_devices_session(
     broker: Broker, peer: PeerFactory
 ) -> None:
@@ -287,6 +308,7 @@ def test_a_device_cannot_take_over_another_devices_session(
 # --------------------------------------------------------------------------- logins and TLS
 
 
+@needs_mosquitto
 @pytest.mark.parametrize("who", ["wrong password", "unknown user", "anonymous"])
 def test_bad_logins_are_refused(broker: Broker, peer: PeerFactory, who: str) -> None:
     username, password = {
@@ -297,6 +319,7 @@ def test_bad_logins_are_refused(broker: Broker, peer: PeerFactory, who: str) -> 
     assert peer(username, password).connect(broker.port).is_failure
 
 
+@needs_mosquitto
 def test_plain_listener_still_requires_a_login(broker: Broker, peer: PeerFactory) -> None:
     anonymous = Peer(None, None, ca=None)
     server = Peer(SERVER_USER, broker.server_password, ca=None)
@@ -308,6 +331,7 @@ def test_plain_listener_still_requires_a_login(broker: Broker, peer: PeerFactory
         server.close()
 
 
+@needs_mosquitto
 def test_plain_mqtt_to_the_tls_port_fails(broker: Broker) -> None:
     plain = Peer(SERVER_USER, broker.server_password, ca=None)
     try:
@@ -330,11 +354,13 @@ def _tls_handshake(port: int, cafile: Path, server_hostname: str) -> None:
         pass
 
 
+@needs_mosquitto
 @pytest.mark.parametrize("name", ["localhost", "127.0.0.1"])
 def test_the_broker_certificate_verifies_for_its_names(broker: Broker, name: str) -> None:
     _tls_handshake(broker.port, broker.paths.ca_cert, name)
 
 
+@needs_mosquitto
 def test_a_client_trusting_another_ca_refuses_the_broker(broker: Broker, tmp_path: Path) -> None:
     other_ca = tmp_path / "other-ca.crt"
     other_ca.write_bytes(make_ca("someone else's CA")[0])
@@ -342,11 +368,13 @@ def test_a_client_trusting_another_ca_refuses_the_broker(broker: Broker, tmp_pat
         _tls_handshake(broker.port, other_ca, "localhost")
 
 
+@needs_mosquitto
 def test_the_broker_certificate_does_not_cover_other_names(broker: Broker) -> None:
     with pytest.raises(ssl.SSLCertVerificationError):
         _tls_handshake(broker.port, broker.paths.ca_cert, "broker.example.org")
 
 
+@needs_mosquitto
 def test_regenerating_keeps_the_ca_and_a_reload_admits_new_devices(
     broker: Broker, peer: PeerFactory
 ) -> None:
@@ -386,8 +414,8 @@ def test_hash_password_is_pbkdf2_sha512_in_mosquittos_format() -> None:
 
 
 def test_mosquitto_passwd_hashes_verify_the_same_way(tmp_path: Path) -> None:
-    tool = shutil.which("mosquitto_passwd") or "/usr/bin/mosquitto_passwd"
-    if not Path(tool).exists():
+    tool = _tool("mosquitto_passwd", "/usr/bin/mosquitto_passwd")
+    if tool is None:
         pytest.skip("mosquitto_passwd not installed: checked against PBKDF2 above instead")
     target = tmp_path / "passwd"
     subprocess.run([tool, "-b", "-c", str(target), "alice", "wonder land"], check=True)
@@ -423,6 +451,9 @@ def test_acl_grants_exactly_the_wire_contract() -> None:
         [BrokerDevice("ota-server", "stable", "m1", "pw")],
         [BrokerDevice("dev-a", "stable", "m1", "pw"), BrokerDevice("dev-a", "beta", "m1", "pw")],
         [BrokerDevice("dev-a", "stable", "m1", "")],
+        [BrokerDevice("dev-a", "stable", "m1", "", password_hash="$6$101$abc$def")],
+        [BrokerDevice("dev-a", "stable", "m1", "pw", password_hash="$7$101$!!$def")],
+        [BrokerDevice("dev-a", "stable", "m1", "pw", password_hash=hash_password("pw")[:-8])],
         [BrokerDevice("x" * 200, "stable", "m1", "pw")],
     ],
 )
@@ -461,3 +492,17 @@ def test_conf_refuses_values_that_would_inject_lines() -> None:
             password_file="passwd",
             acl_file="acl",
         )
+
+
+@pytest.mark.parametrize("damage", ["key missing", "cert missing", "key of another CA"])
+def test_half_a_ca_is_refused_not_replaced(tmp_path: Path, damage: str) -> None:
+    paths = write_broker_config(tmp_path, [], server_password="pw")
+    ca_before = paths.ca_cert.read_bytes() if damage != "cert missing" else b""
+    if damage == "key of another CA":
+        paths.ca_key.write_bytes(make_ca()[1])
+    else:
+        (paths.ca_key if damage == "key missing" else paths.ca_cert).unlink()
+    with pytest.raises(BrokerConfigError):
+        write_broker_config(tmp_path, [], server_password="pw")
+    assert (paths.ca_cert.read_bytes() if paths.ca_cert.exists() else b"") == ca_before
+    assert write_broker_config(tmp_path, [], server_password="pw", rotate_ca=True).ca_cert.exists()

@@ -60,21 +60,31 @@ async def _service_error(request: Request, exc: ServiceError) -> JSONResponse:
 @asynccontextmanager
 async def _lifespan(app: FastAPI, *, settings: Settings) -> AsyncIterator[None]:
     engine = make_engine(settings.db_url)
-    await asyncio.to_thread(upgrade_to_head, engine)
-    sessions = make_sessions(engine)
-    bridge = _bridge(settings.broker_url, settings, sessions) if settings.broker_url else None
-    publisher: Publisher = bridge if bridge is not None else NoPublisher()
-    if bridge is not None and not await asyncio.to_thread(
-        bridge.start, settings.mqtt_connect_wait_s
-    ):
-        log.warning("no MQTT broker at %s yet; still trying in the background", settings.broker_url)
-    app.state.ota = AppState(settings, engine, sessions, publisher)
     try:
-        yield
+        await asyncio.to_thread(upgrade_to_head, engine)
+        sessions = make_sessions(engine)
+        async with _publisher(settings, sessions) as publisher:
+            app.state.ota = AppState(settings, engine, sessions, publisher)
+            yield
     finally:
-        if bridge is not None:
-            await asyncio.to_thread(bridge.stop)
         engine.dispose()
+
+
+@asynccontextmanager
+async def _publisher(
+    settings: Settings, sessions: sessionmaker[Session]
+) -> AsyncIterator[Publisher]:
+    """The MQTT bridge, started and stopped around the app, or nothing (HTTP only)."""
+    if not settings.broker_url:
+        yield NoPublisher()
+        return
+    bridge = _bridge(settings.broker_url, settings, sessions)
+    if not await asyncio.to_thread(bridge.start, settings.mqtt_connect_wait_s):
+        log.warning("no MQTT broker at %s yet; still trying in the background", settings.broker_url)
+    try:
+        yield bridge
+    finally:
+        await asyncio.to_thread(bridge.stop)
 
 
 def _bridge(broker_url: str, settings: Settings, sessions: sessionmaker[Session]) -> MqttBridge:

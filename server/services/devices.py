@@ -10,9 +10,10 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from server.errors import ForbiddenError, NotAuthenticatedError
+from server.errors import ConflictError, ForbiddenError, NotAuthenticatedError
 from server.models import Device, utcnow
 from server.schemas import EnrollRequest
 
@@ -50,7 +51,11 @@ def enroll_device(session: Session, request: EnrollRequest, enrollment_token: st
     device.model = request.model
     device.channel = request.channel
     device.credential_hash = hash_credential(credential)
-    session.commit()
+    try:
+        session.commit()
+    except IntegrityError:  # the same new device enrolled concurrently and won
+        session.rollback()
+        raise ConflictError(f"device {request.device_id!r} is enrolling already; retry") from None
     return Enrollment(request.device_id, credential)
 
 

@@ -6,6 +6,7 @@ device's topic, and a report heard over MQTT is stored exactly once however ofte
 
 from __future__ import annotations
 
+import logging
 import queue
 import signal
 import socket
@@ -250,7 +251,10 @@ def test_a_report_over_mqtt_is_stored_once_however_often_it_comes(server: Server
     assert server.device(phone)["state"] == "committed"
 
 
-def test_reports_that_break_the_rules_are_dropped(server: Server) -> None:
+def test_reports_that_break_the_rules_are_dropped(
+    server: Server, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="server.mqtt_bridge")
     phone, ghost = new_id("phone"), new_id("ghost")
     server.enroll(phone)
     with MqttClient(server.broker_url) as device:
@@ -262,6 +266,10 @@ def test_reports_that_break_the_rules_are_dropped(server: Server) -> None:
     wait_until(lambda: len(server.reports(phone)) == 1, "the valid report")
     assert [r["seq"] for r in server.reports(phone)] == [9]
     assert server.reports(ghost) == []
+    dropped = [r.getMessage() for r in caplog.records if r.getMessage().startswith("dropped")]
+    assert len(dropped) == 4, dropped
+    assert any(f"no device {ghost!r}" in line for line in dropped)
+    assert any(f"it names device {ghost!r}" in line for line in dropped)
 
 
 # ---------------------------------------------------------------------- the embedded broker

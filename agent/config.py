@@ -19,7 +19,8 @@ class AgentConfig:
     data_dir: Path
     trusted_root: Path  # the root.json the device was provisioned with
     credential: str = ""
-    broker_url: str = ""  # mqtt://host:port; empty = HTTP polling only
+    broker_url: str = ""  # mqtt://host:port or mqtts://; empty = HTTP polling only
+    broker_ca: str = ""  # CA file for mqtts:// (the generated broker CA); default: system CAs
     metadata_url: str = ""  # default: <server_url>/tuf/metadata/
     targets_url: str = ""  # default: <server_url>/tuf/targets/
     poll_interval_s: float = 300.0
@@ -80,6 +81,7 @@ def config_from_dict(raw: dict[str, Any], base: Path = Path()) -> AgentConfig:
             trusted_root=base / str(raw["trusted_root"]),
             credential=credential,
             broker_url=str(raw.get("broker_url", "")),
+            broker_ca=str(base / str(raw["broker_ca"])) if raw.get("broker_ca") else "",
             metadata_url=str(raw.get("metadata_url", "")),
             targets_url=str(raw.get("targets_url", "")),
             poll_interval_s=float(raw.get("poll_interval_s", 300.0)),

@@ -109,6 +109,10 @@ class AgentDaemon:
                 model=config.model,
                 on_message=self._heard,
                 on_connected=self._wake.set,
+                # the broker knows each device by its id and its HTTP credential (ACLs)
+                username=config.device_id if config.credential else "",
+                password=config.credential,
+                ca_file=config.broker_ca,
             )
             agent.p.reporter = self.doorbell
 

@@ -48,6 +48,7 @@ class Doorbell:
         on_connected: Callable[[], None],
         username: str = "",
         password: str = "",
+        ca_file: str = "",
     ) -> None:
         self._host, self._port, tls = parse_broker_url(broker_url)
         self._topics = [channel_topic(channel, model), device_cmd_topic(device_id)]
@@ -63,7 +64,7 @@ class Doorbell:
         if username:
             self._client.username_pw_set(username, password or None)
         if tls:
-            self._client.tls_set()
+            self._client.tls_set(ca_certs=ca_file or None)
         self._client.reconnect_delay_set(min_delay=1, max_delay=60)
         self._client.on_connect = self._handle_connect
         self._client.on_message = self._handle_message

@@ -8,6 +8,7 @@ also between concurrent transactions on PostgreSQL.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any, Literal
 
 from sqlalchemy import Insert, or_, select, update
@@ -68,7 +69,7 @@ def ingest_reports(
 
 
 def _insert_ignoring_duplicates(
-    session: Session, reports: Sequence[StatusReport], via: Via, now: Any
+    session: Session, reports: Sequence[StatusReport], via: Via, now: datetime
 ) -> Insert:
     rows = [
         {
@@ -102,7 +103,7 @@ def _insert_ignoring_duplicates(
     raise NotImplementedError(f"idempotent report ingestion is not written for {dialect}")
 
 
-def _update_device(session: Session, newest: StatusReport, now: Any) -> None:
+def _update_device(session: Session, newest: StatusReport, now: datetime) -> None:
     """One conditional UPDATE, so concurrent batches cannot move a device backwards."""
     session.execute(
         update(Device)

@@ -15,6 +15,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from agent.protocol import AvailabilityNotice, StatusReport
+from server.body_limit import BodyLimit
 from server.db import make_engine, make_sessions, upgrade_to_head
 from server.errors import (
     ConflictError,
@@ -45,6 +46,7 @@ STATUS_BY_ERROR: dict[type[ServiceError], int] = {
 
 def create_app(settings: Settings) -> FastAPI:
     app = FastAPI(title="Orange Friday", lifespan=partial(_lifespan, settings=settings))
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.add_exception_handler(ServiceError, _service_error)  # type: ignore[arg-type]  # narrower exc type than starlette's signature
     for module in (tuf, devices, admin, dashboard):
         app.include_router(module.router)

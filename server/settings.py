@@ -26,6 +26,7 @@ class Settings:
     mqtt_client_id: str = "ota-server"  # fixed: the broker keeps our session (QoS 1 backlog)
     mqtt_connect_wait_s: float = 5.0  # how long startup waits for the first MQTT connection
     max_reports_per_batch: int = 1000
+    max_body_bytes: int = 4 * 1024 * 1024  # larger request bodies are refused (413)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -46,4 +47,5 @@ class Settings:
             max_reports_per_batch=int(
                 env.get("OTA_MAX_REPORTS_PER_BATCH", defaults.max_reports_per_batch)
             ),
+            max_body_bytes=int(env.get("OTA_MAX_BODY_BYTES", defaults.max_body_bytes)),
         )

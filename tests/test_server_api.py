@@ -367,6 +367,7 @@ def test_settings_come_from_the_environment(tmp_path: Path) -> None:
         "OTA_ADMIN_TOKEN": "a",
         "OTA_ENROLLMENT_TOKEN": "e",
         "OTA_REPORT_TIMEOUT_S": "60",
+        "OTA_MAX_BODY_BYTES": "2048",
     }
     settings = Settings.from_env(env)
     assert (settings.db_url, settings.repo_dir, settings.broker_url) == (
@@ -379,6 +380,7 @@ def test_settings_come_from_the_environment(tmp_path: Path) -> None:
         "e",
         60.0,
     )
+    assert settings.max_body_bytes == 2048
     assert Settings.from_env({}) == Settings()
 
 
@@ -440,3 +442,20 @@ def test_changing_an_older_rollout_leaves_the_current_notice(api: httpx.Client) 
     current = poll(api, phone, credential).notice
     assert current is not None
     assert (current.release_version, current.paused) == ("2026.47", False)
+
+
+def test_oversized_and_unsized_bodies_are_refused_unread(db_url: str) -> None:
+    settings = Settings(
+        db_url=db_url, admin_token=ADMIN, enrollment_token=ENROLL, max_body_bytes=1000
+    )
+    with live_server(settings) as url, httpx.Client(base_url=url, timeout=20) as client:
+        phone = new_id("phone")
+        credential = enroll(client, phone)
+        big = [report(phone, seq) for seq in range(50)]
+        answer = client.post(reports_path(phone), json=big, headers=auth(credential))
+        assert answer.status_code == 413
+        assert "larger than 1000 bytes" in answer.json()["detail"]
+        chunks = iter([b"[", b"]"])
+        chunked = client.post(reports_path(phone), content=chunks, headers=auth(credential))
+        assert chunked.status_code == 411
+        assert reports_held(client, phone) == []

@@ -89,7 +89,6 @@ def init_keys(
     _refuse_existing(repo_dir, store)
     signers = {role: _generate(root_keys if role == "root" else 1) for role in TOP_LEVEL_ROLES}
     files = _initial_metadata(signers, root_threshold, expiry or ExpiryPolicy())
-    repo_dir.mkdir(parents=True, exist_ok=True)
     with _staged_keys(repo_dir, signers, passphrase):
         for name, data in files.items():
             store.put_bytes(name, data)
@@ -145,6 +144,7 @@ def _staged_keys(
     """Write the keys into a private staging folder; it becomes `keys/` only if the body
     (writing the metadata) succeeds, otherwise it is removed."""
     try:
+        repo_dir.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=".keys-", dir=repo_dir))
     except OSError as exc:
         raise KeysError(f"cannot create a key folder in {repo_dir}: {exc.strerror}") from exc

@@ -4,6 +4,7 @@ copies of the same reports are stored once."""
 from __future__ import annotations
 
 import threading
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,7 @@ from server.errors import UnknownDeviceError
 from server.models import Base, Device, Report
 from server.schemas import EnrollRequest
 from server.services import enroll_device, ingest_reports
+from server.services.devices import device_to_dict
 from server.testing import MOSQUITTO_PIPE_LEAK, sample_report
 
 WRITERS = 6
@@ -101,3 +103,14 @@ def test_servers_starting_together_migrate_once(db_url: str) -> None:
     for t in threads:
         t.join(timeout=60)
     assert errors == []
+
+
+def test_a_device_not_heard_within_the_report_timeout_is_silent() -> None:
+    now = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
+    device = Device(device_id="phone-1", model="sim", channel="stable", enrolled_at=now)
+    assert device_to_dict(device, now, 60)["silent"] is True  # never heard
+    device.last_seen = now - timedelta(seconds=30)
+    assert device_to_dict(device, now, 60)["silent"] is False
+    device.last_seen, device.last_report_at = now - timedelta(hours=2), now - timedelta(seconds=5)
+    assert device_to_dict(device, now, 60)["silent"] is False
+    assert device_to_dict(device, now + timedelta(minutes=2), 60)["silent"] is True

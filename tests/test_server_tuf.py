@@ -10,6 +10,8 @@ from urllib.parse import urlparse
 
 import httpx
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from server.errors import NotFoundError
 from server.services.files import repo_file
@@ -121,3 +123,32 @@ def test_without_a_repository_tuf_paths_are_404(tmp_path: Path) -> None:
         answer = httpx.get(f"{url}/tuf/metadata/timestamp.json")
     assert answer.status_code == 404
     assert "does not serve a TUF repository" in answer.json()["detail"]
+
+
+PIECES = st.sampled_from(["..", ".", "", "sim", "stable", "rom.img", "%2e%2e", "a\\b", "/", "~"])
+
+
+@pytest.fixture(scope="module")
+def maze(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A repository with look-alike files outside targets/ to climb out to."""
+    root = tmp_path_factory.mktemp("maze")
+    (root / "targets" / "sim" / "stable").mkdir(parents=True)
+    (root / "targets" / "sim" / "stable" / "rom.img").write_bytes(b"x")
+    (root / "targets" / "rom.img").write_bytes(b"y")
+    (root / "rom.img").write_bytes(b"outside")
+    (root / "sim").mkdir()
+    (root / "sim" / "rom.img").write_bytes(b"outside too")
+    return root
+
+
+@settings(max_examples=300, deadline=None)
+@given(pieces=st.lists(PIECES, min_size=1, max_size=6))
+def test_any_path_resolves_inside_the_repository_or_not_at_all(
+    maze: Path, pieces: list[str]
+) -> None:
+    try:
+        found = repo_file(maze, "targets", "/".join(pieces))
+    except NotFoundError:
+        return
+    assert found.is_relative_to((maze / "targets").resolve())
+    assert found.is_file()

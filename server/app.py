@@ -47,13 +47,14 @@ STATUS_BY_ERROR: dict[type[ServiceError], int] = {
 def create_app(settings: Settings) -> FastAPI:
     app = FastAPI(title="Orange Friday", lifespan=partial(_lifespan, settings=settings))
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
-    app.add_exception_handler(ServiceError, _service_error)  # type: ignore[arg-type]  # narrower exc type than starlette's signature
+    app.add_exception_handler(ServiceError, _service_error)
     for module in (tuf, devices, admin, dashboard):
         app.include_router(module.router)
     return app
 
 
-async def _service_error(request: Request, exc: ServiceError) -> JSONResponse:
+async def _service_error(request: Request, exc: Exception) -> JSONResponse:
+    """The one place a service's refusal becomes an HTTP status; the message is the detail."""
     status = next((s for kind, s in STATUS_BY_ERROR.items() if isinstance(exc, kind)), 400)
     headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
     return JSONResponse({"detail": str(exc)}, status_code=status, headers=headers)

@@ -96,6 +96,7 @@ def _bridge(broker_url: str, settings: Settings, sessions: sessionmaker[Session]
         on_report=partial(ingest_mqtt_report, sessions),
         client_id=settings.mqtt_client_id,
         current_notices=partial(_current_notices, sessions),
+        ca_file=str(settings.broker_ca) if settings.broker_ca else None,
     )
 
 

@@ -55,6 +55,7 @@ class MqttBridge:
         client_id: str = "ota-server",
         current_notices: NoticeSource | None = None,
         publish_wait_s: float = 5.0,
+        ca_file: str | None = None,
     ) -> None:
         self._host, self._port, tls, user, password = parse_broker_url(broker_url)
         self._on_report = on_report
@@ -67,7 +68,7 @@ class MqttBridge:
         if user:
             self._client.username_pw_set(user, password)
         if tls:
-            self._client.tls_set()
+            self._client.tls_set(ca_certs=ca_file)  # None: the system's CAs
         self._client.enable_logger(log)
         # a bug in a handler is logged by paho and must not end the network thread
         self._client.suppress_exceptions = True

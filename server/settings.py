@@ -19,7 +19,8 @@ DEFAULT_DB_URL = "sqlite:///ota-server.db"
 class Settings:
     db_url: str = DEFAULT_DB_URL
     repo_dir: Path | None = None  # TUF repository root: metadata/ and targets/, served at /tuf/
-    broker_url: str | None = None  # mqtt://host:port, or None for HTTP only
+    broker_url: str | None = None  # mqtt[s]://[user:password@]host:port, or None: HTTP only
+    broker_ca: Path | None = None  # CA file for mqtts:// (e.g. server.mosquitto's); None: system
     admin_token: str = ""  # "" = admin API off
     enrollment_token: str = ""  # "" = enrollment off
     report_timeout_s: float = 3600.0  # a device silent for longer is shown as silent
@@ -32,11 +33,13 @@ class Settings:
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if environ is None else environ
         repo = env.get("OTA_REPO_DIR")
+        broker_ca = env.get("OTA_BROKER_CA")
         defaults = cls()
         return cls(
             db_url=env.get("OTA_DB_URL") or DEFAULT_DB_URL,
             repo_dir=Path(repo) if repo else None,
             broker_url=env.get("OTA_BROKER_URL") or None,
+            broker_ca=Path(broker_ca) if broker_ca else None,
             admin_token=env.get("OTA_ADMIN_TOKEN", ""),
             enrollment_token=env.get("OTA_ENROLLMENT_TOKEN", ""),
             report_timeout_s=float(env.get("OTA_REPORT_TIMEOUT_S", defaults.report_timeout_s)),

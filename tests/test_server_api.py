@@ -368,6 +368,7 @@ def test_settings_come_from_the_environment(tmp_path: Path) -> None:
         "OTA_ENROLLMENT_TOKEN": "e",
         "OTA_REPORT_TIMEOUT_S": "60",
         "OTA_MAX_BODY_BYTES": "2048",
+        "OTA_BROKER_CA": str(tmp_path / "ca.crt"),
     }
     settings = Settings.from_env(env)
     assert (settings.db_url, settings.repo_dir, settings.broker_url) == (
@@ -381,6 +382,7 @@ def test_settings_come_from_the_environment(tmp_path: Path) -> None:
         60.0,
     )
     assert settings.max_body_bytes == 2048
+    assert settings.broker_ca == tmp_path / "ca.crt"
     assert Settings.from_env({}) == Settings()
 
 

@@ -71,7 +71,7 @@ def upgrade_to_head(engine_or_url: Engine | str) -> None:
                 )
             config = alembic_config()
             config.attributes["connection"] = connection
-            command.upgrade(config, "head")
+            command.upgrade(config, "heads")  # feature branches may add heads
     finally:
         if isinstance(engine_or_url, str):
             engine.dispose()

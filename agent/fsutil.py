@@ -5,6 +5,13 @@ The recipe (style.md habit 7): write a temp file in the same directory, flush, f
 files get a unique name (`.<name>.<random>.tmp`), so two writers never share one, and a temp
 file a power cut left behind is never mistaken for the real file: `remove_stale_temps` drops
 them on the next start.
+
+`on_step` is a test seam: it is called before the two steps that decide what a power cut
+leaves, `<tag>.replace` (the temp file is written and synced, the target still old) and
+`<tag>.fsync-dir` (the target renamed, the rename not yet synced); the names are those of
+`hardware.atomic_file`. The simulated device's fault plan goes there, so a harness can cut
+the power before or after the rename. (A cut while the temp file is being written leaves the
+same as one before the rename: the old target and an unused temp file.)
 """
 
 from __future__ import annotations
@@ -14,17 +21,31 @@ import json
 import os
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 TEMP_SUFFIX = ".tmp"
 
+StepHook = Callable[[str], None]  # called with a step's name before it happens (tests cut there)
 
-def atomic_write(path: Path, data: bytes, *, mode: int = 0o600) -> None:
+
+def no_step(_name: str) -> None:
+    """The default `StepHook`: nothing happens between the steps."""
+
+
+def atomic_write(
+    path: Path,
+    data: bytes,
+    *,
+    mode: int = 0o600,
+    on_step: StepHook = no_step,
+    tag: str = "file",
+) -> None:
     """Make `path` hold `data`, all or nothing; durable when this returns.
 
     The file is private by default (0600: journals, reports and credentials are the agent's
-    own); pass `mode` for anything others may read.
+    own); pass `mode` for anything others may read. `on_step` and `tag`: the module docstring.
     """
     fd, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent)
     temp = Path(temp_name)
@@ -34,10 +55,16 @@ def atomic_write(path: Path, data: bytes, *, mode: int = 0o600) -> None:
             out.write(data)
             out.flush()
             os.fsync(out.fileno())
-        os.replace(temp, path)
     except BaseException:  # also KeyboardInterrupt: never leave our temp file behind
         temp.unlink(missing_ok=True)
         raise
+    on_step(f"{tag}.replace")  # a cut here leaves the temp file behind, as a real one does
+    try:
+        os.replace(temp, path)
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
+    on_step(f"{tag}.fsync-dir")
     fsync_dir(path.parent)
 
 

@@ -114,8 +114,9 @@ def _slot_versions(raw: dict[str, Any]) -> dict[str, str]:
 class Journal:
     """The journal file at `path`. One writer (the runner) at a time."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, on_step: fsutil.StepHook = fsutil.no_step) -> None:
         self.path = path
+        self.on_step = on_step  # test seam: see agent.fsutil
         self.recovered_from_corruption = False
         self.moved_aside: Path | None = None  # where the last corrupt file went
         self._swept = False  # stale temp files removed (by the writer, on its first save)
@@ -140,7 +141,7 @@ class Journal:
             fsutil.ensure_dir(self.path.parent)
             fsutil.remove_stale_temps(self.path)
             self._swept = True
-        fsutil.atomic_write(self.path, record.to_json())
+        fsutil.atomic_write(self.path, record.to_json(), on_step=self.on_step, tag="journal")
 
     def _move_aside(self, problem: ValueError) -> None:
         self.moved_aside = fsutil.move_aside(self.path, "corrupt")

@@ -44,8 +44,9 @@ def report_name(seq: int) -> str:
 class Outbox:
     """Reports waiting for the server's acknowledgement, in the directory `directory`."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, *, on_step: fsutil.StepHook = fsutil.no_step) -> None:
         self.directory = directory
+        self.on_step = on_step  # test seam: see agent.fsutil
         self._lock = threading.Lock()
         self._next_seq: int | None = None  # read from disk on first add
 
@@ -56,7 +57,7 @@ class Outbox:
             report = build(seq)
             if report.seq != seq:
                 raise ValueError(f"report built with seq {report.seq}, expected {seq}")
-            fsutil.atomic_write(self._path(seq), report.to_json())
+            self._write(self._path(seq), report.to_json(), "outbox.report")
             return report
 
     def pending(self, limit: int | None = None) -> list[StatusReport]:
@@ -75,7 +76,7 @@ class Outbox:
         """Remove the reports the server holds now, durably; unknown numbers are ignored."""
         with self._lock:
             removed = 0
-            for seq in set(seqs):
+            for seq in sorted(set(seqs)):
                 if seq >= 0 and self._remove(self._path(seq)):
                     removed += 1
             if removed:
@@ -99,7 +100,7 @@ class Outbox:
             self._next_seq = self._next_seq_on_disk()
         seq = self._next_seq
         counter = json.dumps({"next_seq": seq + 1}).encode()
-        fsutil.atomic_write(self.directory / COUNTER_NAME, counter)  # before the report
+        self._write(self.directory / COUNTER_NAME, counter, "outbox.counter")  # before the report
         self._next_seq = seq + 1
         return seq
 
@@ -152,7 +153,13 @@ class Outbox:
         aside = fsutil.move_aside(path, "corrupt")
         log.warning("outbox report %s is unreadable (%s); kept as %s", path.name, problem, aside)
 
+    def _write(self, path: Path, data: bytes, tag: str) -> None:
+        fsutil.atomic_write(path, data, on_step=self.on_step, tag=tag)
+
     def _remove(self, path: Path) -> bool:
+        if not path.exists():
+            return False
+        self.on_step("outbox.ack")
         try:
             path.unlink()
         except FileNotFoundError:

@@ -97,6 +97,10 @@ class Agent:
                 self._start_fresh()
             else:
                 self.record = loaded
+                # The power may have gone between journaling a state and reporting it (a
+                # COMMITTED never sent would leave the server believing the trial still runs):
+                # say where we are after every start; the server keeps the highest seq.
+                self._report()
             self._drive()
             self.flush_reports()
 
@@ -174,12 +178,13 @@ class Agent:
     # ------------------------------------------------------------------ transitions
 
     def _start_fresh(self) -> None:
-        active = self.p.boot.status().active.value
-        version = self.p.initial_version
         if self.p.journal.recovered_from_corruption:
             log.warning(
                 "%s: journal was corrupt; starting from the bootloader's view", self.p.device_id
             )
+        self._abandon_unknown_trial()
+        active = self.p.boot.status().active.value
+        version = self.p.initial_version
         self.record = JournalRecord(
             state=UpdateState.IDLE,
             current_version=version,
@@ -188,6 +193,18 @@ class Agent:
         )
         self.p.journal.save(self.record)
         self._report()
+
+    def _abandon_unknown_trial(self) -> None:
+        """No journal says which update a trial belongs to, so nothing would ever commit it
+        or roll it back (and updates wait while a trial runs): disarm a pending trial, and
+        leave a running one for the committed slot. A slot nobody vouches for is not kept."""
+        status = self.p.boot.status()
+        if status.pending_trial is not None:
+            self.p.boot.mark_unbootable(status.pending_trial)
+        if status.trial:
+            log.warning("%s: on an unknown trial slot; back to the committed one", self.p.device_id)
+            self.p.boot.mark_unbootable(status.active)
+            self.p.boot.reboot()
 
     def _transition(self, event: Event, **changes: Any) -> None:
         state = next_state(self.record.state, event)

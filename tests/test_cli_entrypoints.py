@@ -1,0 +1,124 @@
+"""The console scripts as a user runs them: real processes, real ports."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+from conftest import free_port, wait_for_port
+from paho.mqtt.enums import CallbackAPIVersion
+
+from signing.keys import init_keys
+
+BIN = Path(sys.executable).parent
+
+
+@contextmanager
+def running(
+    args: list[str], env: dict[str, str] | None = None
+) -> Iterator[subprocess.Popen[bytes]]:
+    proc = subprocess.Popen(
+        args,
+        env={**os.environ, **(env or {})},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        yield proc
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def test_ota_server_run_serves_the_repository(tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    init_keys(repo)
+    port = free_port()
+    args = [
+        str(BIN / "ota"),
+        "server",
+        "run",
+        "--port",
+        str(port),
+        "--db-url",
+        f"sqlite:///{tmp_path / 's.db'}",
+        "--repo-dir",
+        str(repo / "repository"),
+    ]
+    with running(args, {"OTA_ADMIN_TOKEN": "a", "OTA_ENROLLMENT_TOKEN": "e"}):
+        wait_for_port(port, timeout=30)
+        url = f"http://127.0.0.1:{port}/tuf/metadata/1.root.json"
+        with urllib.request.urlopen(url, timeout=10) as resp:
+            assert resp.read() == (repo / "root.json").read_bytes()
+
+
+def test_ota_broker_run_accepts_mqtt_clients() -> None:
+    port = free_port()
+    with running([str(BIN / "ota"), "broker", "run", "--port", str(port)]):
+        wait_for_port(port, timeout=30)
+        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="probe")
+        client.connect("127.0.0.1", port)
+        client.loop_start()
+        try:
+            deadline = time.monotonic() + 10
+            while not client.is_connected():
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+        finally:
+            client.disconnect()
+            client.loop_stop()
+
+
+def test_ota_agent_tuf_client_is_the_conformance_client(tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    init_keys(repo)
+    meta = tmp_path / "meta"
+    meta.mkdir()
+    agent = str(BIN / "ota-agent")
+    ok = subprocess.run(
+        [agent, "tuf-client", "--metadata-dir", str(meta), "init", str(repo / "root.json")],
+        capture_output=True,
+        check=False,
+    )
+    assert ok.returncode == 0, ok.stderr
+    assert (meta / "root.json").read_bytes() == (repo / "root.json").read_bytes()
+    bad = subprocess.run(
+        [
+            agent,
+            "tuf-client",
+            "--metadata-dir",
+            str(meta),
+            "--metadata-url",
+            "http://127.0.0.1:9/",
+            "refresh",
+        ],
+        capture_output=True,
+        check=False,
+    )
+    assert bad.returncode == 1
+
+
+def test_ota_agent_bad_config_is_one_clear_line(tmp_path: Path) -> None:
+    config = tmp_path / "agent.toml"
+    config.write_text('device_id = "d"\n')
+    proc = subprocess.run(
+        [str(BIN / "ota-agent"), "status", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode == 1
+    assert proc.stderr.startswith("ota-agent: error: config is missing: model")
+    assert "Traceback" not in proc.stderr

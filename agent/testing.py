@@ -247,33 +247,64 @@ def boot_problems(device: PoweredDevice, good: Iterable[Image]) -> list[str]:
     return problems
 
 
+@dataclass(frozen=True)
+class ReportAudit:
+    """The device's ledger of durable reports against what the server holds."""
+
+    duplicated: list[int]  # seqs the server holds more than once
+    lost: list[int]  # made durable on the device, not on the server
+    unknown: list[int]  # on the server, never made durable on the device
+    reused: list[int]  # the server holds another report under this seq
+    out_of_order: bool  # a higher seq was made before a lower one
+    final_reported: bool  # the state the device rests in is the last report
+
+    @classmethod
+    def of(
+        cls,
+        ledger: Mapping[int, StatusReport],
+        server_reports: Iterable[Mapping[str, Any]],
+        final: UpdateState,
+    ) -> ReportAudit:
+        held = list(server_reports)
+        seqs = [int(r["seq"]) for r in held]
+        by_seq = {int(r["seq"]): r for r in held}
+        both = sorted(set(ledger) & set(by_seq))
+        ordered = [ledger[s] for s in sorted(ledger)]
+        return cls(
+            duplicated=sorted({s for s in seqs if seqs.count(s) > 1}),
+            lost=sorted(set(ledger) - set(by_seq)),
+            unknown=sorted(set(by_seq) - set(ledger)),
+            reused=[s for s in both if not _same_report(ledger[s], by_seq[s])],
+            out_of_order=any(a.at > b.at for a, b in itertools.pairwise(ordered)),
+            final_reported=bool(ordered) and ordered[-1].state is final,
+        )
+
+    def problems(self) -> list[str]:
+        found = [
+            f"{what}: seqs {seqs}"
+            for what, seqs in (
+                ("duplicated on the server", self.duplicated),
+                ("reports lost", self.lost),
+                ("on the server but never made durable", self.unknown),
+                ("seqs reused for another report", self.reused),
+            )
+            if seqs
+        ]
+        if self.out_of_order:
+            found.append("seqs do not increase with time")
+        if not self.final_reported:
+            found.append("the state the device rests in is not its last report")
+        return found
+
+
+def _same_report(made: StatusReport, held: Mapping[str, Any]) -> bool:
+    return (made.state.value, made.at) == (held["state"], held["at"])
+
+
 def report_problems(
     ledger: Mapping[int, StatusReport],
     server_reports: Iterable[Mapping[str, Any]],
     final: UpdateState,
 ) -> list[str]:
     """The server holds every durable report once, as made, and the final state last."""
-    problems: list[str] = []
-    seqs = [int(r["seq"]) for r in server_reports]
-    by_seq = {int(r["seq"]): r for r in server_reports}
-    if len(seqs) != len(by_seq):
-        problems.append(f"duplicate seqs on the server: {sorted(seqs)}")
-    lost = sorted(set(ledger) - set(by_seq))
-    if lost:
-        problems.append(f"reports lost: seqs {lost}")
-    unknown = sorted(set(by_seq) - set(ledger))
-    if unknown:
-        problems.append(f"server holds seqs the device never made durable: {unknown}")
-    for seq in sorted(set(ledger) & set(by_seq)):
-        made, held = ledger[seq], by_seq[seq]
-        if (made.state.value, made.at) != (held["state"], held["at"]):
-            problems.append(
-                f"seq {seq} reused: made {made.state.value}, server holds {held['state']}"
-            )
-    ordered = [ledger[s] for s in sorted(ledger)]
-    if any(a.at > b.at for a, b in itertools.pairwise(ordered)):
-        problems.append("seqs do not increase with time")
-    if not ordered or ordered[-1].state is not final:
-        last = ordered[-1].state.value if ordered else None
-        problems.append(f"final state {final.value} not reported last (last: {last})")
-    return problems
+    return ReportAudit.of(ledger, server_reports, final).problems()

@@ -102,7 +102,7 @@ class PoweredDevice:
     data_dir: Path  # the agent's (journal.json, outbox/)
     build: AgentFactory
     ledger: dict[int, StatusReport] = field(default_factory=dict)
-    booted: list[Slot] = field(default_factory=list)  # the slot of every power-on
+    booted: list[Slot] = field(default_factory=list)  # each power_on's slot (not agent reboots)
     power_cuts: int = 0
     agent: Agent | None = None
 

@@ -138,3 +138,66 @@ class DeviceCommand(Base):
     status: Mapped[str] = mapped_column(String(16), default="pending")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+# --- beta testers (F-codes, feedback, groups, votes; see docs/testers.md)
+
+
+class FCode(Base):
+    """A single-use invite code to a channel; only its sha256 is kept."""
+
+    __tablename__ = "fcodes"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    code_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    channel: Mapped[str] = mapped_column(String(128))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    redeemed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    redeemed_by: Mapped[str | None] = mapped_column(String(128))
+
+
+class FeedbackGroup(Base):
+    """Reports about one problem with one build: tester texts alike, or agent failures with
+    the same reason and failing check. `signature` names an agent group (unique per build)."""
+
+    __tablename__ = "feedback_groups"
+    __table_args__ = (UniqueConstraint("build", "signature"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    build: Mapped[str] = mapped_column(String(128), index=True)
+    kind: Mapped[str] = mapped_column(String(16))  # "tester" | "agent"
+    signature: Mapped[str] = mapped_column(String(256))
+    title: Mapped[str] = mapped_column(Text, default="")
+    category: Mapped[str] = mapped_column(String(64), default="")
+    blocking: Mapped[bool] = mapped_column(Boolean, default=False)
+    blocking_reason: Mapped[str] = mapped_column(Text, default="")
+    closed: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    last_seen: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class Feedback(Base):
+    """One tester's (or device's) words about a build, with an optional log excerpt."""
+
+    __tablename__ = "feedback"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    group_id: Mapped[int] = mapped_column(BigId, ForeignKey("feedback_groups.id"), index=True)
+    build: Mapped[str] = mapped_column(String(128))
+    text: Mapped[str] = mapped_column(Text)
+    category: Mapped[str] = mapped_column(String(64), default="")
+    device_id: Mapped[str | None] = mapped_column(String(128))
+    author: Mapped[str] = mapped_column(String(160))  # "<role>:<subject>"
+    logs: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class FeedbackVote(Base):
+    __tablename__ = "feedback_votes"
+    __table_args__ = (UniqueConstraint("group_id", "voter"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    group_id: Mapped[int] = mapped_column(BigId, ForeignKey("feedback_groups.id"))
+    voter: Mapped[str] = mapped_column(String(160))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())

@@ -29,48 +29,11 @@ from typing import Any, Final
 SIMILARITY_THRESHOLD: Final = 0.4
 DEVICE_WEIGHT: Final = 2.0  # an affected device is evidence; a vote is an opinion
 HALF_LIFE_HOURS: Final = 72.0
-STOP_WORDS: Final = frozenset(
-    [
-        "a",
-        "an",
-        "and",
-        "are",
-        "as",
-        "at",
-        "be",
-        "but",
-        "by",
-        "for",
-        "from",
-        "has",
-        "have",
-        "i",
-        "in",
-        "is",
-        "it",
-        "its",
-        "my",
-        "of",
-        "on",
-        "or",
-        "so",
-        "that",
-        "the",
-        "then",
-        "this",
-        "to",
-        "was",
-        "were",
-        "when",
-        "while",
-        "with",
-        "after",
-        "before",
-        "again",
-        "very",
-        "just",
-    ]
+_STOP_TEXT: Final = (
+    "a an and are as at be but by for from has have i in is it its my of on or so that the "
+    "then this to was were when while with after before again very just"
 )
+STOP_WORDS: Final = frozenset(_STOP_TEXT.split())
 _WORD = re.compile(r"[^\W_]+")
 _SUFFIXES: Final = ("ing", "ed", "es", "s")
 

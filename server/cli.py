@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from signing.cli import keys_app, release_app
+from signing.cli import keys_app, release_app, repo_app
 
 app = typer.Typer(
     name="ota",
@@ -19,6 +19,7 @@ app = typer.Typer(
 )
 app.add_typer(keys_app, name="keys")
 app.add_typer(release_app, name="release")
+app.add_typer(repo_app, name="repo")
 server_app = typer.Typer(help="The update server.", no_args_is_help=True)
 broker_app = typer.Typer(help="The embedded MQTT broker.", no_args_is_help=True)
 app.add_typer(server_app, name="server")

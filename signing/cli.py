@@ -17,10 +17,11 @@ from typing import Annotated
 import typer
 
 from signing.errors import NotifyError, PublishError, SigningError
-from signing.keys import init_keys
+from signing.keys import default_storage, init_keys
 from signing.notify import notify_server
 from signing.renew import renew_metadata
 from signing.repo import PublishedRelease, list_releases, publish_release
+from signing.status import RoleStatus, repo_status
 from signing.storage import Storage, open_storage
 
 PASSPHRASE_ENV = "OTA_KEY_PASSPHRASE"
@@ -221,3 +222,48 @@ def release_renew(
             repo, storage=_storage(storage, s3_endpoint_url), passphrase=_passphrase()
         )
     typer.echo(f"renewed {', '.join(written)}")
+
+
+repo_app = typer.Typer(
+    help="Inspect the signed repository.", no_args_is_help=True, pretty_exceptions_enable=False
+)
+
+
+@repo_app.callback()
+def _repo_group() -> None:
+    """Inspect the signed repository."""
+
+
+@repo_app.command("status")
+def repo_status_command(
+    repo: RepoOption,
+    storage: StorageOption = None,
+    s3_endpoint_url: EndpointOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Every role's version, expiry, threshold and keys; exit 1 if anything has expired."""
+    with _clear_errors():
+        store = _storage(storage, s3_endpoint_url) or default_storage(repo)
+        statuses = repo_status(store)
+    if as_json:
+        typer.echo(json.dumps({"roles": [s.to_dict() for s in statuses]}, sort_keys=True))
+    else:
+        for status in statuses:
+            typer.echo(_status_line(status))
+    for status in statuses:
+        if status.problem:
+            typer.echo(
+                f"{'error' if status.problem == 'expired' else 'warning'}: {status.message}",
+                err=True,
+            )
+    if any(s.problem == "expired" for s in statuses):
+        raise typer.Exit(code=1)
+
+
+def _status_line(status: RoleStatus) -> str:
+    keys = ", ".join(k[:12] for k in status.keyids)
+    mark = {"expired": "  EXPIRED", "warning": "  WARNING"}.get(status.problem, "")
+    return (
+        f"{status.role:<12} v{status.version:<4} expires {status.expires:%Y-%m-%dT%H:%MZ}  "
+        f"threshold {status.threshold}/{len(status.keyids)}  keys {keys}{mark}"
+    )

@@ -7,7 +7,7 @@ file, so whatever a killed publish left behind that timestamp does not point at 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from tuf.api.exceptions import LengthOrHashMismatchError, UnsignedMetadataError
@@ -27,6 +27,8 @@ class RepoState:
     timestamp: Metadata[Any]
     snapshot: Metadata[Any]
     targets: Metadata[Any]
+    # delegated targets roles by name: (their verified metadata, the delegation naming them)
+    delegated: dict[str, tuple[Metadata[Any], Any]] = field(default_factory=dict)
 
 
 def load_state(storage: Storage) -> RepoState:

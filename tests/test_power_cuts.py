@@ -41,6 +41,8 @@ def recorded_steps(the_lab: Lab, name: str, *, health_failing: bool) -> list[str
     device = the_lab.new_device(f"{name}-recording", health_failing=health_failing)
     plan = FaultPlan.recording()
     assert device.run(Agent.poll_once, plan) is None
+    families = {step.split(".")[0] for step in plan.steps}
+    assert families == {"bootenv", "slot", "journal", "outbox"}, families  # all wired in
     return plan.steps
 
 

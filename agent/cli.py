@@ -13,6 +13,7 @@ from typing import Any
 
 from agent.config import load_config
 from agent.errors import AgentError
+from agent.tester import add_commands as add_tester_commands
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -51,6 +52,7 @@ def _parser() -> argparse.ArgumentParser:
     enroll.add_argument("--credential-out", type=Path, required=True)
     enroll.set_defaults(func=_cmd_enroll)
     sub.add_parser("tuf-client", help="TUF conformance client (see --help of it)")
+    add_tester_commands(sub)  # join-preview, leave-preview, feedback, vote
     return parser
 
 

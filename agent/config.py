@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.errors import ConfigError
+from agent.protocol import ProtocolError, channel_topic
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,9 @@ def _with_slash(url: str) -> str:
     return url if url.endswith("/") else url + "/"
 
 
+# Written by `ota-agent join-preview` / `leave-preview` (agent.tester); wins over `channel`.
+CHANNEL_OVERRIDE_FILE = "channel"
+
 _REQUIRED = ("device_id", "model", "channel", "server_url", "data_dir", "trusted_root")
 
 
@@ -71,13 +75,14 @@ def config_from_dict(raw: dict[str, Any], base: Path = Path()) -> AgentConfig:
     credential = str(raw.get("credential", ""))
     if not credential and raw.get("credential_file"):
         credential = _read_secret(base / str(raw["credential_file"]))
+    data_dir = base / str(raw["data_dir"])
     try:
         return AgentConfig(
             device_id=str(raw["device_id"]),
             model=str(raw["model"]),
-            channel=str(raw["channel"]),
+            channel=channel_override(data_dir) or str(raw["channel"]),
             server_url=str(raw["server_url"]),
-            data_dir=base / str(raw["data_dir"]),
+            data_dir=data_dir,
             trusted_root=base / str(raw["trusted_root"]),
             credential=credential,
             broker_url=str(raw.get("broker_url", "")),
@@ -96,6 +101,22 @@ def config_from_dict(raw: dict[str, Any], base: Path = Path()) -> AgentConfig:
         )
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"config has a value of the wrong type: {exc}") from None
+
+
+def channel_override(data_dir: Path) -> str:
+    """The channel a beta tester joined or left to, or "" when the config's channel holds."""
+    path = data_dir / CHANNEL_OVERRIDE_FILE
+    try:
+        channel = path.read_text().strip()
+    except FileNotFoundError:
+        return ""
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read the channel override {path}: {exc}") from None
+    try:
+        channel_topic(channel, "model")
+    except ProtocolError:
+        raise ConfigError(f"the channel override {path} holds no valid channel") from None
+    return channel
 
 
 def _read_secret(path: Path) -> str:

@@ -7,6 +7,7 @@ timer, and each time asks the server over HTTP what to run: MQTT is never the on
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import queue
 import random
@@ -14,7 +15,7 @@ import re
 import threading
 from pathlib import Path
 
-from agent.config import AgentConfig
+from agent.config import AgentConfig, channel_override
 from agent.doorbell import Doorbell
 from agent.errors import AgentError
 from agent.fetcher import make_fetcher
@@ -95,7 +96,10 @@ def _initial_version(config: AgentConfig) -> str:
 
 class AgentDaemon:
     def __init__(self, config: AgentConfig, agent: Agent, *, rng: random.Random | None = None):
-        self.config = config
+        # a beta tester's joined channel wins, also over a config not read by load_config
+        override = channel_override(config.data_dir)
+        self.config = dataclasses.replace(config, channel=override) if override else config
+        config = self.config
         self.agent = agent
         self._rng = rng or random.Random()
         self._wake = threading.Event()

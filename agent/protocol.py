@@ -69,6 +69,24 @@ def reports_path(device_id: str) -> str:
     return f"{API_PREFIX}/devices/{device_id}/reports"
 
 
+def redeem_path(device_id: str) -> str:
+    """POST {"code"}: spend an F-code; the device joins the code's channel (beta testers)."""
+    return f"{API_PREFIX}/devices/{device_id}/redeem"
+
+
+def leave_preview_path(device_id: str) -> str:
+    """POST: back to stable, keeping the running build until stable passes it."""
+    return f"{API_PREFIX}/devices/{device_id}/leave-preview"
+
+
+FEEDBACK_PATH: Final = f"{API_PREFIX}/feedback"  # POST {text, build, category, device_id, logs}
+
+
+def vote_path(group_id: int) -> str:
+    """POST: a tester's vote for a group of feedback (once per tester and group)."""
+    return f"{API_PREFIX}/feedback/groups/{group_id}/vote"
+
+
 # --------------------------------------------------------------------------- enums
 
 

@@ -1,4 +1,5 @@
-"""The agent's HTTP side of the wire contract: enroll, poll, send reports.
+"""The agent's HTTP side of the wire contract: enroll, poll, send reports, and the beta
+tester's calls (redeem an F-code, leave preview, feedback, votes).
 
 All outside failures are mapped to TransportError here, at this one boundary.
 """
@@ -14,12 +15,16 @@ import urllib3
 from agent.errors import TransportError
 from agent.protocol import (
     ENROLL_PATH,
+    FEEDBACK_PATH,
     PollAnswer,
     ProtocolError,
     ReportsAck,
     StatusReport,
+    leave_preview_path,
     poll_path,
+    redeem_path,
     reports_path,
+    vote_path,
 )
 
 _TIMEOUT = urllib3.Timeout(connect=5.0, read=20.0)
@@ -62,6 +67,19 @@ class ServerApi:
             return set(ReportsAck.from_json(raw).acked)
         except ProtocolError as exc:
             raise TransportError(f"bad reports answer: {exc}") from None
+
+    def redeem_fcode(self, code: str) -> dict[str, Any]:
+        """Join the channel an F-code opens; the answer holds `channel` and `tester_token`."""
+        return self._request("POST", redeem_path(self._device_id), {"code": code})
+
+    def leave_preview(self) -> dict[str, Any]:
+        return self._request("POST", leave_preview_path(self._device_id), {})
+
+    def send_feedback(self, feedback: dict[str, Any]) -> dict[str, Any]:
+        return self._request("POST", FEEDBACK_PATH, feedback)
+
+    def vote(self, group_id: int) -> dict[str, Any]:
+        return self._request("POST", vote_path(group_id), {})
 
     def _request(self, method: str, path: str, body: Any, *, auth: bool = True) -> dict[str, Any]:
         raw = self._request_raw(method, path, body, auth=auth)

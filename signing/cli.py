@@ -215,11 +215,17 @@ def release_renew(
     repo: RepoOption,
     storage: StorageOption = None,
     s3_endpoint_url: EndpointOption = None,
+    offline: Annotated[
+        bool, typer.Option("--offline", help="Also re-sign targets when due (needs its key).")
+    ] = False,
 ) -> None:
     """Re-sign the metadata that is about to expire (run daily; timestamp key suffices)."""
     with _clear_errors():
         written = renew_metadata(
-            repo, storage=_storage(storage, s3_endpoint_url), passphrase=_passphrase()
+            repo,
+            storage=_storage(storage, s3_endpoint_url),
+            passphrase=_passphrase(),
+            offline=offline,
         )
     typer.echo(f"renewed {', '.join(written)}")
 

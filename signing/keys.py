@@ -45,6 +45,7 @@ __all__ = [
     "default_storage",
     "init_keys",
     "key_paths",
+    "load_role_signers",
     "load_signer",
     "load_signers",
 ]
@@ -199,8 +200,16 @@ def load_signer(path: Path, passphrase: str | None = None) -> CryptoSigner:
 def load_signers(
     repo_dir: Path, role: str, root: Root, passphrase: str | None = None
 ) -> list[CryptoSigner]:
-    """The role's signers from `keys/`, each checked to be a key `root` trusts for `role`."""
-    keys_dir = Path(repo_dir) / KEYS_DIR
+    """The role's signers from `<repo_dir>/keys/`, each checked to be a key `root` trusts."""
+    return load_role_signers(Path(repo_dir) / KEYS_DIR, role, root, passphrase)
+
+
+def load_role_signers(
+    keys_dir: Path, role: str, root: Root, passphrase: str | None = None
+) -> list[CryptoSigner]:
+    """The role's signers from `keys_dir` (`<role>.pem`, `<role>-<n>.pem`), each checked to be
+    a key `root` trusts for `role`."""
+    keys_dir = Path(keys_dir)
     paths = sorted(keys_dir.glob(f"{role}.pem")) + sorted(keys_dir.glob(f"{role}-*.pem"))
     if not paths:
         raise KeysError(f"no {role} key in {keys_dir}: run `ota keys init` first")

@@ -58,6 +58,8 @@ def next_files(
     if "snapshot" in roles:
         version = state.snapshot.signed.version + 1
         snapshot = snapshot_metadata(version, targets_version, policy.expires("snapshot", now))
+        for name, meta in state.snapshot.signed.meta.items():  # delegated roles carry over
+            snapshot.signed.meta.setdefault(name, meta)
         data = sign_and_serialize(snapshot, signers["snapshot"])
         files[metadata_name("snapshot", version)] = data
         snapshot_meta = pin(version, data)
@@ -76,10 +78,13 @@ def _next_targets(state: RepoState, target: TargetFile | None, expires: datetime
     return targets
 
 
-def roles_to_renew(state: RepoState, policy: ExpiryPolicy, now: datetime) -> tuple[str, ...]:
+def roles_to_renew(
+    state: RepoState, policy: ExpiryPolicy, now: datetime, *, offline: bool = False
+) -> tuple[str, ...]:
     """Always timestamp; snapshot too when it would expire before the new timestamp does;
-    targets too when it would expire before a new snapshot does."""
-    if state.targets.signed.expires <= policy.expires("snapshot", now):
+    targets too (only when `offline` keys are at hand) when it would expire before a new
+    snapshot does."""
+    if offline and state.targets.signed.expires <= policy.expires("snapshot", now):
         return ("targets", "snapshot", "timestamp")
     if state.snapshot.signed.expires <= policy.expires("timestamp", now):
         return ("snapshot", "timestamp")
@@ -92,18 +97,24 @@ def renew_metadata(
     storage: Storage | None = None,
     passphrase: str | None = None,
     expiry: ExpiryPolicy | None = None,
+    offline: bool = False,
 ) -> list[str]:
     """Re-sign what is about to expire so devices keep trusting the live releases.
 
-    Returns the storage names written (timestamp.json last). Needs only the keys of the
-    roles it re-signs.
+    By default only the online roles (timestamp, and snapshot when it is due), which the
+    server's keys can do; `offline=True` also re-signs targets when it is due (needs the
+    targets key). Returns the storage names written (timestamp.json last).
     """
     policy = expiry or ExpiryPolicy()
     store = storage if storage is not None else default_storage(repo_dir)
     state = load_state(store)
-    roles = roles_to_renew(state, policy, utc_now())
+    roles = roles_to_renew(state, policy, utc_now(), offline=offline)
     signers = {role: load_signers(repo_dir, role, state.root.signed, passphrase) for role in roles}
-    files = next_files(state, roles, signers, policy)
+    return write_files(store, next_files(state, roles, signers, policy))
+
+
+def write_files(storage: Storage, files: dict[str, bytes]) -> list[str]:
+    """Write `files` in their order (timestamp.json comes last) and return their names."""
     for name, data in files.items():
-        store.put_bytes(name, data)
+        storage.put_bytes(name, data)
     return list(files)

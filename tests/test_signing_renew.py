@@ -20,18 +20,20 @@ def _signed(repo: Path, name: str) -> Any:
 
 
 @pytest.mark.parametrize(
-    ("initial", "renewed"),
+    ("initial", "offline", "renewed"),
     [
-        (ExpiryPolicy(), ["metadata/timestamp.json"]),
-        (ExpiryPolicy(snapshot=1), ["metadata/3.snapshot.json", "metadata/timestamp.json"]),
+        (ExpiryPolicy(), False, ["metadata/timestamp.json"]),
+        (ExpiryPolicy(snapshot=1), False, ["metadata/3.snapshot.json", "metadata/timestamp.json"]),
+        (ExpiryPolicy(targets=3), False, ["metadata/timestamp.json"]),  # targets is offline
         (
             ExpiryPolicy(targets=3),
+            True,
             ["metadata/3.targets.json", "metadata/3.snapshot.json", "metadata/timestamp.json"],
         ),
     ],
 )
 def test_renew_re_signs_only_what_would_expire(
-    tmp_path: Path, initial: ExpiryPolicy, renewed: list[str]
+    tmp_path: Path, initial: ExpiryPolicy, offline: bool, renewed: list[str]
 ) -> None:
     repo = tmp_path / "repo"
     init_keys(repo, expiry=initial)
@@ -41,7 +43,7 @@ def test_renew_re_signs_only_what_would_expire(
     )
     old_expiry = _signed(repo, "timestamp.json").expires
 
-    assert renew_metadata(repo) == renewed
+    assert renew_metadata(repo, offline=offline) == renewed
 
     timestamp = _signed(repo, "timestamp.json")
     assert timestamp.version == 3

@@ -82,7 +82,7 @@ def leave_preview_path(device_id: str) -> str:
 FEEDBACK_PATH: Final = f"{API_PREFIX}/feedback"  # POST {text, build, category, device_id, logs}
 
 
-def vote_path(group_id: int) -> str:
+def vote_path(group_id: int | str) -> str:
     """POST: a tester's vote for a group of feedback (once per tester and group)."""
     return f"{API_PREFIX}/feedback/groups/{group_id}/vote"
 

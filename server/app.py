@@ -20,10 +20,12 @@ from server.db import make_engine, make_sessions, upgrade_to_head
 from server.errors import (
     ConflictError,
     ForbiddenError,
+    GoneError,
     InvalidInputError,
     NotAuthenticatedError,
     NotFoundError,
     ServiceError,
+    TooLargeError,
 )
 from server.mqtt_bridge import MqttBridge
 from server.publisher import NoPublisher, Publisher
@@ -41,6 +43,8 @@ STATUS_BY_ERROR: dict[type[ServiceError], int] = {
     ForbiddenError: 403,
     NotFoundError: 404,
     ConflictError: 409,
+    GoneError: 410,
+    TooLargeError: 413,
 }
 
 

@@ -30,3 +30,11 @@ class ConflictError(ServiceError):
 
 class UnknownDeviceError(NotFoundError):
     """A report or command names a device that never enrolled."""
+
+
+class GoneError(ServiceError):
+    """It existed but is no longer valid, e.g. an expired F-code (410)."""
+
+
+class TooLargeError(ServiceError):
+    """A part of the request is over its size limit, e.g. a feedback log excerpt (413)."""

@@ -9,6 +9,7 @@ from typing import Annotated
 
 import typer
 
+from server.cli_testers import fcode_app, feedback_app
 from signing.cli import keys_app, release_app, repo_app
 
 app = typer.Typer(
@@ -23,6 +24,8 @@ app.add_typer(repo_app, name="repo")
 server_app = typer.Typer(help="The update server.", no_args_is_help=True)
 broker_app = typer.Typer(help="The embedded MQTT broker.", no_args_is_help=True)
 app.add_typer(server_app, name="server")
+app.add_typer(fcode_app, name="fcode")
+app.add_typer(feedback_app, name="feedback")
 app.add_typer(broker_app, name="broker")
 
 

@@ -96,7 +96,8 @@ def test_the_log_excerpt_holds_journal_and_reports_and_stays_bounded(tmp_path: P
     assert '"seq":279' not in full.replace(" ", "")  # only the last 20 reports
     small = log_excerpt(tmp_path, limit=1000)
     assert len(small.encode()) <= 1000
-    assert small.startswith("[... ") and small.endswith(full[-100:])
+    assert small.startswith("[... ")
+    assert small.endswith(full[-100:])
 
 
 @given(st.text(max_size=300), st.integers(min_value=0, max_value=400))

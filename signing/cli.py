@@ -21,6 +21,7 @@ from signing.keys import default_storage, init_keys
 from signing.notify import notify_server
 from signing.renew import renew_metadata
 from signing.repo import PublishedRelease, list_releases, publish_release
+from signing.staging import sign_staged
 from signing.status import RoleStatus, repo_status
 from signing.storage import Storage, open_storage
 
@@ -123,6 +124,10 @@ def release_publish(
     ] = None,
     token: Annotated[str | None, typer.Option("--token", help="Admin token for --server.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the release as JSON.")] = False,
+    stage: Annotated[
+        bool,
+        typer.Option("--stage", help="Sign, but wait for more signatures (`ota release sign`)."),
+    ] = False,
 ) -> None:
     """Sign IMAGE as a release and make it live (timestamp.json is written last)."""
     if server and not token:
@@ -138,7 +143,13 @@ def release_publish(
             hardware_ids=hardware_id or None,
             storage=_storage(storage, s3_endpoint_url),
             passphrase=_passphrase(),
+            stage=stage,
         )
+    if stage:
+        typer.echo(
+            f"staged {release.target_path}: not live until `ota release sign` meets the threshold"
+        )
+        return
     _show(release, as_json)
     if server and token:
         _notify(server, token, release)
@@ -173,6 +184,28 @@ def _notify(server: str, token: str, release: PublishedRelease) -> None:
             f"{exc}. Tell it later with `ota release notify`."
         ) from None
     typer.echo(f"server {server} notified", err=True)
+
+
+@release_app.command("sign")
+def release_sign(
+    repo: RepoOption,
+    key: Annotated[Path, typer.Option("--key", help="Your private key file (PEM).")],
+    role: Annotated[
+        str | None, typer.Option("--role", help="Which pending role, if several wait.")
+    ] = None,
+    storage: StorageOption = None,
+    s3_endpoint_url: EndpointOption = None,
+) -> None:
+    """Add your signature to a staged release; it goes live when the threshold is met."""
+    with _clear_errors():
+        store = _storage(storage, s3_endpoint_url) or default_storage(repo)
+        outcome = sign_staged(repo, key, storage=store, role=role, passphrase=_passphrase())
+    what = f"{outcome.role} version {outcome.version}"
+    typer.echo(f"signed {what}: {outcome.signed} of {outcome.threshold} signatures")
+    if outcome.live:
+        typer.echo(f"live: {', '.join(outcome.new_targets) or what}")
+    else:
+        typer.echo(f"waiting for {outcome.threshold - outcome.signed} more")
 
 
 @release_app.command("notify")

@@ -12,7 +12,8 @@ import contextlib
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography.exceptions import UnsupportedAlgorithm
@@ -42,6 +43,7 @@ from signing.tufmeta import (
 __all__ = [
     "ExpiryPolicy",
     "KeysError",
+    "RoleKeys",
     "default_storage",
     "init_keys",
     "key_paths",
@@ -70,6 +72,21 @@ def key_paths(repo_dir: Path, role: str, count: int = 1) -> list[Path]:
 # --------------------------------------------------------------------------- init
 
 
+@dataclass(frozen=True)
+class RoleKeys:
+    """How many keys a role has and how many of them must sign (k of n)."""
+
+    count: int = 1
+    threshold: int = 1
+
+    def check(self, role: str) -> None:
+        if not 1 <= self.threshold <= self.count:
+            raise KeysError(
+                f"{role} threshold {self.threshold} must be between 1 and the number of "
+                f"{role} keys ({self.count})"
+            )
+
+
 def init_keys(
     repo_dir: Path,
     *,
@@ -78,18 +95,24 @@ def init_keys(
     passphrase: str | None = None,
     storage: Storage | None = None,
     expiry: ExpiryPolicy | None = None,
+    layout: Mapping[str, RoleKeys] | None = None,
 ) -> Path:
-    """Create keys and version 1 of all metadata; return the path of the trusted root."""
+    """Create keys and version 1 of all metadata; return the path of the trusted root.
+
+    `layout` gives any top-level role k-of-n keys; `root_keys`/`root_threshold` are the
+    shorthand for root's.
+    """
     repo_dir = Path(repo_dir)
-    if not 1 <= root_threshold <= root_keys:
-        raise KeysError(
-            f"root threshold {root_threshold} must be between 1 and the number of root keys "
-            f"({root_keys})"
-        )
+    roles = {role: RoleKeys() for role in TOP_LEVEL_ROLES}
+    roles["root"] = RoleKeys(root_keys, root_threshold)
+    roles.update(layout or {})
+    for role, keys in roles.items():
+        keys.check(role)
     store = storage if storage is not None else default_storage(repo_dir)
     _refuse_existing(repo_dir, store)
-    signers = {role: _generate(root_keys if role == "root" else 1) for role in TOP_LEVEL_ROLES}
-    files = _initial_metadata(signers, root_threshold, expiry or ExpiryPolicy())
+    signers = {role: _generate(keys.count) for role, keys in roles.items()}
+    thresholds = {role: keys.threshold for role, keys in roles.items()}
+    files = _initial_metadata(signers, thresholds, expiry or ExpiryPolicy())
     with _staged_keys(repo_dir, signers, passphrase):
         for name, data in files.items():
             store.put_bytes(name, data)
@@ -114,7 +137,7 @@ def _refuse_existing(repo_dir: Path, storage: Storage) -> None:
 
 
 def _initial_metadata(
-    signers: dict[str, list[CryptoSigner]], root_threshold: int, expiry: ExpiryPolicy
+    signers: dict[str, list[CryptoSigner]], thresholds: dict[str, int], expiry: ExpiryPolicy
 ) -> dict[str, bytes]:
     """Signed version 1 of every role, in write order (root last: it marks 'initialised')."""
     now = utc_now()
@@ -122,7 +145,8 @@ def _initial_metadata(
     for role, role_signers in signers.items():
         for signer in role_signers:
             root.add_key(signer.public_key, role)
-    root.roles["root"].threshold = root_threshold
+    for role, threshold in thresholds.items():
+        root.roles[role].threshold = threshold
     targets = Metadata(Targets(expires=expiry.expires("targets", now)))
     snapshot = snapshot_metadata(1, 1, expiry.expires("snapshot", now))
     snapshot_bytes = sign_and_serialize(snapshot, signers["snapshot"])
@@ -205,17 +229,24 @@ def load_signers(
 
 
 def load_role_signers(
-    keys_dir: Path, role: str, root: Root, passphrase: str | None = None
+    keys_dir: Path, role: str, delegator: Root | Targets, passphrase: str | None = None
 ) -> list[CryptoSigner]:
     """The role's signers from `keys_dir` (`<role>.pem`, `<role>-<n>.pem`), each checked to be
-    a key `root` trusts for `role`."""
+    a key that `delegator` (root, or the targets role delegating `role`) trusts for it."""
     keys_dir = Path(keys_dir)
     paths = sorted(keys_dir.glob(f"{role}.pem")) + sorted(keys_dir.glob(f"{role}-*.pem"))
     if not paths:
         raise KeysError(f"no {role} key in {keys_dir}: run `ota keys init` first")
     signers = [load_signer(path, passphrase) for path in paths]
-    trusted = set(root.roles[role].keyids)
     for path, signer in zip(paths, signers, strict=True):
-        if signer.public_key.keyid not in trusted:
-            raise KeysError(f"key {path} is not a {role} key of root version {root.version}")
+        check_trusted(signer.public_key.keyid, role, delegator, str(path))
     return signers
+
+
+def check_trusted(keyid: str, role: str, delegator: Root | Targets, what: str) -> None:
+    """KeysError unless `delegator` lists `keyid` among `role`'s keys."""
+    if keyid not in delegator.get_delegated_role(role).keyids:
+        raise KeysError(
+            f"key {what} (keyid {keyid[:12]}) is not a {role} key of "
+            f"{delegator.type} version {delegator.version}"
+        )

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from securesystemslib.signer import Signer  # type: ignore[attr-defined]
-from tuf.api.metadata import Metadata, TargetFile  # type: ignore[attr-defined]
+from tuf.api.metadata import Metadata, MetaFile, TargetFile  # type: ignore[attr-defined]
 
 from signing.keys import default_storage, load_signers
 from signing.state import RepoState, load_state
@@ -26,7 +26,6 @@ from signing.tufmeta import (
     metadata_name,
     pin,
     sign_and_serialize,
-    snapshot_metadata,
     timestamp_metadata,
     utc_now,
 )
@@ -45,37 +44,54 @@ def next_files(
 
     `target`, when given, is added to targets; it needs "targets" in `roles`.
     """
+    edited: dict[str, bytes] = {}
+    if "targets" in roles:
+        targets = next_version(state.targets, policy.expires("targets"))
+        if target is not None:
+            targets.signed.targets[target.path] = target
+        edited["targets"] = sign_and_serialize(targets, signers["targets"])
+    return release_files(state, edited, signers, policy, snapshot="snapshot" in roles)
+
+
+def next_version(md: Metadata[Any], expires: datetime) -> Metadata[Any]:
+    """A copy of `md` one version up, expiring at `expires`, ready to be edited and signed."""
+    new: Metadata[Any] = copy.deepcopy(md)
+    new.signed.version += 1
+    new.signed.expires = expires
+    new.signatures.clear()
+    return new
+
+
+def release_files(
+    state: RepoState,
+    edited: Mapping[str, bytes],
+    signers: Signers,
+    policy: ExpiryPolicy,
+    *,
+    snapshot: bool = True,
+) -> dict[str, bytes]:
+    """The files that make `edited` (signed targets-type roles by name) live, in write order:
+    each edited role, then a new snapshot naming them (when `snapshot` or anything was
+    edited), then timestamp.json last."""
     now = utc_now()
     files: dict[str, bytes] = {}
-    targets_version = state.targets.signed.version
-    if "targets" in roles:
-        targets = _next_targets(state, target, policy.expires("targets", now))
-        targets_version = targets.signed.version
-        files[metadata_name("targets", targets_version)] = sign_and_serialize(
-            targets, signers["targets"]
-        )
+    versions: dict[str, int] = {}
+    for name, data in edited.items():
+        version = Metadata.from_bytes(data).signed.version
+        files[metadata_name(name, version)] = data
+        versions[name] = version
     snapshot_meta = state.timestamp.signed.snapshot_meta
-    if "snapshot" in roles:
-        version = state.snapshot.signed.version + 1
-        snapshot = snapshot_metadata(version, targets_version, policy.expires("snapshot", now))
-        for name, meta in state.snapshot.signed.meta.items():  # delegated roles carry over
-            snapshot.signed.meta.setdefault(name, meta)
-        data = sign_and_serialize(snapshot, signers["snapshot"])
-        files[metadata_name("snapshot", version)] = data
-        snapshot_meta = pin(version, data)
+    if snapshot or edited:
+        new = next_version(state.snapshot, policy.expires("snapshot", now))
+        for name, version in versions.items():
+            new.signed.meta[f"{name}.json"] = MetaFile(version=version)
+        data = sign_and_serialize(new, signers["snapshot"])
+        files[metadata_name("snapshot", new.signed.version)] = data
+        snapshot_meta = pin(new.signed.version, data)
     version = state.timestamp.signed.version + 1
     timestamp = timestamp_metadata(version, snapshot_meta, policy.expires("timestamp", now))
     files[metadata_name("timestamp")] = sign_and_serialize(timestamp, signers["timestamp"])
     return files
-
-
-def _next_targets(state: RepoState, target: TargetFile | None, expires: datetime) -> Metadata[Any]:
-    targets: Metadata[Any] = copy.deepcopy(state.targets)
-    if target is not None:
-        targets.signed.targets[target.path] = target
-    targets.signed.version += 1
-    targets.signed.expires = expires
-    return targets
 
 
 def roles_to_renew(

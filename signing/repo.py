@@ -14,21 +14,22 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from tuf.api.metadata import TargetFile  # type: ignore[attr-defined]
+from tuf.api.metadata import Metadata, TargetFile  # type: ignore[attr-defined]
 
 from agent.protocol import ProtocolError, TargetCustom, target_name
 from agent.versions import InvalidVersionError, Version
 from signing.digest import ImageDigest, digest_image
 from signing.errors import PublishError
-from signing.keys import default_storage, load_signers
-from signing.renew import next_files
+from signing.keys import KEYS_DIR, default_storage, load_role_signers
+from signing.renew import Signers, next_version, write_files
+from signing.staging import go_live_files, staged_name, tally
 from signing.state import RepoState, load_state
 from signing.storage import Storage
 from signing.tufmeta import (
-    ONLINE_ROLES,
     TARGETS_DIR,
     ExpiryPolicy,
     rfc3339,
+    serialize,
     utc_now,
 )
 
@@ -82,8 +83,12 @@ def publish_release(
     chunk_size: int = DEFAULT_CHUNK_SIZE,
     filename: str | None = None,
     expiry: ExpiryPolicy | None = None,
+    stage: bool = False,
 ) -> PublishedRelease:
     """Sign `image` as release `version` for `channel`/`model` and make it live.
+
+    With `stage`, or when the keys at hand do not meet the role's threshold, the signed
+    proposal waits under `staged/` (invisible to devices) for `ota release sign`.
 
     Raises PublishError for bad input (image, version, names), KeysError, StorageError or
     RepositoryError otherwise; in every case the live repository is unchanged.
@@ -94,21 +99,52 @@ def publish_release(
         raise PublishError(f"chunk size must be positive, not {chunk_size}")
     before = _image_identity(image)
     store = storage if storage is not None else default_storage(repo_dir)
+    policy = expiry or ExpiryPolicy()
     state = load_state(store)
     counter = _next_release_counter(state, request)
-    signers = {
-        role: load_signers(repo_dir, role, state.root.signed, passphrase) for role in ONLINE_ROLES
-    }
+    keys_dir = Path(repo_dir) / KEYS_DIR
+    role = "targets"
+    proposal = next_version(state.role(role), policy.expires("targets"))
+    signers = load_role_signers(keys_dir, role, state.delegator(role), passphrase)
+    online = {} if stage else _online_signers(keys_dir, state, passphrase)
     digest = _digest(image, chunk_size)
-    published_at = rfc3339(utc_now())
-    target = _target_file(request, digest, published_at, counter)
-    files = next_files(state, ONLINE_ROLES, signers, expiry or ExpiryPolicy(), target)
+    target = _target_file(request, digest, rfc3339(utc_now()), counter)
+    proposal.signed.targets[target.path] = target
+    for signer in signers:
+        proposal.sign(signer, append=True)
+    files = _files(state, role, proposal, online, policy, stage)
     store.put_file(target_storage_name(request.target_path, digest.sha256), image)
     if _image_identity(image) != before:
         raise PublishError(f"{image} changed while it was being published; nothing went live")
-    for name, data in files.items():
-        store.put_bytes(name, data)
+    write_files(store, files)
     return _release(target)
+
+
+def _online_signers(keys_dir: Path, state: RepoState, passphrase: str | None) -> Signers:
+    return {
+        role: load_role_signers(keys_dir, role, state.root.signed, passphrase)
+        for role in ("snapshot", "timestamp")
+    }
+
+
+def _files(
+    state: RepoState,
+    role: str,
+    proposal: Metadata[Any],
+    online: Signers,
+    policy: ExpiryPolicy,
+    stage: bool,
+) -> dict[str, bytes]:
+    """The proposal alone under staged/ (when staging), else everything that makes it live."""
+    if stage:
+        return {staged_name(role): serialize(proposal)}
+    signed, threshold = tally(state, role, proposal)
+    if signed < threshold:
+        raise PublishError(
+            f"{role} needs {threshold} signatures and the keys at hand make {signed}: "
+            "publish with --stage, then collect the others with `ota release sign`"
+        )
+    return go_live_files(state, role, proposal, online, policy)
 
 
 def target_storage_name(target_path: str, sha256: str) -> str:

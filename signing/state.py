@@ -27,8 +27,23 @@ class RepoState:
     timestamp: Metadata[Any]
     snapshot: Metadata[Any]
     targets: Metadata[Any]
-    # delegated targets roles by name: (their verified metadata, the delegation naming them)
+    # delegated targets roles by name: (their verified metadata, the Targets delegating them)
     delegated: dict[str, tuple[Metadata[Any], Any]] = field(default_factory=dict)
+
+    def role(self, name: str) -> Metadata[Any]:
+        """The live metadata of a targets-type role (top-level or delegated)."""
+        if name == "targets":
+            return self.targets
+        if name not in self.delegated:
+            raise RepositoryError(f"no role called {name!r} in the repository")
+        return self.delegated[name][0]
+
+    def delegator(self, name: str) -> Any:
+        """Whoever names `name`'s keys and threshold: root, or a delegating Targets."""
+        if name in ("root", "targets", "snapshot", "timestamp"):
+            return self.root.signed
+        self.role(name)
+        return self.delegated[name][1]
 
 
 def load_state(storage: Storage) -> RepoState:

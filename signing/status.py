@@ -70,7 +70,8 @@ def role_statuses(state: RepoState) -> list[RoleStatus]:
 
 
 def _delegated(state: RepoState, name: str) -> RoleStatus:
-    md, role = state.delegated[name]
+    md, delegator = state.delegated[name]
+    role = delegator.get_delegated_role(name)
     return RoleStatus(
         name, md.signed.version, md.signed.expires, role.threshold, tuple(role.keyids)
     )

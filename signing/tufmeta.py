@@ -25,7 +25,6 @@ from tuf.api.serialization.json import JSONSerializer
 METADATA_DIR: Final = "metadata"
 TARGETS_DIR: Final = "targets"
 TOP_LEVEL_ROLES: Final = ("root", "targets", "snapshot", "timestamp")
-ONLINE_ROLES: Final = ("targets", "snapshot", "timestamp")
 _SERIALIZER: Final = JSONSerializer(compact=False)
 
 
@@ -68,6 +67,11 @@ def sign_and_serialize(md: Metadata[Any], signers: Iterable[Signer]) -> bytes:
     md.signatures.clear()
     for signer in signers:
         md.sign(signer, append=True)
+    return md.to_bytes(_SERIALIZER)
+
+
+def serialize(md: Metadata[Any]) -> bytes:
+    """The file's bytes, signatures as they are."""
     return md.to_bytes(_SERIALIZER)
 
 

@@ -1,4 +1,6 @@
-"""FastAPI dependencies: the app state, a session per request, admin and device auth."""
+"""FastAPI dependencies: the app state, a session per request, the device of the path.
+
+Role checks live in `server.auth` (`require_role`)."""
 
 from __future__ import annotations
 
@@ -8,9 +10,8 @@ from typing import Annotated
 from fastapi import Depends, Header, Request
 from sqlalchemy.orm import Session
 
-from server.errors import ForbiddenError, NotAuthenticatedError
+from server.auth import bearer_token, device_self
 from server.models import Device
-from server.services.devices import authenticate_device, tokens_match
 from server.state import AppState
 
 
@@ -30,31 +31,20 @@ def get_session(state: StateDep) -> Iterator[Session]:
 SessionDep = Annotated[Session, Depends(get_session)]
 
 
-def bearer_token(authorization: Annotated[str | None, Header()] = None) -> str:
-    """The token of an `Authorization: Bearer <token>` header, or ""."""
-    scheme, _, token = (authorization or "").partition(" ")
-    return token.strip() if scheme.lower() == "bearer" else ""
+def header_token(authorization: Annotated[str | None, Header()] = None) -> str:
+    return bearer_token(authorization)
 
 
-TokenDep = Annotated[str, Depends(bearer_token)]
+TokenDep = Annotated[str, Depends(header_token)]
 
 
-def check_admin(state: AppState, token: str) -> None:
-    if not state.settings.admin_token:
-        raise ForbiddenError("the admin API is switched off on this server (OTA_ADMIN_TOKEN unset)")
-    if not token:
-        raise NotAuthenticatedError("missing admin token (Authorization: Bearer <admin token>)")
-    if not tokens_match(token, state.settings.admin_token):
-        raise ForbiddenError("invalid admin token")
-
-
-def require_admin(state: StateDep, token: TokenDep) -> None:
-    check_admin(state, token)
-
-
-def current_device(device_id: str, session: SessionDep, token: TokenDep) -> Device:
-    """The device of the path, authenticated by its own credential."""
-    return authenticate_device(session, device_id, token)
+def current_device(
+    request: Request, device_id: str, session: SessionDep, token: TokenDep
+) -> Device:
+    """The device of the path, authenticated by its own credential (401 none or unknown,
+    403 another device's or a non-device token)."""
+    principal = device_self(request, device_id, token)
+    return session.get_one(Device, principal.subject)
 
 
 DeviceDep = Annotated[Device, Depends(current_device)]

@@ -79,6 +79,8 @@ class Device(Base):
     slot: Mapped[str] = mapped_column(String(32), default="")
     reason: Mapped[str] = mapped_column(String(32), default="")
     last_report_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # mosquitto's `$7$` hash of the credential, for rewriting the broker's password file
+    broker_password_hash: Mapped[str | None] = mapped_column(String(256))
 
 
 class Release(Base):
@@ -201,3 +203,20 @@ class FeedbackVote(Base):
     group_id: Mapped[int] = mapped_column(BigId, ForeignKey("feedback_groups.id"))
     voter: Mapped[str] = mapped_column(String(160))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+# --- auth (roles and tokens; see server/auth.py)
+
+
+class ApiToken(Base):
+    """A bearer token for a person or a tester: only its sha256 is kept."""
+
+    __tablename__ = "api_tokens"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(128), unique=True)
+    role: Mapped[str] = mapped_column(String(32))
+    subject: Mapped[str] = mapped_column(String(128))
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())

@@ -1,4 +1,5 @@
-"""The release engineer's API (admin token): releases, commands, the fleet, reports."""
+"""The release engineer's API: releases, rollouts and commands (release engineers), the
+fleet, releases and reports (viewers too). Admin passes every check (`server.auth`)."""
 
 from __future__ import annotations
 
@@ -7,20 +8,26 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query
 
 from agent.protocol import API_PREFIX
-from server.deps import SessionDep, StateDep, require_admin
+from server.auth import Principal, Role, require_role
+from server.deps import SessionDep, StateDep
 from server.schemas import CommandIn, ReleaseIn, RolloutUpdate
 from server.services.commands import command_to_dict, queue_command
 from server.services.devices import list_devices
 from server.services.releases import list_releases, register_release, update_rollout
 from server.services.reports import list_reports
 
-router = APIRouter(prefix=API_PREFIX, tags=["admin"], dependencies=[Depends(require_admin)])
+router = APIRouter(prefix=API_PREFIX, tags=["admin"])
+
+ReleaseEngineer = Annotated[Principal, Depends(require_role(Role.RELEASE_ENGINEER))]
+Viewer = Annotated[Principal, Depends(require_role(Role.VIEWER, Role.RELEASE_ENGINEER))]
 
 MAX_REPORTS_LISTED = 10_000
 
 
 @router.post("/releases", status_code=201)
-def post_release(body: ReleaseIn, session: SessionDep, state: StateDep) -> dict[str, Any]:
+def post_release(
+    body: ReleaseIn, session: SessionDep, state: StateDep, _: ReleaseEngineer
+) -> dict[str, Any]:
     registered = register_release(session, body)
     state.publisher.publish_notice(registered.notice)
     return registered.release
@@ -28,7 +35,11 @@ def post_release(body: ReleaseIn, session: SessionDep, state: StateDep) -> dict[
 
 @router.post("/rollouts/{rollout_id}")
 def post_rollout(
-    rollout_id: str, body: RolloutUpdate, session: SessionDep, state: StateDep
+    rollout_id: str,
+    body: RolloutUpdate,
+    session: SessionDep,
+    state: StateDep,
+    _: ReleaseEngineer,
 ) -> dict[str, Any]:
     updated = update_rollout(session, rollout_id, body)
     if updated.notice is not None:
@@ -37,18 +48,22 @@ def post_rollout(
 
 
 @router.get("/releases")
-def get_releases(session: SessionDep) -> list[dict[str, Any]]:
+def get_releases(session: SessionDep, _: Viewer) -> list[dict[str, Any]]:
     return list_releases(session)
 
 
 @router.get("/devices")
-def get_devices(session: SessionDep, state: StateDep) -> list[dict[str, Any]]:
+def get_devices(session: SessionDep, state: StateDep, _: Viewer) -> list[dict[str, Any]]:
     return list_devices(session, state.settings.report_timeout_s)
 
 
 @router.post("/devices/{device_id}/commands", status_code=201)
 def post_command(
-    device_id: str, body: CommandIn, session: SessionDep, state: StateDep
+    device_id: str,
+    body: CommandIn,
+    session: SessionDep,
+    state: StateDep,
+    _: ReleaseEngineer,
 ) -> dict[str, Any]:
     command = queue_command(session, device_id, body)
     state.publisher.publish_command(device_id, command)
@@ -58,6 +73,7 @@ def post_command(
 @router.get("/reports")
 def get_reports(
     session: SessionDep,
+    _: Viewer,
     device_id: str | None = None,
     limit: Annotated[int, Query(ge=1, le=MAX_REPORTS_LISTED)] = 100,
 ) -> list[dict[str, Any]]:

@@ -1,21 +1,26 @@
 """A tiny read-only dashboard: the fleet as the server sees it, and the releases.
 
-It shows the fleet, so it takes the admin token, from the Authorization header or `?token=`
-(a browser cannot easily send a header)."""
+It shows the fleet, so it takes a viewer's (or release engineer's, or admin's) token, from the
+Authorization header or `?token=` (a browser cannot easily send a header)."""
 
 from __future__ import annotations
 
 from html import escape
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Depends
 from fastapi.responses import HTMLResponse
 
-from server.deps import SessionDep, StateDep, TokenDep, check_admin
+from server.auth import Principal, Role, require_role_or_query_token
+from server.deps import SessionDep, StateDep
 from server.services.devices import list_devices
 from server.services.releases import list_releases
 
 router = APIRouter(tags=["dashboard"])
+
+Viewer = Annotated[
+    Principal, Depends(require_role_or_query_token(Role.VIEWER, Role.RELEASE_ENGINEER))
+]
 
 PAGE = """<!doctype html>
 <html><head><meta charset="utf-8"><title>Orange Friday</title>
@@ -83,9 +88,6 @@ def render_dashboard(devices: list[dict[str, Any]], releases: list[dict[str, Any
 
 
 @router.get("/", response_class=HTMLResponse)
-def dashboard(
-    session: SessionDep, state: StateDep, header_token: TokenDep, token: str = ""
-) -> HTMLResponse:
-    check_admin(state, header_token or token)
+def dashboard(session: SessionDep, state: StateDep, _: Viewer) -> HTMLResponse:
     devices = list_devices(session, state.settings.report_timeout_s)
     return HTMLResponse(render_dashboard(devices, list_releases(session)))

@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 
 from server.errors import ConflictError, ForbiddenError, NotAuthenticatedError
 from server.models import Device, utcnow
+from server.mosquitto import hash_password
 from server.schemas import EnrollRequest
 
 
@@ -51,6 +52,7 @@ def enroll_device(session: Session, request: EnrollRequest, enrollment_token: st
     device.model = request.model
     device.channel = request.channel
     device.credential_hash = hash_credential(credential)
+    device.broker_password_hash = hash_password(credential)  # the broker login is the same
     try:
         session.commit()
     except IntegrityError:  # the same new device enrolled concurrently and won

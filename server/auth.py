@@ -1,0 +1,191 @@
+"""Who may do what: roles, bearer tokens, and the FastAPI dependency that checks them.
+
+A bearer token resolves to one `Principal` (role + subject) from one of three sources, tried
+in order: the settings' admin token (ADMIN, subject "admin"), an API token issued by
+`issue_token` (its role and subject; only the sha256 is stored, in `api_tokens`), or a device
+credential from enrollment (DEVICE, subject = device id). `require_role(*roles)` turns that
+into a route dependency: no or unknown token -> 401, a known token of another role -> 403
+naming the roles allowed. ADMIN passes every role check. Endpoints about one device add
+`require_device_self`, so a device (or a tester bound to a device) acts only as itself.
+"""
+
+from __future__ import annotations
+
+import enum
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+from fastapi import Header, Query, Request
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from server.errors import ConflictError, ForbiddenError, NotAuthenticatedError
+from server.models import ApiToken, Device, utcnow
+from server.services.devices import hash_credential, tokens_match
+from server.settings import Settings
+
+TOKEN_BYTES = 32
+MAX_NAME_CHARS = 128
+
+
+class Role(enum.StrEnum):
+    ADMIN = "admin"
+    RELEASE_ENGINEER = "release_engineer"
+    VIEWER = "viewer"
+    TESTER = "tester"
+    DEVICE = "device"
+
+
+@dataclass(frozen=True)
+class Principal:
+    role: Role
+    subject: str  # the token's name; the device id for DEVICE and a device-bound TESTER
+
+
+ADMIN_PRINCIPAL = Principal(Role.ADMIN, "admin")
+DEVICE_BOUND = frozenset({Role.DEVICE, Role.TESTER})
+
+
+# ---------------------------------------------------------------------- tokens
+
+
+def issue_token(session: Session, *, role: Role, subject: str, name: str = "") -> str:
+    """A new API token; returns the plaintext (shown once) and stores only its sha256.
+
+    The caller commits. Issuing again under a name that already belongs to the same role and
+    subject rotates that token (the old one stops working); any other holder of the name is a
+    conflict. Without a name, a unique one is made up."""
+    name = name or f"{role.value}-{subject}-{secrets.token_hex(4)}"[:MAX_NAME_CHARS]
+    token = secrets.token_urlsafe(TOKEN_BYTES)
+    row = session.scalar(select(ApiToken).where(ApiToken.name == name))
+    if row is None:
+        row = ApiToken(name=name)
+        session.add(row)
+    elif row.revoked_at is None and (row.role, row.subject) != (role.value, subject):
+        raise ConflictError(f"a token named {name!r} exists already (for {row.role} {row.subject})")
+    row.role, row.subject = role.value, subject
+    row.token_hash, row.created_at, row.revoked_at = hash_credential(token), utcnow(), None
+    session.flush()
+    return token
+
+
+def revoke_token(session: Session, name_or_hash: str) -> bool:
+    """Revoke the active token with this name (or sha256); False if there is none. Commits."""
+    row = session.scalar(
+        select(ApiToken).where(
+            (ApiToken.name == name_or_hash) | (ApiToken.token_hash == name_or_hash),
+            ApiToken.revoked_at.is_(None),
+        )
+    )
+    if row is None:
+        return False
+    row.revoked_at = utcnow()
+    session.commit()
+    return True
+
+
+def token_to_dict(row: ApiToken) -> dict[str, Any]:
+    """A token as the admin sees it: never the secret or its hash."""
+    return {
+        "name": row.name,
+        "role": row.role,
+        "subject": row.subject,
+        "created_at": row.created_at.isoformat(),
+        "revoked_at": row.revoked_at.isoformat() if row.revoked_at else None,
+    }
+
+
+def list_tokens(session: Session) -> list[dict[str, Any]]:
+    return [token_to_dict(r) for r in session.scalars(select(ApiToken).order_by(ApiToken.name))]
+
+
+# ---------------------------------------------------------------------- checking
+
+
+def resolve_principal(session: Session, settings: Settings, token: str) -> Principal | None:
+    """Who a bearer token belongs to, or None if it matches nothing."""
+    if not token:
+        return None
+    if settings.admin_token and tokens_match(token, settings.admin_token):
+        return ADMIN_PRINCIPAL
+    digest = hash_credential(token)
+    row = session.scalar(
+        select(ApiToken).where(ApiToken.token_hash == digest, ApiToken.revoked_at.is_(None))
+    )
+    if row is not None:
+        return Principal(Role(row.role), row.subject)
+    device_id = session.scalar(select(Device.device_id).where(Device.credential_hash == digest))
+    return Principal(Role.DEVICE, device_id) if device_id is not None else None
+
+
+def authorize(principal: Principal | None, roles: frozenset[Role]) -> Principal:
+    """The principal if its role is allowed (ADMIN always is); raises 401/403 otherwise."""
+    if principal is None:
+        raise NotAuthenticatedError("missing or unknown token (Authorization: Bearer <token>)")
+    if principal.role is Role.ADMIN or principal.role in roles:
+        return principal
+    allowed = ", ".join(sorted({Role.ADMIN.value} | {r.value for r in roles}))
+    raise ForbiddenError(f"this needs one of the roles {allowed}; yours is {principal.role.value}")
+
+
+def require_device_self(device_id: str, principal: Principal) -> Principal:
+    """A device-bound principal may act only for its own device; others pass unchanged."""
+    if principal.role in DEVICE_BOUND and principal.subject != device_id:
+        raise ForbiddenError(f"this credential is not the credential of device {device_id!r}")
+    return principal
+
+
+def bearer_token(authorization: str | None) -> str:
+    """The token of an `Authorization: Bearer <token>` header, or ""."""
+    scheme, _, token = (authorization or "").partition(" ")
+    return token.strip() if scheme.lower() == "bearer" else ""
+
+
+def principal_of(request: Request, token: str) -> Principal | None:
+    """Resolve `token` in a short session of its own (the request's session stays clean)."""
+    state = request.app.state.ota
+    with state.sessions() as session:
+        return resolve_principal(session, state.settings, token)
+
+
+def require_role(*roles: Role) -> Callable[..., Principal]:
+    """A route dependency returning the caller's `Principal` if it has one of `roles`
+    (ADMIN always passes; no roles = ADMIN only)."""
+    allowed = frozenset(roles)
+
+    def dependency(
+        request: Request, authorization: Annotated[str | None, Header()] = None
+    ) -> Principal:
+        return authorize(principal_of(request, bearer_token(authorization)), allowed)
+
+    dependency.__name__ = "require_" + "_or_".join(sorted(r.value for r in allowed) or ["admin"])
+    return dependency
+
+
+def require_role_or_query_token(*roles: Role) -> Callable[..., Principal]:
+    """`require_role` that also takes `?token=` (a browser page cannot easily send a header)."""
+    allowed = frozenset(roles)
+
+    def dependency(
+        request: Request,
+        authorization: Annotated[str | None, Header()] = None,
+        token: Annotated[str, Query()] = "",
+    ) -> Principal:
+        return authorize(principal_of(request, bearer_token(authorization) or token), allowed)
+
+    return dependency
+
+
+def device_self(request: Request, device_id: str, token: str) -> Principal:
+    """The device of the path, authenticated by its own credential: only DEVICE principals
+    (an admin or tester token cannot poll or report in a device's place)."""
+    principal = principal_of(request, token)
+    if principal is None:
+        raise NotAuthenticatedError(
+            "missing or unknown device credential (Authorization: Bearer <credential>)"
+        )
+    if principal.role is not Role.DEVICE:
+        raise ForbiddenError(f"only device {device_id!r} itself may do this")
+    return require_device_self(device_id, principal)

@@ -29,7 +29,7 @@ from server.errors import (
 )
 from server.mqtt_bridge import MqttBridge
 from server.publisher import NoPublisher, Publisher
-from server.routes import admin, dashboard, devices, tokens, tuf
+from server.routes import admin, dashboard, devices, testers, tokens, tuf
 from server.services.releases import current_notices
 from server.services.reports import ingest_reports
 from server.settings import Settings
@@ -52,7 +52,7 @@ def create_app(settings: Settings) -> FastAPI:
     app = FastAPI(title="Orange Friday", lifespan=partial(_lifespan, settings=settings))
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.add_exception_handler(ServiceError, _service_error)
-    for module in (tuf, devices, admin, dashboard, tokens):
+    for module in (tuf, devices, admin, dashboard, tokens, testers):
         app.include_router(module.router)
     return app
 

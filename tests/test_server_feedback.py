@@ -1,8 +1,9 @@
-"""Feedback, votes, blocking marks and what surfaces first, on SQLite and PostgreSQL, at the
-service layer (the HTTP side: tests/test_server_testers.py)."""
+"""Feedback, votes, blocking marks, what surfaces first and F-codes, on SQLite and PostgreSQL,
+at the service layer (the HTTP side: tests/test_server_testers.py)."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from datetime import timedelta
 
@@ -12,10 +13,17 @@ from sqlalchemy.orm import Session
 
 from agent.protocol import FailureReason, StatusReport, UpdateState
 from server.db import make_engine, make_sessions, upgrade_to_head
-from server.errors import ConflictError, InvalidInputError, NotFoundError, TooLargeError
-from server.models import Feedback, FeedbackGroup, Release, utcnow
+from server.errors import (
+    ConflictError,
+    GoneError,
+    InvalidInputError,
+    NotFoundError,
+    TooLargeError,
+)
+from server.models import Device, FCode, Feedback, FeedbackGroup, Release, utcnow
 from server.schemas import EnrollRequest
 from server.services import enroll_device, ingest_reports
+from server.services.fcodes import issue_fcodes, leave_preview, redeem_fcode
 from server.services.feedback import (
     MAX_LOG_BYTES,
     FeedbackIn,
@@ -31,6 +39,7 @@ from server.testing import MOSQUITTO_PIPE_LEAK
 pytestmark = pytest.mark.filterwarnings(MOSQUITTO_PIPE_LEAK)  # see server.testing
 
 BUILD = "2026.48"
+RACERS = 6
 
 
 @pytest.fixture
@@ -175,3 +184,69 @@ def test_blocking_groups_hold_their_build_until_lifted_or_closed(session: Sessio
     assert open_blocking_issues(session, release_id=stable.id) == 1
     with pytest.raises(NotFoundError):
         open_blocking_issues(session, release_id=other.id + 1000)
+
+
+# ---------------------------------------------------------------------- F-codes
+
+
+def test_a_code_raced_by_many_devices_is_spent_exactly_once(db_url: str) -> None:
+    upgrade_to_head(db_url)
+    engine = make_engine(db_url)
+    sessions = make_sessions(engine)
+    try:
+        with sessions() as s:
+            for n in range(RACERS):
+                request = EnrollRequest(enrollment_token="t", device_id=f"racer-{n}", model="sim",
+                                        channel="stable")  # fmt: skip
+                enroll_device(s, request, "t")
+            (code,) = issue_fcodes(s, count=1, expires_in_s=60).codes
+        outcomes: list[str] = []
+        barrier = threading.Barrier(RACERS)
+
+        def race(n: int) -> None:
+            barrier.wait()
+            with sessions() as s:  # SQLite: each one's first read takes the write lock
+                device = s.get_one(Device, f"racer-{n}")
+                try:
+                    redeem_fcode(s, device, code, tester_token=lambda _s, d: f"token-{d}")
+                    outcomes.append("won")
+                except ConflictError:
+                    outcomes.append("409")
+
+        threads = [threading.Thread(target=race, args=(n,)) for n in range(RACERS)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=60)
+        assert sorted(outcomes) == ["409"] * (RACERS - 1) + ["won"]
+        with sessions() as s:
+            channels = s.scalars(select(Device.channel)).all()
+            winner = s.scalar(select(FCode.redeemed_by))
+        assert sorted(channels) == ["preview"] + ["stable"] * (RACERS - 1)
+        assert winner is not None
+    finally:
+        engine.dispose()
+
+
+def test_refused_codes_change_nothing(session: Session) -> None:
+    now = utcnow()
+    (used, expired) = issue_fcodes(session, count=2, expires_in_s=60, now=now).codes
+    device = session.get_one(Device, "phone-1")
+    token = redeem_fcode(session, device, used, tester_token=lambda _s, d: f"t-{d}", now=now)
+    assert (token.channel, token.tester_token) == ("preview", "t-phone-1")
+    other = session.get_one(Device, "phone-2")
+    other.channel = "stable"
+    session.commit()
+    for code, error, when in (
+        (used, ConflictError, now),
+        (expired, GoneError, now + timedelta(seconds=61)),
+        ("F-NOT-A-CODE", NotFoundError, now),
+    ):
+        with pytest.raises(error):
+            redeem_fcode(session, other, code, tester_token=lambda _s, _d: "x", now=when)
+        session.rollback()
+        assert session.get_one(Device, "phone-2").channel == "stable"
+    spent = session.scalars(select(FCode).where(FCode.redeemed_by.is_not(None))).all()
+    assert [f.redeemed_by for f in spent] == ["phone-1"]
+    assert leave_preview(session, device)["channel"] == "stable"
+    assert session.get_one(Device, "phone-1").channel == "stable"

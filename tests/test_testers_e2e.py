@@ -1,0 +1,149 @@
+"""A beta tester's week on a real agent against the real server: join preview with an F-code,
+get the preview build, report what broke (with logs) and vote through `ota-agent`, leave
+preview, and stay on the preview build until stable passes it."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import select
+from test_agent_e2e import ADMIN, ENROLL, MIB, MODEL, Env
+
+from agent.cli import main as ota_agent
+from agent.config import load_config
+from agent.daemon import build_agent
+from agent.protocol import UpdateState
+from agent.runner import Agent
+from agent.server_api import ServerApi
+from hardware.sim import SimDevice
+from server.auth import Role, issue_token
+from server.db import make_engine, make_sessions
+from server.models import Feedback
+from server.settings import Settings
+from server.testing import live_server
+from signing.keys import init_keys
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> Iterator[Env]:
+    """As tests/test_agent_e2e.py's, whose Env this module shares."""
+    repo = tmp_path / "repo"
+    init_keys(repo)
+    db_url = f"sqlite:///{tmp_path / 'server.db'}"
+    settings = Settings(
+        db_url=db_url, repo_dir=repo / "repository", admin_token=ADMIN, enrollment_token=ENROLL
+    )
+    with live_server(settings) as url:
+        yield Env(tmp_path, repo, url)
+
+
+def role_token(env: Env, role: Role) -> str:
+    engine = make_engine(f"sqlite:///{env.tmp / 'server.db'}")
+    try:
+        with make_sessions(engine)() as session:
+            token = issue_token(session, role=role, subject=f"{role.value}-1")
+            session.commit()
+            return token
+    finally:
+        engine.dispose()
+
+
+def device_config(env: Env, device_id: str) -> Path:
+    credential = ServerApi(env.server_url, device_id).enroll(ENROLL, MODEL, "stable")
+    (env.tmp / device_id).mkdir()
+    (env.tmp / device_id / "credential").write_text(credential)
+    path = env.tmp / device_id / "agent.toml"
+    path.write_text(
+        f'device_id = "{device_id}"\nmodel = "{MODEL}"\nchannel = "stable"\n'
+        f'server_url = "{env.server_url}"\ndata_dir = "agent"\n'
+        f'trusted_root = "{env.repo / "root.json"}"\ncredential_file = "credential"\n'
+        "[health]\ndeadline_s = 5.0\n"
+    )
+    return path
+
+
+def start_agent(env: Env, config_path: Path) -> tuple[Agent, SimDevice]:
+    config = load_config(config_path)
+    sim = SimDevice.provision(config_path.parent / "hw", slot_size=8 * MIB, model=MODEL)
+    agent = build_agent(config, boot=sim)
+    agent.resume()
+    return agent, sim
+
+
+def http(env: Env, role: Role) -> httpx.Client:
+    headers = {"Authorization": f"Bearer {role_token(env, role)}"}
+    return httpx.Client(base_url=env.server_url, headers=headers, timeout=20)
+
+
+def test_a_tester_gets_preview_reports_votes_leaves_and_is_never_downgraded(
+    env: Env, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config_path = device_config(env, "tester-1")
+    agent, sim = start_agent(env, config_path)
+    env.publish("1.0")
+    agent.poll_once()
+    assert agent.current_version == "1.0"
+    with http(env, Role.RELEASE_ENGINEER) as engineer:
+        answer = engineer.post("/api/v1/fcodes", json={"count": 1, "expires_in_s": 600})
+        (code,) = answer.json()["codes"]
+
+        assert ota_agent(["join-preview", "--config", str(config_path), "--code", code]) == 0
+        assert '"channel": "preview"' in capsys.readouterr().out
+        assert load_config(config_path).channel == "preview"  # kept in the data dir
+        env.publish("2.0", channel="preview")
+        agent.poll_once()
+        assert agent.current_version == "2.0"
+
+        said = ["feedback", "--config", str(config_path), "camera app crashes", "--attach-logs"]
+        assert ota_agent([*said, "--category", "camera"]) == 0
+        capsys.readouterr()
+        ranked = engineer.get("/api/v1/feedback/surfacing", params={"build": "2.0"}).json()
+        (group,) = ranked["groups"]  # the build defaulted to the running one
+        assert (group["title"], group["devices"], group["category"]) == (
+            "camera app crashes", 1, "camera",
+        )  # fmt: skip
+        assert ota_agent(["vote", "--config", str(config_path), str(group["group_id"])]) == 0
+        assert '"votes": 1' in capsys.readouterr().out
+        assert ota_agent(["vote", "--config", str(config_path), str(group["group_id"])]) == 1
+        assert "HTTP 409" in capsys.readouterr().err
+    logs = _stored_logs(env)
+    assert "== journal ==" in logs
+    assert '"current_version": "2.0"' in logs
+
+    assert ota_agent(["leave-preview", "--config", str(config_path)]) == 0
+    assert load_config(config_path).channel == "stable"
+    states_before = env.reported_states("tester-1")
+    running = sim.status().active
+    agent.poll_once()  # stable's 1.0 is what the server now offers: never installed
+    assert agent.current_version == "2.0"
+    assert agent.record.state is UpdateState.COMMITTED
+    assert sim.status().active is running
+    assert env.reported_states("tester-1") == states_before
+    assert env.device_row("tester-1")["channel"] == "stable"
+
+    env.publish("2.1")  # stable passes the preview build: now it moves on
+    agent.poll_once()
+    assert agent.current_version == "2.1"
+    _a_spent_code_changes_nothing(env, code, capsys)
+
+
+def _a_spent_code_changes_nothing(env: Env, code: str, capsys: Any) -> None:
+    config_path = device_config(env, "tester-2")
+    assert ota_agent(["join-preview", "--config", str(config_path), "--code", code]) == 1
+    assert "used already" in capsys.readouterr().err
+    assert load_config(config_path).channel == "stable"
+    assert not (config_path.parent / "agent" / "channel").exists()
+    assert env.device_row("tester-2")["channel"] == "stable"
+
+
+def _stored_logs(env: Env) -> str:
+    engine = make_engine(f"sqlite:///{env.tmp / 'server.db'}")
+    try:
+        with make_sessions(engine)() as session:
+            return str(session.scalar(select(Feedback.logs)))
+    finally:
+        engine.dispose()

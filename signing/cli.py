@@ -16,8 +16,9 @@ from typing import Annotated
 
 import typer
 
+from signing.channels import add_channel
 from signing.errors import NotifyError, PublishError, SigningError
-from signing.keys import default_storage, init_keys
+from signing.keys import RoleKeys, default_storage, init_keys
 from signing.notify import notify_server
 from signing.renew import renew_metadata
 from signing.repo import PublishedRelease, list_releases, publish_release
@@ -101,6 +102,29 @@ def keys_init(
     encrypted = "encrypted" if _passphrase() else "NOT encrypted (set OTA_KEY_PASSPHRASE)"
     typer.echo(f"keys written to {repo / 'keys'} ({encrypted})")
     typer.echo(f"provision devices with {trusted}")
+
+
+@keys_app.command("add-channel")
+def keys_add_channel(
+    channel: Annotated[str, typer.Argument(help="Channel name, e.g. preview.")],
+    repo: RepoOption,
+    keys: Annotated[int, typer.Option("--keys", min=1, help="How many keys to make.")] = 1,
+    threshold: Annotated[int, typer.Option(min=1, help="Signatures a release needs.")] = 1,
+    storage: StorageOption = None,
+    s3_endpoint_url: EndpointOption = None,
+) -> None:
+    """Give CHANNEL its own delegated role and keys (needs the targets key)."""
+    with _clear_errors():
+        paths = add_channel(
+            repo,
+            channel,
+            keys=RoleKeys(keys, threshold),
+            storage=_storage(storage, s3_endpoint_url),
+            passphrase=_passphrase(),
+        )
+    typer.echo(
+        f"channel {channel}: {threshold} of {keys} signatures; keys {', '.join(map(str, paths))}"
+    )
 
 
 @release_app.command("publish")

@@ -121,6 +121,11 @@ def init_keys(
     return trusted
 
 
+def generate_signers(count: int) -> list[CryptoSigner]:
+    """`count` fresh ed25519 keys."""
+    return _generate(count)
+
+
 def _generate(count: int) -> list[CryptoSigner]:
     return [CryptoSigner.generate_ed25519() for _ in range(count)]
 
@@ -229,18 +234,50 @@ def load_signers(
 
 
 def load_role_signers(
-    keys_dir: Path, role: str, delegator: Root | Targets, passphrase: str | None = None
+    keys_dir: Path,
+    role: str,
+    delegator: Root | Targets,
+    passphrase: str | None = None,
+    *,
+    files: str | None = None,
 ) -> list[CryptoSigner]:
-    """The role's signers from `keys_dir` (`<role>.pem`, `<role>-<n>.pem`), each checked to be
-    a key that `delegator` (root, or the targets role delegating `role`) trusts for it."""
+    """The role's signers from `keys_dir` (`<files>.pem`, `<files>-<n>.pem`; `files` defaults to
+    `role`, hashed bins use their channel's), each checked to be a key that `delegator` (root,
+    or the targets role delegating `role`) trusts for it."""
     keys_dir = Path(keys_dir)
-    paths = sorted(keys_dir.glob(f"{role}.pem")) + sorted(keys_dir.glob(f"{role}-*.pem"))
+    stem = files or role
+    paths = sorted(keys_dir.glob(f"{stem}.pem")) + sorted(keys_dir.glob(f"{stem}-*.pem"))
     if not paths:
-        raise KeysError(f"no {role} key in {keys_dir}: run `ota keys init` first")
+        raise KeysError(f"no {stem} key in {keys_dir}: run `ota keys init` first")
     signers = [load_signer(path, passphrase) for path in paths]
     for path, signer in zip(paths, signers, strict=True):
         check_trusted(signer.public_key.keyid, role, delegator, str(path))
     return signers
+
+
+@contextlib.contextmanager
+def new_key_files(
+    keys_dir: Path, signers: Mapping[str, list[CryptoSigner]], passphrase: str | None
+) -> Iterator[None]:
+    """Write new roles' keys into `keys_dir` (never over an existing file); remove them again
+    if the body (publishing the metadata that trusts them) fails."""
+    written: list[Path] = []
+    try:
+        for role, role_signers in signers.items():
+            for signer, path in zip(
+                role_signers, key_paths(keys_dir.parent, role, len(role_signers)), strict=True
+            ):
+                _write_private_key(path, signer, passphrase)
+                written.append(path)
+        yield
+    except BaseException as exc:
+        for path in written:
+            path.unlink(missing_ok=True)
+        if isinstance(exc, FileExistsError):
+            raise KeysError(f"refusing to overwrite key {exc.filename}") from None
+        if isinstance(exc, OSError):
+            raise KeysError(f"cannot write keys into {keys_dir}: {exc.strerror or exc}") from exc
+        raise
 
 
 def check_trusted(keyid: str, role: str, delegator: Root | Targets, what: str) -> None:

@@ -14,15 +14,23 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from securesystemslib.signer import CryptoSigner  # type: ignore[attr-defined]
 from tuf.api.metadata import Metadata, TargetFile  # type: ignore[attr-defined]
 
 from agent.protocol import ProtocolError, TargetCustom, target_name
 from agent.versions import InvalidVersionError, Version
+from signing.delegation import DelegationPolicy, Plan, channel_role, plan_channel, plan_release
 from signing.digest import ImageDigest, digest_image
 from signing.errors import PublishError
-from signing.keys import KEYS_DIR, default_storage, load_role_signers
-from signing.renew import Signers, next_version, write_files
-from signing.staging import go_live_files, staged_name, tally
+from signing.keys import (
+    KEYS_DIR,
+    default_storage,
+    generate_signers,
+    load_role_signers,
+    new_key_files,
+)
+from signing.renew import Signers, release_files, write_files
+from signing.staging import staged_name, tally
 from signing.state import RepoState, load_state
 from signing.storage import Storage
 from signing.tufmeta import (
@@ -30,6 +38,7 @@ from signing.tufmeta import (
     ExpiryPolicy,
     rfc3339,
     serialize,
+    sign_and_serialize,
     utc_now,
 )
 
@@ -84,6 +93,7 @@ def publish_release(
     filename: str | None = None,
     expiry: ExpiryPolicy | None = None,
     stage: bool = False,
+    delegation: DelegationPolicy | None = None,
 ) -> PublishedRelease:
     """Sign `image` as release `version` for `channel`/`model` and make it live.
 
@@ -103,20 +113,35 @@ def publish_release(
     state = load_state(store)
     counter = _next_release_counter(state, request)
     keys_dir = Path(repo_dir) / KEYS_DIR
-    role = "targets"
-    proposal = next_version(state.role(role), policy.expires("targets"))
-    signers = load_role_signers(keys_dir, role, state.delegator(role), passphrase)
-    online = {} if stage else _online_signers(keys_dir, state, passphrase)
+    if not stage:
+        _online_signers(keys_dir, state, passphrase)  # fail before hashing the image
     digest = _digest(image, chunk_size)
     target = _target_file(request, digest, rfc3339(utc_now()), counter)
-    proposal.signed.targets[target.path] = target
-    for signer in signers:
-        proposal.sign(signer, append=True)
-    files = _files(state, role, proposal, online, policy, stage)
-    store.put_file(target_storage_name(request.target_path, digest.sha256), image)
-    if _image_identity(image) != before:
-        raise PublishError(f"{image} changed while it was being published; nothing went live")
-    write_files(store, files)
+    new_keys: dict[str, list[CryptoSigner]] = {}
+    if channel_role(state, target.path) is None and not stage:
+        new_keys[request.channel] = generate_signers(1)
+        plan = plan_channel(
+            state,
+            request.channel,
+            [s.public_key for s in new_keys[request.channel]],
+            1,
+            policy.expires("targets"),
+        )
+    else:
+        plan = Plan(state)
+    plan_release(
+        plan, target, delegation or DelegationPolicy(), policy.expires("targets"), split=not stage
+    )
+    if stage:
+        signed = _sign_plan(plan, keys_dir, new_keys, passphrase)
+        files = {staged_name(plan.role): serialize(signed[plan.role])}
+    else:
+        files = sign_plan_files(plan, keys_dir, new_keys, passphrase, policy)
+    with new_key_files(keys_dir, new_keys, passphrase):
+        store.put_file(target_storage_name(request.target_path, digest.sha256), image)
+        if _image_identity(image) != before:
+            raise PublishError(f"{image} changed while it was being published; nothing went live")
+        write_files(store, files)
     return _release(target)
 
 
@@ -127,24 +152,39 @@ def _online_signers(keys_dir: Path, state: RepoState, passphrase: str | None) ->
     }
 
 
-def _files(
-    state: RepoState,
-    role: str,
-    proposal: Metadata[Any],
-    online: Signers,
-    policy: ExpiryPolicy,
-    stage: bool,
-) -> dict[str, bytes]:
-    """The proposal alone under staged/ (when staging), else everything that makes it live."""
-    if stage:
-        return {staged_name(role): serialize(proposal)}
-    signed, threshold = tally(state, role, proposal)
-    if signed < threshold:
-        raise PublishError(
-            f"{role} needs {threshold} signatures and the keys at hand make {signed}: "
-            "publish with --stage, then collect the others with `ota release sign`"
+def _sign_plan(
+    plan: Plan, keys_dir: Path, new_keys: dict[str, list[CryptoSigner]], passphrase: str | None
+) -> dict[str, Metadata[Any]]:
+    """Each edited role signed by the keys at hand for it (new channel keys or key files)."""
+    for name, md in plan.edits.items():
+        owner = plan.key_role.get(name, name)
+        signers = new_keys.get(owner) or load_role_signers(
+            keys_dir, name, plan.delegators[name], passphrase, files=owner
         )
-    return go_live_files(state, role, proposal, online, policy)
+        sign_and_serialize(md, signers)
+    return plan.edits
+
+
+def sign_plan_files(
+    plan: Plan,
+    keys_dir: Path,
+    new_keys: dict[str, list[CryptoSigner]],
+    passphrase: str | None,
+    policy: ExpiryPolicy,
+) -> dict[str, bytes]:
+    """Sign every role the plan edits, check each meets its threshold, and return all the
+    files that make the plan live, in write order (timestamp.json last)."""
+    signed = _sign_plan(plan, keys_dir, new_keys, passphrase)
+    for name, md in signed.items():
+        count, threshold = tally(plan.delegators[name], name, md)
+        if count < threshold:
+            raise PublishError(
+                f"{name} needs {threshold} signatures and the keys at hand make {count}: "
+                "publish with --stage, then collect the others with `ota release sign`"
+            )
+    online = _online_signers(keys_dir, plan.state, passphrase)
+    edited = {name: serialize(md) for name, md in signed.items()}
+    return release_files(plan.state, edited, online, policy)
 
 
 def target_storage_name(target_path: str, sha256: str) -> str:
@@ -246,9 +286,11 @@ def list_releases(repo_dir: Path, storage: Storage | None = None) -> list[Publis
 
 
 def list_state_releases(state: RepoState) -> list[PublishedRelease]:
+    roles = [state.targets, *(md for md, _ in state.delegated.values())]
     releases = [
         _release(target)
-        for target in state.targets.signed.targets.values()
+        for md in roles
+        for target in md.signed.targets.values()
         if _is_release(target.custom)
     ]
     return sorted(releases, key=lambda r: (r.channel, r.model, r.release_counter))

@@ -10,12 +10,10 @@ publish order, docs/decisions/signing-publish-order.md). A proposal whose base h
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from securesystemslib.signer import Signer  # type: ignore[attr-defined]
 from tuf.api.metadata import Metadata
 from tuf.api.serialization import DeserializationError
 
@@ -26,7 +24,7 @@ from signing.state import RepoState, load_state
 from signing.storage import Storage
 from signing.tufmeta import ExpiryPolicy, serialize
 
-__all__ = ["StagedRole", "StagingError", "go_live_files", "sign_staged", "staged_name"]
+__all__ = ["StagedRole", "StagingError", "sign_staged", "staged_name", "tally"]
 
 STAGED_DIR = "staged"
 
@@ -51,23 +49,10 @@ def staged_name(role: str) -> str:
     return f"{STAGED_DIR}/{role}.json"
 
 
-def tally(state: RepoState, role: str, proposal: Metadata[Any]) -> tuple[int, int]:
+def tally(delegator: Any, role: str, proposal: Metadata[Any]) -> tuple[int, int]:
     """(valid signatures by `role`'s keys, its threshold) for `proposal`."""
-    result = state.delegator(role).get_verification_result(
-        role, proposal.signed_bytes, proposal.signatures
-    )
+    result = delegator.get_verification_result(role, proposal.signed_bytes, proposal.signatures)
     return len(result.signed), int(result.threshold)
-
-
-def go_live_files(
-    state: RepoState,
-    role: str,
-    proposal: Metadata[Any],
-    online: Mapping[str, Sequence[Signer]],
-    policy: ExpiryPolicy,
-) -> dict[str, bytes]:
-    """The files that publish a proposal meeting its threshold (role, snapshot, timestamp)."""
-    return release_files(state, {role: serialize(proposal)}, online, policy)
 
 
 def sign_staged(
@@ -85,7 +70,7 @@ def sign_staged(
     signer = load_signer(key, passphrase)
     check_trusted(signer.public_key.keyid, name, state.delegator(name), str(key))
     proposal.sign(signer, append=True)
-    signed, threshold = tally(state, name, proposal)
+    signed, threshold = tally(state.delegator(name), name, proposal)
     new = tuple(sorted(set(proposal.signed.targets) - set(state.role(name).signed.targets)))
     if signed < threshold:
         storage.put_bytes(staged_name(name), serialize(proposal))
@@ -94,7 +79,8 @@ def sign_staged(
         r: load_role_signers(Path(repo_dir) / KEYS_DIR, r, state.root.signed, passphrase)
         for r in ("snapshot", "timestamp")
     }
-    write_files(storage, go_live_files(state, name, proposal, online, expiry or ExpiryPolicy()))
+    files = release_files(state, {name: serialize(proposal)}, online, expiry or ExpiryPolicy())
+    write_files(storage, files)
     return StagedRole(name, proposal.signed.version, signed, threshold, True, new)
 
 

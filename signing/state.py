@@ -58,7 +58,39 @@ def load_state(storage: Storage) -> RepoState:
     targets_bytes = _read(storage, metadata_name("targets", targets_meta.version))
     _check_pinned(targets_meta, targets_bytes, "targets")
     targets = _verified(root, "targets", targets_bytes, targets_meta.version)
-    return RepoState(root=root, timestamp=timestamp, snapshot=snapshot, targets=targets)
+    delegated: dict[str, tuple[Metadata[Any], Any]] = {}
+    _walk(storage, snapshot, targets, delegated)
+    return RepoState(root, timestamp, snapshot, targets, delegated)
+
+
+def delegated_names(targets: Any) -> list[str]:
+    """The roles a Targets delegates to: named roles, or every hashed bin."""
+    delegations = targets.delegations
+    if delegations is None:
+        return []
+    if delegations.succinct_roles is not None:
+        return list(delegations.succinct_roles.get_roles())
+    return list(delegations.roles or {})
+
+
+def _walk(
+    storage: Storage,
+    snapshot: Metadata[Any],
+    delegator: Metadata[Any],
+    found: dict[str, tuple[Metadata[Any], Any]],
+) -> None:
+    """Load every role `delegator` delegates to (depth first), each checked against the
+    version snapshot names and the delegator's keys."""
+    for name in delegated_names(delegator.signed):
+        if name in found:
+            continue
+        meta = snapshot.signed.meta.get(f"{name}.json")
+        if meta is None:
+            raise RepositoryError(f"snapshot does not list delegated role {name}")
+        data = _read(storage, metadata_name(name, meta.version))
+        md = _verified(delegator, name, data, meta.version, kind="targets")
+        found[name] = (md, delegator.signed)
+        _walk(storage, snapshot, md, found)
 
 
 def _read(storage: Storage, name: str) -> bytes:
@@ -68,20 +100,27 @@ def _read(storage: Storage, name: str) -> bytes:
     return data
 
 
-def _parse(data: bytes, role: str) -> Metadata[Any]:
+def _parse(data: bytes, role: str, kind: str | None = None) -> Metadata[Any]:
     try:
         md: Metadata[Any] = Metadata.from_bytes(data)
     except DeserializationError as exc:
         raise RepositoryError(f"{role} metadata is not valid TUF metadata: {exc}") from exc
-    if md.signed.type != role:
-        raise RepositoryError(f"expected {role} metadata, found {md.signed.type}")
+    if md.signed.type != (kind or role):
+        raise RepositoryError(
+            f"expected {kind or role} metadata for {role}, found {md.signed.type}"
+        )
     return md
 
 
 def _verified(
-    delegator: Metadata[Any], role: str, data: bytes, version: int | None = None
+    delegator: Metadata[Any],
+    role: str,
+    data: bytes,
+    version: int | None = None,
+    *,
+    kind: str | None = None,
 ) -> Metadata[Any]:
-    md = _parse(data, role)
+    md = _parse(data, role, kind)
     try:
         delegator.verify_delegate(role, md)
     except UnsignedMetadataError as exc:

@@ -23,7 +23,7 @@ from signing.testing import (
     write_image,
 )
 
-WRITES_PER_PUBLISH = 4  # target, N.targets.json, N.snapshot.json, timestamp.json
+WRITES_PER_PUBLISH = 4  # target, N.stable.json, N.snapshot.json, timestamp.json
 CHUNK = 32 * 1024
 
 
@@ -86,9 +86,10 @@ def _published_old(repo: Path, tmp_path: Path, base_url: str) -> PublishedReleas
 def test_writes_happen_in_order_with_timestamp_last(repo: Path, tmp_path: Path) -> None:
     recorder = FaultyStorage(LocalStorage(repo / "repository"), allowed_writes=1000)
     release = _publish(repo, write_image(tmp_path / "rom.img", 5000), "1.0", recorder)
-    assert recorder.written == [
+    assert recorder.written == [  # the first release on a channel also creates its role
         f"targets/rpi4/stable/1.0/{release.sha256}.rom.img",
         "metadata/2.targets.json",
+        "metadata/1.stable.json",
         "metadata/2.snapshot.json",
         "metadata/timestamp.json",
     ]

@@ -22,6 +22,7 @@ from signing.keys import RoleKeys, default_storage, init_keys
 from signing.notify import notify_server
 from signing.renew import renew_metadata
 from signing.repo import PublishedRelease, list_releases, publish_release
+from signing.rotation import rotate_key
 from signing.staging import sign_staged
 from signing.status import RoleStatus, repo_status
 from signing.storage import Storage, open_storage
@@ -124,6 +125,31 @@ def keys_add_channel(
         )
     typer.echo(
         f"channel {channel}: {threshold} of {keys} signatures; keys {', '.join(map(str, paths))}"
+    )
+
+
+@keys_app.command("rotate")
+def keys_rotate(
+    role: Annotated[str, typer.Argument(help="root, targets, snapshot, timestamp or a channel.")],
+    repo: RepoOption,
+    revoke: Annotated[
+        str | None, typer.Option("--revoke", help="Key id (or 8+ char prefix) to replace.")
+    ] = None,
+    storage: StorageOption = None,
+    s3_endpoint_url: EndpointOption = None,
+) -> None:
+    """Replace one of ROLE's keys with a fresh one; the old key is revoked."""
+    with _clear_errors():
+        done = rotate_key(
+            repo,
+            role,
+            revoke=revoke,
+            storage=_storage(storage, s3_endpoint_url),
+            passphrase=_passphrase(),
+        )
+    typer.echo(
+        f"{role}: revoked {done.revoked[:12]}, added {done.added[:12]} ({done.key_file}); "
+        f"wrote {', '.join(done.written)}"
     )
 
 

@@ -182,7 +182,7 @@ def _staged_keys(
         for role, role_signers in signers.items():
             paths = key_paths(staging, role, len(role_signers))
             for signer, path in zip(role_signers, paths, strict=True):
-                _write_private_key(staging / path.name, signer, passphrase)
+                write_private_key(staging / path.name, signer, passphrase)
         yield
         os.replace(staging, repo_dir / KEYS_DIR)
     except OSError as exc:
@@ -191,7 +191,8 @@ def _staged_keys(
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def _write_private_key(path: Path, signer: CryptoSigner, passphrase: str | None) -> None:
+def write_private_key(path: Path, signer: CryptoSigner, passphrase: str | None) -> None:
+    """PKCS8 PEM, mode 0600, encrypted with `passphrase` when given; never over a file."""
     pem = signer.private_bytes  # PKCS8 PEM, not encrypted
     if passphrase:
         encryption = BestAvailableEncryption(passphrase.encode())
@@ -267,7 +268,7 @@ def new_key_files(
             for signer, path in zip(
                 role_signers, key_paths(keys_dir.parent, role, len(role_signers)), strict=True
             ):
-                _write_private_key(path, signer, passphrase)
+                write_private_key(path, signer, passphrase)
                 written.append(path)
         yield
     except BaseException as exc:

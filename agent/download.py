@@ -17,7 +17,9 @@ import errno
 import hashlib
 import logging
 import os
+import queue
 import random
+import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any, BinaryIO, Final, Protocol
@@ -29,7 +31,8 @@ from agent.tuf_client import TargetInfo
 
 log = logging.getLogger(__name__)
 
-BUFFER_SIZE: Final = 64 * 1024
+BUFFER_SIZE: Final = 1024 * 1024
+WRITEBACK_BYTES: Final = 32 * 1024 * 1024  # start writing back to disk every this many bytes
 
 
 class RangeFetcher(Protocol):
@@ -91,6 +94,19 @@ class StreamVerifier:
             view = view[len(piece) :]
             if self._at_chunk_end():
                 self._close_chunk()
+
+    def split(self, data: bytes, start: int) -> Iterator[memoryview]:
+        """`data` (which begins at byte `start`) cut at chunk boundaries, so that one write
+        to the slot never spans two signed chunks (a torn write spoils at most one)."""
+        view = memoryview(data)
+        if not self.chunked:
+            yield view
+            return
+        while view:
+            room = self._chunk_size - start % self._chunk_size
+            yield view[:room]
+            view = view[room:]
+            start += room
 
     def rollback(self) -> None:
         """Forget the bytes after the last verified chunk boundary."""
@@ -225,24 +241,101 @@ def _receive(
     sink: BinaryIO,
     progress: Callable[[int], None] | None,
 ) -> None:
-    """One HTTP request from `verifier.position` to the end of the body."""
+    """One HTTP request from `verifier.position` to the end of the body.
+
+    The socket is read and hashed on this thread while a `SlotWriter` thread writes the
+    pieces already checked (hashlib and write(2) both release the GIL, so the two overlap).
+    """
     _seek(sink, verifier.position)
     remaining = verifier.target.length - verifier.position
     chunks = fetcher.fetch_range(url, verifier.position, limit=remaining)
+    writer = SlotWriter(sink, verifier.position, progress)
     try:
         for data in chunks:
+            start = verifier.position
             verifier.update(data)  # before writing: a too-long body never touches the slot
-            _write(sink, data)
-            if progress is not None:
-                progress(verifier.position)
+            for piece in verifier.split(data, start):
+                writer.put(piece)
     finally:
         close = getattr(chunks, "close", None)
         if close is not None:
             close()
+        writer.close()
     if verifier.position < verifier.target.length:
         raise TransportError(
             f"body of {url} ended at byte {verifier.position} of {verifier.target.length}"
         )
+
+
+class SlotWriter:
+    """Writes checked pieces into the slot on its own thread, in order, at most `depth`
+    pieces behind the reader (memory stays bounded).
+
+    Every `WRITEBACK_BYTES` it asks the kernel to start writing the finished range to disk
+    and to drop it from the page cache (`POSIX_FADV_DONTNEED`: a hint, not a sync), so the
+    one fsync at the end has little left to do and the image does not crowd the cache.
+    A failure on the writer thread (`InstallError`, or a simulated power cut) is raised in
+    the reader's thread at its next `put` or at `close`.
+    """
+
+    def __init__(
+        self,
+        sink: BinaryIO,
+        start: int,
+        progress: Callable[[int], None] | None,
+        depth: int = 2,
+    ) -> None:
+        self._sink = sink
+        self._position = start
+        self._flushed_to = start
+        self._progress = progress
+        self._queue: queue.Queue[memoryview | None] = queue.Queue(maxsize=depth)
+        self._error: BaseException | None = None
+        self._failed = False
+        self._thread = threading.Thread(target=self._run, name="slot-writer", daemon=True)
+        self._thread.start()
+
+    def put(self, data: memoryview) -> None:
+        self._raise_if_failed()
+        self._queue.put(data)
+
+    def close(self) -> None:
+        """Wait until every piece is written; raise what the writer thread ran into."""
+        if self._thread.is_alive():
+            self._queue.put(None)
+            self._thread.join()
+        self._raise_if_failed()
+
+    def _raise_if_failed(self) -> None:
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
+
+    def _run(self) -> None:
+        while (data := self._queue.get()) is not None:
+            if self._failed:
+                continue  # drain, so the reader never blocks on a dead writer
+            try:
+                _write(self._sink, data)
+                self._position += len(data)
+                self._start_writeback()
+                if self._progress is not None:
+                    self._progress(self._position)
+            except BaseException as exc:  # noqa: BLE001 (handed to the reader's thread)
+                self._failed = True
+                self._error = exc
+
+    def _start_writeback(self) -> None:
+        if self._position - self._flushed_to < WRITEBACK_BYTES:
+            return
+        try:
+            fd = self._sink.fileno()
+            os.posix_fadvise(
+                fd, self._flushed_to, self._position - self._flushed_to, os.POSIX_FADV_DONTNEED
+            )
+        except (OSError, AttributeError, ValueError):
+            return  # a sink without a real file: the final fsync does it all
+        self._flushed_to = self._position
 
 
 def _rehash_sink(sink: BinaryIO, verifier: StreamVerifier, upto: int) -> None:
@@ -286,7 +379,7 @@ def _seek(sink: BinaryIO, offset: int) -> None:
         raise InstallError(f"cannot seek in the slot: {exc}") from exc
 
 
-def _write(sink: BinaryIO, data: bytes) -> None:
+def _write(sink: BinaryIO, data: bytes | memoryview) -> None:
     """All of `data` (an unbuffered slot may take less than asked for in one call)."""
     view = memoryview(data)
     try:

@@ -53,14 +53,15 @@ class FetchLimits:
     - `connect_timeout`/`read_timeout`: seconds before a silent server counts as gone;
     - `min_rate` over `rate_window`: bytes/s a transfer must average over each window, or it
       is cut off (a server sending one byte every few seconds never hits a read timeout);
-    - `read_size`: bytes per socket read, so memory does not grow with the image.
+    - `read_size`: most bytes per socket read (512 KiB: fewer, larger pieces to hash and
+      write), so memory does not grow with the image.
     """
 
     connect_timeout: float = 10.0
     read_timeout: float = 30.0
     min_rate: float = 1024.0
     rate_window: float = 60.0
-    read_size: int = 64 * 1024
+    read_size: int = 512 * 1024
 
 
 class RateFloor:

@@ -18,6 +18,7 @@ from typer.testing import CliRunner
 from agent.protocol import ENROLL_PATH, poll_path
 from server.auth import Role, issue_token
 from server.cli import app as ota_app
+from server.cli_testers import parse_duration
 from server.db import make_engine, make_sessions
 from server.models import Device, FCode, utcnow
 from server.services.fcodes import hash_code
@@ -273,3 +274,28 @@ def test_ota_fcode_and_feedback_commands(api: Api) -> None:
                                  env={"OTA_SERVER_URL": api.url, "OTA_TOKEN": token})  # fmt: skip
     assert refused.exit_code == 1
     assert "HTTP 403" in refused.output
+
+
+def test_surfacing_is_for_viewers_engineers_and_testers_only(api: Api) -> None:
+    path, params = "/api/v1/feedback/surfacing", {"build": new_id("build")}
+    assert api.http.get(path, params=params).status_code == 401
+    _, credential = api.enroll()
+    assert api.http.get(path, params=params, headers=bearer(credential)).status_code == 403
+    for role in (Role.VIEWER, Role.RELEASE_ENGINEER, Role.TESTER):
+        answer = api.http.get(path, params=params, headers=bearer(api.token(role)))
+        assert answer.status_code == 200, role
+        assert answer.json()["groups"] == []
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("90", 90), ("90s", 90), ("30m", 1800), ("12h", 43200), ("7d", 604800), ("2w", 1209600)],
+)
+def test_durations_for_fcode_issue(text: str, seconds: float) -> None:
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["", "0d", "7 days", "-1h", "h"])
+def test_bad_durations_are_refused(text: str) -> None:
+    with pytest.raises(ValueError, match="not a duration"):
+        parse_duration(text)

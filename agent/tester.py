@@ -42,12 +42,14 @@ def join_preview(config: AgentConfig, code: str) -> dict[str, Any]:
 
 def leave_preview(config: AgentConfig) -> dict[str, Any]:
     """Back to stable on the server, then here; the running build stays until stable
-    passes it (the agent never installs a version older than the one it runs)."""
+    passes it (the agent never installs a version older than the one it runs). The tester
+    token is gone: feedback goes on with the device's own credential, votes stop."""
     answer = ServerApi(config.server_url, config.device_id, config.credential).leave_preview()
     channel = answer.get("channel")
     if not isinstance(channel, str) or not channel:
         raise AgentError("the server's leave-preview answer carries no channel")
     save_channel(config.data_dir, channel)
+    (config.data_dir / TESTER_TOKEN_FILE).unlink(missing_ok=True)  # the server revoked it
     return answer
 
 

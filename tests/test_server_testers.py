@@ -161,9 +161,13 @@ def test_only_release_engineers_issue_codes(api: Api) -> None:
         assert api.http.post("/api/v1/fcodes", json=bad, headers=bearer(token)).status_code == 422
 
 
-def test_leaving_preview_moves_the_device_to_stable(api: Api) -> None:
+def test_leaving_preview_moves_the_device_to_stable_and_ends_its_tester_token(api: Api) -> None:
     device_id, credential = api.enroll()
-    assert redeem(api, device_id, credential, issue(api, 1)[0]).status_code == 200
+    first = redeem(api, device_id, credential, issue(api, 1)[0]).json()["tester_token"]
+    again = redeem(api, device_id, credential, issue(api, 1)[0]).json()["tester_token"]
+    surfacing = "/api/v1/feedback/surfacing?build=1"
+    assert api.http.get(surfacing, headers=bearer(first)).status_code == 401  # rotated
+    assert api.http.get(surfacing, headers=bearer(again)).status_code == 200
     path = f"/api/v1/devices/{device_id}/leave-preview"
     assert api.http.post(path).status_code == 401
     answer = api.http.post(path, headers=bearer(credential))
@@ -171,6 +175,7 @@ def test_leaving_preview_moves_the_device_to_stable(api: Api) -> None:
     assert answer.json() == {"device_id": device_id, "channel": "stable",
                              "previous_channel": "preview"}  # fmt: skip
     assert api.device(device_id).channel == "stable"
+    assert api.http.get(surfacing, headers=bearer(again)).status_code == 401  # revoked
     internal, internal_credential = api.enroll(channel="internal")
     refused = api.http.post(
         f"/api/v1/devices/{internal}/leave-preview", headers=bearer(internal_credential)

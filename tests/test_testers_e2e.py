@@ -116,6 +116,9 @@ def test_a_tester_gets_preview_reports_votes_leaves_and_is_never_downgraded(
 
     assert ota_agent(["leave-preview", "--config", str(config_path)]) == 0
     assert load_config(config_path).channel == "stable"
+    assert ota_agent(["vote", "--config", str(config_path), str(group["group_id"])]) == 1
+    assert "only beta testers vote" in capsys.readouterr().err
+    assert ota_agent(["feedback", "--config", str(config_path), "still on 2.0, fine"]) == 0
     states_before = env.reported_states("tester-1")
     running = sim.status().active
     agent.poll_once()  # stable's 1.0 is what the server now offers: never installed

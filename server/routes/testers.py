@@ -18,9 +18,17 @@ from agent.protocol import (
     redeem_path,
     vote_path,
 )
-from server.auth import Principal, Role, issue_token, require_role
+from server.auth import (
+    MAX_NAME_CHARS,
+    Principal,
+    Role,
+    issue_token,
+    require_role,
+    revoke_token,
+)
 from server.deps import DeviceDep, SessionDep
 from server.errors import ForbiddenError
+from server.services.devices import hash_credential
 from server.services.fcodes import (
     MAX_CODES_PER_ISSUE,
     PREVIEW,
@@ -99,8 +107,19 @@ def post_fcodes(body: FCodeIssue, session: SessionDep, _: ReleaseEngineer) -> di
     return issued.to_dict()
 
 
+def tester_token_name(device_id: str) -> str:
+    """One tester token per device: joining again rotates it, leaving preview revokes it."""
+    name = f"tester-{device_id}"
+    return name if len(name) <= MAX_NAME_CHARS else f"tester-{hash_credential(device_id)}"
+
+
 def _tester_token(session: Session, device_id: str) -> str:
-    return issue_token(session, role=Role.TESTER, subject=device_id, name=f"tester {device_id}")
+    name = tester_token_name(device_id)
+    return issue_token(session, role=Role.TESTER, subject=device_id, name=name)
+
+
+def _end_tester(session: Session, device_id: str) -> None:
+    revoke_token(session, tester_token_name(device_id))
 
 
 @router.post(redeem_path("{device_id}"))
@@ -110,7 +129,7 @@ def post_redeem(body: Redeem, device: DeviceDep, session: SessionDep) -> dict[st
 
 @router.post(leave_preview_path("{device_id}"))
 def post_leave_preview(device: DeviceDep, session: SessionDep) -> dict[str, str]:
-    return leave_preview(session, device)
+    return leave_preview(session, device, end_tester=_end_tester)
 
 
 @router.post(FEEDBACK_PATH, status_code=201)

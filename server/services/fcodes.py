@@ -27,6 +27,7 @@ CODE_GROUPS: Final = 4  # of 4 characters each: 80 bits
 MAX_CODES_PER_ISSUE: Final = 1000
 
 TokenMaker = Callable[[Session, str], str]  # (session, device_id) -> a tester token
+TesterEnd = Callable[[Session, str], object]  # (session, device_id): revoke that token
 
 
 @dataclass(frozen=True)
@@ -123,11 +124,16 @@ def redeem_fcode(
     return Redemption(device.device_id, row.channel, previous, token)
 
 
-def leave_preview(session: Session, device: Device) -> dict[str, str]:
-    """Back to stable, keeping the build that runs (the agent never goes down)."""
+def leave_preview(
+    session: Session, device: Device, *, end_tester: TesterEnd | None = None
+) -> dict[str, str]:
+    """Back to stable, keeping the build that runs (the agent never goes down); `end_tester`
+    takes the device's tester rights away in the same transaction."""
     previous = device.channel
     if previous not in (PREVIEW, STABLE):
         raise ConflictError(f"device {device.device_id!r} is on {previous!r}, not on preview")
     device.channel = STABLE
+    if end_tester is not None:
+        end_tester(session, device.device_id)
     session.commit()
     return {"device_id": device.device_id, "channel": STABLE, "previous_channel": previous}

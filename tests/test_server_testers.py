@@ -304,3 +304,12 @@ def test_durations_for_fcode_issue(text: str, seconds: float) -> None:
 def test_bad_durations_are_refused(text: str) -> None:
     with pytest.raises(ValueError, match="not a duration"):
         parse_duration(text)
+
+
+def test_a_person_with_a_wide_role_reports_for_no_device_unless_named(api: Api) -> None:
+    admin = bearer("admin-secret")
+    body = {"text": "release notes mention the wrong date", "build": new_id("build")}
+    answer = api.http.post("/api/v1/feedback", json=body, headers=admin)
+    assert answer.status_code == 201, answer.text
+    ghost = api.http.post("/api/v1/feedback", json={**body, "device_id": "ghost"}, headers=admin)
+    assert ghost.status_code == 404

@@ -19,6 +19,7 @@ from agent.protocol import (
     vote_path,
 )
 from server.auth import (
+    DEVICE_BOUND,
     MAX_NAME_CHARS,
     Principal,
     Role,
@@ -134,10 +135,11 @@ def post_leave_preview(device: DeviceDep, session: SessionDep) -> dict[str, str]
 
 @router.post(FEEDBACK_PATH, status_code=201)
 def post_feedback(body: FeedbackBody, who: Reporter, session: SessionDep) -> dict[str, Any]:
-    # testers' and devices' tokens name their device: they speak only for that one
-    device_id = body.device_id or who.subject
-    if device_id != who.subject:
-        raise ForbiddenError(f"you may send feedback only for device {who.subject!r}")
+    device_id = body.device_id
+    if who.role in DEVICE_BOUND:  # a tester's or device's token names its device: only that one
+        device_id = device_id or who.subject
+        if device_id != who.subject:
+            raise ForbiddenError(f"you may send feedback only for device {who.subject!r}")
     item = FeedbackIn(
         build=body.build,
         text=body.text,
@@ -151,7 +153,7 @@ def post_feedback(body: FeedbackBody, who: Reporter, session: SessionDep) -> dic
 
 @router.post(vote_path("{group_id}"))
 def post_vote(group_id: int, who: Tester, session: SessionDep) -> dict[str, Any]:
-    return vote(session, group_id, f"tester:{who.subject}")
+    return vote(session, group_id, f"{who.role.value}:{who.subject}")
 
 
 @router.get(f"{FEEDBACK_PATH}/surfacing")

@@ -9,6 +9,7 @@ from typing import Annotated
 
 import typer
 
+from server.cli_admin import broker_mosquitto_config, token_app
 from server.cli_testers import fcode_app, feedback_app
 from signing.cli import keys_app, release_app, repo_app
 
@@ -27,6 +28,8 @@ app.add_typer(server_app, name="server")
 app.add_typer(fcode_app, name="fcode")
 app.add_typer(feedback_app, name="feedback")
 app.add_typer(broker_app, name="broker")
+app.add_typer(token_app, name="token")
+broker_app.command("mosquitto-config")(broker_mosquitto_config)
 
 
 @server_app.command("run")

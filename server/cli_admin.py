@@ -1,0 +1,145 @@
+"""`ota token ...` and `ota broker mosquitto-config`: the operator's side, straight on the
+server's database (`--db-url`, default from OTA_DB_URL), so the first admin-issued token and
+the broker's files can be made before the server ever runs."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from server.auth import Role, issue_token, list_tokens, revoke_token
+from server.db import make_engine, make_sessions, upgrade_to_head
+from server.errors import ServiceError
+from server.models import Device
+from server.mosquitto import BrokerConfigError, BrokerDevice, write_broker_config
+from server.settings import Settings
+
+token_app = typer.Typer(help="API tokens and their roles.", no_args_is_help=True)
+
+DbUrlOpt = Annotated[
+    str | None, typer.Option("--db-url", help="SQLAlchemy URL (default: OTA_DB_URL or SQLite).")
+]
+
+
+@contextmanager
+def _session(db_url: str | None) -> Iterator[Session]:
+    """A session on the server's database, migrated to head first (idempotent)."""
+    engine = make_engine(db_url or Settings.from_env().db_url)
+    try:
+        upgrade_to_head(engine)
+        with make_sessions(engine)() as session:
+            yield session
+    finally:
+        engine.dispose()
+
+
+def _fail(message: str) -> typer.Exit:
+    typer.echo(f"ota: error: {message}", err=True)
+    return typer.Exit(1)
+
+
+@token_app.command("create")
+def token_create(
+    role: Annotated[Role, typer.Option(help="What the token may do.")],
+    name: Annotated[str, typer.Option(help="A unique name (revoke by it).")],
+    subject: Annotated[str, typer.Option(help="Device id, for a device-bound tester.")] = "",
+    db_url: DbUrlOpt = None,
+) -> None:
+    """Issue a token and print it; it is shown only this once (the database keeps a hash)."""
+    with _session(db_url) as session:
+        try:
+            token = issue_token(session, role=role, subject=subject or name, name=name)
+        except ServiceError as exc:
+            raise _fail(str(exc)) from None
+        session.commit()
+    typer.echo(token)
+
+
+@token_app.command("list")
+def token_list(
+    db_url: DbUrlOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON list.")] = False,
+) -> None:
+    """Every token's name, role, subject and dates (never the secret)."""
+    with _session(db_url) as session:
+        tokens = list_tokens(session)
+    if as_json:
+        typer.echo(json.dumps(tokens, indent=2))
+        return
+    for t in tokens:
+        state = f"revoked {t['revoked_at']}" if t["revoked_at"] else "active"
+        typer.echo(f"{t['name']}\t{t['role']}\t{t['subject']}\t{t['created_at']}\t{state}")
+
+
+@token_app.command("revoke")
+def token_revoke(name: str, db_url: DbUrlOpt = None) -> None:
+    """Revoke the active token with this name; it stops working at once."""
+    with _session(db_url) as session:
+        if not revoke_token(session, name):
+            raise _fail(f"no active token named {name!r}")
+    typer.echo(f"revoked {name}")
+
+
+def registry_broker_devices(session: Session) -> tuple[list[BrokerDevice], list[str]]:
+    """Every enrolled device as a broker login from its stored `$7$` hash, and the ids of
+    devices enrolled before the hash was kept (they need to re-enroll to get a login)."""
+    devices, missing = [], []
+    for d in session.scalars(select(Device).order_by(Device.device_id)):
+        if not d.broker_password_hash:
+            missing.append(d.device_id)
+            continue
+        devices.append(BrokerDevice(d.device_id, d.channel, d.model, "", d.broker_password_hash))
+    return devices, missing
+
+
+def broker_mosquitto_config(
+    out_dir: Annotated[Path, typer.Argument(help="Where to write the broker's files.")],
+    server_password_env: Annotated[
+        str,
+        typer.Option(help="Environment variable holding the server user's broker password."),
+    ],
+    db_url: DbUrlOpt = None,
+    port: Annotated[int, typer.Option(help="The TLS listener's port.")] = 8883,
+    hostname: Annotated[
+        list[str] | None, typer.Option(help="Name in the certificate (repeatable).")
+    ] = None,
+    ip: Annotated[
+        list[str] | None, typer.Option(help="IP in the certificate (repeatable).")
+    ] = None,
+    bind: Annotated[str, typer.Option(help="Address the listener binds.")] = "127.0.0.1",
+    server_user: Annotated[str, typer.Option(help="The server's broker login.")] = "ota-server",
+    run_as_user: Annotated[
+        str | None, typer.Option(help="User mosquitto runs as when started as root.")
+    ] = None,
+) -> None:
+    """Write mosquitto's TLS files, logins and ACL for every enrolled device in the registry."""
+    server_password = os.environ.get(server_password_env, "")
+    if not server_password:
+        raise _fail(f"${server_password_env} is unset or empty: the server user needs a password")
+    with _session(db_url) as session:
+        devices, missing = registry_broker_devices(session)
+    for device_id in missing:
+        typer.echo(f"ota: warning: {device_id} has no broker login yet (re-enroll it)", err=True)
+    try:
+        paths = write_broker_config(
+            out_dir,
+            devices,
+            port=port,
+            hostnames=hostname or ["localhost"],
+            ips=ip or ["127.0.0.1"],
+            server_user=server_user,
+            server_password=server_password,
+            bind=bind,
+            run_as_user=run_as_user,
+        )
+    except BrokerConfigError as exc:
+        raise _fail(str(exc)) from None
+    typer.echo(f"{len(devices)} device logins; mosquitto -c {paths.conf}")

@@ -216,7 +216,8 @@ class _Evidence:
 def surfacing(session: Session, build: str, *, now: datetime | None = None) -> dict[str, Any]:
     """The open groups of `build`, ranked (server.surfacing), with what they count."""
     now = now or utcnow()
-    evidence = _agent_evidence(session, build, now)
+    evidence: dict[int, _Evidence] = defaultdict(_Evidence)
+    evidence.update(_agent_evidence(session, build, now))
     groups = session.scalars(
         select(FeedbackGroup).where(FeedbackGroup.build == build, FeedbackGroup.closed.is_(False))
     ).all()
@@ -224,12 +225,7 @@ def surfacing(session: Session, build: str, *, now: datetime | None = None) -> d
     votes = _votes(session, [g.id for g in groups])
     by_id = {g.id: g for g in groups}
     stats = [
-        GroupStats(
-            g.id,
-            len(evidence[g.id].devices) if g.id in evidence else 0,
-            votes.get(g.id, 0),
-            g.last_seen,
-        )
+        GroupStats(g.id, len(evidence[g.id].devices), votes.get(g.id, 0), g.last_seen)
         for g in groups
     ]
     ranked = [
@@ -237,10 +233,10 @@ def surfacing(session: Session, build: str, *, now: datetime | None = None) -> d
             "rank": place,
             **group_to_dict(by_id[s.group_id]),
             "devices": s.devices,
-            "reports": evidence[s.group_id].reports if s.group_id in evidence else 0,
+            "reports": evidence[s.group_id].reports,
             "votes": s.votes,
             "score": round(score, 4),
-            "samples": evidence[s.group_id].samples if s.group_id in evidence else [],
+            "samples": evidence[s.group_id].samples,
         }
         for place, (s, score) in enumerate(rank(stats, now), start=1)
     ]

@@ -14,6 +14,7 @@ This module only checks and writes. Making the slot bootable is the caller's job
 from __future__ import annotations
 
 import errno
+import functools
 import hashlib
 import logging
 import os
@@ -22,6 +23,7 @@ import random
 import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, BinaryIO, Final, Protocol
 
 from agent.errors import InstallError, TransportError, VerificationError
@@ -32,6 +34,7 @@ from agent.tuf_client import TargetInfo
 log = logging.getLogger(__name__)
 
 BUFFER_SIZE: Final = 1024 * 1024
+PARALLEL_HASH_BYTES: Final = 128 * 1024  # smaller pieces are not worth a thread hand-off
 WRITEBACK_BYTES: Final = 32 * 1024 * 1024  # start writing back to disk every this many bytes
 
 
@@ -87,13 +90,23 @@ class StreamVerifier:
         view = memoryview(data)
         while view:
             piece = view[: self._room_in_chunk()]
-            for hasher in self._whole.values():
-                hasher.update(piece)
-            self._chunk.update(piece)
+            self._hash(piece)
             self.position += len(piece)
             view = view[len(piece) :]
             if self._at_chunk_end():
                 self._close_chunk()
+
+    def _hash(self, piece: memoryview) -> None:
+        """Whole-image and chunk hashes of `piece`; for a large piece of a chunked target
+        the two run at once on two threads (hashlib releases the GIL for large buffers)."""
+        if not self.chunked or len(piece) < PARALLEL_HASH_BYTES:
+            for hasher in self._whole.values():
+                hasher.update(piece)
+            self._chunk.update(piece)
+            return
+        whole = _hash_pool().submit(_update_all, list(self._whole.values()), piece)
+        self._chunk.update(piece)
+        whole.result()
 
     def split(self, data: bytes, start: int) -> Iterator[memoryview]:
         """`data` (which begins at byte `start`) cut at chunk boundaries, so that one write
@@ -150,6 +163,17 @@ class StreamVerifier:
             )
         self._chunk = hashlib.sha256()
         self._mark = (self.position, _copy(self._whole))
+
+
+def _update_all(hashers: list[Any], piece: memoryview) -> None:
+    for hasher in hashers:
+        hasher.update(piece)
+
+
+@functools.cache
+def _hash_pool() -> ThreadPoolExecutor:
+    """One helper thread for the whole-image hashes (one download runs at a time)."""
+    return ThreadPoolExecutor(max_workers=1, thread_name_prefix="whole-hash")
 
 
 def _chunk_plan(target: TargetInfo) -> tuple[int, tuple[str, ...]]:

@@ -17,12 +17,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, Any
 
-from fastapi import Header, Query, Request
+from fastapi import Depends, Query
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from server.errors import ConflictError, ForbiddenError, NotAuthenticatedError
 from server.models import ApiToken, Device, utcnow
+from server.request_scope import SessionDep, StateDep, TokenDep
 from server.services.devices import hash_credential, tokens_match
 from server.settings import Settings
 
@@ -137,28 +138,13 @@ def require_device_self(device_id: str, principal: Principal) -> Principal:
     return principal
 
 
-def bearer_token(authorization: str | None) -> str:
-    """The token of an `Authorization: Bearer <token>` header, or ""."""
-    scheme, _, token = (authorization or "").partition(" ")
-    return token.strip() if scheme.lower() == "bearer" else ""
-
-
-def principal_of(request: Request, token: str) -> Principal | None:
-    """Resolve `token` in a short session of its own (the request's session stays clean)."""
-    state = request.app.state.ota
-    with state.sessions() as session:
-        return resolve_principal(session, state.settings, token)
-
-
 def require_role(*roles: Role) -> Callable[..., Principal]:
     """A route dependency returning the caller's `Principal` if it has one of `roles`
     (ADMIN always passes; no roles = ADMIN only)."""
     allowed = frozenset(roles)
 
-    def dependency(
-        request: Request, authorization: Annotated[str | None, Header()] = None
-    ) -> Principal:
-        return authorize(principal_of(request, bearer_token(authorization)), allowed)
+    def dependency(session: SessionDep, state: StateDep, token: TokenDep) -> Principal:
+        return authorize(resolve_principal(session, state.settings, token), allowed)
 
     dependency.__name__ = "require_" + "_or_".join(sorted(r.value for r in allowed) or ["admin"])
     return dependency
@@ -169,19 +155,17 @@ def require_role_or_query_token(*roles: Role) -> Callable[..., Principal]:
     allowed = frozenset(roles)
 
     def dependency(
-        request: Request,
-        authorization: Annotated[str | None, Header()] = None,
-        token: Annotated[str, Query()] = "",
+        session: SessionDep, state: StateDep, header: TokenDep, token: Annotated[str, Query()] = ""
     ) -> Principal:
-        return authorize(principal_of(request, bearer_token(authorization) or token), allowed)
+        return authorize(resolve_principal(session, state.settings, header or token), allowed)
 
     return dependency
 
 
-def device_self(request: Request, device_id: str, token: str) -> Principal:
+def device_self(device_id: str, session: SessionDep, state: StateDep, token: TokenDep) -> Principal:
     """The device of the path, authenticated by its own credential: only DEVICE principals
     (an admin or tester token cannot poll or report in a device's place)."""
-    principal = principal_of(request, token)
+    principal = resolve_principal(session, state.settings, token)
     if principal is None:
         raise NotAuthenticatedError(
             "missing or unknown device credential (Authorization: Bearer <credential>)"
@@ -189,3 +173,6 @@ def device_self(request: Request, device_id: str, token: str) -> Principal:
     if principal.role is not Role.DEVICE:
         raise ForbiddenError(f"only device {device_id!r} itself may do this")
     return require_device_self(device_id, principal)
+
+
+DeviceSelf = Annotated[Principal, Depends(device_self)]

@@ -135,15 +135,20 @@ def keys_rotate(
     revoke: Annotated[
         str | None, typer.Option("--revoke", help="Key id (or 8+ char prefix) to replace.")
     ] = None,
+    to_uri: Annotated[
+        str | None,
+        typer.Option("--to-uri", help="Use an HSM or KMS key: hsm:2?label=TOKEN, awskms:KEY."),
+    ] = None,
     storage: StorageOption = None,
     s3_endpoint_url: EndpointOption = None,
 ) -> None:
-    """Replace one of ROLE's keys with a fresh one; the old key is revoked."""
+    """Replace one of ROLE's keys with a fresh one (or an HSM/KMS key); the old one is revoked."""
     with _clear_errors():
         done = rotate_key(
             repo,
             role,
             revoke=revoke,
+            to_uri=to_uri,
             storage=_storage(storage, s3_endpoint_url),
             passphrase=_passphrase(),
         )

@@ -16,18 +16,24 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from cryptography.exceptions import UnsupportedAlgorithm
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import (
     BestAvailableEncryption,
     Encoding,
     PrivateFormat,
     load_pem_private_key,
 )
-from securesystemslib.signer import CryptoSigner  # type: ignore[attr-defined]
+from securesystemslib.signer import CryptoSigner, Signer  # type: ignore[attr-defined]
 from tuf.api.metadata import Metadata, Root, Targets  # type: ignore[attr-defined]
 
 from signing.errors import KeysError
+from signing.signers import (
+    env_name,
+    env_signer,
+    key_reference_paths,
+    load_uri_signer,
+    read_key_reference,
+    signer_from_pem,
+)
 from signing.storage import LocalStorage, Storage
 from signing.tufmeta import (
     TOP_LEVEL_ROLES,
@@ -208,28 +214,17 @@ def write_private_key(path: Path, signer: CryptoSigner, passphrase: str | None) 
 
 
 def load_signer(path: Path, passphrase: str | None = None) -> CryptoSigner:
-    """A signer for the PKCS8 PEM ed25519 key at `path` (decrypted with `passphrase`)."""
+    """A signer for the PKCS8 PEM key at `path` (decrypted with `passphrase`)."""
     try:
         pem = Path(path).read_bytes()
     except OSError as exc:
         raise KeysError(f"cannot read key {path}: {exc.strerror or exc}") from exc
-    secret = passphrase.encode() if passphrase else None
-    try:
-        key = load_pem_private_key(pem, secret)
-    except TypeError:
-        if secret is None:
-            raise KeysError(f"key {path} is encrypted: set OTA_KEY_PASSPHRASE") from None
-        key = load_pem_private_key(pem, None)  # not encrypted; the passphrase is not needed
-    except (ValueError, UnsupportedAlgorithm):
-        raise KeysError(f"cannot load key {path}: wrong passphrase or not a PEM key") from None
-    if not isinstance(key, Ed25519PrivateKey):
-        raise KeysError(f"key {path} is not an ed25519 key")
-    return CryptoSigner(key)
+    return signer_from_pem(pem, passphrase, str(path))
 
 
 def load_signers(
     repo_dir: Path, role: str, root: Root, passphrase: str | None = None
-) -> list[CryptoSigner]:
+) -> list[Signer]:
     """The role's signers from `<repo_dir>/keys/`, each checked to be a key `root` trusts."""
     return load_role_signers(Path(repo_dir) / KEYS_DIR, role, root, passphrase)
 
@@ -241,18 +236,30 @@ def load_role_signers(
     passphrase: str | None = None,
     *,
     files: str | None = None,
-) -> list[CryptoSigner]:
-    """The role's signers from `keys_dir` (`<files>.pem`, `<files>-<n>.pem`; `files` defaults to
-    `role`, hashed bins use their channel's), each checked to be a key that `delegator` (root,
-    or the targets role delegating `role`) trusts for it."""
-    keys_dir = Path(keys_dir)
+) -> list[Signer]:
+    """The role's signers, each checked to be a key `delegator` (root, or the targets role
+    delegating `role`) trusts for it: `$OTA_KEY_<ROLE>` if set, else the key files and key
+    references (HSM, KMS) in `keys_dir` named `<files>` (default `role`; hashed bins use their
+    channel's). See signing/signers.py."""
     stem = files or role
+    from_env = env_signer(stem, passphrase)
+    if from_env is not None:
+        check_trusted(from_env.public_key.keyid, role, delegator, f"${env_name(stem)}")
+        return [from_env]
+    keys_dir = Path(keys_dir)
     paths = sorted(keys_dir.glob(f"{stem}.pem")) + sorted(keys_dir.glob(f"{stem}-*.pem"))
-    if not paths:
-        raise KeysError(f"no {stem} key in {keys_dir}: run `ota keys init` first")
-    signers = [load_signer(path, passphrase) for path in paths]
-    for path, signer in zip(paths, signers, strict=True):
+    references = key_reference_paths(keys_dir, stem)
+    if not paths and not references:
+        raise KeysError(f"no {stem} key in {keys_dir} or ${env_name(stem)}")
+    signers: list[Signer] = []
+    for path in paths:
+        signer = load_signer(path, passphrase)
         check_trusted(signer.public_key.keyid, role, delegator, str(path))
+        signers.append(signer)
+    for path in references:
+        uri, keyid = read_key_reference(path)
+        check_trusted(keyid, role, delegator, str(path))
+        signers.append(load_uri_signer(uri, delegator.get_key(keyid), str(path)))
     return signers
 
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from securesystemslib.signer import CryptoSigner  # type: ignore[attr-defined]
+from securesystemslib.signer import CryptoSigner, Signer  # type: ignore[attr-defined]
 from tuf.api.metadata import Metadata
 
 from signing.delegation import Plan
@@ -33,10 +33,18 @@ from signing.keys import (
     write_private_key,
 )
 from signing.renew import next_version, release_files, write_files
+from signing.signers import (
+    REFERENCE_SUFFIX,
+    import_uri,
+    key_reference_paths,
+    load_uri_signer,
+    read_key_reference,
+    write_key_reference,
+)
 from signing.staging import tally
 from signing.state import RepoState, load_state
 from signing.storage import LocalStorage, Storage
-from signing.tufmeta import TOP_LEVEL_ROLES, ExpiryPolicy, metadata_name, serialize
+from signing.tufmeta import TOP_LEVEL_ROLES, ExpiryPolicy, add_signature, metadata_name, serialize
 
 __all__ = ["Rotation", "rotate_key"]
 
@@ -60,25 +68,34 @@ def rotate_key(
     storage: Storage | None = None,
     passphrase: str | None = None,
     expiry: ExpiryPolicy | None = None,
+    to_uri: str | None = None,
 ) -> Rotation:
     """Replace `revoke` (a key id or a unique prefix of 8+ characters; optional when the role
-    has one key) with a fresh key; return what changed. The repository is unchanged on error."""
+    has one key) with a fresh key file, or with the HSM/KMS key `to_uri` (hsm:..., awskms:...);
+    return what changed. The repository is unchanged on error."""
     repo_dir = Path(repo_dir)
     store = storage if storage is not None else default_storage(repo_dir)
     policy = expiry or ExpiryPolicy()
     state = load_state(store)
     delegator = _delegator(state, role)
     old = _old_keyid(list(delegator.get_delegated_role(role).keyids), role, revoke)
-    new = generate_signers(1)[0]
+    new, uri = _replacement(to_uri)
     keys_dir = repo_dir / KEYS_DIR
     if role in TOP_LEVEL_ROLES:
         files = _rotate_top_level(state, role, old, new, keys_dir, passphrase, policy)
     else:
         files = _rotate_channel(state, role, old, new, keys_dir, passphrase, policy)
-    key_file = _swap_key_files(keys_dir, role, old, new, passphrase, store, files)
+    key_file = _swap_key_files(keys_dir, role, old, (new, uri), passphrase, store, files)
     if role == "root":
         LocalStorage(repo_dir).put_bytes(TRUSTED_ROOT, next(iter(files.values())))
     return Rotation(role, old, new.public_key.keyid, key_file, tuple(files))
+
+
+def _replacement(to_uri: str | None) -> tuple[Signer, str | None]:
+    if to_uri is None:
+        return generate_signers(1)[0], None
+    uri, public_key = import_uri(to_uri)
+    return load_uri_signer(uri, public_key, to_uri), uri
 
 
 def _delegator(state: RepoState, role: str) -> Any:
@@ -107,7 +124,7 @@ def _rotate_top_level(
     state: RepoState,
     role: str,
     old: str,
-    new: CryptoSigner,
+    new: Signer,
     keys_dir: Path,
     passphrase: str | None,
     policy: ExpiryPolicy,
@@ -120,7 +137,7 @@ def _rotate_top_level(
     if role == "root":
         root_signers = [*root_signers, new]
     for signer in root_signers:
-        root.sign(signer, append=True)
+        add_signature(root, signer)
     _check_root(state, root)
     files = {metadata_name("root", root.signed.version): serialize(root)}
     if role == "root":
@@ -132,7 +149,7 @@ def _rotate_top_level(
     edited = {}
     if role == "targets":
         targets = next_version(state.targets, policy.expires("targets"))
-        targets.sign(new, append=True)
+        add_signature(targets, new)
         _check(root.signed, "targets", targets)
         edited["targets"] = serialize(targets)
     more = release_files(state, edited, signers, policy, snapshot=role == "snapshot")
@@ -160,7 +177,7 @@ def _rotate_channel(
     state: RepoState,
     channel: str,
     old: str,
-    new: CryptoSigner,
+    new: Signer,
     keys_dir: Path,
     passphrase: str | None,
     policy: ExpiryPolicy,
@@ -188,7 +205,7 @@ def _rotate_channel(
     edited = {}
     for name, role_md in plan.edits.items():
         for signer in sign.get(name, [*kept, new]):
-            role_md.sign(signer, append=True)
+            add_signature(role_md, signer)
         _check(plan.delegators[name], name, role_md)
         edited[name] = serialize(role_md)
     online = {
@@ -202,26 +219,34 @@ def _swap_key_files(
     keys_dir: Path,
     role: str,
     old: str,
-    new: CryptoSigner,
+    replacement: tuple[Signer, str | None],
     passphrase: str | None,
     storage: Storage,
     files: dict[str, bytes],
 ) -> Path:
-    """Write the new key next to the others, publish `files`, then retire the old key file."""
+    """Write the new key (or the reference to it) next to the others, publish `files`, then
+    retire the old key file."""
+    new, uri = replacement
+    suffix = ".pem" if uri is None else REFERENCE_SUFFIX
     old_path = _find_key_file(keys_dir, role, old, passphrase)
-    staging = keys_dir / f".{role}.new.pem"
+    staging = keys_dir / f".{role}.new{suffix}"
     staging.unlink(missing_ok=True)
     try:
-        write_private_key(staging, new, passphrase)
+        if isinstance(new, CryptoSigner):
+            write_private_key(staging, new, passphrase)
+        else:
+            write_key_reference(staging, str(uri), new.public_key.keyid)
         write_files(storage, files)
     except BaseException:
         staging.unlink(missing_ok=True)
         raise
-    dest = old_path or _free_name(keys_dir, role, new.public_key.keyid)
     if old_path is not None:
         retired = keys_dir / RETIRED_DIR
         retired.mkdir(mode=0o700, exist_ok=True)
-        os.replace(old_path, retired / f"{role}-{old[:16]}.pem")
+        os.replace(old_path, retired / f"{role}-{old[:16]}{''.join(old_path.suffixes)}")
+    dest = _free_name(keys_dir, role, new.public_key.keyid, suffix)
+    if old_path is not None and "".join(old_path.suffixes) == suffix:
+        dest = old_path
     os.replace(staging, dest)
     return dest
 
@@ -230,11 +255,15 @@ def _find_key_file(keys_dir: Path, role: str, keyid: str, passphrase: str | None
     for path in sorted(keys_dir.glob(f"{role}.pem")) + sorted(keys_dir.glob(f"{role}-*.pem")):
         if load_signer(path, passphrase).public_key.keyid == keyid:
             return path
+    for path in key_reference_paths(keys_dir, role):
+        if read_key_reference(path)[1] == keyid:
+            return path
     return None
 
 
-def _free_name(keys_dir: Path, role: str, keyid: str) -> Path:
-    """`<role>.pem` for a role's only key, else `<role>-<key id prefix>.pem`."""
-    if not (keys_dir / f"{role}.pem").exists() and not list(keys_dir.glob(f"{role}-*.pem")):
-        return keys_dir / f"{role}.pem"
-    return keys_dir / f"{role}-{keyid[:8]}.pem"
+def _free_name(keys_dir: Path, role: str, keyid: str, suffix: str) -> Path:
+    """`<role><suffix>` when the role has no other key file, else `<role>-<key id><suffix>`."""
+    taken = list(keys_dir.glob(f"{role}.*")) + list(keys_dir.glob(f"{role}-*"))
+    if not taken:
+        return keys_dir / f"{role}{suffix}"
+    return keys_dir / f"{role}-{keyid[:8]}{suffix}"

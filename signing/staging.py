@@ -22,7 +22,7 @@ from signing.keys import KEYS_DIR, check_trusted, load_role_signers, load_signer
 from signing.renew import release_files, write_files
 from signing.state import RepoState, load_state
 from signing.storage import Storage
-from signing.tufmeta import ExpiryPolicy, serialize
+from signing.tufmeta import ExpiryPolicy, add_signature, serialize
 
 __all__ = ["StagedRole", "StagingError", "sign_staged", "staged_name", "tally"]
 
@@ -69,7 +69,7 @@ def sign_staged(
     name, proposal = _pending(state, storage, role)
     signer = load_signer(key, passphrase)
     check_trusted(signer.public_key.keyid, name, state.delegator(name), str(key))
-    proposal.sign(signer, append=True)
+    add_signature(proposal, signer)
     signed, threshold = tally(state.delegator(name), name, proposal)
     new = tuple(sorted(set(proposal.signed.targets) - set(state.role(name).signed.targets)))
     if signed < threshold:

@@ -14,6 +14,7 @@ from typing import Any, Final
 # python-tuf and securesystemslib re-export their public names without __all__, which mypy's
 # strict mode does not count as exported; these are the documented public import paths.
 from securesystemslib.signer import Signer  # type: ignore[attr-defined]
+from tuf.api.exceptions import UnsignedMetadataError
 from tuf.api.metadata import (  # type: ignore[attr-defined]
     Metadata,
     MetaFile,
@@ -21,6 +22,8 @@ from tuf.api.metadata import (  # type: ignore[attr-defined]
     Timestamp,
 )
 from tuf.api.serialization.json import JSONSerializer
+
+from signing.errors import KeysError, SigningError
 
 METADATA_DIR: Final = "metadata"
 TARGETS_DIR: Final = "targets"
@@ -66,8 +69,20 @@ def sign_and_serialize(md: Metadata[Any], signers: Iterable[Signer]) -> bytes:
     """Replace md's signatures with one from each signer and return the file's bytes."""
     md.signatures.clear()
     for signer in signers:
-        md.sign(signer, append=True)
+        add_signature(md, signer)
     return md.to_bytes(_SERIALIZER)
+
+
+def add_signature(md: Metadata[Any], signer: Signer) -> None:
+    """Sign `md` with `signer` (next to any signatures it has); a signer that fails (an HSM
+    without its PIN, a KMS that refuses) becomes one KeysError naming the key and the role."""
+    try:
+        md.sign(signer, append=True)
+    except UnsignedMetadataError as exc:
+        cause = exc.__cause__ if isinstance(exc.__cause__, SigningError) else exc
+        raise KeysError(
+            f"cannot sign {md.signed.type} with key {signer.public_key.keyid[:12]}: {cause}"
+        ) from None
 
 
 def serialize(md: Metadata[Any]) -> bytes:

@@ -234,6 +234,8 @@ def test_refused_codes_change_nothing(session: Session) -> None:
     device = session.get_one(Device, "phone-1")
     token = redeem_fcode(session, device, used, tester_token=lambda _s, d: f"t-{d}", now=now)
     assert (token.channel, token.tester_token) == ("preview", "t-phone-1")
+    retry = redeem_fcode(session, device, used, tester_token=lambda _s, _d: "t2", now=now)
+    assert (retry.channel, retry.tester_token) == ("preview", "t2")  # its answer was lost
     other = session.get_one(Device, "phone-2")
     other.channel = "stable"
     session.commit()

@@ -97,11 +97,15 @@ def redeem_fcode(
     tester_token: TokenMaker,
     now: datetime | None = None,
 ) -> Redemption:
-    """Spend `code` on `device`: it joins the code's channel and gets a tester token."""
+    """Spend `code` on `device`: it joins the code's channel and gets a tester token. The
+    device that spent a code may redeem it again (its answer was lost, or it left and comes
+    back): the same channel and a rotated token."""
     now = now or utcnow()
     row = session.scalar(select(FCode).where(FCode.code_hash == hash_code(code)))
     if row is None:
         raise NotFoundError("unknown F-code (check it for typos)")
+    if row.redeemed_by == device.device_id:  # a retry after a lost answer: same outcome
+        return _join(session, device, row.channel, tester_token)
     if row.redeemed_at is not None:
         raise ConflictError("this F-code has been used already; ask for a new one")
     if row.expires_at <= now:
@@ -117,11 +121,15 @@ def redeem_fcode(
     if spent.rowcount != 1:  # another device spent it a moment ago
         session.rollback()
         raise ConflictError("this F-code has been used already; ask for a new one")
+    return _join(session, device, row.channel, tester_token)
+
+
+def _join(session: Session, device: Device, channel: str, tester_token: TokenMaker) -> Redemption:
     previous = device.channel
-    device.channel = row.channel
+    device.channel = channel
     token = tester_token(session, device.device_id)
     session.commit()
-    return Redemption(device.device_id, row.channel, previous, token)
+    return Redemption(device.device_id, channel, previous, token)
 
 
 def leave_preview(

@@ -28,7 +28,9 @@ from rich.table import Table
 
 from agent.config import AgentConfig
 from agent.daemon import AgentDaemon, build_agent
+from agent.errors import AgentError
 from agent.server_api import ServerApi
+from agent.tester import FeedbackRequest, join_preview, send_feedback, vote
 from hardware.sim import SimDevice
 from server.testing import free_port
 from signing.keys import init_keys
@@ -57,6 +59,7 @@ class DemoResult:
     releases: list[dict[str, Any]] = field(default_factory=list)
     steps: list[dict[str, Any]] = field(default_factory=list)
     elapsed_s: float = 0.0
+    surfacing: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -64,6 +67,7 @@ class DemoResult:
             "devices": self.devices,
             "releases": self.releases,
             "steps": self.steps,
+            "surfacing": self.surfacing,
             "elapsed_s": round(self.elapsed_s, 2),
         }
 
@@ -74,6 +78,7 @@ class FleetDevice:
     channel: str
     sim: SimDevice
     daemon: AgentDaemon
+    config: AgentConfig
     thread: threading.Thread | None = None
 
 
@@ -87,6 +92,7 @@ def run_demo(options: DemoOptions) -> DemoResult:
         print(json.dumps(result.to_dict(), indent=2))
     else:
         console.print(_table(result.devices))
+        console.print(_surfacing_table(result.surfacing))
         verdict = "[green]ok[/]" if result.ok else "[red]FAILED[/]"
         console.print(f"demo {verdict} in {result.elapsed_s:.1f}s")
     return result
@@ -111,10 +117,39 @@ def _run(
         broken = next(d for d in fleet if d.channel == "preview")
         broken.sim.health_failing = True
         steps.append(_release_step(env, view, fleet, releases, BUILDS[1], ("preview",), broken))
+        surfacing = _testers_speak(env, view, [d for d in fleet if d.channel == "preview"])
         steps.append(_release_step(env, view, fleet, releases, BUILDS[1], ("stable",), broken))
     devices = view.snapshot()
     ok = all(s["ok"] for s in steps)
-    return DemoResult(ok, devices, releases, steps, time.monotonic() - started)
+    result = DemoResult(ok, devices, releases, steps, time.monotonic() - started)
+    result.surfacing = surfacing
+    return result
+
+
+TESTER_SAYS = (
+    ("Camera app crashes when I open the front camera", "camera"),
+    ("camera app crashes when opening the front camera", "camera"),
+    ("Battery drains much faster overnight since this build", "battery"),
+    ("The front camera crashes the camera app on open", "camera"),
+)
+
+
+def _testers_speak(env: _Env, view: _LiveView, testers: list[FleetDevice]) -> dict[str, Any]:
+    """Preview testers report what broke and vote; the server groups and ranks it."""
+    speakers = testers[1:]  # tester-00's own device already spoke: it rolled back
+    for dev, (text, category) in zip(speakers, TESTER_SAYS, strict=False):
+        request = FeedbackRequest(text=text, category=category, build=BUILDS[1])
+        send_feedback(dev.config, request)
+    ranked = _api(env, f"/api/v1/feedback/surfacing?build={BUILDS[1]}")["groups"]
+    tester_groups = [g for g in ranked if g.get("kind") == "tester"]
+    if tester_groups:
+        top = int(tester_groups[0]["group_id"])
+        for dev in speakers:
+            with contextlib.suppress(AgentError):  # one vote per tester per group
+                vote(dev.config, top)
+    view.say(f"{len(speakers)} testers reported on {BUILDS[1]}; what surfaces first:")
+    surfacing: dict[str, Any] = _api(env, f"/api/v1/feedback/surfacing?build={BUILDS[1]}")
+    return surfacing
 
 
 # ---------------------------------------------------------------------- services
@@ -160,19 +195,24 @@ def _services(workdir: Path) -> Iterator[_Env]:
 
 
 def _fleet(workdir: Path, env: _Env, options: DemoOptions) -> list[FleetDevice]:
+    """Every device enrolls on stable; the testers join preview with an F-code each."""
+    codes: list[str] = []
+    if options.testers:
+        body = {"count": options.testers, "expires_in_s": 7 * 86400}
+        codes = list(_api(env, "/api/v1/fcodes", body)["codes"])
     fleet = []
     for i in range(options.devices):
-        channel = "preview" if i < options.testers else "stable"
-        device_id = f"{'tester' if channel == 'preview' else 'phone'}-{i:02d}"
+        tester = i < options.testers
+        device_id = f"{'tester' if tester else 'phone'}-{i:02d}"
         root = workdir / "devices" / device_id
         sim = SimDevice.provision(root / "hw", slot_size=SLOT_MB * 1024 * 1024, model=MODEL)
         credential = ServerApi(env.server_url, device_id).enroll(
-            env.enrollment_token, MODEL, channel
+            env.enrollment_token, MODEL, "stable"
         )
         config = AgentConfig(
             device_id=device_id,
             model=MODEL,
-            channel=channel,
+            channel="stable",
             server_url=env.server_url,
             broker_url=env.broker_url,
             credential=credential,
@@ -182,8 +222,10 @@ def _fleet(workdir: Path, env: _Env, options: DemoOptions) -> list[FleetDevice]:
             poll_jitter=0.5,
             health_deadline_s=10.0,
         )
+        if tester:
+            join_preview(config, codes[i])  # the joined channel is kept in the data dir
         daemon = AgentDaemon(config, build_agent(config, boot=sim), rng=random.Random(i))
-        fleet.append(FleetDevice(device_id, channel, sim, daemon))
+        fleet.append(FleetDevice(device_id, daemon.config.channel, sim, daemon, config))
     return fleet
 
 
@@ -251,9 +293,12 @@ def _register(env: _Env, release: PublishedRelease) -> dict[str, Any]:
     return notify_server(env.server_url, env.admin_token, release)
 
 
-def _api(env: _Env, path: str) -> Any:
+def _api(env: _Env, path: str, body: Any = None) -> Any:
+    """The release engineer's side of the HTTP API (GET, or POST with a JSON body)."""
     request = urllib.request.Request(
-        env.server_url + path, headers={"Authorization": f"Bearer {env.admin_token}"}
+        env.server_url + path,
+        data=None if body is None else json.dumps(body).encode(),
+        headers={"Authorization": f"Bearer {env.admin_token}", "Content-Type": "application/json"},
     )
     with urllib.request.urlopen(request, timeout=20) as resp:
         data: Any = json.loads(resp.read())
@@ -324,6 +369,18 @@ def _row(device: dict[str, Any], reports: int) -> dict[str, Any]:
         "state": device.get("state") or "",
         "reports": reports,
     }
+
+
+def _surfacing_table(surfacing: dict[str, Any]) -> Table:
+    table = Table(title=f"What surfaces first in {surfacing.get('build', '?')}")
+    for name in ("rank", "kind", "problem", "devices", "votes", "blocking"):
+        table.add_column(name)
+    for g in surfacing.get("groups", []):
+        table.add_row(
+            str(g.get("rank", "")), str(g.get("kind", "")), str(g.get("title", ""))[:60],
+            str(g.get("devices", 0)), str(g.get("votes", 0)), "yes" if g.get("blocking") else "",
+        )
+    return table
 
 
 def _table(rows: list[dict[str, Any]]) -> Table:

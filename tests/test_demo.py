@@ -39,6 +39,11 @@ def test_demo_small_fleet_ends_where_it_should(tmp_path: Path) -> None:
     for name in ("tester-01", "phone-02", "phone-03"):
         assert (devices[name]["version"], devices[name]["state"]) == ("2026.48", "committed")
         assert devices[name]["reports"] >= 11  # idle + 5 per build, none lost
+    groups = result["surfacing"]["groups"]
+    kinds = {(g["kind"], g["title"]) for g in groups}
+    assert ("agent", "health_check: device") in kinds  # tester-00's rollback, grouped
+    assert any(kind == "tester" for kind, _ in kinds)  # tester-01's words
+    assert [g["rank"] for g in groups] == list(range(1, len(groups) + 1))
     assert {k for d in result["devices"] for k in d} >= {
         "id",
         "channel",

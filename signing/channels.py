@@ -9,9 +9,9 @@ from signing.delegation import plan_channel
 from signing.keys import KEYS_DIR, RoleKeys, default_storage, generate_signers, new_key_files
 from signing.renew import write_files
 from signing.repo import sign_plan_files
-from signing.state import load_state
+from signing.state import check_usable, load_state
 from signing.storage import Storage
-from signing.tufmeta import ExpiryPolicy
+from signing.tufmeta import ExpiryPolicy, utc_now
 
 __all__ = ["add_channel"]
 
@@ -34,6 +34,7 @@ def add_channel(
     policy = expiry or ExpiryPolicy()
     store = storage if storage is not None else default_storage(repo_dir)
     state = load_state(store)
+    check_usable(state, utc_now(), policy.lifetime("timestamp"))
     signers = {channel: generate_signers(layout.count)}
     public = [s.public_key for s in signers[channel]]
     plan = plan_channel(state, channel, public, layout.threshold, policy.expires("targets"))

@@ -86,12 +86,16 @@ def keys_init(
     repo: RepoOption,
     root_threshold: Annotated[
         int, typer.Option(min=1, help="Root signatures needed to trust a new root.")
-    ] = 1,
-    root_keys: Annotated[int, typer.Option(min=1, help="How many root keys to make.")] = 1,
+    ] = 2,
+    root_keys: Annotated[int, typer.Option(min=1, help="How many root keys to make.")] = 3,
     storage: StorageOption = None,
     s3_endpoint_url: EndpointOption = None,
 ) -> None:
-    """Create ed25519 keys for all roles and sign version 1 of the repository."""
+    """Create ed25519 keys for all roles and sign version 1 of the repository.
+
+    Default layout: root 2-of-3 (offline; move two of the keys to other people or an HSM),
+    targets 1 (offline), snapshot and timestamp 1 each (online: they go to the server).
+    Channels get their own keys on first publish or with `ota keys add-channel`."""
     with _clear_errors():
         trusted = init_keys(
             repo,

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from signing.keys import KEYS_DIR, load_role_signers
 from signing.renew import next_files, roles_to_renew, write_files
-from signing.state import load_state
+from signing.state import check_usable, load_state
 from signing.storage import Storage
 from signing.tufmeta import ExpiryPolicy, utc_now
 
@@ -60,6 +60,7 @@ def _resign(
     storage: Storage, keys: Path, policy: ExpiryPolicy, passphrase: str | None
 ) -> tuple[tuple[str, ...], list[str]]:
     state = load_state(storage)
+    check_usable(state, utc_now(), policy.lifetime("timestamp"))
     roles = roles_to_renew(state, policy, utc_now())
     keys_dir = online_keys_dir(keys)
     signers = {

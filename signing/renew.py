@@ -19,7 +19,7 @@ from securesystemslib.signer import Signer  # type: ignore[attr-defined]
 from tuf.api.metadata import Metadata, MetaFile, TargetFile  # type: ignore[attr-defined]
 
 from signing.keys import default_storage, load_signers
-from signing.state import RepoState, load_state
+from signing.state import RepoState, check_usable, load_state
 from signing.storage import Storage
 from signing.tufmeta import (
     ExpiryPolicy,
@@ -124,6 +124,7 @@ def renew_metadata(
     policy = expiry or ExpiryPolicy()
     store = storage if storage is not None else default_storage(repo_dir)
     state = load_state(store)
+    check_usable(state, utc_now(), policy.lifetime("timestamp"))
     roles = roles_to_renew(state, policy, utc_now(), offline=offline)
     signers = {role: load_signers(repo_dir, role, state.root.signed, passphrase) for role in roles}
     return write_files(store, next_files(state, roles, signers, policy))

@@ -31,7 +31,7 @@ from signing.keys import (
 )
 from signing.renew import Signers, release_files, write_files
 from signing.staging import staged_name, tally
-from signing.state import RepoState, load_state
+from signing.state import RepoState, check_usable, load_state
 from signing.storage import Storage
 from signing.tufmeta import (
     TARGETS_DIR,
@@ -111,6 +111,7 @@ def publish_release(
     store = storage if storage is not None else default_storage(repo_dir)
     policy = expiry or ExpiryPolicy()
     state = load_state(store)
+    check_usable(state, utc_now(), policy.lifetime("timestamp"))
     counter = _next_release_counter(state, request)
     keys_dir = Path(repo_dir) / KEYS_DIR
     if not stage:

@@ -42,9 +42,16 @@ from signing.signers import (
     write_key_reference,
 )
 from signing.staging import tally
-from signing.state import RepoState, load_state
+from signing.state import RepoState, check_usable, load_state
 from signing.storage import LocalStorage, Storage
-from signing.tufmeta import TOP_LEVEL_ROLES, ExpiryPolicy, add_signature, metadata_name, serialize
+from signing.tufmeta import (
+    TOP_LEVEL_ROLES,
+    ExpiryPolicy,
+    add_signature,
+    metadata_name,
+    serialize,
+    utc_now,
+)
 
 __all__ = ["Rotation", "rotate_key"]
 
@@ -77,6 +84,7 @@ def rotate_key(
     store = storage if storage is not None else default_storage(repo_dir)
     policy = expiry or ExpiryPolicy()
     state = load_state(store)
+    check_usable(state, utc_now(), policy.lifetime("timestamp"), root=False)
     delegator = _delegator(state, role)
     old = _old_keyid(list(delegator.get_delegated_role(role).keyids), role, revoke)
     new, uri = _replacement(to_uri)

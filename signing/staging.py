@@ -20,9 +20,9 @@ from tuf.api.serialization import DeserializationError
 from signing.errors import SigningError
 from signing.keys import KEYS_DIR, check_trusted, load_role_signers, load_signer
 from signing.renew import release_files, write_files
-from signing.state import RepoState, load_state
+from signing.state import RepoState, check_usable, load_state
 from signing.storage import Storage
-from signing.tufmeta import ExpiryPolicy, add_signature, serialize
+from signing.tufmeta import ExpiryPolicy, add_signature, serialize, utc_now
 
 __all__ = ["StagedRole", "StagingError", "sign_staged", "staged_name", "tally"]
 
@@ -66,6 +66,8 @@ def sign_staged(
 ) -> StagedRole:
     """Add `key`'s signature to the pending proposal; publish it when the threshold is met."""
     state = load_state(storage)
+    policy = expiry or ExpiryPolicy()
+    check_usable(state, utc_now(), policy.lifetime("timestamp"))
     name, proposal = _pending(state, storage, role)
     signer = load_signer(key, passphrase)
     check_trusted(signer.public_key.keyid, name, state.delegator(name), str(key))
@@ -79,7 +81,7 @@ def sign_staged(
         r: load_role_signers(Path(repo_dir) / KEYS_DIR, r, state.root.signed, passphrase)
         for r in ("snapshot", "timestamp")
     }
-    files = release_files(state, {name: serialize(proposal)}, online, expiry or ExpiryPolicy())
+    files = release_files(state, {name: serialize(proposal)}, online, policy)
     write_files(storage, files)
     return StagedRole(name, proposal.signed.version, signed, threshold, True, new)
 

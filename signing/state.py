@@ -8,6 +8,7 @@ file, so whatever a killed publish left behind that timestamp does not point at 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import Any
 
 from tuf.api.exceptions import LengthOrHashMismatchError, UnsignedMetadataError
@@ -17,6 +18,8 @@ from tuf.api.serialization import DeserializationError
 from signing.errors import RepositoryError
 from signing.storage import Storage
 from signing.tufmeta import metadata_name
+
+CLOCK_TOLERANCE = timedelta(hours=1)
 
 
 @dataclass(frozen=True)
@@ -47,16 +50,26 @@ class RepoState:
 
 
 def load_state(storage: Storage) -> RepoState:
-    """Read and verify the live repository state; RepositoryError when it does not check out."""
+    """Read and verify the live repository state; RepositoryError when it does not check out
+    (the message names the file and the storage)."""
+    try:
+        return _load_state(storage)
+    except RepositoryError as exc:
+        if repr(storage) in str(exc):
+            raise
+        raise RepositoryError(f"{exc} (in {storage!r})") from None
+
+
+def _load_state(storage: Storage) -> RepoState:
     root = _newest_root(storage)
     timestamp = _verified(root, "timestamp", _read(storage, metadata_name("timestamp")))
     snapshot_meta = timestamp.signed.snapshot_meta
     snapshot_bytes = _read(storage, metadata_name("snapshot", snapshot_meta.version))
-    _check_pinned(snapshot_meta, snapshot_bytes, "snapshot")
+    _check_pinned(snapshot_meta, snapshot_bytes, metadata_name("snapshot", snapshot_meta.version))
     snapshot = _verified(root, "snapshot", snapshot_bytes, snapshot_meta.version)
     targets_meta = snapshot.signed.meta["targets.json"]
     targets_bytes = _read(storage, metadata_name("targets", targets_meta.version))
-    _check_pinned(targets_meta, targets_bytes, "targets")
+    _check_pinned(targets_meta, targets_bytes, metadata_name("targets", targets_meta.version))
     targets = _verified(root, "targets", targets_bytes, targets_meta.version)
     delegated: dict[str, tuple[Metadata[Any], Any]] = {}
     _walk(storage, snapshot, targets, delegated)
@@ -124,7 +137,9 @@ def _verified(
     try:
         delegator.verify_delegate(role, md)
     except UnsignedMetadataError as exc:
-        raise RepositoryError(f"{role} metadata is not signed by its keys: {exc}") from exc
+        raise RepositoryError(
+            f"{metadata_name(role, version)}: {role} metadata is not signed by its keys: {exc}"
+        ) from exc
     if version is not None and md.signed.version != version:
         raise RepositoryError(f"{role} version {md.signed.version} where {version} was expected")
     return md
@@ -134,7 +149,7 @@ def _check_pinned(meta: Any, data: bytes, role: str) -> None:
     try:
         meta.verify_length_and_hashes(data)
     except LengthOrHashMismatchError as exc:
-        raise RepositoryError(f"{role} metadata does not match what pins it: {exc}") from exc
+        raise RepositoryError(f"{role} does not match what pins it: {exc}") from exc
 
 
 def _newest_root(storage: Storage) -> Metadata[Any]:
@@ -152,3 +167,26 @@ def _verified_self(root: Metadata[Any]) -> Metadata[Any]:
     except UnsignedMetadataError as exc:
         raise RepositoryError(f"root version {root.signed.version} is not self-signed") from exc
     return root
+
+
+def check_usable(
+    state: RepoState, now: datetime, timestamp_lifetime: timedelta, *, root: bool = True
+) -> None:
+    """Refuse to sign on top of a repository devices cannot trust, or with a clock that
+    disagrees with it: an expired root, or a live timestamp that expires further ahead than
+    a fresh one would (this machine's clock is behind the one that signed it)."""
+    if root and state.root.signed.is_expired(now):
+        expired = state.root.signed
+        raise RepositoryError(
+            f"root version {expired.version} expired at {expired.expires:%Y-%m-%d %H:%M} UTC: "
+            "devices "
+            "refuse everything signed under it; sign a new root with `ota keys rotate root`"
+        )
+    ahead = state.timestamp.signed.expires - now
+    if ahead > timestamp_lifetime + CLOCK_TOLERANCE:
+        raise RepositoryError(
+            f"clock skew: this machine says {now:%Y-%m-%d %H:%M} UTC but the live timestamp "
+            f"(version {state.timestamp.signed.version}) expires "
+            f"{state.timestamp.signed.expires:%Y-%m-%d %H:%M} UTC, more than a timestamp "
+            "lifetime ahead; check this machine's clock (NTP)"
+        )

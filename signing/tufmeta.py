@@ -45,6 +45,9 @@ class ExpiryPolicy:
             if getattr(self, role) < 1:
                 raise ValueError(f"{role} expiry must be at least one day")
 
+    def lifetime(self, role: str) -> timedelta:
+        return timedelta(days=int(getattr(self, role)))
+
     def expires(self, role: str, now: datetime | None = None) -> datetime:
         start = now if now is not None else utc_now()
         return (start + timedelta(days=int(getattr(self, role)))).replace(microsecond=0)

@@ -13,13 +13,22 @@ from server.services.files import repo_file
 router = APIRouter(tags=["tuf"])
 
 
+class RepoFileResponse(FileResponse):
+    """starlette sends files in 64 KiB pieces, each a trip through the event loop; 1 MiB
+    pieces serve a 512 MiB image about 3x faster here (bench: curl 3.4 s -> 1.1 s) for
+    1 MiB of memory per download in flight."""
+
+    chunk_size = 1024 * 1024
+
+
 @router.get(TUF_METADATA_PATH + "{name}")
-def tuf_metadata(name: str, state: StateDep) -> FileResponse:
+def tuf_metadata(name: str, state: StateDep) -> RepoFileResponse:
     path = repo_file(state.settings.repo_dir, "metadata", name)
-    return FileResponse(path, media_type="application/json", headers={"Cache-Control": "no-cache"})
+    headers = {"Cache-Control": "no-cache"}
+    return RepoFileResponse(path, media_type="application/json", headers=headers)
 
 
 @router.get(TUF_TARGETS_PATH + "{target:path}")
-def tuf_target(target: str, state: StateDep) -> FileResponse:
+def tuf_target(target: str, state: StateDep) -> RepoFileResponse:
     path = repo_file(state.settings.repo_dir, "targets", target)
-    return FileResponse(path, media_type="application/octet-stream")
+    return RepoFileResponse(path, media_type="application/octet-stream")

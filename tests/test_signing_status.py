@@ -11,9 +11,11 @@ from tuf.api.metadata import Metadata, Timestamp
 from typer.testing import CliRunner, Result
 
 from signing.cli import repo_app
+from signing.delegation import DelegationPolicy
 from signing.keys import ExpiryPolicy, default_storage, init_keys, key_paths, load_signer
+from signing.repo import publish_release
 from signing.status import WarnMargins, repo_status
-from signing.testing import snapshot_tree
+from signing.testing import snapshot_tree, write_image
 from signing.tufmeta import utc_now
 
 
@@ -89,3 +91,18 @@ def test_status_of_a_missing_repository(tmp_path: Path) -> None:
     result = _status(tmp_path / "nowhere")
     assert result.exit_code == 1
     assert "1.root.json is missing" in result.stderr
+
+
+def test_status_lists_channel_roles_and_their_bins(tmp_path: Path) -> None:
+    init_keys(tmp_path)
+    policy = DelegationPolicy(bin_threshold=1, bin_bits=1)
+    for version in ("1.0", "1.1"):
+        image = write_image(tmp_path / f"{version}.img", 500)
+        publish_release(
+            tmp_path, image, version=version, channel="stable", model="rpi4", delegation=policy
+        )
+    result = _status(tmp_path, "--json")
+    assert result.exit_code == 0, result.output
+    roles = {r["role"]: r for r in json.loads(result.stdout)["roles"]}
+    assert {"stable", "stable.bin-0", "stable.bin-1"} <= set(roles)
+    assert roles["stable.bin-0"]["keyids"] == roles["stable"]["keyids"]

@@ -35,6 +35,11 @@ def device_status_topic(device_id: str) -> str:
     return f"{TOPIC_PREFIX}/device/{_segment(device_id)}/status"
 
 
+def announce_topic(channel: str) -> str:
+    """Retained announcement of the coming build for the testers of `channel` (the train)."""
+    return f"{TOPIC_PREFIX}/announce/{_segment(channel)}"
+
+
 STATUS_WILDCARD: Final = f"{TOPIC_PREFIX}/device/+/status"
 
 

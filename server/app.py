@@ -29,7 +29,8 @@ from server.errors import (
 )
 from server.mqtt_bridge import MqttBridge
 from server.publisher import NoPublisher, Publisher
-from server.routes import admin, dashboard, devices, testers, tokens, tuf
+from server.routes import admin, dashboard, devices, rollouts, testers, tokens, tuf
+from server.scheduler import RolloutScheduler
 from server.services.releases import current_notices
 from server.services.reports import ingest_reports
 from server.settings import Settings
@@ -52,7 +53,7 @@ def create_app(settings: Settings) -> FastAPI:
     app = FastAPI(title="Orange Friday", lifespan=partial(_lifespan, settings=settings))
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.add_exception_handler(ServiceError, _service_error)
-    for module in (tuf, devices, admin, dashboard, tokens, testers):
+    for module in (tuf, devices, rollouts, admin, dashboard, tokens, testers):
         app.include_router(module.router)
     return app
 
@@ -72,7 +73,14 @@ async def _lifespan(app: FastAPI, *, settings: Settings) -> AsyncIterator[None]:
         sessions = make_sessions(engine)
         async with _publisher(settings, sessions) as publisher:
             app.state.ota = AppState(settings, engine, sessions, publisher)
-            yield
+            scheduler = RolloutScheduler(
+                sessions, publisher, settings.train, interval_s=settings.rollout_tick_s
+            )
+            scheduler.start()
+            try:
+                yield
+            finally:
+                await asyncio.to_thread(scheduler.stop)
     finally:
         engine.dispose()
 

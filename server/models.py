@@ -205,6 +205,64 @@ class FeedbackVote(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
 
+# --- rollouts and the train (staged waves, gates, audit; see docs/rollouts.md)
+
+
+class RolloutPlan(Base):
+    """The staged part of a rollout: waves, state, gate configuration and the last verdict.
+    A rollout without a plan is a plain percentage (as `POST /releases` makes)."""
+
+    __tablename__ = "rollout_plans"
+
+    rollout_id: Mapped[str] = mapped_column(
+        String(32), ForeignKey("rollouts.rollout_id"), primary_key=True
+    )
+    waves: Mapped[list[float]] = mapped_column(JSON)
+    wave_index: Mapped[int] = mapped_column(Integer, default=0)
+    state: Mapped[str] = mapped_column(String(16))
+    gates: Mapped[dict[str, Any]] = mapped_column(JSON)
+    windows: Mapped[list[str]] = mapped_column(JSON, default=list)
+    rate_per_minute: Mapped[float] = mapped_column(Float, default=0.0)
+    stuck_timeout_s: Mapped[float] = mapped_column(Float)
+    wave_started_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    paused_reason: Mapped[str] = mapped_column(Text, default="")
+    paused_gate: Mapped[str] = mapped_column(String(32), default="")
+    last_numbers: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class RolloutAudit(Base):
+    """Every change of a staged rollout, by hand or by the scheduler, with its reason."""
+
+    __tablename__ = "rollout_audit"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    rollout_id: Mapped[str] = mapped_column(
+        String(32), ForeignKey("rollouts.rollout_id"), index=True
+    )
+    at: Mapped[datetime] = mapped_column(UTCDateTime())
+    actor: Mapped[str] = mapped_column(String(160))
+    action: Mapped[str] = mapped_column(String(32))
+    reason: Mapped[str] = mapped_column(Text, default="")
+    detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+class Train(Base):
+    """One build's weekly train: announce, internal, preview, stable."""
+
+    __tablename__ = "trains"
+    __table_args__ = (UniqueConstraint("version", "model"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    version: Mapped[str] = mapped_column(String(128))
+    model: Mapped[str] = mapped_column(String(128))
+    week_of: Mapped[str] = mapped_column(String(10))  # ISO date of any day in the build's week
+    stage: Mapped[str] = mapped_column(String(16))
+    notes: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
 # --- auth (roles and tokens; see server/auth.py)
 
 

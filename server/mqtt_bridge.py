@@ -23,6 +23,7 @@ from agent.protocol import (
     Command,
     ProtocolError,
     StatusReport,
+    announce_topic,
     channel_topic,
     device_cmd_topic,
     device_id_from_status_topic,
@@ -108,6 +109,10 @@ class MqttBridge:
 
     def publish_command(self, device_id: str, cmd: Command) -> None:
         self._publish(device_cmd_topic(device_id), cmd.to_json(), retain=False)
+
+    def publish_announcement(self, channel: str, payload: bytes) -> None:
+        """The weekly train's announcement of the coming build, retained for testers."""
+        self._publish(announce_topic(channel), payload, retain=True)
 
     def _publish(self, topic: str, payload: bytes, *, retain: bool, wait: bool = True) -> None:
         info = self._client.publish(topic, payload, qos=1, retain=retain)

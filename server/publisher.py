@@ -13,6 +13,8 @@ class Publisher(Protocol):
 
     def publish_command(self, device_id: str, cmd: Command) -> None: ...
 
+    def publish_announcement(self, channel: str, payload: bytes) -> None: ...
+
 
 class NoPublisher:
     """No broker configured: devices learn everything from their HTTP poll."""
@@ -21,4 +23,7 @@ class NoPublisher:
         return None
 
     def publish_command(self, device_id: str, cmd: Command) -> None:
+        return None
+
+    def publish_announcement(self, channel: str, payload: bytes) -> None:
         return None

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+
+from server.services.train import TrainConfig
 
 DEFAULT_DB_URL = "sqlite:///ota-server.db"
 
@@ -28,6 +30,8 @@ class Settings:
     mqtt_connect_wait_s: float = 5.0  # how long startup waits for the first MQTT connection
     max_reports_per_batch: int = 1000
     max_body_bytes: int = 4 * 1024 * 1024  # larger request bodies are refused (413)
+    rollout_tick_s: float = 30.0  # how often the scheduler evaluates rollouts and trains; 0: off
+    train: TrainConfig = field(default_factory=TrainConfig)  # schedule, waves, gates
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -51,4 +55,5 @@ class Settings:
                 env.get("OTA_MAX_REPORTS_PER_BATCH", defaults.max_reports_per_batch)
             ),
             max_body_bytes=int(env.get("OTA_MAX_BODY_BYTES", defaults.max_body_bytes)),
+            rollout_tick_s=float(env.get("OTA_ROLLOUT_TICK_S", defaults.rollout_tick_s)),
         )

@@ -10,10 +10,10 @@ from fastapi import APIRouter, Depends, Query
 from agent.protocol import API_PREFIX
 from server.auth import Principal, Role, require_role
 from server.deps import SessionDep, StateDep
-from server.schemas import CommandIn, ReleaseIn, RolloutUpdate
+from server.schemas import CommandIn, ReleaseIn
 from server.services.commands import command_to_dict, queue_command
 from server.services.devices import list_devices
-from server.services.releases import list_releases, register_release, update_rollout
+from server.services.releases import list_releases, register_release
 from server.services.reports import list_reports
 
 router = APIRouter(prefix=API_PREFIX, tags=["admin"])
@@ -31,20 +31,6 @@ def post_release(
     registered = register_release(session, body)
     state.publisher.publish_notice(registered.notice)
     return registered.release
-
-
-@router.post("/rollouts/{rollout_id}")
-def post_rollout(
-    rollout_id: str,
-    body: RolloutUpdate,
-    session: SessionDep,
-    state: StateDep,
-    _: ReleaseEngineer,
-) -> dict[str, Any]:
-    updated = update_rollout(session, rollout_id, body)
-    if updated.notice is not None:
-        state.publisher.publish_notice(updated.notice)
-    return updated.release
 
 
 @router.get("/releases")

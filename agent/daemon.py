@@ -33,6 +33,7 @@ from agent.protocol import (
 )
 from agent.runner import Agent, AgentParts, jittered
 from agent.server_api import ServerApi
+from agent.trusted_clock import TrustedClock
 from agent.tuf_client import TufClient
 from hardware.bootcontrol import BootControl
 from hardware.registry import open_boot_control
@@ -58,6 +59,7 @@ def build_agent(config: AgentConfig, boot: BootControl | None = None) -> Agent:
         config.resolved_targets_url,
         bootstrap_root=trusted_root,
         fetcher=fetcher,
+        clock=TrustedClock(config.data_dir / "trusted_time"),
     )
     parts = AgentParts(
         device_id=config.device_id,

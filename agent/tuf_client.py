@@ -24,6 +24,7 @@ from tuf.api.metadata import (  # type: ignore[attr-defined]  # re-exported, no 
     Root,
     TargetFile,
 )
+from tuf.api.serialization import DeserializationError
 from tuf.ngclient.config import UpdaterConfig
 from tuf.ngclient.fetcher import FetcherInterface
 from tuf.ngclient.updater import Updater
@@ -31,6 +32,7 @@ from tuf.ngclient.updater import Updater
 from agent.errors import InstallError, TransportError, VerificationError
 from agent.fetcher import make_fetcher
 from agent.protocol import FailureReason, TargetCustom
+from agent.trusted_clock import TrustedClock
 from agent.versions import InvalidVersionError, is_newer
 
 
@@ -134,8 +136,10 @@ class TufClient:
         bootstrap_root: bytes | None = None,
         fetcher: FetcherInterface | None = None,
         config: UpdaterConfig | None = None,
+        clock: TrustedClock | None = None,
     ) -> None:
         self.metadata_dir = Path(metadata_dir)
+        self.clock = clock
         self.metadata_url = metadata_url
         self.targets_url = targets_url if targets_url.endswith("/") else f"{targets_url}/"
         self.fetcher: FetcherInterface = fetcher or make_fetcher()
@@ -158,7 +162,27 @@ class TufClient:
             )
             updater.refresh()
             self._consistent_snapshot = bool(self._trusted_root().consistent_snapshot)
+        self._check_against_trusted_time()
         self._updater = updater
+
+    def _check_against_trusted_time(self) -> None:
+        """python-tuf checked expiry with the system clock; check again with the latest
+        time this device knows to be true (a clock reset must not revive old metadata)."""
+        if self.clock is None:
+            return
+        now = self.clock.now()
+        for role in ("root", "timestamp", "snapshot", "targets"):
+            path = self.metadata_dir / f"{role}.json"
+            try:
+                signed = Metadata.from_bytes(path.read_bytes()).signed
+            except (OSError, DeserializationError) as exc:
+                raise VerificationError(f"cannot re-read trusted {role}: {exc}") from None
+            if signed.is_expired(now):
+                raise VerificationError(
+                    f"{role} metadata expired at {signed.expires.isoformat()}; the device's"
+                    f" clock says earlier, but it has seen {now.isoformat()}"
+                )
+        self.clock.vouch()
 
     def get_target(self, path: str) -> TargetInfo:
         """The signed info of target `path` (refreshing first if this client has not)."""

@@ -279,3 +279,37 @@ def _wait_for(predicate: Any, timeout: float) -> None:
     while not predicate():
         assert time.monotonic() < deadline, "timed out"
         time.sleep(0.1)
+
+
+def test_a_clock_reset_to_1970_does_not_make_expired_metadata_fresh(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import tuf.ngclient._internal.trusted_metadata_set as tms
+
+    agent, sim = make_agent(env)
+    env.publish("1.0")
+    agent.poll_once()  # a refresh succeeded today: the device now knows today is real
+    assert agent.record.state is UpdateState.COMMITTED
+    env.publish("2.0")
+    path = env.repo / "repository" / "metadata" / "timestamp.json"
+    md = Metadata[Timestamp].from_file(str(path))
+    md.signed.expires = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=1)
+    md.signed.version += 1
+    md.signatures.clear()
+    md.sign(load_signer(key_paths(env.repo, "timestamp")[0]))
+    md.to_file(str(path))
+
+    class Epoch(datetime):
+        @classmethod
+        def now(cls, tz: Any = None) -> Epoch:
+            return cls(1970, 1, 2, tzinfo=tz)
+
+    fake = type("FakeDatetimeModule", (), {"datetime": Epoch, "timezone": tms.datetime.timezone})
+    monkeypatch.setattr(tms, "datetime", fake)  # python-tuf's clock now says 1970
+    running = sim.status().active
+    agent.poll_once()
+    assert agent.record.state is UpdateState.FAILED
+    assert agent.record.reason is FailureReason.METADATA
+    assert "expired" in agent.record.detail["error"]
+    assert sim.status().active is running
+    assert agent.current_version == "1.0"

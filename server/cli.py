@@ -11,6 +11,7 @@ import typer
 
 from server.cli_admin import broker_mosquitto_config, token_app
 from server.cli_testers import fcode_app, feedback_app
+from server.cli_train import rollout_app, train_app
 from signing.cli import keys_app, release_app, repo_app
 
 app = typer.Typer(
@@ -28,6 +29,8 @@ app.add_typer(server_app, name="server")
 app.add_typer(fcode_app, name="fcode")
 app.add_typer(feedback_app, name="feedback")
 app.add_typer(broker_app, name="broker")
+app.add_typer(train_app, name="train")
+app.add_typer(rollout_app, name="rollout")
 app.add_typer(token_app, name="token")
 broker_app.command("mosquitto-config")(broker_mosquitto_config)
 

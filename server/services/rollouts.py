@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from agent.protocol import AvailabilityNotice, UpdateState
@@ -80,7 +80,7 @@ def create_rollout(
         percentage=waves[0],
         paused=False,
         ring=spec.ring or release.channel,
-        created_at=now,
+        created_at=_after_existing(session, release.id, now),
     )
     session.add(rollout)
     session.flush()
@@ -103,6 +103,17 @@ def create_rollout(
     )
     _audit(session, rollout.rollout_id, actor, "create", "", {"waves": list(waves)}, now)
     return _commit(session, rollout, now)
+
+
+def _after_existing(session: Session, release_id: int, now: datetime) -> datetime:
+    """`now`, or just after the release's newest rollout: the new one must be the current."""
+    newest = session.scalar(
+        select(func.max(Rollout.created_at)).where(Rollout.release_id == release_id)
+    )
+    if newest is None:
+        return now
+    newest = newest.replace(tzinfo=UTC) if newest.tzinfo is None else newest
+    return max(now, newest + timedelta(microseconds=1))
 
 
 # --------------------------------------------------------------------------- counting

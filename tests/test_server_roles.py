@@ -141,20 +141,21 @@ def observed(status: int) -> str:
     return {401: UNAUTHENTICATED, 403: FORBIDDEN}.get(status, ALLOWED)
 
 
-def app_endpoints() -> set[tuple[str, str]]:
-    """(method, path template) of every route the app serves; an unknown kind of route
-    (a mount, a websocket) is listed as "?" so the table must say something about it."""
+def app_endpoints() -> list[tuple[str, str]]:
+    """(method, path template) of every route the app serves, once per route; an unknown kind
+    of route (a mount, a websocket) is listed as "?" so the table must say something about it."""
     app = create_app(Settings(db_url="sqlite://"))
-    found: set[tuple[str, str]] = set()
+    found: list[tuple[str, str]] = []
     for route in iter_route_contexts(app.routes):  # included routers, flattened with prefixes
         if isinstance(route.original_route, APIRoute | Route) and route.path:
-            found.update((m, route.path) for m in (route.methods or set()) - {"HEAD"})
+            found.extend((m, route.path) for m in sorted((route.methods or set()) - {"HEAD"}))
         else:
-            found.add(("?", str(route.path or route.original_route)))
+            found.append(("?", str(route.path or route.original_route)))
     return found
 
 
-ENDPOINTS = sorted(app_endpoints())
+ALL_ROUTES = app_endpoints()
+ENDPOINTS = sorted(set(ALL_ROUTES))
 _PARAM = re.compile(r"\{(\w+)(?::\w+)?\}")
 
 
@@ -228,6 +229,13 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
 def test_every_route_has_a_rule() -> None:
     missing = [f"{method} {path}" for method, path in ENDPOINTS if (method, path) not in EXPECTED]
     assert not missing, f"endpoints without a row in EXPECTED (add who may call them): {missing}"
+
+
+def test_no_route_hides_behind_another() -> None:
+    """Two handlers on one method and path: only the first ever runs, and the matrix would
+    check its guard, not the other's."""
+    twice = sorted({e for e in ALL_ROUTES if ALL_ROUTES.count(e) > 1})
+    assert not twice, f"served by more than one route: {twice}"
 
 
 def test_the_table_is_walked_and_guards_most_of_the_api() -> None:

@@ -306,10 +306,10 @@ def _mirror(rollout: Rollout, plan: RolloutPlan) -> None:
 
 
 def _load(session: Session, rollout_id: str) -> tuple[Rollout, RolloutPlan]:
-    rollout = session.get(Rollout, rollout_id)
+    rollout = session.get(Rollout, rollout_id, with_for_update=True)  # replicas take turns
     if rollout is None:
         raise NotFoundError(f"no rollout {rollout_id!r}")
-    plan = session.get(RolloutPlan, rollout_id)
+    plan = session.get(RolloutPlan, rollout_id, with_for_update=True)
     if plan is None:
         raise ConflictError(f"rollout {rollout_id!r} is a plain percentage, not a staged rollout")
     return rollout, plan
@@ -386,3 +386,22 @@ def list_rollouts(session: Session) -> list[dict[str, Any]]:
         .order_by(Rollout.created_at.desc())
     ).all()
     return [rollout_status(session, i) for i in ids]
+
+
+def rollouts_summary(session: Session) -> list[dict[str, Any]]:
+    """Per release and channel, oldest first: waves reached, state, the gate that paused it
+    (what `ota demo --json` shows under `rollouts`)."""
+    return [
+        {
+            "version": r["version"],
+            "channel": r["channel"],
+            "model": r["model"],
+            "rollout_id": r["rollout_id"],
+            "state": r["state"],
+            "waves_reached": r["waves_reached"],
+            "percentage": r["percentage"],
+            "paused_gate": r["paused_gate"] or None,
+            "paused_reason": r["paused_reason"] or None,
+        }
+        for r in reversed(list_rollouts(session))
+    ]

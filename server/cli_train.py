@@ -95,44 +95,30 @@ def _change(
     action: str, rollout_id: str, server: str, token: str, reason: str, as_json: bool
 ) -> None:
     path = f"{API_PREFIX}/rollouts/{rollout_id}/{action}"
-    _show_one = call(server, token, "POST", path, {"reason": reason})
-    _show(_show_one, as_json, _rollout_line(_show_one))
+    changed = call(server, token, "POST", path, {"reason": reason})
+    _show(changed, as_json, _rollout_line(changed))
 
 
-@rollout_app.command("pause")
-def rollout_pause(
-    rollout_id: str,
-    server: ServerOpt,
-    token: TokenOpt,
-    reason: ReasonOpt = "",
-    as_json: JsonOpt = False,
-) -> None:
-    """Stop the rollout where it is (devices that have not started wait)."""
-    _change("pause", rollout_id, server, token, reason, as_json)
+def _by_hand(action: str, doc: str) -> None:
+    def command(
+        rollout_id: str,
+        server: ServerOpt,
+        token: TokenOpt,
+        reason: ReasonOpt = "",
+        as_json: JsonOpt = False,
+    ) -> None:
+        _change(action, rollout_id, server, token, reason, as_json)
+
+    command.__doc__ = doc
+    command.__name__ = f"rollout_{action}"
+    rollout_app.command(action)(command)
 
 
-@rollout_app.command("resume")
-def rollout_resume(
-    rollout_id: str,
-    server: ServerOpt,
-    token: TokenOpt,
-    reason: ReasonOpt = "",
-    as_json: JsonOpt = False,
-) -> None:
-    """Go on; the gates are looked at again on the next tick."""
-    _change("resume", rollout_id, server, token, reason, as_json)
-
-
-@rollout_app.command("abort")
-def rollout_abort(
-    rollout_id: str,
-    server: ServerOpt,
-    token: TokenOpt,
-    reason: ReasonOpt = "",
-    as_json: JsonOpt = False,
-) -> None:
-    """For good: the notice says paused at 0 %; devices that have not started leave it alone."""
-    _change("abort", rollout_id, server, token, reason, as_json)
+_by_hand("pause", "Stop the rollout where it is (devices that have not started wait).")
+_by_hand("resume", "Go on; the gates are looked at again on the next tick.")
+_by_hand(
+    "abort", "For good: the notice says paused at 0 %; devices that have not started leave it."
+)
 
 
 @rollout_app.command("override")

@@ -156,3 +156,6 @@ def test_the_cli_shows_and_moves_the_train(tmp_path: Path) -> None:
         assert runner.invoke(app, ["rollout", "status", *opts]).output.strip() == (
             "no staged rollouts"
         )
+        missing = runner.invoke(app, ["rollout", "pause", "nosuch", "--reason", "r", *opts])
+        assert missing.exit_code == 1
+        assert "HTTP 404" in missing.output

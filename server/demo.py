@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import random
 import secrets
 import tempfile
@@ -29,6 +30,7 @@ from rich.table import Table
 from agent.config import AgentConfig
 from agent.daemon import AgentDaemon, build_agent
 from agent.errors import AgentError
+from agent.rollout import in_rollout
 from agent.server_api import ServerApi
 from agent.tester import FeedbackRequest, join_preview, send_feedback, vote
 from hardware.sim import SimDevice
@@ -40,7 +42,15 @@ from signing.repo import PublishedRelease, publish_release
 MODEL = "sim"
 IMAGE_MB = 8
 SLOT_MB = 16
-BUILDS = ("2026.47", "2026.48")
+BUILDS = ("2026.47", "2026.48", "2026.49")  # baseline, good weekly build, bad weekly build
+STABLE_WAVES = (10.0, 50.0, 100.0)
+PREVIEW_WAVES = (50.0, 100.0)
+DEMO_GATES = {  # small fleet, short soak: a demo, not a policy
+    "min_success_rate": 0.9,
+    "max_rollback_rate": 0.25,
+    "min_devices": 1,
+    "min_soak_s": 1.0,
+}
 STEP_TIMEOUT_S = 60.0
 
 
@@ -60,6 +70,7 @@ class DemoResult:
     steps: list[dict[str, Any]] = field(default_factory=list)
     elapsed_s: float = 0.0
     surfacing: dict[str, Any] = field(default_factory=dict)
+    rollouts: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -68,6 +79,7 @@ class DemoResult:
             "releases": self.releases,
             "steps": self.steps,
             "surfacing": self.surfacing,
+            "rollouts": self.rollouts,
             "elapsed_s": round(self.elapsed_s, 2),
         }
 
@@ -84,6 +96,10 @@ class FleetDevice:
 
 def run_demo(options: DemoOptions) -> DemoResult:
     console = Console(stderr=options.as_json)
+    # Twenty agents, the server and the embedded broker share one process and two cores
+    # here; amqtt then logs every QoS 1 PUBACK that arrives late as an ERROR with a
+    # traceback. Nothing depends on those (MQTT is a doorbell; HTTP carries the truth).
+    logging.getLogger("amqtt").setLevel(logging.CRITICAL)
     with contextlib.ExitStack() as stack:
         workdir = options.workdir or Path(stack.enter_context(tempfile.TemporaryDirectory()))
         workdir.mkdir(parents=True, exist_ok=True)
@@ -118,12 +134,120 @@ def _run(
         broken.sim.health_failing = True
         steps.append(_release_step(env, view, fleet, releases, BUILDS[1], ("preview",), broken))
         surfacing = _testers_speak(env, view, [d for d in fleet if d.channel == "preview"])
-        steps.append(_release_step(env, view, fleet, releases, BUILDS[1], ("stable",), broken))
+        steps.append(_staged_step(env, view, fleet, releases, BUILDS[1], broken))
+        steps.append(_bad_build_step(env, view, fleet, releases))
     devices = view.snapshot()
     ok = all(s["ok"] for s in steps)
     result = DemoResult(ok, devices, releases, steps, time.monotonic() - started)
     result.surfacing = surfacing
+    result.rollouts = _rollouts(env)
     return result
+
+
+ROLLOUT_KEYS = (
+    "version",
+    "channel",
+    "rollout_id",
+    "state",
+    "waves_reached",
+    "percentage",
+    "paused_gate",
+    "paused_reason",
+)
+
+
+def _rollouts(env: _Env) -> list[dict[str, Any]]:
+    """Per release and channel, oldest first: waves reached, state, the gate that paused it."""
+    return [{k: r.get(k) for k in ROLLOUT_KEYS} for r in reversed(_api(env, "/api/v1/rollouts"))]
+
+
+def _staged(
+    env: _Env, releases: list[dict[str, Any]], version: str, channel: str, waves: tuple[float, ...]
+) -> dict[str, Any]:
+    """Sign the build, register it at 0 %, and start a staged rollout in waves with gates."""
+    image = _synthetic_build(env.images, version)
+    published = publish_release(
+        env.repo, image, version=version, channel=channel, model=MODEL, notes=f"build {version}"
+    )
+    release = _api(env, "/api/v1/releases", {**published.to_dict(), "percentage": 0.0})
+    body = {"release_id": release["id"], "waves": list(waves), "gates": DEMO_GATES}
+    rollout: dict[str, Any] = _api(env, "/api/v1/rollouts", body)
+    releases.append({**published.to_dict(), "rollout_id": rollout["rollout_id"]})
+    return rollout
+
+
+def _evaluate_until(env: _Env, view: _LiveView, rollout_id: str, states: set[str]) -> str:
+    """Tick the server's scheduler now and then (it also ticks by itself) until the rollout
+    reaches one of `states`; the fleet moves on its own in between."""
+    deadline = time.monotonic() + STEP_TIMEOUT_S
+    state = ""
+    while time.monotonic() < deadline:
+        _api(env, "/api/v1/rollouts/evaluate", {})
+        state = str(_api(env, f"/api/v1/rollouts/{rollout_id}")["state"])
+        if state in states:
+            return state
+        view.snapshot()
+        time.sleep(1.0)
+    return state
+
+
+def _staged_step(
+    env: _Env,
+    view: _LiveView,
+    fleet: list[FleetDevice],
+    releases: list[dict[str, Any]],
+    version: str,
+    broken: FleetDevice,
+) -> dict[str, Any]:
+    """The good build goes to stable in waves; each wave waits for its gates."""
+    rollout = _staged(env, releases, version, "stable", STABLE_WAVES)
+    view.say(f"build {version} rolls out to stable in waves {STABLE_WAVES}")
+    state = _evaluate_until(env, view, rollout["rollout_id"], {"completed", "paused", "aborted"})
+    expected = {
+        d.device_id: _expectation(d, version, broken) for d in fleet if d.channel == "stable"
+    }
+    ok = state == "completed" and view.wait_until(expected, STEP_TIMEOUT_S)
+    return {"version": version, "channels": ["stable"], "rollout": state, "ok": ok}
+
+
+def _bad_build_step(
+    env: _Env, view: _LiveView, fleet: list[FleetDevice], releases: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """A build that fails its health check everywhere: the first preview wave's rollbacks
+    trip the rollback-rate gate, the rollout pauses itself, and no one else is touched."""
+    testers = [d for d in fleet if d.channel == "preview"]
+    before = {r["id"]: (r["version"], r["state"]) for r in view.snapshot()}
+    for dev in testers:
+        dev.sim.health_failing = True
+    rollout = _staged(env, releases, BUILDS[2], "preview", PREVIEW_WAVES)
+    view.say(f"bad build {BUILDS[2]} goes to preview in waves {PREVIEW_WAVES}")
+    state = _evaluate_until(env, view, rollout["rollout_id"], {"paused", "completed"})
+    status = _api(env, f"/api/v1/rollouts/{rollout['rollout_id']}")
+    # the wave it paused in: usually the first; a wave that holds none of our few testers
+    # passes (min_devices is capped by who the wave can reach) and the next one trips
+    reached = float(status["percentage"])
+    affected = {
+        d.device_id for d in testers if in_rollout(d.device_id, rollout["rollout_id"], reached)
+    }
+    # every device keeps the version it ran; those in the wave tried it and rolled back
+    expected = {
+        d.device_id: (before[d.device_id][0], "rolled_back")
+        if d.device_id in affected
+        else before[d.device_id]
+        for d in testers
+    }
+    settled = view.wait_until(expected, STEP_TIMEOUT_S)
+    ok = state == "paused" and bool(status["paused_gate"]) and settled
+    view.say(f"{BUILDS[2]} paused by gate {status['paused_gate']!r}: {status['paused_reason']}")
+    return {
+        "version": BUILDS[2],
+        "channels": ["preview"],
+        "rollout": state,
+        "paused_gate": status["paused_gate"],
+        "paused_at_percentage": reached,
+        "devices_affected": sorted(affected),
+        "ok": ok,
+    }
 
 
 TESTER_SAYS = (
@@ -377,8 +501,12 @@ def _surfacing_table(surfacing: dict[str, Any]) -> Table:
         table.add_column(name)
     for g in surfacing.get("groups", []):
         table.add_row(
-            str(g.get("rank", "")), str(g.get("kind", "")), str(g.get("title", ""))[:60],
-            str(g.get("devices", 0)), str(g.get("votes", 0)), "yes" if g.get("blocking") else "",
+            str(g.get("rank", "")),
+            str(g.get("kind", "")),
+            str(g.get("title", ""))[:60],
+            str(g.get("devices", 0)),
+            str(g.get("votes", 0)),
+            "yes" if g.get("blocking") else "",
         )
     return table
 

@@ -39,6 +39,15 @@ def test_demo_small_fleet_ends_where_it_should(tmp_path: Path) -> None:
     for name in ("tester-01", "phone-02", "phone-03"):
         assert (devices[name]["version"], devices[name]["state"]) == ("2026.48", "committed")
         assert devices[name]["reports"] >= 11  # idle + 5 per build, none lost
+    steps = {(s["version"], tuple(s["channels"])): s for s in result["steps"]}
+    bad = steps[("2026.49", ("preview",))]
+    assert (bad["rollout"], bad["ok"]) == ("paused", True)
+    rollouts = {(r["version"], r["channel"]): r for r in result["rollouts"]}
+    assert rollouts[("2026.48", "stable")]["state"] == "completed"
+    assert rollouts[("2026.48", "stable")]["waves_reached"] == [10.0, 50.0, 100.0]
+    assert rollouts[("2026.49", "preview")]["state"] == "paused"
+    assert rollouts[("2026.49", "preview")]["paused_gate"]
+    assert ("2026.49", "stable") not in rollouts  # the bad build never left preview
     groups = result["surfacing"]["groups"]
     kinds = {(g["kind"], g["title"]) for g in groups}
     assert ("agent", "health_check: device") in kinds  # tester-00's rollback, grouped

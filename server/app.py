@@ -28,6 +28,7 @@ from server.errors import (
     TooLargeError,
 )
 from server.mqtt_bridge import MqttBridge
+from server.online_signing import OnlineRoleRenewer
 from server.publisher import NoPublisher, Publisher
 from server.routes import admin, dashboard, devices, rollouts, testers, tokens, tuf
 from server.scheduler import RolloutScheduler
@@ -77,12 +78,25 @@ async def _lifespan(app: FastAPI, *, settings: Settings) -> AsyncIterator[None]:
                 sessions, publisher, settings.train, interval_s=settings.rollout_tick_s
             )
             scheduler.start()
+            renewer = _online_renewer(settings)
+            if renewer is not None:
+                renewer.start()
             try:
                 yield
             finally:
                 await asyncio.to_thread(scheduler.stop)
+                if renewer is not None:
+                    await asyncio.to_thread(renewer.stop)
     finally:
         engine.dispose()
+
+
+def _online_renewer(settings: Settings) -> OnlineRoleRenewer | None:
+    if settings.online_keys_dir is None or settings.repo_dir is None:
+        return None
+    return OnlineRoleRenewer.for_repo(
+        settings.repo_dir, settings.online_keys_dir, interval_s=settings.online_renew_s
+    )
 
 
 @asynccontextmanager

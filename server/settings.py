@@ -30,6 +30,8 @@ class Settings:
     mqtt_connect_wait_s: float = 5.0  # how long startup waits for the first MQTT connection
     max_reports_per_batch: int = 1000
     max_body_bytes: int = 4 * 1024 * 1024  # larger request bodies are refused (413)
+    online_keys_dir: Path | None = None  # timestamp + snapshot keys only; None: no re-signing
+    online_renew_s: float = 3600.0  # how often they are re-signed (timestamp lives a day)
     rollout_tick_s: float = 30.0  # how often the scheduler evaluates rollouts and trains; 0: off
     train: TrainConfig = field(default_factory=TrainConfig)  # schedule, waves, gates
 
@@ -56,4 +58,6 @@ class Settings:
             ),
             max_body_bytes=int(env.get("OTA_MAX_BODY_BYTES", defaults.max_body_bytes)),
             rollout_tick_s=float(env.get("OTA_ROLLOUT_TICK_S", defaults.rollout_tick_s)),
+            online_keys_dir=Path(keys) if (keys := env.get("OTA_ONLINE_KEYS_DIR")) else None,
+            online_renew_s=float(env.get("OTA_ONLINE_RENEW_S", defaults.online_renew_s)),
         )

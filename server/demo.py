@@ -45,9 +45,10 @@ SLOT_MB = 16
 BUILDS = ("2026.47", "2026.48", "2026.49")  # baseline, good weekly build, bad weekly build
 STABLE_WAVES = (10.0, 50.0, 100.0)
 PREVIEW_WAVES = (50.0, 100.0)
-DEMO_GATES = {  # small fleet, short soak: a demo, not a policy
-    "min_success_rate": 0.9,
-    "max_rollback_rate": 0.25,
+# a handful of testers, one of them broken, a short soak: a demo, not a policy
+DEMO_GATES: dict[str, Any] = {
+    "min_success_rate": 0.5,
+    "max_rollback_rate": 0.5,
     "min_devices": 1,
     "min_soak_s": 1.0,
 }
@@ -132,9 +133,8 @@ def _run(
         steps.append(_release_step(env, view, fleet, releases, BUILDS[0], ("preview", "stable")))
         broken = next(d for d in fleet if d.channel == "preview")
         broken.sim.health_failing = True
-        steps.append(_release_step(env, view, fleet, releases, BUILDS[1], ("preview",), broken))
-        surfacing = _testers_speak(env, view, [d for d in fleet if d.channel == "preview"])
-        steps.append(_staged_step(env, view, fleet, releases, BUILDS[1], broken))
+        train, surfacing = _train_step(env, view, fleet, releases, BUILDS[1], broken)
+        steps.append(train)
         steps.append(_bad_build_step(env, view, fleet, releases))
     devices = view.snapshot()
     ok = all(s["ok"] for s in steps)
@@ -189,6 +189,61 @@ def _evaluate_until(env: _Env, view: _LiveView, rollout_id: str, states: set[str
         view.snapshot()
         time.sleep(1.0)
     return state
+
+
+def _train_step(
+    env: _Env,
+    view: _LiveView,
+    fleet: list[FleetDevice],
+    releases: list[dict[str, Any]],
+    version: str,
+    broken: FleetDevice,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The weekly train: announced -> internal -> preview -> stable in waves, each stage
+    moving on only when its ring's gates pass; testers speak while it sits in preview."""
+    image = _synthetic_build(env.images, version)
+    for channel in ("internal", "preview", "stable"):
+        published = publish_release(
+            env.repo, image, version=version, channel=channel, model=MODEL, notes=f"{version}"
+        )
+        _api(env, "/api/v1/releases", {**published.to_dict(), "percentage": 0.0})
+        releases.append(published.to_dict())
+    _api(env, "/api/v1/train", {"version": version, "model": MODEL, "notes": "weekly build"})
+    view.say(f"train {version}: announced to testers")
+    testers = [d for d in fleet if d.channel == "preview"]
+    preview_done = {d.device_id: _expectation(d, version, broken) for d in testers}
+    stable_done = {
+        d.device_id: _expectation(d, version, broken) for d in fleet if d.channel == "stable"
+    }
+    stages: list[str] = []
+    surfacing: dict[str, Any] = {}
+    deadline = time.monotonic() + 3 * STEP_TIMEOUT_S
+    while time.monotonic() < deadline:
+        body = {"version": version, "model": MODEL, "force": True}  # the demo's week is a minute
+        moved = str(_api(env, "/api/v1/train/advance", body).get("moved_to", ""))
+        if moved:
+            stages.append(moved)
+            view.say(f"train {version}: {moved}")
+        _api(env, "/api/v1/rollouts/evaluate", {})
+        if not surfacing and "preview" in stages and view.wait_until(preview_done, 0):
+            surfacing = _testers_speak(env, view, testers)
+        if _rollout_state(env, version, "stable") == "completed":
+            break
+        view.snapshot()
+        time.sleep(1.0)
+    settled = view.wait_until({**preview_done, **stable_done}, STEP_TIMEOUT_S)
+    if not surfacing:  # the gates let it through before the last tester had settled
+        surfacing = _testers_speak(env, view, testers)
+    ok = _rollout_state(env, version, "stable") == "completed" and settled
+    step = {"version": version, "channels": ["preview", "stable"], "train": stages, "ok": ok}
+    return step, surfacing
+
+
+def _rollout_state(env: _Env, version: str, channel: str) -> str:
+    for r in _api(env, "/api/v1/rollouts"):
+        if (r["version"], r["channel"]) == (version, channel):
+            return str(r["state"])
+    return ""
 
 
 def _staged_step(
@@ -292,6 +347,8 @@ class _Env:
 @contextlib.contextmanager
 def _services(workdir: Path) -> Iterator[_Env]:
     from server.broker import EmbeddedBroker
+    from server.services.rollout_rules import GateConfig
+    from server.services.train import TrainConfig
     from server.settings import Settings
     from server.testing import live_server
 
@@ -308,6 +365,7 @@ def _services(workdir: Path) -> Iterator[_Env]:
         images=workdir / "images",
     )
     settings = Settings(
+        train=TrainConfig(gates=GateConfig(**DEMO_GATES), stable_waves=STABLE_WAVES),
         db_url=f"sqlite:///{workdir / 'server.db'}",
         repo_dir=repo / "repository",
         broker_url=env.broker_url,
@@ -468,12 +526,13 @@ class _LiveView:
 
     def wait_until(self, expected: dict[str, tuple[str, str]], timeout: float) -> bool:
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        while True:
             rows = {r["id"]: r for r in self.snapshot()}
             if all(_matches(rows.get(k), want) for k, want in expected.items()):
                 return True
+            if time.monotonic() >= deadline:
+                return False
             time.sleep(0.5)
-        return False
 
 
 def _reports_url(device: dict[str, Any]) -> str:

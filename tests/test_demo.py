@@ -48,6 +48,8 @@ def test_demo_small_fleet_ends_where_it_should(tmp_path: Path) -> None:
     assert devices["tester-01"]["state"] == expected_state
     bad = steps[("2026.49", ("preview",))]
     assert (bad["rollout"], bad["ok"]) == ("paused", True)
+    train = steps[("2026.48", ("preview", "stable"))]
+    assert train["train"] == ["announced", "internal", "preview", "stable"]
     rollouts = {(r["version"], r["channel"]): r for r in result["rollouts"]}
     assert rollouts[("2026.48", "stable")]["state"] == "completed"
     assert rollouts[("2026.48", "stable")]["waves_reached"] == [10.0, 50.0, 100.0]

@@ -6,6 +6,8 @@ and the MQTT thread queue up for the write lock instead of failing with "databas
 
 from __future__ import annotations
 
+import sqlite3
+import time
 from pathlib import Path
 from typing import Any
 
@@ -37,9 +39,22 @@ def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
     try:
         cursor.execute("PRAGMA foreign_keys=ON")
         if cursor.execute("PRAGMA journal_mode").fetchone()[0] != "memory":
-            cursor.execute("PRAGMA journal_mode=WAL")
+            _switch_to_wal(cursor)
     finally:
         cursor.close()
+
+
+def _switch_to_wal(cursor: Any) -> None:
+    """Switching a new database file to WAL needs it to itself, and SQLite answers "database
+    is locked" at once rather than waiting when servers start together: retry briefly."""
+    for attempt in range(100):
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or attempt == 99:
+                raise
+            time.sleep(0.05)
 
 
 def _sqlite_on_begin(connection: Any) -> None:

@@ -190,10 +190,8 @@ def test_image_longer_than_signed_is_cut_off(env: Env) -> None:
     _assert_refused(agent, sim, before, FailureReason.LENGTH_MISMATCH)
 
 
-def test_expired_timestamp_is_refused(env: Env) -> None:
-    agent, sim = make_agent(env)
-    before = slot_digest(sim, Slot.A)
-    env.publish("1.0")
+def expire_timestamp(env: Env) -> None:
+    """Re-sign timestamp.json, properly, with an expiry an hour in the past."""
     path = env.repo / "repository" / "metadata" / "timestamp.json"
     md = Metadata[Timestamp].from_file(str(path))
     md.signed.expires = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=1)
@@ -201,6 +199,13 @@ def test_expired_timestamp_is_refused(env: Env) -> None:
     md.signatures.clear()
     md.sign(load_signer(key_paths(env.repo, "timestamp")[0]))
     md.to_file(str(path))
+
+
+def test_expired_timestamp_is_refused(env: Env) -> None:
+    agent, sim = make_agent(env)
+    before = slot_digest(sim, Slot.A)
+    env.publish("1.0")
+    expire_timestamp(env)
     agent.poll_once()
     _assert_refused(agent, sim, before, FailureReason.METADATA)
 
@@ -291,13 +296,7 @@ def test_a_clock_reset_to_1970_does_not_make_expired_metadata_fresh(
     agent.poll_once()  # a refresh succeeded today: the device now knows today is real
     assert agent.record.state is UpdateState.COMMITTED
     env.publish("2.0")
-    path = env.repo / "repository" / "metadata" / "timestamp.json"
-    md = Metadata[Timestamp].from_file(str(path))
-    md.signed.expires = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=1)
-    md.signed.version += 1
-    md.signatures.clear()
-    md.sign(load_signer(key_paths(env.repo, "timestamp")[0]))
-    md.to_file(str(path))
+    expire_timestamp(env)
 
     class Epoch(datetime):
         @classmethod

@@ -246,25 +246,6 @@ def _rollout_state(env: _Env, version: str, channel: str) -> str:
     return ""
 
 
-def _staged_step(
-    env: _Env,
-    view: _LiveView,
-    fleet: list[FleetDevice],
-    releases: list[dict[str, Any]],
-    version: str,
-    broken: FleetDevice,
-) -> dict[str, Any]:
-    """The good build goes to stable in waves; each wave waits for its gates."""
-    rollout = _staged(env, releases, version, "stable", STABLE_WAVES)
-    view.say(f"build {version} rolls out to stable in waves {STABLE_WAVES}")
-    state = _evaluate_until(env, view, rollout["rollout_id"], {"completed", "paused", "aborted"})
-    expected = {
-        d.device_id: _expectation(d, version, broken) for d in fleet if d.channel == "stable"
-    }
-    ok = state == "completed" and view.wait_until(expected, STEP_TIMEOUT_S)
-    return {"version": version, "channels": ["stable"], "rollout": state, "ok": ok}
-
-
 def _bad_build_step(
     env: _Env, view: _LiveView, fleet: list[FleetDevice], releases: list[dict[str, Any]]
 ) -> dict[str, Any]:

@@ -76,10 +76,22 @@ def serve_static(repo: Path, port: int) -> None:
 
 
 # what a device installed with `pip install .[agent]` does not have (tests/test_agent_footprint)
-NOT_ON_A_DEVICE = frozenset({
-    "fastapi", "starlette", "uvicorn", "sqlalchemy", "alembic", "boto3", "botocore",
-    "s3transfer", "typer", "rich", "amqtt", "psycopg",
-})
+NOT_ON_A_DEVICE = frozenset(
+    {
+        "fastapi",
+        "starlette",
+        "uvicorn",
+        "sqlalchemy",
+        "alembic",
+        "boto3",
+        "botocore",
+        "s3transfer",
+        "typer",
+        "rich",
+        "amqtt",
+        "psycopg",
+    }
+)
 
 
 class _DeviceInstall(importlib.abc.MetaPathFinder):
@@ -236,8 +248,9 @@ def bench(size_mb: int, server_kind: str, work: Path) -> dict[str, Any]:
     init_keys(repo)
     release = publish_release(repo, image, version="1.0", channel="stable", model=MODEL)
     port = free_port()
-    procs = [spawn("api", f"--repo={repo / 'repository'}", f"--db={work / 'ota.db'}",
-                   f"--port={port}")]
+    procs = [
+        spawn("api", f"--repo={repo / 'repository'}", f"--db={work / 'ota.db'}", f"--port={port}")
+    ]
     try:
         api_url = f"http://127.0.0.1:{port}"
         wait_for(f"{api_url}/tuf/metadata/timestamp.json")
@@ -258,10 +271,16 @@ def bench(size_mb: int, server_kind: str, work: Path) -> dict[str, Any]:
 
         provision(work / "hw", size)
         config = {
-            "device_id": DEVICE, "model": MODEL, "channel": "stable", "server_url": api_url,
-            "credential": credential, "data_dir": str(work / "agent"),
-            "trusted_root": str(repo / "root.json"), "health_deadline_s": 5.0,
-            "metadata_url": f"{tuf_url}/metadata/", "targets_url": f"{tuf_url}/targets/",
+            "device_id": DEVICE,
+            "model": MODEL,
+            "channel": "stable",
+            "server_url": api_url,
+            "credential": credential,
+            "data_dir": str(work / "agent"),
+            "trusted_root": str(repo / "root.json"),
+            "health_deadline_s": 5.0,
+            "metadata_url": f"{tuf_url}/metadata/",
+            "targets_url": f"{tuf_url}/targets/",
         }
         agent = measured_child("agent", {"config": config, "hw": str(work / "hw")})
 
@@ -269,12 +288,18 @@ def bench(size_mb: int, server_kind: str, work: Path) -> dict[str, Any]:
         with plain_slot.open("wb") as f:
             f.truncate(size)
         (work / "plain_dl").mkdir()
-        plain = measured_child("plain", {
-            "metadata_dir": str(work / "plain_md"), "metadata_url": f"{tuf_url}/metadata/",
-            "download_dir": str(work / "plain_dl"), "targets_url": f"{tuf_url}/targets/",
-            "root": str(repo / "root.json"), "target_path": release.target_path,
-            "slot": str(plain_slot),
-        })
+        plain = measured_child(
+            "plain",
+            {
+                "metadata_dir": str(work / "plain_md"),
+                "metadata_url": f"{tuf_url}/metadata/",
+                "download_dir": str(work / "plain_dl"),
+                "targets_url": f"{tuf_url}/targets/",
+                "root": str(repo / "root.json"),
+                "target_path": release.target_path,
+                "slot": str(plain_slot),
+            },
+        )
         (work / "plain_md").mkdir(exist_ok=True)
     finally:
         for proc in procs:
@@ -286,26 +311,39 @@ def bench(size_mb: int, server_kind: str, work: Path) -> dict[str, Any]:
 
 
 def report(
-    size: int, server_kind: str, agent: dict[str, Any], plain: dict[str, Any],
-    sha_s: float, write_s: float, fetch_s: float,
+    size: int,
+    server_kind: str,
+    agent: dict[str, Any],
+    plain: dict[str, Any],
+    sha_s: float,
+    write_s: float,
+    fetch_s: float,
 ) -> dict[str, Any]:
     wall, rss, written = agent["download_s"], agent["peak_rss_mb"], agent["write_bytes"]
     budget = 1.15 * max(sha_s, write_s)
     targets = {
         "wall_within_1.15x_max_sha256_write": {
-            "met": wall <= budget, "agent_wall_s": round(wall, 3), "budget_s": round(budget, 3)},
+            "met": wall <= budget,
+            "agent_wall_s": round(wall, 3),
+            "budget_s": round(budget, 3),
+        },
         "peak_rss_under_50mb": {"met": rss < 50, "agent_peak_rss_mb": rss},
         "bytes_written_equal_image": {
             # the journal, outbox and TUF metadata add a few KiB; a temporary copy adds `size`
-            "met": size <= written < size + 4 * MIB, "bytes_written": written,
-            "image_bytes": size},
+            "met": size <= written < size + 4 * MIB,
+            "bytes_written": written,
+            "image_bytes": size,
+        },
         "faster_than_plain": {
-            "met": agent["total_s"] < plain["total_s"], "agent_total_s": round(agent["total_s"], 3),
-            "plain_wall_s": round(plain["total_s"], 3)},
+            "met": agent["total_s"] < plain["total_s"],
+            "agent_total_s": round(agent["total_s"], 3),
+            "plain_wall_s": round(plain["total_s"], 3),
+        },
     }
     return {
         "image_bytes": size,
-        "server": "fastapi (server.app, own process)" if server_kind == "api"
+        "server": "fastapi (server.app, own process)"
+        if server_kind == "api"
         else "static sendfile server over the repository (own process); API on fastapi",
         "agent_wall_s": round(wall, 3),
         "agent_wall_is": "download_into: HTTP -> hashes -> slot -> fsync",

@@ -131,7 +131,12 @@ def test_update_is_installed_committed_and_every_step_reported(env: Env) -> None
     row = env.device_row("dev-1")
     assert (row["current_version"], row["state"], row["slot"]) == ("1.0", "committed", "b")
     assert env.reported_states("dev-1") == [
-        "idle", "downloading", "installed", "rebooting", "trial", "committed",
+        "idle",
+        "downloading",
+        "installed",
+        "rebooting",
+        "trial",
+        "committed",
     ]
     assert len(agent.p.outbox) == 0
 

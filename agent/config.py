@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.errors import ConfigError
-from agent.protocol import ProtocolError, channel_topic
+from wire import ProtocolError, channel_topic
 
 
 @dataclass(frozen=True)

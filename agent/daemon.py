@@ -24,19 +24,19 @@ from agent.health import CallableCheck, HealthCheck, health_checks_from_config
 from agent.journal import Journal
 from agent.outbox import Outbox
 from agent.policy import policies_from_config
-from agent.protocol import (
-    AvailabilityNotice,
-    Command,
-    ProtocolError,
-    channel_topic,
-    device_cmd_topic,
-)
 from agent.runner import Agent, AgentParts, jittered
 from agent.server_api import ServerApi
 from agent.trusted_clock import TrustedClock
 from agent.tuf_client import TufClient
 from hardware.bootcontrol import BootControl
 from hardware.registry import open_boot_control
+from wire import (
+    AvailabilityNotice,
+    Command,
+    ProtocolError,
+    channel_topic,
+    device_cmd_topic,
+)
 
 log = logging.getLogger(__name__)
 _SAFE_ID = re.compile(r"[A-Za-z0-9_.-]{1,64}")

@@ -18,7 +18,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from agent.errors import ConfigError
-from agent.protocol import channel_topic, device_cmd_topic, device_status_topic
+from wire import channel_topic, device_cmd_topic, device_status_topic
 
 log = logging.getLogger(__name__)
 

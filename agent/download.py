@@ -28,8 +28,8 @@ from typing import Any, BinaryIO, Final, Protocol
 
 from agent.errors import InstallError, TransportError, VerificationError
 from agent.fetcher import HttpStatusError
-from agent.protocol import FailureReason
 from agent.tuf_client import TargetInfo
+from wire import FailureReason
 
 log = logging.getLogger(__name__)
 

@@ -6,7 +6,7 @@ and report). Caller bugs (TypeError, AssertionError, ...) are not caught into re
 
 from __future__ import annotations
 
-from agent.protocol import FailureReason
+from wire import FailureReason
 
 
 class AgentError(Exception):

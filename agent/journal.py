@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from agent import fsutil
-from agent.protocol import FailureReason, UpdateState
+from wire import FailureReason, UpdateState
 
 log = logging.getLogger(__name__)
 

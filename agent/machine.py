@@ -1,6 +1,6 @@
 """The agent is one table: `(state, event) -> next state`, after Mender's client.
 
-States are `agent.protocol.UpdateState` (they go into reports); events are what a step of the
+States are `wire.UpdateState` (they go into reports); events are what a step of the
 runner observed. The runner journals the next state before acting on it, so this table is the
 whole of what an update may do. A pair not in the table is a bug in the caller and raises.
 
@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Final
 
-from agent.protocol import UpdateState
+from wire import UpdateState
 
 S = UpdateState
 

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Final
 
 from agent import fsutil
-from agent.protocol import StatusReport
+from wire import StatusReport
 
 log = logging.getLogger(__name__)
 

@@ -27,7 +27,9 @@ from agent.journal import Journal, JournalRecord
 from agent.machine import Event, is_resting, next_state
 from agent.outbox import Outbox
 from agent.policy import UpdatePolicy, evaluate_policies
-from agent.protocol import (
+from agent.tuf_client import TargetInfo, TufClient, check_target
+from hardware.bootcontrol import BootControl, BootControlError, Slot
+from wire import (
     AvailabilityNotice,
     Command,
     CommandKind,
@@ -36,10 +38,8 @@ from agent.protocol import (
     StatusReport,
     UpdateState,
 )
-from agent.rollout import in_rollout
-from agent.tuf_client import TargetInfo, TufClient, check_target
-from agent.versions import is_newer
-from hardware.bootcontrol import BootControl, BootControlError, Slot
+from wire.rollout import in_rollout
+from wire.versions import is_newer
 
 log = logging.getLogger(__name__)
 

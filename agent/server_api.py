@@ -13,7 +13,7 @@ from typing import Any
 import urllib3
 
 from agent.errors import TransportError
-from agent.protocol import (
+from wire import (
     ENROLL_PATH,
     FEEDBACK_PATH,
     PollAnswer,

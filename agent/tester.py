@@ -20,8 +20,8 @@ from agent.errors import AgentError
 from agent.fsutil import atomic_write, ensure_dir
 from agent.journal import Journal
 from agent.outbox import Outbox
-from agent.protocol import UpdateState
 from agent.server_api import ServerApi
+from wire import UpdateState
 
 TESTER_TOKEN_FILE: Final = "tester_token"
 MAX_LOG_EXCERPT: Final = 64 * 1024  # bytes; the server refuses more (413)

@@ -28,11 +28,11 @@ from agent.download import BUFFER_SIZE, RangeFetcher
 from agent.journal import JournalRecord
 from agent.machine import is_resting
 from agent.outbox import COUNTER_NAME, Outbox
-from agent.protocol import StatusReport, UpdateState
 from agent.runner import Agent
 from hardware.bootcontrol import BootControlError, Slot
 from hardware.sim import ENV_FILE, FaultPlan, PowerCut, SimDevice
 from hardware.sim_env import env_from_json
+from wire import StatusReport, UpdateState
 
 AgentFactory = Callable[[SimDevice], Agent]  # one boot's agent, e.g. build_agent(config, boot=)
 Action = Callable[[Agent], None]

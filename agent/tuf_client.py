@@ -31,9 +31,9 @@ from tuf.ngclient.updater import Updater
 
 from agent.errors import InstallError, TransportError, VerificationError
 from agent.fetcher import make_fetcher
-from agent.protocol import FailureReason, TargetCustom
 from agent.trusted_clock import TrustedClock
-from agent.versions import InvalidVersionError, is_newer
+from wire import FailureReason, ProtocolError, TargetCustom
+from wire.versions import InvalidVersionError, is_newer
 
 
 @dataclass(frozen=True)
@@ -67,31 +67,32 @@ class TargetInfo:
         return dict(self.hashes) if self.hashes else {"sha256": self.sha256}
 
     @property
+    def rom(self) -> TargetCustom | None:
+        """The signed ROM fields, or None for a target that carries none (or malformed ones)."""
+        try:
+            return TargetCustom.from_custom(self.custom)
+        except ProtocolError:
+            return None
+
+    @property
     def version(self) -> str:
-        return str(self.custom.get(TargetCustom.VERSION, ""))
+        return self.rom.version if self.rom else ""
 
     @property
     def model(self) -> str:
-        return str(self.custom.get(TargetCustom.MODEL, ""))
+        return self.rom.model if self.rom else ""
 
     @property
     def hardware_ids(self) -> tuple[str, ...]:
-        ids = self.custom.get(TargetCustom.HARDWARE_IDS)
-        if isinstance(ids, list) and all(isinstance(i, str) for i in ids):
-            return tuple(ids)
-        return (self.model,) if self.model else ()
+        return self.rom.models if self.rom else ()
 
     @property
     def chunk_size(self) -> int | None:
-        size = self.custom.get(TargetCustom.CHUNK_SIZE)
-        return size if isinstance(size, int) and not isinstance(size, bool) else None
+        return self.rom.chunk_size if self.rom else None
 
     @property
     def chunk_sha256(self) -> tuple[str, ...]:
-        hashes = self.custom.get(TargetCustom.CHUNK_SHA256)
-        if isinstance(hashes, list) and all(isinstance(h, str) for h in hashes):
-            return tuple(hashes)
-        return ()
+        return self.rom.chunk_sha256 if self.rom else ()
 
 
 def check_target(info: TargetInfo, *, model: str, current_version: str, slot_size: int) -> None:

@@ -109,8 +109,8 @@ def run_agent(spec: dict[str, Any]) -> None:
     import agent.runner
     from agent.config import AgentConfig
     from agent.daemon import build_agent
-    from agent.protocol import UpdateState
     from hardware.sim import SimDevice
+    from wire import UpdateState
 
     phases: dict[str, float] = {}
     real_download = agent.runner.download_into  # type: ignore[attr-defined]  # patched on purpose

@@ -29,7 +29,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from powerlab import Lab, lab
 
-from agent.protocol import FailureReason, UpdateState
 from agent.runner import Agent
 from agent.testing import (
     PoweredDevice,
@@ -38,6 +37,7 @@ from agent.testing import (
     torn_files,
 )
 from hardware.sim import FaultPlan, SimDevice
+from wire import FailureReason, UpdateState
 
 INSTALL_STEPS = 90  # an install has 65 to 80 durable steps: a cut drawn past them misses
 BOOT_STEPS = 8  # a boot and resume has about 7

@@ -14,7 +14,6 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-from agent.protocol import AvailabilityNotice, StatusReport
 from server.body_limit import BodyLimit
 from server.db import make_engine, make_sessions, upgrade_to_head
 from server.errors import (
@@ -36,6 +35,7 @@ from server.services.releases import current_notices
 from server.services.reports import ingest_reports
 from server.settings import Settings
 from server.state import AppState
+from wire import AvailabilityNotice, StatusReport
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ from urllib.parse import quote
 import typer
 import urllib3
 
-from agent.protocol import API_PREFIX, FEEDBACK_PATH
+from wire import API_PREFIX, FEEDBACK_PATH
 
 fcode_app = typer.Typer(help="Invite codes to the preview channel.", no_args_is_help=True)
 feedback_app = typer.Typer(help="What beta testers report, ranked.", no_args_is_help=True)

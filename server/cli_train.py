@@ -8,8 +8,8 @@ from typing import Annotated, Any
 
 import typer
 
-from agent.protocol import API_PREFIX
 from server.cli_testers import JsonOpt, ServerOpt, TokenOpt, call
+from wire import API_PREFIX
 
 train_app = typer.Typer(
     help="The weekly train: announce, internal, preview, stable.", no_args_is_help=True

@@ -30,7 +30,6 @@ from rich.table import Table
 from agent.config import AgentConfig
 from agent.daemon import AgentDaemon, build_agent
 from agent.errors import AgentError
-from agent.rollout import in_rollout
 from agent.server_api import ServerApi
 from agent.tester import FeedbackRequest, join_preview, send_feedback, vote
 from hardware.sim import SimDevice
@@ -38,6 +37,7 @@ from server.testing import free_port
 from signing.keys import init_keys
 from signing.notify import notify_server
 from signing.repo import PublishedRelease, publish_release
+from wire.rollout import in_rollout
 
 MODEL = "sim"
 IMAGE_MB = 8

@@ -4,7 +4,7 @@ Pure generators (`make_ca`, `make_server_cert`, `hash_password`, `password_file`
 `mosquitto_conf`) return bytes or text; `write_broker_config` is the one writer. The ACL is
 the wire contract of design.md: a device (username = device id) publishes only its own status
 and reads only its own commands and its channel/model notice; the server user reads and
-writes everything under the protocol prefix. Topic names come from `agent.protocol`, so the
+writes everything under the protocol prefix. Topic names come from `wire`, so the
 ACL cannot drift from what the agent and the server use
 (docs/decisions/server-broker-acl.md).
 """
@@ -29,7 +29,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from agent.fsutil import ensure_dir, fsync_dir
-from agent.protocol import TOPIC_PREFIX, channel_topic, device_cmd_topic, device_status_topic
+from wire import TOPIC_PREFIX, channel_topic, device_cmd_topic, device_status_topic
 
 PBKDF2_SHA512_ID = "7"  # mosquitto 2.x's `$7$` password hashes
 SALT_BYTES = 12

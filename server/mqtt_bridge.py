@@ -17,7 +17,8 @@ from urllib.parse import unquote, urlparse
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from agent.protocol import (
+from server.errors import ServiceError
+from wire import (
     STATUS_WILDCARD,
     AvailabilityNotice,
     Command,
@@ -28,7 +29,6 @@ from agent.protocol import (
     device_cmd_topic,
     device_id_from_status_topic,
 )
-from server.errors import ServiceError
 
 log = logging.getLogger(__name__)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from agent.protocol import AvailabilityNotice, Command
+from wire import AvailabilityNotice, Command
 
 
 class Publisher(Protocol):

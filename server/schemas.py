@@ -1,5 +1,5 @@
 """Request bodies of the HTTP API (pydantic validates them: a bad body is a 422 that names
-the field, and nothing is stored). Reports are not here: `agent.protocol` defines those."""
+the field, and nothing is stored). Reports are not here: `wire` defines those."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from agent.protocol import CommandKind, ProtocolError, channel_topic, device_cmd_topic
+from wire import CommandKind, ProtocolError, channel_topic, device_cmd_topic
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 

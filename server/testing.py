@@ -12,9 +12,9 @@ from typing import Any
 
 import uvicorn
 
-from agent.protocol import StatusReport, UpdateState
 from server.app import create_app
 from server.settings import Settings
+from wire import StatusReport, UpdateState
 
 START_TIMEOUT_S = 20.0
 

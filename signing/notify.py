@@ -8,9 +8,9 @@ import urllib.error
 import urllib.request
 from typing import Any
 
-from agent.protocol import API_PREFIX
 from signing.errors import NotifyError
 from signing.repo import PublishedRelease
+from wire import API_PREFIX
 
 RELEASES_PATH = f"{API_PREFIX}/releases"
 

@@ -17,8 +17,6 @@ from typing import Any
 from securesystemslib.signer import CryptoSigner  # type: ignore[attr-defined]
 from tuf.api.metadata import Metadata, TargetFile  # type: ignore[attr-defined]
 
-from agent.protocol import ProtocolError, TargetCustom, target_name
-from agent.versions import InvalidVersionError, Version
 from signing.delegation import DelegationPolicy, Plan, channel_role, plan_channel, plan_release
 from signing.digest import ImageDigest, digest_image
 from signing.errors import PublishError
@@ -41,6 +39,8 @@ from signing.tufmeta import (
     sign_and_serialize,
     utc_now,
 )
+from wire import ProtocolError, TargetCustom, is_rom_target, target_name
+from wire.versions import InvalidVersionError, Version
 
 __all__ = ["PublishError", "PublishedRelease", "list_releases", "publish_release"]
 
@@ -258,17 +258,17 @@ def _digest(image: Path, chunk_size: int) -> ImageDigest:
 def _target_file(
     request: _Request, digest: ImageDigest, published_at: str, counter: int
 ) -> TargetFile:
-    custom = {
-        TargetCustom.VERSION: request.version,
-        TargetCustom.CHANNEL: request.channel,
-        TargetCustom.MODEL: request.model,
-        TargetCustom.HARDWARE_IDS: list(request.hardware_ids),
-        TargetCustom.NOTES: request.notes,
-        TargetCustom.PUBLISHED_AT: published_at,
-        TargetCustom.RELEASE_COUNTER: counter,
-        TargetCustom.CHUNK_SIZE: digest.chunk_size,
-        TargetCustom.CHUNK_SHA256: list(digest.chunk_sha256),
-    }
+    custom = TargetCustom(
+        version=request.version,
+        channel=request.channel,
+        model=request.model,
+        hardware_ids=tuple(request.hardware_ids),
+        notes=request.notes,
+        published_at=published_at,
+        release_counter=counter,
+        chunk_size=digest.chunk_size,
+        chunk_sha256=tuple(digest.chunk_sha256),
+    ).to_custom()
     return TargetFile(
         length=digest.length,
         hashes={"sha256": digest.sha256},
@@ -292,26 +292,21 @@ def list_state_releases(state: RepoState) -> list[PublishedRelease]:
         _release(target)
         for md in roles
         for target in md.signed.targets.values()
-        if _is_release(target.custom)
+        if is_rom_target(target.custom)
     ]
     return sorted(releases, key=lambda r: (r.channel, r.model, r.release_counter))
 
 
-def _is_release(custom: Any) -> bool:
-    needed = (TargetCustom.VERSION, TargetCustom.CHANNEL, TargetCustom.MODEL)
-    return isinstance(custom, dict) and all(key in custom for key in needed)
-
-
 def _release(target: TargetFile) -> PublishedRelease:
-    custom = target.custom
+    custom = TargetCustom.from_custom(target.custom)
     return PublishedRelease(
-        version=str(custom[TargetCustom.VERSION]),
-        channel=str(custom[TargetCustom.CHANNEL]),
-        model=str(custom[TargetCustom.MODEL]),
+        version=custom.version,
+        channel=custom.channel,
+        model=custom.model,
         target_path=target.path,
         length=target.length,
         sha256=target.hashes["sha256"],
-        notes=str(custom.get(TargetCustom.NOTES, "")),
-        published_at=str(custom.get(TargetCustom.PUBLISHED_AT, "")),
-        release_counter=int(custom.get(TargetCustom.RELEASE_COUNTER, 0)),
+        notes=custom.notes,
+        published_at=custom.published_at,
+        release_counter=custom.release_counter,
     )

@@ -4,7 +4,7 @@ TUF (and our agent) never install a version older than the one running, and the 
 counter per channel and model only goes up, so "go back to V" cannot mean "point the devices
 at V". It means: take V's image, exactly the bytes that were signed before, and sign it as a
 new release whose version sorts after the latest one, `<latest>-rollback-to-<V>` (see
-agent.versions: a version that extends another with more pieces sorts after it, and the next
+wire.versions: a version that extends another with more pieces sorts after it, and the next
 regular build `<latest>.1` or a later date sorts after the rollback). Devices then "update"
 forwards to V's content through the usual path: verify, install into the other slot, trial
 boot, commit or roll back. See docs/rollouts.md.
@@ -16,11 +16,11 @@ import hashlib
 import tempfile
 from pathlib import Path
 
-from agent.versions import InvalidVersionError, Version
 from signing.errors import PublishError
 from signing.keys import default_storage
 from signing.repo import PublishedRelease, list_releases, publish_release, target_storage_name
 from signing.storage import Storage
+from wire.versions import InvalidVersionError, Version
 
 __all__ = ["republish_as_rollback", "rollback_version"]
 

@@ -15,7 +15,6 @@ from typing import Any
 
 from agent.config import AgentConfig
 from agent.daemon import build_agent
-from agent.protocol import UpdateState
 from agent.server_api import ServerApi
 from agent.testing import Image, PoweredDevice, boot_problems, report_problems, torn_files
 from hardware.sim import SimDevice
@@ -24,6 +23,7 @@ from server.testing import live_server
 from signing.keys import init_keys
 from signing.notify import notify_server
 from signing.repo import publish_release
+from wire import UpdateState
 
 MODEL = "board"
 ADMIN = "admin-token"

@@ -19,7 +19,6 @@ from tuf.api.metadata import Metadata, Timestamp
 
 from agent.config import AgentConfig
 from agent.daemon import AgentDaemon, build_agent
-from agent.protocol import AvailabilityNotice, FailureReason, UpdateState
 from agent.runner import Agent
 from agent.server_api import ServerApi
 from hardware.bootcontrol import Slot
@@ -29,6 +28,7 @@ from server.testing import live_server
 from signing.keys import init_keys, key_paths, load_signer
 from signing.notify import notify_server
 from signing.repo import PublishedRelease, publish_release, target_storage_name
+from wire import AvailabilityNotice, FailureReason, UpdateState
 
 MODEL = "board"
 ADMIN = "admin-token"

@@ -15,8 +15,8 @@ from agent.daemon import AgentDaemon
 from agent.errors import ConfigError
 from agent.journal import Journal, JournalRecord
 from agent.outbox import Outbox
-from agent.protocol import StatusReport, UpdateState, channel_topic
 from agent.tester import bounded_tail, log_excerpt, running_version, save_channel
+from wire import StatusReport, UpdateState, channel_topic
 
 CONFIG = """
 device_id = "phone-1"

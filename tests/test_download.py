@@ -25,8 +25,8 @@ from tufrepo import (
 from agent.download import StreamVerifier, download_into, exponential_backoff
 from agent.errors import TransportError, VerificationError
 from agent.fetcher import HttpStatusError, make_fetcher
-from agent.protocol import FailureReason
 from agent.tuf_client import TargetInfo, TufClient
+from wire import FailureReason
 
 CHUNK = 64 * 1024
 SIZE = 16 * CHUNK + 1234  # the last chunk is a short one

@@ -12,10 +12,10 @@ from tufrepo import RepoServer, TufRepo, chunked_rom, device_client, serve
 from agent.download import download_into
 from agent.errors import InstallError
 from agent.fetcher import make_fetcher
-from agent.protocol import FailureReason
 from agent.tuf_client import TargetInfo, TufClient
 from hardware.bootcontrol import Slot
 from hardware.sim import FaultPlan, PowerCut, SimDevice
+from wire import FailureReason
 
 CHUNK = 32 * 1024
 DATA = random.Random(11).randbytes(20 * CHUNK + 999)

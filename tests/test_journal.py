@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from agent import fsutil
 from agent.journal import Journal, JournalRecord
-from agent.protocol import FailureReason, UpdateState
+from wire import FailureReason, UpdateState
 
 IN_PROGRESS = JournalRecord(
     state=UpdateState.DOWNLOADING,

@@ -18,7 +18,7 @@ from agent.machine import (
     is_resting,
     next_state,
 )
-from agent.protocol import UpdateState as S
+from wire import UpdateState as S
 
 
 def reachable_from(start: S) -> set[S]:

@@ -28,13 +28,6 @@ from conftest import IN_CI, free_port, wait_for_port
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.reasoncodes import ReasonCode
 
-from agent.protocol import (
-    STATUS_WILDCARD,
-    ProtocolError,
-    channel_topic,
-    device_cmd_topic,
-    device_status_topic,
-)
 from server.mosquitto import (
     BrokerConfigError,
     BrokerConfigPaths,
@@ -46,6 +39,13 @@ from server.mosquitto import (
     password_file,
     verify_password,
     write_broker_config,
+)
+from wire import (
+    STATUS_WILDCARD,
+    ProtocolError,
+    channel_topic,
+    device_cmd_topic,
+    device_status_topic,
 )
 
 WAIT_S = 5.0

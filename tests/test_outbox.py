@@ -19,7 +19,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 
 from agent import fsutil
 from agent.outbox import COUNTER_NAME, Outbox, report_name
-from agent.protocol import StatusReport, UpdateState
+from wire import StatusReport, UpdateState
 
 
 def building(state: UpdateState = UpdateState.IDLE) -> Callable[[int], StatusReport]:

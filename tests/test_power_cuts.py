@@ -19,12 +19,12 @@ from pathlib import Path
 import pytest
 from powerlab import Lab, lab, outcome
 
-from agent.protocol import FailureReason, UpdateState
 from agent.runner import Agent
 from agent.testing import PoweredDevice, boot_problems
 from hardware.bootcontrol import Slot
 from hardware.sim import FaultPlan, SimDevice
 from hardware.sim_env import env_to_json
+from wire import FailureReason, UpdateState
 
 RELEASE = "1.0"
 WORKERS = 4

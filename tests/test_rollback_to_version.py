@@ -13,7 +13,6 @@ import pytest
 from agent.config import AgentConfig
 from agent.daemon import build_agent
 from agent.server_api import ServerApi
-from agent.versions import Version
 from hardware.bootcontrol import Slot
 from hardware.sim import SimDevice
 from server.settings import Settings
@@ -22,6 +21,7 @@ from signing.errors import PublishError
 from signing.keys import init_keys
 from signing.repo import publish_release
 from signing.rollback import republish_as_rollback, rollback_version
+from wire.versions import Version
 
 KIB = 1024
 

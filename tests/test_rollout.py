@@ -3,7 +3,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agent.rollout import BUCKETS, bucket, in_rollout
+from wire.rollout import BUCKETS, bucket, in_rollout
 
 ids = st.text(min_size=1, max_size=40)
 pcts = st.floats(min_value=0, max_value=100, allow_nan=False)

@@ -9,8 +9,6 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from agent.protocol import UpdateState
-from agent.rollout import in_rollout
 from server.services.rollout_rules import (
     TRANSITIONS,
     Counts,
@@ -31,6 +29,8 @@ from server.services.rollout_rules import (
     rate_wait_s,
 )
 from server.services.train_rules import Stage, TrainSchedule, train_step
+from wire import UpdateState
+from wire.rollout import in_rollout
 
 counts_st = st.builds(
     Counts,

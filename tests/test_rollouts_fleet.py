@@ -17,8 +17,6 @@ import pytest
 
 from agent.config import AgentConfig
 from agent.daemon import build_agent
-from agent.protocol import StatusReport, UpdateState
-from agent.rollout import in_rollout
 from agent.runner import Agent
 from agent.server_api import ServerApi
 from hardware.sim import SimDevice
@@ -26,6 +24,8 @@ from server.settings import Settings
 from server.testing import live_server
 from signing.keys import init_keys
 from signing.repo import publish_release
+from wire import StatusReport, UpdateState
+from wire.rollout import in_rollout
 
 MODEL = "board"
 ADMIN = "admin-token"

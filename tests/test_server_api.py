@@ -16,14 +16,6 @@ import httpx
 import pytest
 
 from agent.errors import TransportError
-from agent.protocol import (
-    ENROLL_PATH,
-    PollAnswer,
-    ReportsAck,
-    UpdateState,
-    poll_path,
-    reports_path,
-)
 from agent.server_api import ServerApi
 from server.settings import Settings
 from server.testing import (
@@ -33,6 +25,14 @@ from server.testing import (
     new_id,
     sample_release,
     sample_report,
+)
+from wire import (
+    ENROLL_PATH,
+    PollAnswer,
+    ReportsAck,
+    UpdateState,
+    poll_path,
+    reports_path,
 )
 
 ADMIN = "admin-secret"

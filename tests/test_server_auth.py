@@ -21,7 +21,6 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 from typer.testing import CliRunner
 
-from agent.protocol import API_PREFIX, ENROLL_PATH, poll_path
 from server.auth import (
     Principal,
     Role,
@@ -38,6 +37,7 @@ from server.models import ApiToken, Device
 from server.mosquitto import verify_password
 from server.settings import Settings
 from server.testing import MOSQUITTO_PIPE_LEAK, live_server, new_id
+from wire import API_PREFIX, ENROLL_PATH, poll_path
 
 pytestmark = pytest.mark.filterwarnings(MOSQUITTO_PIPE_LEAK)  # see server.testing
 

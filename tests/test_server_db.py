@@ -12,7 +12,6 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import func, select
 
-from agent.protocol import ReportsAck, UpdateState
 from server.db import make_engine, make_sessions, upgrade_to_head
 from server.errors import UnknownDeviceError
 from server.models import Base, Device, Report
@@ -20,6 +19,7 @@ from server.schemas import EnrollRequest
 from server.services import enroll_device, ingest_reports
 from server.services.devices import device_to_dict
 from server.testing import MOSQUITTO_PIPE_LEAK, sample_report
+from wire import ReportsAck, UpdateState
 
 WRITERS = 6
 

@@ -11,7 +11,6 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from agent.protocol import FailureReason, StatusReport, UpdateState
 from server.db import make_engine, make_sessions, upgrade_to_head
 from server.errors import (
     ConflictError,
@@ -35,6 +34,7 @@ from server.services.feedback import (
     vote,
 )
 from server.testing import MOSQUITTO_PIPE_LEAK
+from wire import FailureReason, StatusReport, UpdateState
 
 pytestmark = pytest.mark.filterwarnings(MOSQUITTO_PIPE_LEAK)  # see server.testing
 

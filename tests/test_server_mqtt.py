@@ -26,17 +26,6 @@ import pytest
 from conftest import wait_for_port
 from paho.mqtt.enums import CallbackAPIVersion
 
-from agent.protocol import (
-    ENROLL_PATH,
-    AvailabilityNotice,
-    Command,
-    ReportsAck,
-    UpdateState,
-    channel_topic,
-    device_cmd_topic,
-    device_status_topic,
-    reports_path,
-)
 from server.broker import EmbeddedBroker
 from server.mqtt_bridge import parse_broker_url
 from server.settings import Settings
@@ -48,6 +37,17 @@ from server.testing import (
     new_id,
     sample_release,
     sample_report,
+)
+from wire import (
+    ENROLL_PATH,
+    AvailabilityNotice,
+    Command,
+    ReportsAck,
+    UpdateState,
+    channel_topic,
+    device_cmd_topic,
+    device_status_topic,
+    reports_path,
 )
 
 pytestmark = [pytest.mark.mosquitto, pytest.mark.filterwarnings(MOSQUITTO_PIPE_LEAK)]

@@ -20,7 +20,6 @@ import pytest
 from conftest import wait_for_port
 from paho.mqtt.enums import CallbackAPIVersion
 
-from agent.protocol import ENROLL_PATH, AvailabilityNotice, channel_topic, device_status_topic
 from server.mosquitto import BrokerDevice, write_broker_config
 from server.settings import Settings
 from server.testing import (
@@ -31,6 +30,7 @@ from server.testing import (
     sample_release,
     sample_report,
 )
+from wire import ENROLL_PATH, AvailabilityNotice, channel_topic, device_status_topic
 
 pytestmark = [pytest.mark.mosquitto, pytest.mark.filterwarnings(MOSQUITTO_PIPE_LEAK)]
 

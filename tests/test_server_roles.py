@@ -20,7 +20,11 @@ import pytest
 from fastapi.routing import APIRoute, iter_route_contexts
 from starlette.routing import Route
 
-from agent.protocol import (
+from server.app import create_app
+from server.auth import Role
+from server.settings import Settings
+from server.testing import MOSQUITTO_PIPE_LEAK, live_server, new_id, sample_release
+from wire import (
     API_PREFIX,
     ENROLL_PATH,
     FEEDBACK_PATH,
@@ -32,10 +36,6 @@ from agent.protocol import (
     reports_path,
     vote_path,
 )
-from server.app import create_app
-from server.auth import Role
-from server.settings import Settings
-from server.testing import MOSQUITTO_PIPE_LEAK, live_server, new_id, sample_release
 
 pytestmark = pytest.mark.filterwarnings(MOSQUITTO_PIPE_LEAK)  # see server.testing
 

@@ -15,7 +15,6 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 from typer.testing import CliRunner
 
-from agent.protocol import ENROLL_PATH, poll_path
 from server.auth import Role, issue_token
 from server.cli import app as ota_app
 from server.cli_testers import parse_duration
@@ -24,6 +23,7 @@ from server.models import Device, FCode, utcnow
 from server.services.fcodes import hash_code
 from server.settings import Settings
 from server.testing import MOSQUITTO_PIPE_LEAK, database_url, live_server, new_id
+from wire import ENROLL_PATH, poll_path
 
 ENROLL = "enroll-secret"
 pytestmark = pytest.mark.filterwarnings(MOSQUITTO_PIPE_LEAK)  # see server.testing

@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 
 from agent.errors import VerificationError
-from agent.protocol import FailureReason
 from agent.tuf_client import TufClient, check_target
 from signing.keys import init_keys
 from signing.repo import publish_release
 from signing.testing import serve_directory, write_image
+from wire import FailureReason
 
 
 def test_agent_tuf_client_accepts_a_published_release(tmp_path: Path) -> None:

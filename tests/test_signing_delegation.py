@@ -15,7 +15,6 @@ from tuf.api.metadata import Metadata, TargetFile
 from typer.testing import CliRunner
 
 from agent.errors import VerificationError
-from agent.protocol import FailureReason
 from agent.tuf_client import TufClient
 from signing.cli import keys_app
 from signing.delegation import DelegationPolicy
@@ -25,6 +24,7 @@ from signing.repo import list_releases, publish_release
 from signing.state import load_state
 from signing.testing import serve_directory, snapshot_tree, write_image
 from signing.tufmeta import ExpiryPolicy, serialize
+from wire import FailureReason
 
 
 @pytest.fixture

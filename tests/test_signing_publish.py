@@ -11,7 +11,6 @@ from typing import Any
 import pytest
 from tuf.api.metadata import Metadata
 
-from agent.protocol import TargetCustom
 from signing.errors import PublishError, RepositoryError
 from signing.keys import init_keys
 from signing.repo import PublishedRelease, list_releases, publish_release
@@ -55,19 +54,19 @@ def test_round_trip_through_ngclient(repo: Path, tmp_path: Path, base_url: str) 
     assert release.sha256 == hashlib.sha256(data).hexdigest() == info.hashes["sha256"]
     assert release.length == len(data) == info.length
     custom = info.custom
-    assert custom[TargetCustom.VERSION] == "2026.48"
-    assert custom[TargetCustom.CHANNEL] == "stable"
-    assert custom[TargetCustom.MODEL] == "rpi4"
-    assert custom[TargetCustom.HARDWARE_IDS] == ["rpi4", "cm4"]
-    assert custom[TargetCustom.NOTES] == "faster boot"
-    assert custom[TargetCustom.PUBLISHED_AT] == release.published_at
+    assert custom["version"] == "2026.48"
+    assert custom["channel"] == "stable"
+    assert custom["model"] == "rpi4"
+    assert custom["hardware_ids"] == ["rpi4", "cm4"]
+    assert custom["notes"] == "faster boot"
+    assert custom["published_at"] == release.published_at
     assert release.published_at.endswith("Z")
-    assert custom[TargetCustom.RELEASE_COUNTER] == 1
-    assert custom[TargetCustom.CHUNK_SIZE] == CHUNK
+    assert custom["release_counter"] == 1
+    assert custom["chunk_size"] == CHUNK
     expected_chunks = [
         hashlib.sha256(data[i : i + CHUNK]).hexdigest() for i in range(0, len(data), CHUNK)
     ]
-    assert custom[TargetCustom.CHUNK_SHA256] == expected_chunks
+    assert custom["chunk_sha256"] == expected_chunks
     assert len(expected_chunks) == 49  # 48 full chunks and a short last one
 
 
@@ -97,7 +96,7 @@ def test_counter_and_defaults_per_channel_and_model(
     updater = _client(repo, tmp_path / "device", base_url).refresh()
     info = updater.get_targetinfo(other.target_path)
     assert info is not None
-    assert info.custom[TargetCustom.HARDWARE_IDS] == ["pixel"]
+    assert info.custom["hardware_ids"] == ["pixel"]
     assert updater.get_targetinfo(first.target_path) is not None  # older builds stay signed
 
 

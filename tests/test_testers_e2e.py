@@ -16,7 +16,6 @@ from test_agent_e2e import ADMIN, ENROLL, MIB, MODEL, Env
 from agent.cli import main as ota_agent
 from agent.config import load_config
 from agent.daemon import build_agent
-from agent.protocol import UpdateState
 from agent.runner import Agent
 from agent.server_api import ServerApi
 from hardware.sim import SimDevice
@@ -26,6 +25,7 @@ from server.models import Feedback
 from server.settings import Settings
 from server.testing import live_server
 from signing.keys import init_keys
+from wire import UpdateState
 
 
 @pytest.fixture

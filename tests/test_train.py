@@ -12,7 +12,6 @@ import pytest
 from sqlalchemy.orm import Session, sessionmaker
 from typer.testing import CliRunner
 
-from agent.protocol import AvailabilityNotice, Command
 from server.cli import app
 from server.db import make_engine, make_sessions, upgrade_to_head
 from server.scheduler import RolloutScheduler
@@ -23,6 +22,7 @@ from server.services.rollout_rules import GateConfig
 from server.services.train import TrainConfig, start_train, train_status
 from server.settings import Settings
 from server.testing import live_server, sample_release
+from wire import AvailabilityNotice, Command
 
 MONDAY = date(2026, 11, 23)
 CONFIG = TrainConfig(gates=GateConfig(min_devices=1, min_soak_s=3600), stable_waves=(1, 50, 100))

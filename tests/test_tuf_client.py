@@ -9,8 +9,8 @@ import pytest
 from tufrepo import RepoServer, TufRepo, chunked_rom, device_client, rom_custom, serve
 
 from agent.errors import InstallError, TransportError, VerificationError
-from agent.protocol import FailureReason
 from agent.tuf_client import TargetInfo, TufClient, check_target
+from wire import FailureReason
 
 ROM = "pi4/stable/2026.48/rom.img"
 ROM_DATA = bytes(range(256)) * 1000  # 256000 bytes

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from agent.versions import InvalidVersionError, Version, is_newer
+from wire.versions import InvalidVersionError, Version, is_newer
 
 parts = st.lists(st.integers(min_value=0, max_value=10_000), min_size=1, max_size=5)
 

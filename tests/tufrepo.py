@@ -3,7 +3,7 @@
 `TufRepo` builds a repository with python-tuf's Metadata API (not with `signing/`, so the
 agent's tests stand on their own): consistent snapshots on, metadata written as
 `N.root.json`, `N.targets.json`, `N.snapshot.json` and `timestamp.json`, targets stored as
-`targets/<dir>/<sha256>.<basename>`, the ROM fields (`agent.protocol.TargetCustom`) in each
+`targets/<dir>/<sha256>.<basename>`, the ROM fields (`wire.TargetCustom`) in each
 target's `custom`.
 
 `RepoServer` serves a directory over HTTP on 127.0.0.1 with `Range: bytes=N-` support, counts
@@ -40,8 +40,8 @@ from tuf.api.metadata import (
 )
 from tuf.api.serialization.json import JSONSerializer
 
-from agent.protocol import TargetCustom
 from agent.tuf_client import TufClient
+from wire import TargetCustom
 
 TOP_LEVEL_ROLES = (Root.type, Targets.type, Snapshot.type, Timestamp.type)
 _PIECE = 64 * 1024
@@ -56,16 +56,14 @@ def rom_custom(
     chunk_sha256: list[str] | None = None,
 ) -> dict[str, Any]:
     """The signed `custom` object of a ROM target."""
-    custom: dict[str, Any] = {
-        TargetCustom.VERSION: version,
-        TargetCustom.MODEL: model,
-        TargetCustom.CHANNEL: "stable",
-        TargetCustom.HARDWARE_IDS: hardware_ids or [model],
-    }
-    if chunk_size is not None:
-        custom[TargetCustom.CHUNK_SIZE] = chunk_size
-        custom[TargetCustom.CHUNK_SHA256] = chunk_sha256 or []
-    return custom
+    return TargetCustom(
+        version=version,
+        channel="stable",
+        model=model,
+        hardware_ids=tuple(hardware_ids or [model]),
+        chunk_size=chunk_size,
+        chunk_sha256=tuple(chunk_sha256 or []),
+    ).to_custom()
 
 
 def chunked_rom(data: bytes, chunk_size: int, *, version: str, model: str) -> dict[str, Any]:

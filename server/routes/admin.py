@@ -7,7 +7,6 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query
 
-from agent.protocol import API_PREFIX
 from server.auth import Principal, Role, require_role
 from server.deps import SessionDep, StateDep
 from server.schemas import CommandIn, ReleaseIn
@@ -15,6 +14,7 @@ from server.services.commands import command_to_dict, queue_command
 from server.services.devices import list_devices
 from server.services.releases import list_releases, register_release
 from server.services.reports import list_reports
+from wire import API_PREFIX
 
 router = APIRouter(prefix=API_PREFIX, tags=["admin"])
 

@@ -6,12 +6,12 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Body
 
-from agent.protocol import ENROLL_PATH, poll_path, reports_path
 from server.deps import DeviceDep, SessionDep, StateDep
 from server.schemas import EnrollRequest
 from server.services.commands import poll_for_device
 from server.services.devices import enroll_device
 from server.services.reports import ingest_reports, parse_reports
+from wire import ENROLL_PATH, poll_path, reports_path
 
 router = APIRouter(tags=["devices"])
 

@@ -11,7 +11,6 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends
 from pydantic import BaseModel, ConfigDict, Field
 
-from agent.protocol import API_PREFIX
 from server.auth import Principal, Role, require_role
 from server.deps import SessionDep, StateDep
 from server.errors import InvalidInputError
@@ -37,6 +36,7 @@ from server.services.train import (
     train_status,
 )
 from server.state import AppState
+from wire import API_PREFIX
 
 router = APIRouter(prefix=API_PREFIX, tags=["rollouts"])
 

@@ -9,15 +9,6 @@ from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sqlalchemy.orm import Session
 
-from agent.protocol import (
-    API_PREFIX,
-    FEEDBACK_PATH,
-    ProtocolError,
-    channel_topic,
-    leave_preview_path,
-    redeem_path,
-    vote_path,
-)
 from server.auth import (
     DEVICE_BOUND,
     MAX_NAME_CHARS,
@@ -44,6 +35,15 @@ from server.services.feedback import (
     submit_feedback,
     surfacing,
     vote,
+)
+from wire import (
+    API_PREFIX,
+    FEEDBACK_PATH,
+    ProtocolError,
+    channel_topic,
+    leave_preview_path,
+    redeem_path,
+    vote_path,
 )
 
 router = APIRouter(tags=["testers"])

@@ -7,7 +7,6 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends
 from pydantic import BaseModel, ConfigDict, Field
 
-from agent.protocol import API_PREFIX
 from server.auth import (
     MAX_NAME_CHARS,
     Principal,
@@ -19,6 +18,7 @@ from server.auth import (
 )
 from server.deps import SessionDep
 from server.errors import NotFoundError
+from wire import API_PREFIX
 
 router = APIRouter(prefix=f"{API_PREFIX}/tokens", tags=["tokens"])
 

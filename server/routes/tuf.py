@@ -6,9 +6,9 @@ from __future__ import annotations
 from fastapi import APIRouter
 from fastapi.responses import FileResponse
 
-from agent.protocol import TUF_METADATA_PATH, TUF_TARGETS_PATH
 from server.deps import StateDep
 from server.services.files import repo_file
+from wire import TUF_METADATA_PATH, TUF_TARGETS_PATH
 
 router = APIRouter(tags=["tuf"])
 

@@ -8,11 +8,11 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from agent.protocol import Command, CommandKind, PollAnswer
 from server.errors import UnknownDeviceError
 from server.models import Device, DeviceCommand, utcnow
 from server.schemas import CommandIn
 from server.services.releases import current_notice
+from wire import Command, CommandKind, PollAnswer
 
 PENDING = "pending"
 DELIVERED = "delivered"

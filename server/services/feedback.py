@@ -18,7 +18,6 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from agent.protocol import FailureReason, UpdateState
 from server.errors import (
     ConflictError,
     InvalidInputError,
@@ -28,6 +27,7 @@ from server.errors import (
 )
 from server.models import Device, Feedback, FeedbackGroup, FeedbackVote, Release, Report, utcnow
 from server.surfacing import GroupStats, agent_signature, best_group, rank
+from wire import FailureReason, UpdateState
 
 MAX_LOG_BYTES: Final = 64 * 1024  # a log excerpt larger than this is refused (413)
 TESTER: Final = "tester"

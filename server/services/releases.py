@@ -14,10 +14,10 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from agent.protocol import AvailabilityNotice
 from server.errors import ConflictError, NotFoundError
 from server.models import Release, Rollout, utcnow
 from server.schemas import ReleaseIn, RolloutUpdate
+from wire import AvailabilityNotice
 
 
 @dataclass(frozen=True)

@@ -15,9 +15,9 @@ from sqlalchemy import Insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from agent.protocol import PROTOCOL_VERSION, ProtocolError, ReportsAck, StatusReport
 from server.errors import InvalidInputError, UnknownDeviceError
 from server.models import Device, Report, utcnow
+from wire import PROTOCOL_VERSION, ProtocolError, ReportsAck, StatusReport
 
 Via = Literal["http", "mqtt"]
 

@@ -13,7 +13,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, time, timedelta
 
-from agent.protocol import UpdateState
+from wire import UpdateState
 
 DEFAULT_WAVES: tuple[float, ...] = (1.0, 10.0, 50.0, 100.0)
 DEFAULT_CHANNELS: tuple[str, ...] = ("internal", "preview", "stable")

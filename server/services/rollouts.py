@@ -16,8 +16,6 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from agent.protocol import AvailabilityNotice, UpdateState
-from agent.rollout import in_rollout
 from server.errors import ConflictError, InvalidInputError, NotFoundError
 from server.models import Device, Release, Report, Rollout, RolloutAudit, RolloutPlan
 from server.services.releases import current_notice
@@ -39,6 +37,8 @@ from server.services.rollout_rules import (
     next_state,
     rate_wait_s,
 )
+from wire import AvailabilityNotice, UpdateState
+from wire.rollout import in_rollout
 
 DEFAULT_STUCK_TIMEOUT_S = 1800.0
 

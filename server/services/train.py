@@ -17,7 +17,6 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from agent.protocol import PROTOCOL_VERSION
 from server.errors import ConflictError, NotFoundError
 from server.models import Release, Rollout, RolloutPlan, Train
 from server.services.rollout_rules import DEFAULT_WAVES, GateConfig, RolloutState
@@ -28,6 +27,7 @@ from server.services.train_rules import (
     TrainSchedule,
     train_step,
 )
+from wire import PROTOCOL_VERSION
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,67 @@
+"""The wire contract between devices, the server and the signing side.
+
+Standard library only, imported by `agent`, `server` and `signing` alike and importing none of
+them: topics, HTTP paths, versioned messages, the enums that go into reports, the signed fields
+of a ROM target, version ordering and the rollout bucket. Changing anything here changes what
+every deployed device understands.
+"""
+
+from wire.enums import CommandKind, FailureReason, UpdateState
+from wire.errors import ProtocolError
+from wire.messages import AvailabilityNotice, Command, PollAnswer, ReportsAck, StatusReport
+from wire.paths import (
+    API_PREFIX,
+    ENROLL_PATH,
+    FEEDBACK_PATH,
+    TUF_METADATA_PATH,
+    TUF_TARGETS_PATH,
+    leave_preview_path,
+    poll_path,
+    redeem_path,
+    reports_path,
+    vote_path,
+)
+from wire.target import TargetCustom, is_rom_target, target_name
+from wire.topics import (
+    PROTOCOL_VERSION,
+    STATUS_WILDCARD,
+    TOPIC_PREFIX,
+    announce_topic,
+    channel_topic,
+    device_cmd_topic,
+    device_id_from_status_topic,
+    device_status_topic,
+)
+
+__all__ = [
+    "API_PREFIX",
+    "ENROLL_PATH",
+    "FEEDBACK_PATH",
+    "PROTOCOL_VERSION",
+    "STATUS_WILDCARD",
+    "TOPIC_PREFIX",
+    "TUF_METADATA_PATH",
+    "TUF_TARGETS_PATH",
+    "AvailabilityNotice",
+    "Command",
+    "CommandKind",
+    "FailureReason",
+    "PollAnswer",
+    "ProtocolError",
+    "ReportsAck",
+    "StatusReport",
+    "TargetCustom",
+    "UpdateState",
+    "announce_topic",
+    "channel_topic",
+    "device_cmd_topic",
+    "device_id_from_status_topic",
+    "device_status_topic",
+    "is_rom_target",
+    "leave_preview_path",
+    "poll_path",
+    "redeem_path",
+    "reports_path",
+    "target_name",
+    "vote_path",
+]

@@ -1,5 +1,5 @@
 """Power cuts for the agent on the simulated device: a harness shipped with the package
-(structlog's habit), used by tests/test_power_cuts.py and bench/torture.py.
+(structlog's habit), used by tests/e2e/test_power_cuts.py and bench/torture.py.
 
 A `PoweredDevice` is one simulated board (`hardware.sim.SimDevice`) and its agent's data
 directory. Every `power_on()` is what a real power-on is: a new `SimDevice` on the same root,

@@ -75,7 +75,7 @@ def serve_static(repo: Path, port: int) -> None:
         httpd.serve_forever()
 
 
-# what a device installed with `pip install .[agent]` does not have (tests/test_agent_footprint)
+# what a device installed with `pip install .[agent]` does not have (tests/agent/test_agent_footprint.py)
 NOT_ON_A_DEVICE = frozenset(
     {
         "fastapi",

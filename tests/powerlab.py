@@ -1,5 +1,5 @@
 """A lab for power-cut runs: the real server (live_server, SQLite), a signed repository, and
-simulated devices driven by agent.testing.PoweredDevice. Used by tests/test_power_cuts.py
+simulated devices driven by agent.testing.PoweredDevice. Used by tests/e2e/test_power_cuts.py
 and bench/torture.py (which puts this directory on sys.path)."""
 
 from __future__ import annotations

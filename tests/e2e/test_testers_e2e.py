@@ -30,7 +30,7 @@ from wire import UpdateState
 
 @pytest.fixture
 def env(tmp_path: Path) -> Iterator[Env]:
-    """As tests/test_agent_e2e.py's, whose Env this module shares."""
+    """As tests/e2e/test_agent_e2e.py's, whose Env this module shares."""
     repo = tmp_path / "repo"
     init_keys(repo)
     db_url = f"sqlite:///{tmp_path / 'server.db'}"

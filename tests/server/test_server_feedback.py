@@ -1,5 +1,5 @@
 """Feedback, votes, blocking marks, what surfaces first and F-codes, on SQLite and PostgreSQL,
-at the service layer (the HTTP side: tests/test_server_testers.py)."""
+at the service layer (the HTTP side: tests/server/test_server_testers.py)."""
 
 from __future__ import annotations
 

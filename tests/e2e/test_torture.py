@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-TORTURE = Path(__file__).resolve().parents[1] / "bench" / "torture.py"
+TORTURE = Path(__file__).resolve().parents[2] / "bench" / "torture.py"
 
 
 @pytest.mark.slow

@@ -190,7 +190,7 @@ def test_runs_as_a_program(client: Client, tmp_path: Path) -> None:
         ],
         capture_output=True,
         check=False,
-        cwd=Path(__file__).parent.parent,
+        cwd=Path(__file__).resolve().parents[2],
     )
     assert run.returncode == 0, run.stderr
     assert client.refresh() == 0

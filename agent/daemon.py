@@ -19,7 +19,6 @@ from agent.config import AgentConfig, channel_override
 from agent.doorbell import Doorbell
 from agent.errors import AgentError
 from agent.fetcher import make_fetcher
-from agent.fsutil import atomic_write, move_aside
 from agent.health import CallableCheck, HealthCheck, health_checks_from_config
 from agent.journal import Journal
 from agent.outbox import Outbox
@@ -28,6 +27,7 @@ from agent.runner import Agent, AgentParts, jittered
 from agent.server_api import ServerApi
 from agent.trusted_clock import TrustedClock
 from agent.tuf_client import TufClient
+from durable import atomic_write, move_aside
 from hardware.bootcontrol import BootControl
 from hardware.registry import open_boot_control
 from wire import (

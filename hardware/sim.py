@@ -11,13 +11,15 @@ The bootloader's rules live in `hardware.sim_env` (pure); `boot()` applies them 
 happens at power-on: `reboot()` calls it, and a test harness calls it after a power cut.
 
 Power-cut model (`FaultPlan`). Every durable step inside the device calls `plan.step(name)`:
-each bootenv write (`bootenv.write-temp`, `bootenv.fsync-temp`, `bootenv.replace` before the
-rename, `bootenv.fsync-dir` after it), each write to a slot (`slot.write`), each flush or
-fsync of a slot (`slot.flush`, `slot.fsync`). A plan armed for step N raises `PowerCut` there;
-`PowerCut` derives from BaseException so no `except Exception` in the code under test can
-swallow it. After the cut the plan stays "off": every later step raises again, as a dead
-machine does nothing. Writes reach the disk in order, and a cut at a slot write can tear it
-(the first half of that chunk lands). The harness then opens the root again with a new
+each bootenv write (`durable.atomic_write`'s steps: `bootenv.write-temp`, `bootenv.fsync-temp`,
+`bootenv.replace` before the rename, `bootenv.fsync-dir` after it), each write to a slot
+(`slot.write`), each flush or fsync of a slot (`slot.flush`, `slot.fsync`). A plan armed for
+step N raises `PowerCut` there; `PowerCut` derives from BaseException so no `except Exception`
+in the code under test can swallow it. After the cut the plan stays "off": every later step
+raises again, as a dead machine does nothing. Writes reach the disk in order, and a cut at a
+slot write can tear it (the first half of that chunk lands). A cut before a bootenv rename
+leaves no temp file: `durable` removes it on the way out of any failure, so the stale-temp
+sweep in `boot()` is for real power cuts only. The harness then opens the root again with a new
 `SimDevice` (a fresh process) and calls `boot()`.
 
 To enumerate the cut points of an action, run it once with `FaultPlan.recording()` and read
@@ -35,7 +37,7 @@ import os
 from pathlib import Path
 from typing import BinaryIO, cast
 
-from hardware.atomic_file import remove_stale_temps, write_atomically
+import durable
 from hardware.bootcontrol import BootControlError, BootStatus, Slot
 from hardware.sim_env import (
     BootEnv,
@@ -121,7 +123,7 @@ class SimDevice:
             with open(root / f"slot_{slot.value}.img", "wb") as image:
                 image.truncate(slot_size)
         env = provisioned_env(max_attempts, model)
-        write_atomically(root / ENV_FILE, env_to_json(env), tag="bootenv")
+        durable.atomic_write(root / ENV_FILE, env_to_json(env), mode=None, tag="bootenv")
         return cls(root)
 
     # ------------------------------------------------------------------ BootControl
@@ -162,7 +164,7 @@ class SimDevice:
 
     def boot(self) -> Slot:
         """Power-on: the bootloader picks a slot (spending a trial attempt) and boots it."""
-        remove_stale_temps(self._env_path)  # nothing else runs before the bootloader
+        durable.remove_stale_temps(self._env_path)  # nothing else runs before the bootloader
         env = power_on(self._read_env())
         self._update_env(env)
         return env.active
@@ -213,7 +215,10 @@ class SimDevice:
         return env_from_json(raw)
 
     def _update_env(self, env: BootEnv) -> None:
-        write_atomically(self._env_path, env_to_json(env), self.faults.step, tag="bootenv")
+        data = env_to_json(env)
+        durable.atomic_write(
+            self._env_path, data, mode=None, on_step=self.faults.step, tag="bootenv"
+        )
 
 
 class SlotFile(io.RawIOBase):

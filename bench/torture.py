@@ -39,8 +39,8 @@ from agent.testing import (
 from hardware.sim import FaultPlan, SimDevice
 from wire import FailureReason, UpdateState
 
-INSTALL_STEPS = 90  # an install has 65 to 80 durable steps: a cut drawn past them misses
-BOOT_STEPS = 8  # a boot and resume has about 7
+INSTALL_STEPS = 140  # an install has 103 to 128 durable steps: a cut drawn past them misses
+BOOT_STEPS = 13  # a boot and resume has 13 (bootenv, outbox counter and report, an ack)
 MAX_CUTS_IN_A_ROW = 200  # a cut rate near 1 still lets a boot through, eventually
 
 

@@ -183,4 +183,3 @@ def test_a_completed_save_replaces_the_record_whole(tmp_path: Path) -> None:
     loaded = journal.load()
     assert loaded is not None
     assert loaded.state is UpdateState.INSTALLED
-

@@ -5,7 +5,7 @@ checked while the bytes land: a body longer than the signed length fails at once
 with chunk hashes fails at the first bad chunk, and the whole-image hashes are compared at the
 end. A dropped connection resumes with an HTTP range request where the last one stopped; a
 download started again after a reboot (`resume_from`) re-hashes what the slot already holds
-instead of fetching it again. See docs/decisions/0005-0005-agent-one-pass-download.md.
+instead of fetching it again. See docs/decisions/0005-agent-one-pass-download.md.
 
 This module only checks and writes. Making the slot bootable is the caller's job, after
 `download_into` returned.

@@ -6,7 +6,7 @@ the wire contract of design.md: a device (username = device id) publishes only i
 and reads only its own commands and its channel/model notice; the server user reads and
 writes everything under the protocol prefix. Topic names come from `wire`, so the
 ACL cannot drift from what the agent and the server use
-(docs/decisions/0009-0009-server-broker-acl.md).
+(docs/decisions/0009-server-broker-acl.md).
 """
 
 from __future__ import annotations

@@ -10,7 +10,6 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-import durable
 from agent.journal import Journal, JournalRecord
 from wire import FailureReason, UpdateState
 

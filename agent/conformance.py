@@ -27,11 +27,12 @@ from pathlib import Path
 from typing import NoReturn
 from urllib import parse
 
-from agent.download import RangeFetcher, download_into, exponential_backoff, verify_stored
+from agent.download import download_into, exponential_backoff, verify_stored
 from agent.errors import AgentError, InstallError, VerificationError
-from agent.fetcher import make_fetcher
+from agent.fetcher import RangeFetcher, make_fetcher
 from agent.fsutil import atomic_write
 from agent.tuf_client import TargetInfo, TufClient
+from hardware.blockdev import FileSlot
 
 PROG = "ota-agent tuf-client"
 RETRIES = 2
@@ -132,7 +133,7 @@ def _download_replacing(fetcher: RangeFetcher, url: str, info: TargetInfo, dest:
     """Download next to `dest` and move it into place only once it verified."""
     fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
     try:
-        with os.fdopen(fd, "r+b") as sink:
+        with FileSlot(os.fdopen(fd, "r+b")) as sink:
             download_into(
                 fetcher,
                 url,

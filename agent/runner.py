@@ -20,8 +20,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
-from agent.download import RangeFetcher, download_into
+from agent.download import download_into
 from agent.errors import AgentError, InstallError, VerificationError
+from agent.fetcher import RangeFetcher
 from agent.health import HealthCheck, run_health_checks
 from agent.journal import Journal, JournalRecord
 from agent.machine import Event, is_resting, next_state

@@ -16,15 +16,17 @@ answer a list of problems (empty when all is well) so a test can assert and a be
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import itertools
 import json
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Generator, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from agent.download import BUFFER_SIZE, RangeFetcher
+from agent.download import BUFFER_SIZE
+from agent.fetcher import RangeFetcher
 from agent.journal import JournalRecord
 from agent.machine import is_resting
 from agent.outbox import COUNTER_NAME, Outbox
@@ -61,10 +63,11 @@ class SteadyFetcher:
     inner: RangeFetcher
     piece: int = BUFFER_SIZE
 
-    def fetch_range(self, url: str, start: int = 0, *, limit: int | None = None) -> Iterator[bytes]:
-        stream = self.inner.fetch_range(url, start, limit=limit)
+    def fetch_range(
+        self, url: str, start: int = 0, *, limit: int | None = None
+    ) -> Generator[bytes, None, None]:
         pending = bytearray()
-        try:
+        with contextlib.closing(self.inner.fetch_range(url, start, limit=limit)) as stream:
             for data in stream:
                 pending += data
                 while len(pending) >= self.piece:
@@ -72,10 +75,6 @@ class SteadyFetcher:
                     del pending[: self.piece]
             if pending:
                 yield bytes(pending)
-        finally:
-            close = getattr(stream, "close", None)
-            if close is not None:
-                close()
 
 
 @dataclass(frozen=True)

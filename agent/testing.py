@@ -108,7 +108,7 @@ class PoweredDevice:
     @property
     def sim(self) -> SimDevice:
         assert self.agent is not None, "the device is off: power_on() first"
-        boot = self.agent.p.boot
+        boot = self.agent.parts.boot
         assert isinstance(boot, SimDevice)
         return boot
 
@@ -124,8 +124,8 @@ class PoweredDevice:
             self.power_cuts += 1
             raise
         agent = self.build(sim)
-        agent.p.outbox = LedgerOutbox(agent.p.outbox.directory, self.ledger, plan)
-        agent.p.fetcher = SteadyFetcher(agent.p.fetcher)
+        agent.parts.outbox = LedgerOutbox(agent.parts.outbox.directory, self.ledger, plan)
+        agent.parts.fetcher = SteadyFetcher(agent.parts.fetcher)
         self.agent = agent
         self.arm(plan)
         return agent
@@ -135,8 +135,8 @@ class PoweredDevice:
         agent = self.agent
         assert agent is not None, "the device is off: power_on() first"
         self.sim.faults = plan
-        agent.p.journal.on_step = plan.step
-        agent.p.outbox.on_step = plan.step
+        agent.parts.journal.on_step = plan.step
+        agent.parts.outbox.on_step = plan.step
 
     def run(self, action: Action, plan: FaultPlan) -> PowerCut | None:
         """Run `action` on the running agent under `plan`; the cut, if the power went."""
@@ -188,7 +188,7 @@ class PoweredDevice:
 
 
 def at_rest(agent: Agent) -> bool:
-    return is_resting(agent.record.state) and len(agent.p.outbox) == 0
+    return is_resting(agent.record.state) and len(agent.parts.outbox) == 0
 
 
 # ---------------------------------------------------------------------- what must hold

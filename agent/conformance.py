@@ -25,10 +25,11 @@ from typing import BinaryIO, NoReturn
 from urllib import parse
 
 import durable
-from agent.download import RangeFetcher, download_into, exponential_backoff, verify_stored
+from agent.download import download_into, exponential_backoff, verify_stored
 from agent.errors import AgentError, InstallError, VerificationError
-from agent.fetcher import make_fetcher
+from agent.fetcher import RangeFetcher, make_fetcher
 from agent.tuf_client import TargetInfo, TufClient
+from hardware.blockdev import FileSlot
 
 PROG = "ota-agent tuf-client"
 RETRIES = 2
@@ -128,12 +129,12 @@ def _already_stored(dest: Path, info: TargetInfo) -> bool:
 def _download_replacing(fetcher: RangeFetcher, url: str, info: TargetInfo, dest: Path) -> None:
     """Download next to `dest` and move it into place only once it verified."""
 
-    def fetch_into(sink: BinaryIO) -> None:
+    def fetch_into(temp: BinaryIO) -> None:
         download_into(
             fetcher,
             url,
             info,
-            sink,
+            FileSlot(temp),  # not closed here: durable syncs and renames the temp file
             retries=RETRIES,
             backoff=lambda attempt: exponential_backoff(attempt, base=0.2, cap=1.0),
         )

@@ -94,8 +94,8 @@ def audit(the_lab: Lab, device: PoweredDevice, counts: Counts) -> UpdateState:
     counts.rollbacks_for_health += agent.record.reason is FailureReason.HEALTH_CHECK
     counts.devices_without_bootable_slot += bool(boot_problems(device, the_lab.good))
     counts.torn_files += len(torn_files(device))
-    reports = ReportAudit.of(device.ledger, the_lab.reports(agent.p.device_id), final)
-    row = the_lab.device_row(agent.p.device_id)
+    reports = ReportAudit.of(device.ledger, the_lab.reports(agent.parts.device_id), final)
+    row = the_lab.device_row(agent.parts.device_id)
     counts.lost_final_reports += (not reports.final_reported) or row["state"] != final.value
     counts.lost_reports += len(reports.lost)
     counts.duplicate_reports += len(reports.duplicated) + len(reports.reused)

@@ -35,10 +35,10 @@ import errno
 import io
 import os
 from pathlib import Path
-from typing import BinaryIO, cast
 
 import durable
-from hardware.bootcontrol import BootControlError, BootStatus, Slot
+from hardware.blockdev import drop_from_page_cache
+from hardware.bootcontrol import BootControlError, BootStatus, Slot, SlotSink
 from hardware.sim_env import (
     BootEnv,
     arm_trial,
@@ -134,7 +134,7 @@ class SimDevice:
     def slot_size(self, slot: Slot) -> int:
         return self.slot_path(slot).stat().st_size
 
-    def open_slot(self, slot: Slot) -> BinaryIO:
+    def open_slot(self, slot: Slot) -> SlotSink:
         env = self._read_env()
         if slot == env.active:
             raise BootControlError(f"slot {slot} is running; refusing to open it for writing")
@@ -143,7 +143,7 @@ class SimDevice:
         if slot not in env.unbootable:
             raise BootControlError(f"mark slot {slot} unbootable before writing it")
         raw = open(self.slot_path(slot), "r+b", buffering=0)  # noqa: SIM115 (owned by SlotFile)
-        return cast(BinaryIO, SlotFile(raw, self.slot_size(slot), self.faults))
+        return SlotFile(raw, self.slot_size(slot), self.faults)
 
     def mark_unbootable(self, slot: Slot) -> None:
         self._update_env(mark_slot_bad(self._read_env(), slot))
@@ -222,7 +222,8 @@ class SimDevice:
 
 
 class SlotFile(io.RawIOBase):
-    """A slot opened for writing: a block device's limits, and every write is a fault step.
+    """A slot opened for writing (a `SlotSink`): a block device's limits, and every write is a
+    fault step.
 
     Writing past the end raises ENOSPC as a partition does. `fsync()` syncs through the plan;
     `os.fsync(f.fileno())` also works but is invisible to the plan.
@@ -248,6 +249,9 @@ class SlotFile(io.RawIOBase):
 
     def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
         return self._raw.readinto(buffer)
+
+    def read(self, size: int = -1, /) -> bytes:
+        return self._raw.read(size) or b""
 
     def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
         return self._raw.seek(offset, whence)
@@ -285,6 +289,9 @@ class SlotFile(io.RawIOBase):
     def fsync(self) -> None:
         self._faults.step("slot.fsync")
         os.fsync(self._raw.fileno())
+
+    def drop_written(self, start: int, length: int) -> None:
+        drop_from_page_cache(self._raw.fileno(), start, length)  # a hint: no fault step
 
     def close(self) -> None:
         # Closing promises nothing about durability, so it is not a fault step: and a close

@@ -21,11 +21,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import durable
 from hardware.blockdev import PartitionMap, SlotDevices, boot_once_status, open_inactive_slot
-from hardware.bootcontrol import BootControlError, BootStatus, Slot
+from hardware.bootcontrol import BootControlError, BootStatus, Slot, SlotSink
 from hardware.commands import reboot_and_wait
 from hardware.options import command_option, optional_int, optional_path
 
@@ -110,7 +110,7 @@ class TrybootControl:
     def slot_size(self, slot: Slot) -> int:
         return self.slots.size(slot)
 
-    def open_slot(self, slot: Slot) -> BinaryIO:
+    def open_slot(self, slot: Slot) -> SlotSink:
         return open_inactive_slot(self.slots, self.status(), slot)
 
     def mark_unbootable(self, slot: Slot) -> None:

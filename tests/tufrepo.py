@@ -8,7 +8,7 @@ target's `custom`.
 
 `RepoServer` serves a directory over HTTP on 127.0.0.1 with `Range: bytes=N-` support, counts
 the body bytes it sent per path, and injects faults on request (dropped connections, extra
-bytes, ignored ranges, a trickle).
+bytes, ignored ranges, a trickle of targets or of metadata too).
 """
 
 from __future__ import annotations
@@ -210,6 +210,7 @@ class Faults:
     extra_bytes: int = 0  # append this much junk to every target body
     ignore_range: bool = False  # answer ranged requests with 200 and the whole file
     trickle: float = 0.0  # seconds between 16-byte pieces of a target body
+    trickle_metadata: bool = False  # trickle metadata bodies too (slow retrieval of metadata)
     served: Counter[str] = field(default_factory=Counter)  # body bytes sent per URL path
     requests: list[tuple[str, str]] = field(default_factory=list)  # (path, Range header)
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -275,7 +276,8 @@ class _Handler(BaseHTTPRequestHandler):
         return sent
 
     def _write(self, data: bytes, is_target: bool) -> int:
-        trickle = self.server.faults.trickle if is_target else 0.0
+        faults = self.server.faults
+        trickle = faults.trickle if is_target or faults.trickle_metadata else 0.0
         if not trickle:
             self.wfile.write(data)
             return len(data)

@@ -179,12 +179,18 @@ def test_failed_health_check_rolls_back_and_says_why(env: Env) -> None:
     assert agent.record.state is UpdateState.ROLLED_BACK
 
 
-def _assert_refused(agent: Agent, sim: SimDevice, before: str, reason: FailureReason) -> None:
+def _assert_refused(
+    env: Env, agent: Agent, sim: SimDevice, before: str, reason: FailureReason
+) -> None:
     assert agent.record.state is UpdateState.FAILED
     assert agent.record.reason is reason
     status = sim.status()
     assert (status.active, status.committed, status.pending_trial) == (Slot.A, Slot.A, None)
     assert slot_digest(sim, Slot.A) == before
+    assert Slot.B in sim.read_env().unbootable
+    reports = env.api(f"/api/v1/reports?device_id={agent.parts.device_id}&limit=1000")
+    newest = max(reports, key=lambda r: r["seq"])  # the refusal reached the server
+    assert (newest["state"], newest["reason"]) == ("failed", reason.value)
 
 
 def test_tampered_image_is_refused_and_running_slot_untouched(env: Env) -> None:
@@ -196,7 +202,7 @@ def test_tampered_image_is_refused_and_running_slot_untouched(env: Env) -> None:
     data[len(data) // 2] ^= 0xFF
     stored.write_bytes(bytes(data))
     agent.poll_once()
-    _assert_refused(agent, sim, before, FailureReason.HASH_MISMATCH)
+    _assert_refused(env, agent, sim, before, FailureReason.HASH_MISMATCH)
     assert "chunk" in agent.record.detail["error"]
 
 
@@ -208,7 +214,7 @@ def test_image_longer_than_signed_is_cut_off(env: Env) -> None:
     with stored.open("ab") as f:
         f.write(b"\0" * MIB)
     agent.poll_once()
-    _assert_refused(agent, sim, before, FailureReason.LENGTH_MISMATCH)
+    _assert_refused(env, agent, sim, before, FailureReason.LENGTH_MISMATCH)
 
 
 def expire_timestamp(env: Env) -> None:
@@ -228,7 +234,7 @@ def test_expired_timestamp_is_refused(env: Env) -> None:
     env.publish("1.0")
     expire_timestamp(env)
     agent.poll_once()
-    _assert_refused(agent, sim, before, FailureReason.METADATA)
+    _assert_refused(env, agent, sim, before, FailureReason.METADATA)
 
 
 def test_wrong_model_target_is_refused_even_if_the_server_points_at_it(env: Env) -> None:
@@ -236,7 +242,17 @@ def test_wrong_model_target_is_refused_even_if_the_server_points_at_it(env: Env)
     before = slot_digest(sim, Slot.A)
     other = env.publish("9.0", model="other-board")
     agent.consider(notice_for(other))  # a compromised server names another model's build
-    _assert_refused(agent, sim, before, FailureReason.WRONG_MODEL)
+    _assert_refused(env, agent, sim, before, FailureReason.WRONG_MODEL)
+
+
+def test_a_preview_build_is_refused_by_a_stable_device_even_if_the_server_points_at_it(
+    env: Env,
+) -> None:
+    agent, sim = make_agent(env)
+    before = slot_digest(sim, Slot.A)
+    preview = env.publish("9.0", channel="preview")  # signed by the preview role
+    agent.consider(notice_for(preview, channel="stable"))  # a compromised server says stable
+    _assert_refused(env, agent, sim, before, FailureReason.WRONG_CHANNEL)
 
 
 def test_signed_version_older_than_running_is_refused(env: Env) -> None:

@@ -75,7 +75,8 @@ def serve_static(repo: Path, port: int) -> None:
         httpd.serve_forever()
 
 
-# what a device installed with `pip install .[agent]` does not have (tests/agent/test_agent_footprint.py)
+# what a device installed with `pip install .[agent]` does not have
+# (tests/agent/test_agent_footprint.py)
 NOT_ON_A_DEVICE = frozenset(
     {
         "fastapi",

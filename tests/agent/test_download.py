@@ -12,7 +12,12 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from tufrepo import (
+
+from agent.download import StreamVerifier, download_into, exponential_backoff
+from agent.errors import TransportError, VerificationError
+from agent.fetcher import HttpStatusError, make_fetcher
+from agent.tuf_client import TargetInfo, TufClient
+from lab.tufrepo import (
     RepoServer,
     TufRepo,
     chunk_hashes,
@@ -21,11 +26,6 @@ from tufrepo import (
     rom_custom,
     serve,
 )
-
-from agent.download import StreamVerifier, download_into, exponential_backoff
-from agent.errors import TransportError, VerificationError
-from agent.fetcher import HttpStatusError, make_fetcher
-from agent.tuf_client import TargetInfo, TufClient
 from wire import FailureReason
 
 CHUNK = 64 * 1024

@@ -6,10 +6,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from tufrepo import RepoServer, TufRepo, chunked_rom, device_client, rom_custom, serve
 
 from agent.errors import InstallError, TransportError, VerificationError
 from agent.tuf_client import TargetInfo, TufClient, check_target
+from lab.tufrepo import RepoServer, TufRepo, chunked_rom, device_client, rom_custom, serve
 from wire import FailureReason
 
 ROM = "pi4/stable/2026.48/rom.img"

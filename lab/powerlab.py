@@ -1,6 +1,6 @@
 """A lab for power-cut runs: the real server (live_server, SQLite), a signed repository, and
 simulated devices driven by agent.testing.PoweredDevice. Used by tests/e2e/test_power_cuts.py
-and bench/torture.py (which puts this directory on sys.path)."""
+and bench/torture.py."""
 
 from __future__ import annotations
 

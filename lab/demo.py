@@ -1,4 +1,4 @@
-"""`ota demo`: one weekly release, end to end, on embedded defaults and real parts.
+"""`ota-lab demo`: one weekly release, end to end, on embedded defaults and real parts.
 
 Keys are made, two synthetic weekly builds are signed, the server (uvicorn, SQLite) and the
 embedded broker (amqtt) listen on free loopback ports, and a fleet of simulated devices runs

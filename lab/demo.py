@@ -33,7 +33,7 @@ from agent.errors import AgentError
 from agent.server_api import ServerApi
 from agent.tester import FeedbackRequest, join_preview, send_feedback, vote
 from hardware.sim import SimDevice
-from server.testing import free_port
+from lab.net import free_port
 from signing.keys import init_keys
 from signing.notify import notify_server
 from signing.repo import PublishedRelease, publish_release
@@ -327,11 +327,11 @@ class _Env:
 
 @contextlib.contextmanager
 def _services(workdir: Path) -> Iterator[_Env]:
+    from lab.processes import live_server
     from server.broker import EmbeddedBroker
     from server.services.rollout_rules import GateConfig
     from server.services.train import TrainConfig
     from server.settings import Settings
-    from server.testing import live_server
 
     repo = workdir / "repo"
     if not (repo / "root.json").exists():

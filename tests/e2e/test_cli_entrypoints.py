@@ -13,9 +13,9 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
-from conftest import free_port, wait_for_port
 from paho.mqtt.enums import CallbackAPIVersion
 
+from lab.net import free_port, wait_for_port
 from signing.keys import init_keys
 
 BIN = Path(sys.executable).parent

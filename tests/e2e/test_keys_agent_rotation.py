@@ -18,8 +18,8 @@ from agent.errors import VerificationError
 from agent.runner import Agent
 from agent.server_api import ServerApi
 from hardware.sim import SimDevice
+from lab.processes import live_server
 from server.settings import Settings
-from server.testing import live_server
 from signing.keys import default_storage, init_keys, key_paths, load_signer
 from signing.notify import notify_server
 from signing.repo import publish_release

@@ -20,8 +20,8 @@ from agent.daemon import build_agent
 from agent.runner import Agent
 from agent.server_api import ServerApi
 from hardware.sim import SimDevice
+from lab.processes import live_server
 from server.settings import Settings
-from server.testing import live_server
 from signing.keys import init_keys
 from signing.repo import publish_release
 from wire import StatusReport, UpdateState

@@ -19,11 +19,11 @@ from agent.daemon import build_agent
 from agent.runner import Agent
 from agent.server_api import ServerApi
 from hardware.sim import SimDevice
+from lab.processes import live_server
 from server.auth import Role, issue_token
 from server.db import make_engine, make_sessions
 from server.models import Feedback
 from server.settings import Settings
-from server.testing import live_server
 from signing.keys import init_keys
 from wire import UpdateState
 

@@ -4,12 +4,8 @@ simulated device, and (for the doorbell) a real mosquitto."""
 from __future__ import annotations
 
 import hashlib
-import json
-import threading
 import time
-import urllib.request
 from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -17,90 +13,29 @@ from typing import Any
 import pytest
 from tuf.api.metadata import Metadata, Timestamp
 
-from agent.config import AgentConfig
 from agent.daemon import AgentDaemon, build_agent
 from agent.runner import Agent
 from agent.server_api import ServerApi
 from hardware.bootcontrol import Slot
 from hardware.sim import SimDevice
-from lab.processes import live_server
-from server.settings import Settings
-from signing.keys import init_keys, key_paths, load_signer
-from signing.notify import notify_server
-from signing.repo import PublishedRelease, publish_release, target_storage_name
+from lab.fleet import MIB, Backend, Board, daemons_running, running_backend
+from signing.keys import key_paths, load_signer
+from signing.repo import PublishedRelease, target_storage_name
 from wire import AvailabilityNotice, FailureReason, UpdateState
 
 MODEL = "board"
-ADMIN = "admin-token"
-ENROLL = "enroll-token"
-MIB = 1024 * 1024
-
-
-@dataclass
-class Env:
-    tmp: Path
-    repo: Path
-    server_url: str
-
-    def publish(self, version: str, *, model: str = MODEL, channel: str = "stable") -> Any:
-        image = self.tmp / f"rom-{model}-{version}.img"
-        image.write_bytes(hashlib.sha256(version.encode()).digest() * (3 * MIB // 32 + 7))
-        release = publish_release(
-            self.repo, image, version=version, channel=channel, model=model, chunk_size=MIB
-        )
-        notify_server(self.server_url, ADMIN, release)
-        return release
-
-    def api(self, path: str) -> Any:
-        request = urllib.request.Request(
-            self.server_url + path, headers={"Authorization": f"Bearer {ADMIN}"}
-        )
-        with urllib.request.urlopen(request, timeout=10) as resp:
-            return json.loads(resp.read())
-
-    def device_row(self, device_id: str) -> dict[str, Any]:
-        rows = {d["device_id"]: d for d in self.api("/api/v1/devices")}
-        return dict(rows[device_id])
-
-    def reported_states(self, device_id: str) -> list[str]:
-        reports = self.api(f"/api/v1/reports?device_id={device_id}&limit=1000")
-        return [r["state"] for r in sorted(reports, key=lambda r: r["seq"])]
+BOARD = Board(model=MODEL, slot_size=8 * MIB, image_size=3 * MIB + 7 * 32, chunk_size=MIB)
+HEALTH_DEADLINE_S = 5.0
 
 
 @pytest.fixture
-def env(tmp_path: Path) -> Iterator[Env]:
-    repo = tmp_path / "repo"
-    init_keys(repo)
-    settings = Settings(
-        db_url=f"sqlite:///{tmp_path / 'server.db'}",
-        repo_dir=repo / "repository",
-        admin_token=ADMIN,
-        enrollment_token=ENROLL,
-    )
-    with live_server(settings) as url:
-        yield Env(tmp_path, repo, url)
+def env(tmp_path: Path) -> Iterator[Backend]:
+    with running_backend(tmp_path, BOARD) as backend:
+        yield backend
 
 
-def make_config(env: Env, device_id: str, **extra: Any) -> AgentConfig:
-    credential = ServerApi(env.server_url, device_id).enroll(ENROLL, MODEL, "stable")
-    return AgentConfig(
-        device_id=device_id,
-        model=MODEL,
-        channel="stable",
-        server_url=env.server_url,
-        credential=credential,
-        data_dir=env.tmp / device_id / "agent",
-        trusted_root=env.repo / "root.json",
-        health_deadline_s=5.0,
-        **extra,
-    )
-
-
-def make_agent(env: Env, device_id: str = "dev-1") -> tuple[Agent, SimDevice]:
-    sim = SimDevice.provision(env.tmp / device_id / "hw", slot_size=8 * MIB, model=MODEL)
-    agent = build_agent(make_config(env, device_id), boot=sim)
-    agent.resume()
-    return agent, sim
+def make_agent(env: Backend, device_id: str = "dev-1") -> tuple[Agent, SimDevice]:
+    return env.start_agent(device_id, health_deadline_s=HEALTH_DEADLINE_S)
 
 
 def slot_digest(sim: SimDevice, slot: Slot) -> str:
@@ -119,7 +54,7 @@ def notice_for(release: PublishedRelease, **changes: Any) -> AvailabilityNotice:
     return AvailabilityNotice(**{**fields, **changes})
 
 
-def test_update_is_installed_committed_and_every_step_reported(env: Env) -> None:
+def test_update_is_installed_committed_and_every_step_reported(env: Backend) -> None:
     agent, sim = make_agent(env)
     release = env.publish("1.0")
     agent.poll_once()
@@ -141,7 +76,7 @@ def test_update_is_installed_committed_and_every_step_reported(env: Env) -> None
     assert len(agent.p.outbox) == 0
 
 
-def test_failed_health_check_rolls_back_and_says_why(env: Env) -> None:
+def test_failed_health_check_rolls_back_and_says_why(env: Backend) -> None:
     agent, sim = make_agent(env)
     env.publish("1.0")
     agent.poll_once()
@@ -171,7 +106,7 @@ def _assert_refused(agent: Agent, sim: SimDevice, before: str, reason: FailureRe
     assert slot_digest(sim, Slot.A) == before
 
 
-def test_tampered_image_is_refused_and_running_slot_untouched(env: Env) -> None:
+def test_tampered_image_is_refused_and_running_slot_untouched(env: Backend) -> None:
     agent, sim = make_agent(env)
     before = slot_digest(sim, Slot.A)
     release = env.publish("1.0")
@@ -184,7 +119,7 @@ def test_tampered_image_is_refused_and_running_slot_untouched(env: Env) -> None:
     assert "chunk" in agent.record.detail["error"]
 
 
-def test_image_longer_than_signed_is_cut_off(env: Env) -> None:
+def test_image_longer_than_signed_is_cut_off(env: Backend) -> None:
     agent, sim = make_agent(env)
     before = slot_digest(sim, Slot.A)
     release = env.publish("1.0")
@@ -195,7 +130,7 @@ def test_image_longer_than_signed_is_cut_off(env: Env) -> None:
     _assert_refused(agent, sim, before, FailureReason.LENGTH_MISMATCH)
 
 
-def expire_timestamp(env: Env) -> None:
+def expire_timestamp(env: Backend) -> None:
     """Re-sign timestamp.json, properly, with an expiry an hour in the past."""
     path = env.repo / "repository" / "metadata" / "timestamp.json"
     md = Metadata[Timestamp].from_file(str(path))
@@ -206,7 +141,7 @@ def expire_timestamp(env: Env) -> None:
     md.to_file(str(path))
 
 
-def test_expired_timestamp_is_refused(env: Env) -> None:
+def test_expired_timestamp_is_refused(env: Backend) -> None:
     agent, sim = make_agent(env)
     before = slot_digest(sim, Slot.A)
     env.publish("1.0")
@@ -215,7 +150,7 @@ def test_expired_timestamp_is_refused(env: Env) -> None:
     _assert_refused(agent, sim, before, FailureReason.METADATA)
 
 
-def test_wrong_model_target_is_refused_even_if_the_server_points_at_it(env: Env) -> None:
+def test_wrong_model_target_is_refused_even_if_the_server_points_at_it(env: Backend) -> None:
     agent, sim = make_agent(env)
     before = slot_digest(sim, Slot.A)
     other = env.publish("9.0", model="other-board")
@@ -223,7 +158,7 @@ def test_wrong_model_target_is_refused_even_if_the_server_points_at_it(env: Env)
     _assert_refused(agent, sim, before, FailureReason.WRONG_MODEL)
 
 
-def test_signed_version_older_than_running_is_refused(env: Env) -> None:
+def test_signed_version_older_than_running_is_refused(env: Backend) -> None:
     agent, sim = make_agent(env)
     first = env.publish("1.0")
     env.publish("2.0")
@@ -238,7 +173,7 @@ def test_signed_version_older_than_running_is_refused(env: Env) -> None:
     assert slot_digest(sim, running) == before
 
 
-def test_reports_wait_in_the_outbox_while_the_server_is_away(env: Env, tmp_path: Path) -> None:
+def test_reports_wait_in_the_outbox_while_the_server_is_away(env: Backend, tmp_path: Path) -> None:
     agent, _ = make_agent(env)
     env.publish("1.0")
     real_server = agent.p.server
@@ -256,31 +191,24 @@ def test_reports_wait_in_the_outbox_while_the_server_is_away(env: Env, tmp_path:
     assert states == ["idle", "downloading", "installed", "rebooting", "trial", "committed"]
 
 
-def test_mqtt_notice_wakes_the_agent_long_before_its_poll(env: Env, mosquitto_url: str) -> None:
-    settings = Settings(
-        db_url=f"sqlite:///{env.tmp / 'server2.db'}",
-        repo_dir=env.repo / "repository",
-        broker_url=mosquitto_url,
-        admin_token=ADMIN,
-        enrollment_token=ENROLL,
-    )
-    with live_server(settings) as url:
-        env2 = Env(env.tmp, env.repo, url)
-        sim = SimDevice.provision(env.tmp / "mq" / "hw", slot_size=8 * MIB, model=MODEL)
-        config = make_config(env2, "dev-mq", broker_url=mosquitto_url, poll_interval_s=600.0)
+def test_mqtt_notice_wakes_the_agent_long_before_its_poll(env: Backend, mosquitto_url: str) -> None:
+    second_server = f"sqlite:///{env.workdir / 'server2.db'}"
+    with running_backend(
+        env.workdir, BOARD, db_url=second_server, broker_url=mosquitto_url
+    ) as env2:
+        sim = env2.provision("dev-mq")
+        config = env2.agent_config(
+            "dev-mq",
+            health_deadline_s=HEALTH_DEADLINE_S,
+            broker_url=env2.broker_url,
+            poll_interval_s=600.0,
+        )
         daemon = AgentDaemon(config, build_agent(config, boot=sim))
-        stop = threading.Event()
-        thread = threading.Thread(target=daemon.run, args=(stop,), daemon=True)
-        thread.start()
-        try:
+        with daemons_running([daemon]):
             _wait_for(lambda: daemon.doorbell is not None and daemon.doorbell.connected, 10)
             time.sleep(0.5)  # the first HTTP poll found nothing; now only MQTT can wake it
             env2.publish("1.0")
             _wait_for(lambda: env2.device_row("dev-mq")["state"] == "committed", 30)
-        finally:
-            stop.set()
-            daemon.wake()
-            thread.join(timeout=10)
         assert sim.status().active is Slot.B
 
 
@@ -292,7 +220,7 @@ def _wait_for(predicate: Any, timeout: float) -> None:
 
 
 def test_a_clock_reset_to_1970_does_not_make_expired_metadata_fresh(
-    env: Env, monkeypatch: pytest.MonkeyPatch
+    env: Backend, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import tuf.ngclient._internal.trusted_metadata_set as tms
 

@@ -84,13 +84,12 @@ def _cmd_status(ns: argparse.Namespace) -> int:
 
 
 def _cmd_enroll(ns: argparse.Namespace) -> int:
-    from agent.fsutil import atomic_write
     from agent.server_api import ServerApi
+    from durable import atomic_write
 
     config = load_config(ns.config)
     api = ServerApi(config.server_url, config.device_id)
     credential = api.enroll(ns.token, config.model, config.channel)
-    atomic_write(ns.credential_out, credential.encode())
-    ns.credential_out.chmod(0o600)
+    atomic_write(ns.credential_out, credential.encode())  # 0600: a secret
     print(f"enrolled {config.device_id}; credential written to {ns.credential_out}")
     return 0

@@ -12,26 +12,24 @@ Exit 0 on success, 1 on any failure. Trusted metadata lives in D under non-versi
 URL-quoted) as python-tuf keeps it. A target is stored in TD under its URL-quoted path; one
 already there with matching length and hashes is not fetched again. Downloads go through
 `agent.download` into a hidden temporary file that replaces the stored one only once it
-verified, so a failed download leaves TD as it was.
+verified (`durable.atomic_write_stream`), so a failed download leaves TD as it was.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
-import os
 import sys
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
-from typing import NoReturn
+from typing import BinaryIO, NoReturn
 from urllib import parse
 
-from agent.download import RangeFetcher, download_into, exponential_backoff, verify_stored
+import durable
+from agent.download import download_into, exponential_backoff, verify_stored
 from agent.errors import AgentError, InstallError, VerificationError
-from agent.fetcher import make_fetcher
-from agent.fsutil import atomic_write
+from agent.fetcher import RangeFetcher, make_fetcher
 from agent.tuf_client import TargetInfo, TufClient
+from hardware.blockdev import FileSlot
 
 PROG = "ota-agent tuf-client"
 RETRIES = 2
@@ -99,8 +97,8 @@ def init(metadata_dir: Path, trusted_root: Path) -> None:
     """Trust `trusted_root` as it is: copied to `metadata_dir/root.json`, nothing fetched."""
     try:
         data = trusted_root.read_bytes()
-        metadata_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write(metadata_dir / "root.json", data)
+        durable.ensure_dir(metadata_dir)
+        durable.atomic_write(metadata_dir / "root.json", data)
     except OSError as exc:
         raise InstallError(f"init: {exc}") from exc
 
@@ -112,7 +110,7 @@ def download(client: TufClient, fetcher: RangeFetcher, name: str, target_dir: Pa
     if _already_stored(dest, info):
         return dest
     try:
-        target_dir.mkdir(parents=True, exist_ok=True)
+        durable.ensure_dir(target_dir)
         _download_replacing(fetcher, client.target_url(info), info, dest)
     except OSError as exc:
         raise InstallError(f"cannot store {name} in {target_dir}: {exc}") from exc
@@ -130,21 +128,18 @@ def _already_stored(dest: Path, info: TargetInfo) -> bool:
 
 def _download_replacing(fetcher: RangeFetcher, url: str, info: TargetInfo, dest: Path) -> None:
     """Download next to `dest` and move it into place only once it verified."""
-    fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
-    try:
-        with os.fdopen(fd, "r+b") as sink:
-            download_into(
-                fetcher,
-                url,
-                info,
-                sink,
-                retries=RETRIES,
-                backoff=lambda attempt: exponential_backoff(attempt, base=0.2, cap=1.0),
-            )
-        os.replace(tmp_name, dest)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp_name)
+
+    def fetch_into(temp: BinaryIO) -> None:
+        download_into(
+            fetcher,
+            url,
+            info,
+            FileSlot(temp),  # not closed here: durable syncs and renames the temp file
+            retries=RETRIES,
+            backoff=lambda attempt: exponential_backoff(attempt, base=0.2, cap=1.0),
+        )
+
+    durable.atomic_write_stream(dest, fetch_into, tag="target")
 
 
 if __name__ == "__main__":

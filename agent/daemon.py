@@ -19,7 +19,6 @@ from agent.config import AgentConfig, channel_override
 from agent.doorbell import Doorbell
 from agent.errors import AgentError
 from agent.fetcher import make_fetcher
-from agent.fsutil import atomic_write, move_aside
 from agent.health import CallableCheck, HealthCheck, health_checks_from_config
 from agent.journal import Journal
 from agent.outbox import Outbox
@@ -28,6 +27,7 @@ from agent.runner import Agent, AgentParts, jittered
 from agent.server_api import ServerApi
 from agent.trusted_clock import TrustedClock
 from agent.tuf_client import TufClient
+from durable import atomic_write, move_aside
 from hardware.bootcontrol import BootControl
 from hardware.registry import open_boot_control
 from wire import (
@@ -75,6 +75,7 @@ def build_agent(config: AgentConfig, boot: BootControl | None = None) -> Agent:
         health_deadline_s=config.health_deadline_s,
         health_retry_s=config.health_retry_s,
         initial_version=_initial_version(config),
+        command_poll_s=config.poll_interval_s,
     )
     return Agent(parts)
 
@@ -120,7 +121,7 @@ class AgentDaemon:
                 password=config.credential,
                 ca_file=config.broker_ca,
             )
-            agent.p.reporter = self.doorbell
+            agent.parts.reporter = self.doorbell
 
     def run(self, stop: threading.Event) -> None:
         self.agent.resume()
@@ -185,6 +186,7 @@ class AgentDaemon:
             elif topic == device_cmd_topic(self.config.device_id):
                 command = Command.from_json(payload)
                 self._store_command(command)  # durable before the broker gets its ack
+                self.agent.note_command(command)  # a cancel stops a running download now
                 self._inbox.put(command)
         except ProtocolError as exc:
             log.warning("%s: ignored a bad message on %s: %s", self.config.device_id, topic, exc)

@@ -5,30 +5,32 @@ checked while the bytes land: a body longer than the signed length fails at once
 with chunk hashes fails at the first bad chunk, and the whole-image hashes are compared at the
 end. A dropped connection resumes with an HTTP range request where the last one stopped; a
 download started again after a reboot (`resume_from`) re-hashes what the slot already holds
-instead of fetching it again. See docs/decisions/agent-one-pass-download.md.
+instead of fetching it again. See docs/decisions/0005-agent-one-pass-download.md.
 
 This module only checks and writes. Making the slot bootable is the caller's job, after
-`download_into` returned.
+`download_into` returned. The network is behind `agent.fetcher.RangeFetcher` (which also
+decides whether a failure is worth a retry) and the slot behind `hardware.bootcontrol.SlotSink`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
-import functools
 import hashlib
 import logging
-import os
 import queue
 import random
 import threading
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
-from typing import Any, BinaryIO, Final, Protocol
+from concurrent.futures import Executor, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, Final, Protocol
 
-from agent.errors import InstallError, TransportError, VerificationError
-from agent.fetcher import HttpStatusError
+from agent.errors import InstallError, TransportError, UpdateCancelledError, VerificationError
+from agent.fetcher import RangeFetcher
 from agent.tuf_client import TargetInfo
+from hardware.bootcontrol import SlotSink
 from wire import FailureReason
 
 log = logging.getLogger(__name__)
@@ -38,12 +40,17 @@ PARALLEL_HASH_BYTES: Final = 128 * 1024  # smaller pieces are not worth a thread
 WRITEBACK_BYTES: Final = 32 * 1024 * 1024  # start writing back to disk every this many bytes
 
 
-class RangeFetcher(Protocol):
-    """What `download_into` needs from a fetcher (`agent.fetcher.HttpFetcher` is one)."""
+class Readable(Protocol):
+    """What re-hashing stored bytes needs: a slot (`SlotSink`) or any binary file."""
 
-    def fetch_range(
-        self, url: str, start: int = 0, *, limit: int | None = None
-    ) -> Iterator[bytes]: ...
+    def read(self, size: int = -1, /) -> bytes: ...
+
+    def seek(self, offset: int, whence: int = 0, /) -> int: ...
+
+
+def keep_going() -> bool:
+    """The default for `download_into(keep_going=...)`: nobody cancels."""
+    return True
 
 
 def exponential_backoff(attempt: int, *, base: float = 1.0, cap: float = 60.0) -> float:
@@ -61,11 +68,13 @@ class StreamVerifier:
     `update` raises `VerificationError` at the first byte past the signed length and at the
     first chunk whose sha256 does not match; `finish` checks the length and whole-image
     hashes. With chunk hashes, `verified` is the end of the last good chunk and `rollback`
-    returns there (the bytes after it are not trusted yet).
+    returns there (the bytes after it are not trusted yet). Given a `hash_pool`, the
+    whole-image hashes of large pieces run on it while this thread hashes the chunk.
     """
 
-    def __init__(self, target: TargetInfo) -> None:
+    def __init__(self, target: TargetInfo, hash_pool: Executor | None = None) -> None:
         self.target = target
+        self._hash_pool = hash_pool
         self._chunk_size, self._chunk_digests = _chunk_plan(target)
         self._whole = {algo: _new_hasher(algo) for algo in target.all_hashes}
         self._chunk = hashlib.sha256()
@@ -99,12 +108,11 @@ class StreamVerifier:
     def _hash(self, piece: memoryview) -> None:
         """Whole-image and chunk hashes of `piece`; for a large piece of a chunked target
         the two run at once on two threads (hashlib releases the GIL for large buffers)."""
-        if not self.chunked or len(piece) < PARALLEL_HASH_BYTES:
-            for hasher in self._whole.values():
-                hasher.update(piece)
-            self._chunk.update(piece)
+        pool = self._hash_pool
+        if pool is None or not self.chunked or len(piece) < PARALLEL_HASH_BYTES:
+            _update_all([*self._whole.values(), self._chunk], piece)
             return
-        whole = _hash_pool().submit(_update_all, list(self._whole.values()), piece)
+        whole = pool.submit(_update_all, list(self._whole.values()), piece)
         self._chunk.update(piece)
         whole.result()
 
@@ -170,12 +178,6 @@ def _update_all(hashers: list[Any], piece: memoryview) -> None:
         hasher.update(piece)
 
 
-@functools.cache
-def _hash_pool() -> ThreadPoolExecutor:
-    """One helper thread for the whole-image hashes (one download runs at a time)."""
-    return ThreadPoolExecutor(max_workers=1, thread_name_prefix="whole-hash")
-
-
 def _chunk_plan(target: TargetInfo) -> tuple[int, tuple[str, ...]]:
     """(chunk size, chunk digests), or (0, ()) for a target without chunk hashes."""
     size, digests = target.chunk_size, target.chunk_sha256
@@ -203,7 +205,7 @@ def _copy(hashers: dict[str, Any]) -> dict[str, Any]:
     return {algo: hasher.copy() for algo, hasher in hashers.items()}
 
 
-def verify_stored(source: BinaryIO, target: TargetInfo) -> None:
+def verify_stored(source: Readable, target: TargetInfo) -> None:
     """Raise `VerificationError` unless `source` (from its start) is exactly `target`."""
     verifier = StreamVerifier(target)
     source.seek(0)
@@ -219,51 +221,83 @@ def download_into(
     fetcher: RangeFetcher,
     url: str,
     target: TargetInfo,
-    sink: BinaryIO,
+    sink: SlotSink,
     *,
     resume_from: int = 0,
     progress: Callable[[int], None] | None = None,
     retries: int = 5,
     backoff: Callable[[int], float] = exponential_backoff,
     sleep: Callable[[float], None] = time.sleep,
+    keep_going: Callable[[], bool] = keep_going,
 ) -> None:
     """Stream `url` into `sink` (a slot opened r+b), verified against `target`, then fsync.
 
     `resume_from`: bytes the sink already holds from an earlier attempt (re-hashed, not
     fetched). `progress(n)` is told the bytes in place after each write. `backoff(k)` gives
-    the seconds to wait before retry k. Bytes past `target.length` in the sink are not touched.
+    the seconds to wait before retry k. `keep_going()` is asked before every piece received
+    and every retry; False stops the download. Bytes past `target.length` in the sink are
+    not touched.
 
     Raises `VerificationError` (LENGTH_MISMATCH, HASH_MISMATCH: never retried),
-    `TransportError` once `retries` transport failures are used up (a permanent HTTP error
-    such as 404 is not retried), `InstallError` when the sink cannot be written.
+    `TransportError` once `retries` transport failures are used up or at once for one the
+    fetcher says is not retryable (a 404), `InstallError` when the sink cannot be written,
+    `UpdateCancelledError` when `keep_going()` said no (the slot then holds a partial image).
     """
-    verifier = StreamVerifier(target)
-    if resume_from > 0:
-        _rehash_sink(sink, verifier, min(resume_from, target.length))
+    pacing = _Pacing(progress, keep_going, retries, backoff, sleep)
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="whole-hash") as hash_pool:
+        verifier = StreamVerifier(target, hash_pool)
+        if resume_from > 0:
+            _rehash_sink(sink, verifier, min(resume_from, target.length))
+        _receive_with_retries(fetcher, url, verifier, sink, pacing)
+        verifier.finish()
+    _sync(sink)
+
+
+@dataclass(frozen=True)
+class _Pacing:
+    """What the caller of `download_into` is told, asked, and how patient it is."""
+
+    progress: Callable[[int], None] | None
+    keep_going: Callable[[], bool]
+    retries: int
+    backoff: Callable[[int], float]
+    sleep: Callable[[float], None]
+
+
+def _receive_with_retries(
+    fetcher: RangeFetcher, url: str, verifier: StreamVerifier, sink: SlotSink, pacing: _Pacing
+) -> None:
     failures = 0
+    target = verifier.target
     while verifier.position < target.length:
+        _stop_if_cancelled(pacing.keep_going, verifier)
         try:
-            _receive(fetcher, url, verifier, sink, progress)
+            _receive(fetcher, url, verifier, sink, pacing)
         except TransportError as exc:
             failures += 1
-            if failures > retries or (isinstance(exc, HttpStatusError) and exc.permanent):
+            if failures > pacing.retries or not exc.retryable:
                 raise
-            delay = backoff(failures)
+            delay = pacing.backoff(failures)
             log.warning(
                 "download of %s broke at byte %d (%s); retry %d in %.1fs",
                 *(target.path, verifier.position, exc, failures, delay),
             )
-            sleep(delay)
-    verifier.finish()
-    _sync(sink)
+            pacing.sleep(delay)
+
+
+def _stop_if_cancelled(keep_going: Callable[[], bool], verifier: StreamVerifier) -> None:
+    if not keep_going():
+        raise UpdateCancelledError(
+            f"download of {verifier.target.path} cancelled at byte {verifier.position}"
+        )
 
 
 def _receive(
     fetcher: RangeFetcher,
     url: str,
     verifier: StreamVerifier,
-    sink: BinaryIO,
-    progress: Callable[[int], None] | None,
+    sink: SlotSink,
+    pacing: _Pacing,
 ) -> None:
     """One HTTP request from `verifier.position` to the end of the body.
 
@@ -272,18 +306,17 @@ def _receive(
     """
     _seek(sink, verifier.position)
     remaining = verifier.target.length - verifier.position
-    chunks = fetcher.fetch_range(url, verifier.position, limit=remaining)
-    writer = SlotWriter(sink, verifier.position, progress)
+    writer = SlotWriter(sink, verifier.position, pacing.progress)
     try:
-        for data in chunks:
-            start = verifier.position
-            verifier.update(data)  # before writing: a too-long body never touches the slot
-            for piece in verifier.split(data, start):
-                writer.put(piece)
+        body = fetcher.fetch_range(url, verifier.position, limit=remaining)
+        with contextlib.closing(body) as chunks:
+            for data in chunks:
+                _stop_if_cancelled(pacing.keep_going, verifier)
+                start = verifier.position
+                verifier.update(data)  # before writing: a too-long body never touches the slot
+                for piece in verifier.split(data, start):
+                    writer.put(piece)
     finally:
-        close = getattr(chunks, "close", None)
-        if close is not None:
-            close()
         writer.close()
     if verifier.position < verifier.target.length:
         raise TransportError(
@@ -304,7 +337,7 @@ class SlotWriter:
 
     def __init__(
         self,
-        sink: BinaryIO,
+        sink: SlotSink,
         start: int,
         progress: Callable[[int], None] | None,
         depth: int = 2,
@@ -352,17 +385,11 @@ class SlotWriter:
     def _start_writeback(self) -> None:
         if self._position - self._flushed_to < WRITEBACK_BYTES:
             return
-        try:
-            fd = self._sink.fileno()
-            os.posix_fadvise(
-                fd, self._flushed_to, self._position - self._flushed_to, os.POSIX_FADV_DONTNEED
-            )
-        except (OSError, AttributeError, ValueError):
-            return  # a sink without a real file: the final fsync does it all
+        self._sink.drop_written(self._flushed_to, self._position - self._flushed_to)
         self._flushed_to = self._position
 
 
-def _rehash_sink(sink: BinaryIO, verifier: StreamVerifier, upto: int) -> None:
+def _rehash_sink(sink: SlotSink, verifier: StreamVerifier, upto: int) -> None:
     """Feed what the slot already holds (up to `upto`) through `verifier`.
 
     With chunk hashes, stop at the first chunk that does not match (a write torn by a power
@@ -382,7 +409,7 @@ def _rehash_sink(sink: BinaryIO, verifier: StreamVerifier, upto: int) -> None:
     log.info("resuming %s at byte %d of %d", target.path, verifier.verified, target.length)
 
 
-def _read_pieces(source: BinaryIO, upto: int) -> Iterator[bytes]:
+def _read_pieces(source: Readable, upto: int) -> Iterator[bytes]:
     """`source` from its position in `BUFFER_SIZE` pieces, at most `upto` bytes, to EOF."""
     left = upto
     while left > 0:
@@ -396,14 +423,14 @@ def _read_pieces(source: BinaryIO, upto: int) -> Iterator[bytes]:
         yield piece
 
 
-def _seek(sink: BinaryIO, offset: int) -> None:
+def _seek(sink: Readable, offset: int) -> None:
     try:
         sink.seek(offset)
     except OSError as exc:
         raise InstallError(f"cannot seek in the slot: {exc}") from exc
 
 
-def _write(sink: BinaryIO, data: bytes | memoryview) -> None:
+def _write(sink: SlotSink, data: bytes | memoryview) -> None:
     """All of `data` (an unbuffered slot may take less than asked for in one call)."""
     view = memoryview(data)
     try:
@@ -416,16 +443,11 @@ def _write(sink: BinaryIO, data: bytes | memoryview) -> None:
         raise _install_error("cannot write the slot", exc) from exc
 
 
-def _sync(sink: BinaryIO) -> None:
-    """Flush and fsync; a slot object with its own `fsync()` (the simulated device) syncs
-    through it, anything else through `os.fsync(fileno)`."""
-    own_fsync = getattr(sink, "fsync", None)
+def _sync(sink: SlotSink) -> None:
+    """Flush, then make durable the way the slot's backend does it (`SlotSink.fsync`)."""
     try:
         sink.flush()
-        if callable(own_fsync):
-            own_fsync()
-        else:
-            os.fsync(sink.fileno())
+        sink.fsync()
     except OSError as exc:
         raise _install_error("cannot sync the slot", exc) from exc
 

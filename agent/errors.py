@@ -27,9 +27,25 @@ class VerificationError(AgentError):
 
 
 class TransportError(AgentError):
-    """The network failed (connection, timeout, HTTP status, too slow). Retried."""
+    """The network failed (connection, timeout, HTTP status, too slow).
+
+    `retryable` is decided where the failure is understood (the fetcher): False for an
+    answer that asking again will not change (404, 403...); the download retries the rest.
+    """
 
     reason = FailureReason.DOWNLOAD
+
+    def __init__(
+        self, message: str, reason: FailureReason | None = None, *, retryable: bool = True
+    ) -> None:
+        super().__init__(message, reason)
+        self.retryable = retryable
+
+
+class UpdateCancelledError(AgentError):
+    """The server or the owner cancelled the update while a step was running."""
+
+    reason = FailureReason.CANCELLED
 
 
 class InstallError(AgentError):

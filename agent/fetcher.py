@@ -1,8 +1,10 @@
 """HTTP for the device: one urllib3 pool for TUF metadata and for ROM images.
 
 `HttpFetcher` is python-tuf's `FetcherInterface` (metadata goes through `Updater`, which wants
-tuf's `DownloadError` family) and also offers `fetch_range`, the resumable stream that
-`agent.download` writes into a slot (which raises the agent's `TransportError`).
+tuf's `DownloadError` family) and also a `RangeFetcher`, the boundary `agent.download` streams
+a slot's bytes through: every outside failure leaves it as the agent's `TransportError`, and
+whether asking again can help (`TransportError.retryable`) is decided here, where the HTTP
+answer is understood, not in the download loop.
 
 Both paths share the same guards: connect and read timeouts, a floor on the transfer rate
 over a window (a server that trickles bytes is cut off: "slow retrieval"), reads of a fixed
@@ -16,7 +18,7 @@ import re
 import time
 from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, Protocol
 
 import tuf
 import urllib3
@@ -29,17 +31,35 @@ DEFAULT_USER_AGENT: Final = f"orangefriday-agent/0.1 python-tuf/{tuf.__version__
 _CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
 
 
+class RangeFetcher(Protocol):
+    """What the image download needs from the network: the bytes of `url` from `start` on.
+
+    Raises `TransportError` (with `retryable` set) for every outside failure. The stream is a
+    generator, so the caller can `close()` it (dropping the connection) when it stops early.
+    """
+
+    def fetch_range(
+        self, url: str, start: int = 0, *, limit: int | None = None
+    ) -> Generator[bytes, None, None]: ...
+
+
+def is_permanent_status(status: int) -> bool:
+    """A client error that retrying the same request will not fix (404, 403, 416...)."""
+    return 400 <= status < 500 and status not in (408, 425, 429)
+
+
 class HttpStatusError(TransportError):
     """The server answered with an HTTP error status (kept, so callers can decide on it)."""
 
     def __init__(self, url: str, status: int) -> None:
-        super().__init__(f"HTTP {status} for {url}")
+        permanent = is_permanent_status(status)
+        super().__init__(f"HTTP {status} for {url}", retryable=not permanent)
         self.status = status
 
     @property
     def permanent(self) -> bool:
         """A client error that retrying the same request will not fix (404, 403, 416...)."""
-        return 400 <= self.status < 500 and self.status not in (408, 425, 429)
+        return not self.retryable
 
 
 class SlowRetrievalError(TransportError):
@@ -128,7 +148,9 @@ class HttpFetcher(FetcherInterface):
 
     # ------------------------------------------------------------------ image side
 
-    def fetch_range(self, url: str, start: int = 0, *, limit: int | None = None) -> Iterator[bytes]:
+    def fetch_range(
+        self, url: str, start: int = 0, *, limit: int | None = None
+    ) -> Generator[bytes, None, None]:
         """The body of `url` from byte `start` on (HTTP `Range: bytes=start-`).
 
         A server that ignores the range (200) is handled by skipping `start` bytes. With

@@ -1,7 +1,7 @@
 """The agent's journal: one small JSON file, written atomically before every step is acted on.
 
 A power cut at any instant leaves the old record or the new one, never a torn mix
-(`agent.fsutil.atomic_write`). A file that is unreadable anyway (bad flash, a hand edit, an
+(`durable.atomic_write`). A file that is unreadable anyway (bad flash, a hand edit, an
 agent from the future with another format) is moved aside as `<name>.corrupt-<unix_ns>`, kept
 for diagnosis, and `load()` answers None: the runner then recovers from the bootloader's view
 of the truth, as it does on a device's first start.
@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
-from agent import fsutil
+import durable
 from wire import FailureReason, UpdateState
 
 log = logging.getLogger(__name__)
@@ -114,9 +114,9 @@ def _slot_versions(raw: dict[str, Any]) -> dict[str, str]:
 class Journal:
     """The journal file at `path`. One writer (the runner) at a time."""
 
-    def __init__(self, path: Path, *, on_step: fsutil.StepHook = fsutil.no_step) -> None:
+    def __init__(self, path: Path, *, on_step: durable.StepHook = durable.no_step) -> None:
         self.path = path
-        self.on_step = on_step  # test seam: see agent.fsutil
+        self.on_step = on_step  # test seam: see durable
         self.recovered_from_corruption = False
         self.moved_aside: Path | None = None  # where the last corrupt file went
         self._swept = False  # stale temp files removed (by the writer, on its first save)
@@ -138,13 +138,13 @@ class Journal:
     def save(self, record: JournalRecord) -> None:
         """Write `record` atomically; it is durable when this returns."""
         if not self._swept:  # not in load(): `ota-agent status` loads while the agent writes
-            fsutil.ensure_dir(self.path.parent)
-            fsutil.remove_stale_temps(self.path)
+            durable.ensure_dir(self.path.parent)
+            durable.remove_stale_temps(self.path)
             self._swept = True
-        fsutil.atomic_write(self.path, record.to_json(), on_step=self.on_step, tag="journal")
+        durable.atomic_write(self.path, record.to_json(), on_step=self.on_step, tag="journal")
 
     def _move_aside(self, problem: ValueError) -> None:
-        self.moved_aside = fsutil.move_aside(self.path, "corrupt")
+        self.moved_aside = durable.move_aside(self.path, "corrupt")
         self.recovered_from_corruption = True
         log.warning(
             "journal %s is unreadable (%s); kept as %s, recovering from the bootloader",

@@ -7,7 +7,7 @@ whole of what an update may do. A pair not in the table is a bug in the caller a
 Resting states are where an update may start and where the agent waits; every other state
 is a step in progress that the runner resumes after a reboot or crash, and every one of them
 has an edge out to FAILED, ROLLING_BACK or ROLLED_BACK, so no update can be stuck in it.
-See docs/decisions/agent-state-machine.md for the rows that are not obvious.
+See docs/decisions/0007-agent-state-machine.md for the rows that are not obvious.
 """
 
 from __future__ import annotations

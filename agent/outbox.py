@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Final
 
-from agent import fsutil
+import durable
 from wire import StatusReport
 
 log = logging.getLogger(__name__)
@@ -44,9 +44,9 @@ def report_name(seq: int) -> str:
 class Outbox:
     """Reports waiting for the server's acknowledgement, in the directory `directory`."""
 
-    def __init__(self, directory: Path, *, on_step: fsutil.StepHook = fsutil.no_step) -> None:
+    def __init__(self, directory: Path, *, on_step: durable.StepHook = durable.no_step) -> None:
         self.directory = directory
-        self.on_step = on_step  # test seam: see agent.fsutil
+        self.on_step = on_step  # test seam: see durable
         self._lock = threading.Lock()
         self._next_seq: int | None = None  # read from disk on first add
 
@@ -80,7 +80,7 @@ class Outbox:
                 if seq >= 0 and self._remove(self._path(seq)):
                     removed += 1
             if removed:
-                fsutil.fsync_dir(self.directory)
+                durable.fsync_dir(self.directory)
 
     def quarantined(self) -> list[Path]:
         """Report (or counter) files that could not be read and were moved aside."""
@@ -95,8 +95,8 @@ class Outbox:
 
     def _take_seq(self) -> int:
         if self._next_seq is None:
-            fsutil.ensure_dir(self.directory)
-            self._remove_stale_temps()
+            durable.ensure_dir(self.directory)
+            durable.remove_stale_temps_in(self.directory)
             self._next_seq = self._next_seq_on_disk()
         seq = self._next_seq
         counter = json.dumps({"next_seq": seq + 1}).encode()
@@ -112,7 +112,7 @@ class Outbox:
     def _read_counter(self) -> int:
         path = self.directory / COUNTER_NAME
         try:
-            data = fsutil.read_json(path)
+            data = durable.read_json(path)
             if data is None:
                 return 0
             value = data.get("next_seq")
@@ -120,7 +120,7 @@ class Outbox:
                 return value
             raise ValueError(f"bad next_seq {value!r}")
         except ValueError as exc:
-            aside = fsutil.move_aside(path, "corrupt")
+            aside = durable.move_aside(path, "corrupt")
             log.warning("outbox counter unreadable (%s); kept as %s", exc, aside.name)
             return 0
 
@@ -150,11 +150,11 @@ class Outbox:
         return report
 
     def _quarantine(self, path: Path, problem: str) -> None:
-        aside = fsutil.move_aside(path, "corrupt")
+        aside = durable.move_aside(path, "corrupt")
         log.warning("outbox report %s is unreadable (%s); kept as %s", path.name, problem, aside)
 
     def _write(self, path: Path, data: bytes, tag: str) -> None:
-        fsutil.atomic_write(path, data, on_step=self.on_step, tag=tag)
+        durable.atomic_write(path, data, on_step=self.on_step, tag=tag)
 
     def _remove(self, path: Path) -> bool:
         if not path.exists():
@@ -165,11 +165,6 @@ class Outbox:
         except FileNotFoundError:
             return False
         return True
-
-    def _remove_stale_temps(self) -> None:
-        for temp in self.directory.iterdir():
-            if fsutil.is_temp_name(temp.name):
-                temp.unlink(missing_ok=True)
 
 
 def _seq_in_name(name: str) -> int | None:

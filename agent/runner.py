@@ -6,6 +6,12 @@ one, or the simulated device's reboot) `resume()` reconciles the journal with th
 bootloader's view of the truth and carries the interrupted step on; every step is safe to
 run again. Install order follows RAUC: verify metadata, mark the target slot unbootable,
 write it in one pass, arm a trial boot, reboot, check health, commit or roll back.
+
+What the runner observes is interpreted by the pure functions of `agent.decide`. Commands
+(`handle_command`): a cancel or a roll-back command abandons the update in progress as the
+table says; it is noted at once from any thread (`note_command`) and the running step stops
+at its next check: between the pieces of a download, before the trial is armed, before the
+trial slot is committed, and between steps.
 """
 
 from __future__ import annotations
@@ -18,10 +24,13 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
-from agent.download import RangeFetcher, download_into
-from agent.errors import AgentError, InstallError, VerificationError
+from agent import decide
+from agent.decide import DeviceFacts
+from agent.download import download_into
+from agent.errors import AgentError, InstallError, UpdateCancelledError, VerificationError
+from agent.fetcher import RangeFetcher
 from agent.health import HealthCheck, run_health_checks
 from agent.journal import Journal, JournalRecord
 from agent.machine import Event, is_resting, next_state
@@ -38,12 +47,11 @@ from wire import (
     StatusReport,
     UpdateState,
 )
-from wire.rollout import in_rollout
-from wire.versions import is_newer
 
 log = logging.getLogger(__name__)
 
 MAX_STEP_ATTEMPTS = 5  # a step that crashed this often is given up (Mender's loop guard)
+ABANDONING: Final = frozenset({CommandKind.CANCEL, CommandKind.ROLLBACK})
 
 
 class Reporter(Protocol):
@@ -78,21 +86,51 @@ class AgentParts:
     health_retry_s: float = 1.0
     initial_version: str = ""
     reporter: Reporter | None = None
-    clock: Callable[[], float] = time.time
+    clock: Callable[[], float] = time.time  # wall clock, seconds since the epoch
+    command_poll_s: float = 60.0  # during a download, ask the server for commands this often
+
+
+class AbandonRequest:
+    """A cancel or roll-back command waiting for the update it stops. Set from any thread
+    (the MQTT thread, a poll between download pieces); taken by the thread that drives."""
+
+    def __init__(self) -> None:
+        self._guard = threading.Lock()
+        self._command: Command | None = None
+
+    def set(self, command: Command) -> None:
+        with self._guard:
+            self._command = command
+
+    def is_set(self) -> bool:
+        return self._command is not None
+
+    def take(self) -> Command | None:
+        with self._guard:
+            command, self._command = self._command, None
+        return command
 
 
 class Agent:
     def __init__(self, parts: AgentParts) -> None:
-        self.p = parts
+        self.parts = parts
         self.record = JournalRecord()
         self._lock = threading.RLock()  # one update at a time, whoever woke us
+        self._abandon = AbandonRequest()
+        self._driving = False  # a step runs on the thread that holds the lock
+        self._last_command_poll = 0.0
+
+    @property
+    def p(self) -> AgentParts:
+        """Old name of `parts`, kept only for tests/powerlab.py until it moves to lab/."""
+        return self.parts
 
     # ------------------------------------------------------------------ lifecycle
 
     def resume(self) -> None:
         """Call after every start: reconcile with the bootloader and finish what was begun."""
         with self._lock:
-            loaded = self.p.journal.load()
+            loaded = self.parts.journal.load()
             if loaded is None:
                 self._start_fresh()
             else:
@@ -107,13 +145,14 @@ class Agent:
     def consider(self, notice: AvailabilityNotice, *, force: bool = False) -> None:
         """A release exists for our channel and model: install it if it is for us."""
         with self._lock:
-            why_not = self._why_not(notice, force=force)
+            self._honour_abandon_request()  # one noted at rest has nothing to abandon
+            why_not = decide.why_not(notice, self.record, self._facts(), force=force)
             if why_not is not None:
                 log.debug(
-                    "%s: not installing %s: %s", self.p.device_id, notice.target_path, why_not
+                    "%s: not installing %s: %s", self.parts.device_id, notice.target_path, why_not
                 )
                 return
-            policy_reason = evaluate_policies(self.p.policies, datetime.now())
+            policy_reason = evaluate_policies(self.parts.policies, self._now())
             if policy_reason is not None:
                 self._defer(notice, policy_reason)
                 return
@@ -122,13 +161,32 @@ class Agent:
             self.flush_reports()
 
     def handle_command(self, command: Command) -> None:
-        """Commands arrive between updates (one update at a time per device)."""
-        if command.kind is not CommandKind.CHECK_NOW:  # check-now: the caller polls anyway
-            log.info("%s: command %s not supported yet", self.p.device_id, command.kind)
+        """A command from the server (a poll, or MQTT). Cancel and roll-back abandon the
+        update in progress as the table says: before the trial is armed it FAILED (target
+        slot unbootable, running slot untouched), after it rolls back; at rest they change
+        nothing. Check-now needs nothing here: `poll_once` forces the notice that came with
+        it. Never waits for an update running on another thread: that update stops at its
+        next check."""
+        log.info("%s: command %s (%s)", self.parts.device_id, command.kind, command.command_id)
+        self.note_command(command)
+        if not self._lock.acquire(blocking=False):
+            return  # an update runs on another thread; it sees the request at its next check
+        try:
+            if not self._driving:  # (called from inside a step: the step sees the request)
+                self._drive()
+                self.flush_reports()
+        finally:
+            self._lock.release()
+
+    def note_command(self, command: Command) -> None:
+        """Thread-safe and immediate: a cancel or roll-back stops the running step at its
+        next check (the MQTT thread calls this as soon as the command is heard)."""
+        if command.kind in ABANDONING:
+            self._abandon.set(command)
 
     def poll_once(self) -> None:
         """Ask the server what to run (after every connect and on a jittered timer)."""
-        answer = self.p.server.poll()
+        answer = self.parts.server.poll()
         force = any(c.kind is CommandKind.CHECK_NOW for c in answer.commands)
         for command in answer.commands:
             self.handle_command(command)
@@ -137,103 +195,96 @@ class Agent:
 
     def flush_reports(self) -> None:
         """Send what the outbox holds, in order; keep anything not acknowledged."""
-        pending = self.p.outbox.pending()
+        pending = self.parts.outbox.pending()
         if not pending:
             return
         try:
-            acked = self.p.server.send_reports(pending)
+            acked = self.parts.server.send_reports(pending)
         except AgentError as exc:
-            log.info("%s: reports kept for later: %s", self.p.device_id, exc)
+            log.info("%s: reports kept for later: %s", self.parts.device_id, exc)
             return
-        self.p.outbox.ack(acked)
+        self.parts.outbox.ack(acked)
 
-    # ------------------------------------------------------------------ decisions
+    # ------------------------------------------------------------------ what is
 
-    def _why_not(self, notice: AvailabilityNotice, *, force: bool) -> str | None:
-        rec = self.record
-        if not is_resting(rec.state):
-            return f"busy ({rec.state})"
-        if notice.paused:
-            return "rollout paused"
-        if self.p.boot.status().trial:
-            return "running a slot that is still on trial"
-        if notice.model != self.p.model:
-            return "notice is for another model"
-        if not in_rollout(self.p.device_id, notice.rollout_id, notice.percentage):
-            return "not in this wave"
-        if not is_newer(notice.release_version, self.current_version):
-            return "not newer than what runs"
-        failed_here = rec.state is UpdateState.ROLLED_BACK or (
-            rec.state is UpdateState.FAILED and bool(rec.detail.get("final"))
+    def _facts(self) -> DeviceFacts:
+        status = self.parts.boot.status()
+        return DeviceFacts(
+            device_id=self.parts.device_id,
+            model=self.parts.model,
+            running_version=decide.running_version(self.record, status),
+            on_trial=status.trial,
         )
-        if failed_here and rec.target_path == notice.target_path and not force:
-            return "this build already failed here"
-        return None
 
     @property
     def current_version(self) -> str:
-        active = self.p.boot.status().active.value
-        return self.record.slot_versions.get(active, self.record.current_version)
+        return decide.running_version(self.record, self.parts.boot.status())
+
+    def _now(self) -> datetime:
+        """The injected wall clock as a local datetime (what update policies speak)."""
+        return datetime.fromtimestamp(self.parts.clock())
 
     # ------------------------------------------------------------------ transitions
 
     def _start_fresh(self) -> None:
-        if self.p.journal.recovered_from_corruption:
+        if self.parts.journal.recovered_from_corruption:
             log.warning(
-                "%s: journal was corrupt; starting from the bootloader's view", self.p.device_id
+                "%s: journal was corrupt; starting from the bootloader's view", self.parts.device_id
             )
         self._abandon_unknown_trial()
-        active = self.p.boot.status().active.value
-        version = self.p.initial_version
+        active = self.parts.boot.status().active.value
+        version = self.parts.initial_version
         self.record = JournalRecord(
             state=UpdateState.IDLE,
             current_version=version,
             slot_versions={active: version} if version else {},
-            updated_at=self.p.clock(),
+            updated_at=self.parts.clock(),
         )
-        self.p.journal.save(self.record)
+        self.parts.journal.save(self.record)
         self._report()
 
     def _abandon_unknown_trial(self) -> None:
         """No journal says which update a trial belongs to, so nothing would ever commit it
         or roll it back (and updates wait while a trial runs): disarm a pending trial, and
         leave a running one for the committed slot. A slot nobody vouches for is not kept."""
-        status = self.p.boot.status()
+        status = self.parts.boot.status()
         if status.pending_trial is not None:
-            self.p.boot.mark_unbootable(status.pending_trial)
+            self.parts.boot.mark_unbootable(status.pending_trial)
         if status.trial:
-            log.warning("%s: on an unknown trial slot; back to the committed one", self.p.device_id)
-            self.p.boot.mark_unbootable(status.active)
-            self.p.boot.reboot()
+            log.warning(
+                "%s: on an unknown trial slot; back to the committed one", self.parts.device_id
+            )
+            self.parts.boot.mark_unbootable(status.active)
+            self.parts.boot.reboot()
 
     def _transition(self, event: Event, **changes: Any) -> None:
         state = next_state(self.record.state, event)
         self.record = dataclasses.replace(
-            self.record, state=state, step_attempts=0, updated_at=self.p.clock(), **changes
+            self.record, state=state, step_attempts=0, updated_at=self.parts.clock(), **changes
         )
-        self.p.journal.save(self.record)
+        self.parts.journal.save(self.record)
         self._report()
 
     def _report(self) -> None:
         rec = self.record
-        status = self.p.boot.status()
+        status = self.parts.boot.status()
 
         def build(seq: int) -> StatusReport:
             return StatusReport(
-                device_id=self.p.device_id,
+                device_id=self.parts.device_id,
                 seq=seq,
                 state=rec.state,
-                current_version=rec.slot_versions.get(status.active.value, rec.current_version),
+                current_version=decide.running_version(rec, status),
                 target_version=rec.target_version,
                 slot=status.active.value,
                 reason=rec.reason,
                 detail=dict(rec.detail),
-                at=self.p.clock(),
+                at=self.parts.clock(),
             )
 
-        report = self.p.outbox.add(build)
-        if self.p.reporter is not None:
-            self.p.reporter.publish_status(report.to_json())
+        report = self.parts.outbox.add(build)
+        if self.parts.reporter is not None:
+            self.parts.reporter.publish_status(report.to_json())
 
     def _defer(self, notice: AvailabilityNotice, reason: str) -> None:
         rec = self.record
@@ -250,7 +301,7 @@ class Agent:
         self.flush_reports()
 
     def _begin(self, notice: AvailabilityNotice) -> None:
-        target = self.p.boot.status().active.other
+        target = self.parts.boot.status().active.other
         self._transition(
             Event.UPDATE_FOUND,
             current_version=self.current_version,
@@ -274,11 +325,81 @@ class Agent:
             UpdateState.TRIAL: self._step_trial,
             UpdateState.ROLLING_BACK: self._step_rollback,
         }
-        while not is_resting(self.record.state):
-            if self._crash_looping():
-                continue
-            steps[self.record.state]()
-            self.flush_reports()
+        self._driving = True
+        try:
+            while True:
+                self._honour_abandon_request()
+                if is_resting(self.record.state):
+                    return
+                if self._crash_looping():
+                    continue
+                steps[self.record.state]()
+                self.flush_reports()
+        finally:
+            self._driving = False
+
+    # ------------------------------------------------------------------ cancel
+
+    def _honour_abandon_request(self) -> None:
+        command = self._abandon.take()
+        if command is None:
+            return
+        state = self.record.state
+        if decide.abandon_event(state) is None:
+            log.info(
+                "%s: %s in %s: no update to abandon, nothing done",
+                *(self.parts.device_id, command.kind, state),
+            )
+            return
+        log.info("%s: %s abandons the update in %s", self.parts.device_id, command.kind, state)
+        detail = {
+            "command": command.kind.value,
+            "command_id": command.command_id,
+            "abandoned_in": state.value,
+        }
+        if decide.slot_still_unbootable(state):
+            self._disown_target_slot()
+            versions = self._versions_without_target()
+            changes: dict[str, Any] = {"slot_versions": versions}
+        else:
+            changes = {}  # ROLLING_BACK next: its step disarms or leaves the trial slot
+        self._transition(Event.CANCELLED, reason=FailureReason.CANCELLED, detail=detail, **changes)
+
+    def _disown_target_slot(self) -> None:
+        """Make sure the bootloader never boots the half-written (or never armed) slot."""
+        try:
+            self.parts.boot.mark_unbootable(self._target_slot)
+        except BootControlError as exc:
+            log.warning(
+                "%s: cannot mark slot %s unbootable: %s",
+                *(self.parts.device_id, self.record.target_slot, exc),
+            )
+
+    def _versions_without_target(self) -> dict[str, str]:
+        slot = self.record.target_slot
+        return {k: v for k, v in self.record.slot_versions.items() if k != slot}
+
+    def _keep_downloading(self) -> bool:
+        """Asked between the pieces of a download: False once a cancel was noted. Asks the
+        server for commands every `command_poll_s` (a device without MQTT hears a cancel
+        during a long download too)."""
+        if self.parts.clock() - self._last_command_poll >= self.parts.command_poll_s:
+            self._poll_commands()
+        return not self._abandon.is_set()
+
+    def _poll_commands(self) -> None:
+        self._last_command_poll = self.parts.clock()
+        try:
+            answer = self.parts.server.poll()
+        except AgentError as exc:
+            log.info("%s: no commands during the download: %s", self.parts.device_id, exc)
+            return
+        for command in answer.commands:  # the notice waits: one update at a time
+            log.info(
+                "%s: command %s (%s) during the download",
+                *(self.parts.device_id, command.kind, command.command_id),
+            )
+            self.note_command(command)
 
     def _crash_looping(self) -> bool:
         """Count step starts durably; give up a step that keeps dying (crash loop)."""
@@ -288,7 +409,7 @@ class Agent:
             self._transition(Event.GAVE_UP, reason=FailureReason.INTERNAL, detail=detail)
             return True
         self.record = dataclasses.replace(rec, step_attempts=rec.step_attempts + 1)
-        self.p.journal.save(self.record)
+        self.parts.journal.save(self.record)
         return False
 
     @property
@@ -297,15 +418,26 @@ class Agent:
 
     def _step_download(self) -> None:
         slot = self._target_slot
+        self._last_command_poll = self.parts.clock()
         try:
             info = self._verified_target(slot)
-            self.p.boot.mark_unbootable(slot)
-            with self.p.boot.open_slot(slot) as sink:
+            self.parts.boot.mark_unbootable(slot)
+            with self.parts.boot.open_slot(slot) as sink:
                 # with chunk hashes, whatever the slot already holds of this image is kept
                 # (a resume after a power cut); the hashes decide, not the journal
                 resume = info.length if info.chunk_sha256 else 0
-                url = self.p.tuf.target_url(info)
-                download_into(self.p.fetcher, url, info, sink, resume_from=resume)
+                url = self.parts.tuf.target_url(info)
+                download_into(
+                    self.parts.fetcher,
+                    url,
+                    info,
+                    sink,
+                    resume_from=resume,
+                    keep_going=self._keep_downloading,
+                )
+        except UpdateCancelledError as exc:
+            log.info("%s: %s", self.parts.device_id, exc)
+            return  # the drive loop honours the request that stopped it
         except (AgentError, BootControlError) as exc:
             self._fail_download(exc)
             return
@@ -318,23 +450,21 @@ class Agent:
         )
 
     def _verified_target(self, slot: Slot) -> TargetInfo:
-        self.p.tuf.refresh()
-        info = self.p.tuf.get_target(self.record.target_path)
+        self.parts.tuf.refresh()
+        info = self.parts.tuf.get_target(self.record.target_path)
         check_target(
             info,
-            model=self.p.model,
+            model=self.parts.model,
             current_version=self.current_version,
-            slot_size=self.p.boot.slot_size(slot),
+            slot_size=self.parts.boot.slot_size(slot),
         )
         return info
 
     def _fail_download(self, exc: Exception) -> None:
         reason = exc.reason if isinstance(exc, AgentError) else FailureReason.INTERNAL
         final = isinstance(exc, (VerificationError, InstallError))
-        versions = {
-            k: v for k, v in self.record.slot_versions.items() if k != self.record.target_slot
-        }
-        log.warning("%s: update failed: %s", self.p.device_id, exc)
+        versions = self._versions_without_target()
+        log.warning("%s: update failed: %s", self.parts.device_id, exc)
         self._transition(
             Event.DOWNLOAD_FAILED,
             reason=reason,
@@ -343,40 +473,47 @@ class Agent:
         )
 
     def _step_arm_trial(self) -> None:
+        if self._abandon.is_set():
+            return  # cancelled before the slot became bootable: the drive loop abandons it
         try:
-            self.p.boot.set_trial(self._target_slot)
+            self.parts.boot.set_trial(self._target_slot)
         except BootControlError as exc:
             self._transition(
                 Event.INSTALL_FAILED, reason=FailureReason.INTERNAL, detail={"error": str(exc)}
             )
             return
         self._transition(Event.TRIAL_ARMED)
-        self.p.boot.reboot()
+        self.parts.boot.reboot()
 
     def _step_after_reboot(self) -> None:
-        status = self.p.boot.status()
-        slot = self._target_slot
-        if status.active is slot and status.trial:
-            self._transition(Event.BOOTED_NEW_SLOT, detail={"attempts_left": status.attempts_left})
-        elif status.pending_trial is slot:
-            self.p.boot.reboot()  # the power went before the reboot we asked for
+        status = self.parts.boot.status()
+        event = decide.observe(self.record, status)
+        if event is Event.BOOTED_NEW_SLOT:
+            self._transition(event, detail={"attempts_left": status.attempts_left})
+        elif event is None:
+            self.parts.boot.reboot()  # the power went before the reboot we asked for
         else:
             self._rolled_back(FailureReason.BOOT_FAILED, {"why": "bootloader kept the old slot"})
 
     def _step_trial(self) -> None:
-        status = self.p.boot.status()
+        status = self.parts.boot.status()
         slot = self._target_slot
-        if status.active is not slot:
+        event = decide.observe(self.record, status)
+        if event is Event.BOOTED_OLD_SLOT:
             self._rolled_back(FailureReason.BOOT_FAILED, {"why": "fell back during the trial"})
             return
-        if not status.trial:  # marked good before the power went
+        if event is Event.HEALTH_PASSED:  # marked good before the power went
             self._committed()
             return
         result = run_health_checks(
-            self.p.health_checks, self.p.health_deadline_s, retry_interval_s=self.p.health_retry_s
+            self.parts.health_checks,
+            self.parts.health_deadline_s,
+            retry_interval_s=self.parts.health_retry_s,
         )
+        if self._abandon.is_set():
+            return  # cancelled during the trial: never commit; the drive loop rolls back
         if result.ok:
-            self.p.boot.mark_good()
+            self.parts.boot.mark_good()
             self._committed()
             return
         detail = {
@@ -397,27 +534,27 @@ class Agent:
         )
 
     def _step_rollback(self) -> None:
-        status = self.p.boot.status()
+        status = self.parts.boot.status()
         slot = self._target_slot
-        if status.active is not slot:
+        if decide.observe(self.record, status) is Event.BOOTED_OLD_SLOT:
             if status.pending_trial is slot:  # armed but not booted: disarm it
-                self.p.boot.mark_unbootable(slot)
+                self.parts.boot.mark_unbootable(slot)
             self._rolled_back(self.record.reason, dict(self.record.detail))
             return
         try:
-            self.p.boot.mark_unbootable(slot)  # RAUC's mark-bad on the booted slot
+            self.parts.boot.mark_unbootable(slot)  # RAUC's mark-bad on the booted slot
         except BootControlError as exc:
             log.info(
                 "%s: cannot mark the trial slot bad (%s); the boot counter will",
-                self.p.device_id,
+                self.parts.device_id,
                 exc,
             )
-        self.p.boot.reboot()
+        self.parts.boot.reboot()
 
     def _rolled_back(self, reason: FailureReason, detail: dict[str, Any]) -> None:
         slot = self.record.target_slot
-        versions = {k: v for k, v in self.record.slot_versions.items() if k != slot}
-        status = self.p.boot.status()
+        versions = self._versions_without_target()
+        status = self.parts.boot.status()
         self._transition(
             Event.BOOTED_OLD_SLOT,
             reason=reason,

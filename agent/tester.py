@@ -17,10 +17,10 @@ from typing import Any, Final
 
 from agent.config import CHANNEL_OVERRIDE_FILE, AgentConfig, load_config
 from agent.errors import AgentError
-from agent.fsutil import atomic_write, ensure_dir
 from agent.journal import Journal
 from agent.outbox import Outbox
 from agent.server_api import ServerApi
+from durable import atomic_write, ensure_dir
 from wire import UpdateState
 
 TESTER_TOKEN_FILE: Final = "tester_token"

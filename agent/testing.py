@@ -16,15 +16,17 @@ answer a list of problems (empty when all is well) so a test can assert and a be
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import itertools
 import json
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Generator, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from agent.download import BUFFER_SIZE, RangeFetcher
+from agent.download import BUFFER_SIZE
+from agent.fetcher import RangeFetcher
 from agent.journal import JournalRecord
 from agent.machine import is_resting
 from agent.outbox import COUNTER_NAME, Outbox
@@ -61,10 +63,11 @@ class SteadyFetcher:
     inner: RangeFetcher
     piece: int = BUFFER_SIZE
 
-    def fetch_range(self, url: str, start: int = 0, *, limit: int | None = None) -> Iterator[bytes]:
-        stream = self.inner.fetch_range(url, start, limit=limit)
+    def fetch_range(
+        self, url: str, start: int = 0, *, limit: int | None = None
+    ) -> Generator[bytes, None, None]:
         pending = bytearray()
-        try:
+        with contextlib.closing(self.inner.fetch_range(url, start, limit=limit)) as stream:
             for data in stream:
                 pending += data
                 while len(pending) >= self.piece:
@@ -72,10 +75,6 @@ class SteadyFetcher:
                     del pending[: self.piece]
             if pending:
                 yield bytes(pending)
-        finally:
-            close = getattr(stream, "close", None)
-            if close is not None:
-                close()
 
 
 @dataclass(frozen=True)
@@ -109,7 +108,7 @@ class PoweredDevice:
     @property
     def sim(self) -> SimDevice:
         assert self.agent is not None, "the device is off: power_on() first"
-        boot = self.agent.p.boot
+        boot = self.agent.parts.boot
         assert isinstance(boot, SimDevice)
         return boot
 
@@ -125,8 +124,8 @@ class PoweredDevice:
             self.power_cuts += 1
             raise
         agent = self.build(sim)
-        agent.p.outbox = LedgerOutbox(agent.p.outbox.directory, self.ledger, plan)
-        agent.p.fetcher = SteadyFetcher(agent.p.fetcher)
+        agent.parts.outbox = LedgerOutbox(agent.parts.outbox.directory, self.ledger, plan)
+        agent.parts.fetcher = SteadyFetcher(agent.parts.fetcher)
         self.agent = agent
         self.arm(plan)
         return agent
@@ -136,8 +135,8 @@ class PoweredDevice:
         agent = self.agent
         assert agent is not None, "the device is off: power_on() first"
         self.sim.faults = plan
-        agent.p.journal.on_step = plan.step
-        agent.p.outbox.on_step = plan.step
+        agent.parts.journal.on_step = plan.step
+        agent.parts.outbox.on_step = plan.step
 
     def run(self, action: Action, plan: FaultPlan) -> PowerCut | None:
         """Run `action` on the running agent under `plan`; the cut, if the power went."""
@@ -189,7 +188,7 @@ class PoweredDevice:
 
 
 def at_rest(agent: Agent) -> bool:
-    return is_resting(agent.record.state) and len(agent.p.outbox) == 0
+    return is_resting(agent.record.state) and len(agent.parts.outbox) == 0
 
 
 # ---------------------------------------------------------------------- what must hold

@@ -14,7 +14,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from pathlib import Path
 
-from agent.fsutil import atomic_write
+from durable import atomic_write
 
 
 class TrustedClock:

@@ -35,8 +35,8 @@ from hardware.sim import FaultPlan, SimDevice
 from lab.powerlab import Lab, lab  # the lab the power-cut tests use too
 from wire import FailureReason, UpdateState
 
-INSTALL_STEPS = 90  # an install has 65 to 80 durable steps: a cut drawn past them misses
-BOOT_STEPS = 8  # a boot and resume has about 7
+INSTALL_STEPS = 140  # an install has 103 to 128 durable steps: a cut drawn past them misses
+BOOT_STEPS = 13  # a boot and resume has 13 (bootenv, outbox counter and report, an ack)
 MAX_CUTS_IN_A_ROW = 200  # a cut rate near 1 still lets a boot through, eventually
 
 
@@ -90,8 +90,8 @@ def audit(the_lab: Lab, device: PoweredDevice, counts: Counts) -> UpdateState:
     counts.rollbacks_for_health += agent.record.reason is FailureReason.HEALTH_CHECK
     counts.devices_without_bootable_slot += bool(boot_problems(device, the_lab.good))
     counts.torn_files += len(torn_files(device))
-    reports = ReportAudit.of(device.ledger, the_lab.reports(agent.p.device_id), final)
-    row = the_lab.device_row(agent.p.device_id)
+    reports = ReportAudit.of(device.ledger, the_lab.reports(agent.parts.device_id), final)
+    row = the_lab.device_row(agent.parts.device_id)
     counts.lost_final_reports += (not reports.final_reported) or row["state"] != final.value
     counts.lost_reports += len(reports.lost)
     counts.duplicate_reports += len(reports.duplicated) + len(reports.reused)

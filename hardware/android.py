@@ -19,9 +19,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, BinaryIO
+from typing import Any
 
-from hardware.bootcontrol import BootControlError, BootStatus, Slot
+from hardware.bootcontrol import BootControlError, BootStatus, Slot, SlotSink
 from hardware.commands import reboot_and_wait, run_tool, tool_says_yes
 from hardware.options import command_option, optional_int
 
@@ -83,7 +83,7 @@ class AndroidControl:
         """The largest payload this device accepts (the partitions are update_engine's)."""
         return self.settings.max_payload_size
 
-    def open_slot(self, slot: Slot) -> BinaryIO:
+    def open_slot(self, slot: Slot) -> SlotSink:
         raise BootControlError(
             "Android applies payloads itself: use apply_payload(url, offset, size, headers) "
             "instead of writing the slot"

@@ -8,12 +8,14 @@ statement of what it booted.
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from types import TracebackType
+from typing import Any, BinaryIO, Self
 
-from hardware.bootcontrol import BootControlError, BootStatus, Slot
+from hardware.bootcontrol import BootControlError, BootStatus, Slot, SlotSink
 from hardware.options import optional_int, optional_str, required_str
 
 
@@ -41,9 +43,9 @@ class SlotDevices:
         finally:
             os.close(fd)
 
-    def open(self, slot: Slot) -> BinaryIO:
+    def open(self, slot: Slot) -> SlotSink:
         try:
-            return open(self.devices[slot], "r+b")
+            return FileSlot(open(self.devices[slot], "r+b"))
         except OSError as exc:
             raise BootControlError(f"cannot open slot {slot} ({exc.strerror})") from None
 
@@ -59,13 +61,69 @@ class SlotDevices:
         raise BootControlError(f"{self.cmdline_path} names neither slot's root")
 
 
-def open_inactive_slot(slots: SlotDevices, status: BootStatus, slot: Slot) -> BinaryIO:
+def open_inactive_slot(slots: SlotDevices, status: BootStatus, slot: Slot) -> SlotSink:
     """Open `slot` for writing unless the bootloader could boot it (running, committed, armed)."""
     if slot in (status.active, status.committed):
         raise BootControlError(f"slot {slot} is running or committed; refusing to write it")
     if status.pending_trial == slot:
         raise BootControlError(f"slot {slot} is armed for a trial; mark it unbootable first")
     return slots.open(slot)
+
+
+class FileSlot:
+    """A slot that is a block device or a plain file, as a `SlotSink`: `fsync()` is
+    fsync(2) after a flush, `drop_written` is `posix_fadvise(POSIX_FADV_DONTNEED)`."""
+
+    def __init__(self, file: BinaryIO) -> None:
+        self._file = file
+
+    def read(self, size: int = -1, /) -> bytes:
+        return self._file.read(size)
+
+    def write(self, data: bytes | memoryview, /) -> int | None:
+        return self._file.write(data)
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET, /) -> int:
+        return self._file.seek(offset, whence)
+
+    def flush(self) -> None:
+        self._file.flush()
+
+    def fsync(self) -> None:
+        self._file.flush()
+        os.fsync(self._file.fileno())
+
+    def drop_written(self, start: int, length: int) -> None:
+        drop_from_page_cache(self._file.fileno(), start, length)
+
+    def fileno(self) -> int:
+        return self._file.fileno()
+
+    def close(self) -> None:
+        self._file.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        value: BaseException | None,
+        traceback: TracebackType | None,
+        /,
+    ) -> None:
+        self.close()
+
+
+def drop_from_page_cache(fd: int, start: int, length: int) -> None:
+    """Ask the kernel to write `length` bytes at `start` back and drop them from the page
+    cache (a hint, not a sync: the final fsync still decides durability)."""
+    if sys.platform in ("darwin", "win32"):
+        return  # no posix_fadvise there
+    try:
+        os.posix_fadvise(fd, start, length, os.POSIX_FADV_DONTNEED)
+    except OSError:
+        return  # a hint the device may not take (a pipe, an odd filesystem)
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from typing import BinaryIO, Protocol, runtime_checkable
+from types import TracebackType
+from typing import Protocol, Self, runtime_checkable
 
 
 class Slot(enum.StrEnum):
@@ -36,6 +37,40 @@ class BootStatus:
     pending_trial: Slot | None = None  # armed for the next boot, not yet booted
 
 
+class SlotSink(Protocol):
+    """A slot opened for writing (`r+b` at offset 0, never truncated), as `open_slot` gives it.
+
+    The calls a one-pass download makes, with the durability step its backend knows how to
+    do: `fsync()` (a block device's fsync(2), the simulated device's fault-planned sync) and
+    `drop_written(start, length)`, a hint that the range is written (start writing it back,
+    drop it from the page cache) that may do nothing.
+    """
+
+    def read(self, size: int = -1, /) -> bytes: ...
+
+    def write(self, data: bytes | memoryview, /) -> int | None: ...
+
+    def seek(self, offset: int, whence: int = 0, /) -> int: ...
+
+    def flush(self) -> None: ...
+
+    def fsync(self) -> None: ...
+
+    def drop_written(self, start: int, length: int) -> None: ...
+
+    def close(self) -> None: ...
+
+    def __enter__(self) -> Self: ...
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        value: BaseException | None,
+        traceback: TracebackType | None,
+        /,
+    ) -> None: ...
+
+
 class BootControlError(Exception):
     """The boot mechanism refused or failed (tool exit code, bad env, missing slot)."""
 
@@ -52,7 +87,7 @@ class BootControl(Protocol):
         """Capacity of `slot` in bytes."""
         ...
 
-    def open_slot(self, slot: Slot) -> BinaryIO:
+    def open_slot(self, slot: Slot) -> SlotSink:
         """The slot opened for reading and writing (`r+b`, no truncation) at offset 0.
 
         Refuses the active slot. The caller must `mark_unbootable(slot)` first.

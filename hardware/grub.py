@@ -27,10 +27,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 from hardware.blockdev import SlotDevices, boot_once_status, open_inactive_slot
-from hardware.bootcontrol import BootControlError, BootStatus, Slot
+from hardware.bootcontrol import BootControlError, BootStatus, Slot, SlotSink
 from hardware.commands import reboot_and_wait, run_tool
 from hardware.envtext import parse_assignments
 from hardware.options import command_option, optional_int, optional_path, optional_str
@@ -87,7 +87,7 @@ class GrubControl:
     def slot_size(self, slot: Slot) -> int:
         return self.slots.size(slot)
 
-    def open_slot(self, slot: Slot) -> BinaryIO:
+    def open_slot(self, slot: Slot) -> SlotSink:
         return open_inactive_slot(self.slots, self.status(), slot)
 
     def mark_unbootable(self, slot: Slot) -> None:

@@ -11,13 +11,15 @@ The bootloader's rules live in `hardware.sim_env` (pure); `boot()` applies them 
 happens at power-on: `reboot()` calls it, and a test harness calls it after a power cut.
 
 Power-cut model (`FaultPlan`). Every durable step inside the device calls `plan.step(name)`:
-each bootenv write (`bootenv.write-temp`, `bootenv.fsync-temp`, `bootenv.replace` before the
-rename, `bootenv.fsync-dir` after it), each write to a slot (`slot.write`), each flush or
-fsync of a slot (`slot.flush`, `slot.fsync`). A plan armed for step N raises `PowerCut` there;
-`PowerCut` derives from BaseException so no `except Exception` in the code under test can
-swallow it. After the cut the plan stays "off": every later step raises again, as a dead
-machine does nothing. Writes reach the disk in order, and a cut at a slot write can tear it
-(the first half of that chunk lands). The harness then opens the root again with a new
+each bootenv write (`durable.atomic_write`'s steps: `bootenv.write-temp`, `bootenv.fsync-temp`,
+`bootenv.replace` before the rename, `bootenv.fsync-dir` after it), each write to a slot
+(`slot.write`), each flush or fsync of a slot (`slot.flush`, `slot.fsync`). A plan armed for
+step N raises `PowerCut` there; `PowerCut` derives from BaseException so no `except Exception`
+in the code under test can swallow it. After the cut the plan stays "off": every later step
+raises again, as a dead machine does nothing. Writes reach the disk in order, and a cut at a
+slot write can tear it (the first half of that chunk lands). A cut before a bootenv rename
+leaves no temp file: `durable` removes it on the way out of any failure, so the stale-temp
+sweep in `boot()` is for real power cuts only. The harness then opens the root again with a new
 `SimDevice` (a fresh process) and calls `boot()`.
 
 To enumerate the cut points of an action, run it once with `FaultPlan.recording()` and read
@@ -33,10 +35,10 @@ import errno
 import io
 import os
 from pathlib import Path
-from typing import BinaryIO, cast
 
-from hardware.atomic_file import remove_stale_temps, write_atomically
-from hardware.bootcontrol import BootControlError, BootStatus, Slot
+import durable
+from hardware.blockdev import drop_from_page_cache
+from hardware.bootcontrol import BootControlError, BootStatus, Slot, SlotSink
 from hardware.sim_env import (
     BootEnv,
     arm_trial,
@@ -121,7 +123,7 @@ class SimDevice:
             with open(root / f"slot_{slot.value}.img", "wb") as image:
                 image.truncate(slot_size)
         env = provisioned_env(max_attempts, model)
-        write_atomically(root / ENV_FILE, env_to_json(env), tag="bootenv")
+        durable.atomic_write(root / ENV_FILE, env_to_json(env), mode=None, tag="bootenv")
         return cls(root)
 
     # ------------------------------------------------------------------ BootControl
@@ -132,7 +134,7 @@ class SimDevice:
     def slot_size(self, slot: Slot) -> int:
         return self.slot_path(slot).stat().st_size
 
-    def open_slot(self, slot: Slot) -> BinaryIO:
+    def open_slot(self, slot: Slot) -> SlotSink:
         env = self._read_env()
         if slot == env.active:
             raise BootControlError(f"slot {slot} is running; refusing to open it for writing")
@@ -141,7 +143,7 @@ class SimDevice:
         if slot not in env.unbootable:
             raise BootControlError(f"mark slot {slot} unbootable before writing it")
         raw = open(self.slot_path(slot), "r+b", buffering=0)  # noqa: SIM115 (owned by SlotFile)
-        return cast(BinaryIO, SlotFile(raw, self.slot_size(slot), self.faults))
+        return SlotFile(raw, self.slot_size(slot), self.faults)
 
     def mark_unbootable(self, slot: Slot) -> None:
         self._update_env(mark_slot_bad(self._read_env(), slot))
@@ -162,7 +164,7 @@ class SimDevice:
 
     def boot(self) -> Slot:
         """Power-on: the bootloader picks a slot (spending a trial attempt) and boots it."""
-        remove_stale_temps(self._env_path)  # nothing else runs before the bootloader
+        durable.remove_stale_temps(self._env_path)  # nothing else runs before the bootloader
         env = power_on(self._read_env())
         self._update_env(env)
         return env.active
@@ -213,11 +215,15 @@ class SimDevice:
         return env_from_json(raw)
 
     def _update_env(self, env: BootEnv) -> None:
-        write_atomically(self._env_path, env_to_json(env), self.faults.step, tag="bootenv")
+        data = env_to_json(env)
+        durable.atomic_write(
+            self._env_path, data, mode=None, on_step=self.faults.step, tag="bootenv"
+        )
 
 
 class SlotFile(io.RawIOBase):
-    """A slot opened for writing: a block device's limits, and every write is a fault step.
+    """A slot opened for writing (a `SlotSink`): a block device's limits, and every write is a
+    fault step.
 
     Writing past the end raises ENOSPC as a partition does. `fsync()` syncs through the plan;
     `os.fsync(f.fileno())` also works but is invisible to the plan.
@@ -243,6 +249,9 @@ class SlotFile(io.RawIOBase):
 
     def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
         return self._raw.readinto(buffer)
+
+    def read(self, size: int = -1, /) -> bytes:
+        return self._raw.read(size) or b""
 
     def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
         return self._raw.seek(offset, whence)
@@ -280,6 +289,9 @@ class SlotFile(io.RawIOBase):
     def fsync(self) -> None:
         self._faults.step("slot.fsync")
         os.fsync(self._raw.fileno())
+
+    def drop_written(self, start: int, length: int) -> None:
+        drop_from_page_cache(self._raw.fileno(), start, length)  # a hint: no fault step
 
     def close(self) -> None:
         # Closing promises nothing about durability, so it is not a fault step: and a close

@@ -1,9 +1,31 @@
 """Helpers for testing any BootControl backend, shipped with the package (structlog style):
-the agent's install order in one call, and the refusals every backend owes its caller."""
+the agent's install order in one call, the refusals every backend owes its caller, and the
+simulated bootloader's rules driven one request at a time (for property tests)."""
 
 from __future__ import annotations
 
 from hardware.bootcontrol import BootControl, BootControlError, Slot
+from hardware.sim_env import BootEnv, arm_trial, commit_running, mark_slot_bad, power_on
+
+# ("arm", slot), ("bad", slot), ("good", None) or ("power_on", None)
+BootRequest = tuple[str, Slot | None]
+
+
+def apply_boot_request(env: BootEnv, request: BootRequest) -> BootEnv:
+    """What the simulated bootloader's environment becomes after `request` (the OS asking to
+    arm a trial, mark a slot bad or commit the running one, or a power-on). A request the
+    rules refuse changes nothing."""
+    kind, slot = request
+    try:
+        if kind == "arm" and slot is not None:
+            return arm_trial(env, slot)
+        if kind == "bad" and slot is not None:
+            return mark_slot_bad(env, slot)
+        if kind == "good":
+            return commit_running(env)
+    except BootControlError:
+        return env
+    return power_on(env)
 
 
 def install_into_other_slot(boot: BootControl, payload: bytes) -> Slot:

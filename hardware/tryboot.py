@@ -13,7 +13,7 @@ watchdog reset or a power cut, boots `[all]` again). So a trial has exactly one 
 `reboot()` asks for a tryboot when a trial is armed and not running, a plain reboot otherwise.
 A trial whose boot dies leaves the arming in place; the next `reboot()` tries it again, and the
 agent's step counter bounds that. autoboot.txt sits on FAT: the replace is as atomic as vfat's
-rename, which is what the Pi firmware itself relies on.
+rename, which is what the Pi firmware itself relies on, and is never chmod-ed (vfat refuses).
 """
 
 from __future__ import annotations
@@ -21,11 +21,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
-from hardware.atomic_file import write_atomically
+import durable
 from hardware.blockdev import PartitionMap, SlotDevices, boot_once_status, open_inactive_slot
-from hardware.bootcontrol import BootControlError, BootStatus, Slot
+from hardware.bootcontrol import BootControlError, BootStatus, Slot, SlotSink
 from hardware.commands import reboot_and_wait
 from hardware.options import command_option, optional_int, optional_path
 
@@ -75,9 +75,16 @@ class TrybootSettings:
 class TrybootControl:
     """BootControl over Raspberry Pi tryboot (see the module docstring)."""
 
-    def __init__(self, slots: SlotDevices, settings: TrybootSettings) -> None:
+    def __init__(
+        self,
+        slots: SlotDevices,
+        settings: TrybootSettings,
+        *,
+        on_step: durable.StepHook = durable.no_step,
+    ) -> None:
         self.slots = slots
         self.settings = settings
+        self.on_step = on_step  # test seam: called before each `autoboot.*` step (see durable)
 
     @classmethod
     def from_options(cls, options: Mapping[str, Any]) -> TrybootControl:
@@ -103,7 +110,7 @@ class TrybootControl:
     def slot_size(self, slot: Slot) -> int:
         return self.slots.size(slot)
 
-    def open_slot(self, slot: Slot) -> BinaryIO:
+    def open_slot(self, slot: Slot) -> SlotSink:
         return open_inactive_slot(self.slots, self.status(), slot)
 
     def mark_unbootable(self, slot: Slot) -> None:
@@ -160,8 +167,12 @@ class TrybootControl:
             self.settings.partitions.part_of(committed),
             self.settings.partitions.part_of(tryboot),
         )
-        write_atomically(
-            self.settings.autoboot_path, render_autoboot(sections).encode(), tag="autoboot"
+        durable.atomic_write(
+            self.settings.autoboot_path,
+            render_autoboot(sections).encode(),
+            mode=None,  # FAT refuses chmod; the firmware only needs to read it
+            on_step=self.on_step,
+            tag="autoboot",
         )
 
     def _booted_slot(self) -> Slot:

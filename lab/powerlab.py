@@ -48,10 +48,10 @@ class Lab:
         """Everything that must hold of a device at rest (empty when it all does)."""
         agent = device.agent
         assert agent is not None, "settle() the device first"
-        device_id = agent.p.device_id
+        device_id = agent.parts.device_id
         found = torn_files(device, corrupt_expected=corrupt_expected)
         found += boot_problems(device, self.good)
-        status = agent.p.boot.status()
+        status = agent.parts.boot.status()
         if status.trial or status.pending_trial is not None:
             found.append(f"at rest but the bootloader still has a trial: {status}")
         final = agent.record.state

@@ -6,7 +6,7 @@ the wire contract of design.md: a device (username = device id) publishes only i
 and reads only its own commands and its channel/model notice; the server user reads and
 writes everything under the protocol prefix. Topic names come from `wire`, so the
 ACL cannot drift from what the agent and the server use
-(docs/decisions/server-broker-acl.md).
+(docs/decisions/0009-server-broker-acl.md).
 """
 
 from __future__ import annotations
@@ -16,9 +16,7 @@ import datetime as dt
 import hashlib
 import hmac
 import ipaddress
-import os
 import secrets
-import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,7 +26,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from agent.fsutil import ensure_dir, fsync_dir
+from durable import atomic_write, ensure_dir
 from wire import TOPIC_PREFIX, channel_topic, device_cmd_topic, device_status_topic
 
 PBKDF2_SHA512_ID = "7"  # mosquitto 2.x's `$7$` password hashes
@@ -37,6 +35,7 @@ HASH_BYTES = 64
 DEFAULT_ITERATIONS = 101  # what mosquitto_passwd writes
 SERVER_CERT_DAYS = 825
 _FORBIDDEN_IN_NAMES = frozenset(":%/+#\x00")
+_PUBLIC = 0o644  # certificates, the ACL and the config: mosquitto may run as another user
 
 
 class BrokerConfigError(ValueError):
@@ -385,13 +384,13 @@ def write_broker_config(
         run_as_user=run_as_user,
     )
     ensure_dir(paths.conf.parent)
-    _write_private(paths.ca_key, ca_key)
-    _write_public(paths.ca_cert, ca_cert)
-    _write_private(paths.server_key, key)
-    _write_public(paths.server_cert, cert)
-    _write_private(paths.password_file, passwd.encode())
-    _write_public(paths.acl_file, acl.encode())
-    _write_public(paths.conf, conf.encode())
+    atomic_write(paths.ca_key, ca_key)  # private (0600) unless told
+    atomic_write(paths.ca_cert, ca_cert, mode=_PUBLIC)
+    atomic_write(paths.server_key, key)
+    atomic_write(paths.server_cert, cert, mode=_PUBLIC)
+    atomic_write(paths.password_file, passwd.encode())
+    atomic_write(paths.acl_file, acl.encode(), mode=_PUBLIC)
+    atomic_write(paths.conf, conf.encode(), mode=_PUBLIC)
     return paths
 
 
@@ -431,27 +430,3 @@ def _check_key_matches(cert_pem: bytes, key_pem: bytes) -> None:
     cert_public = x509.load_pem_x509_certificate(cert_pem).public_key()
     if cert_public != key.public_key():
         raise BrokerConfigError("ca.key does not belong to ca.crt")
-
-
-def _write_private(path: Path, data: bytes) -> None:
-    _replace_file(path, data, mode=0o600)
-
-
-def _write_public(path: Path, data: bytes) -> None:
-    _replace_file(path, data, mode=0o644)
-
-
-def _replace_file(path: Path, data: bytes, *, mode: int) -> None:
-    """Temp file in the same directory (created 0600), fsync, chmod, rename, fsync the dir."""
-    fd, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as out:
-            out.write(data)
-            out.flush()
-            os.fsync(out.fileno())
-        os.chmod(temp_name, mode)
-        os.replace(temp_name, path)
-    except BaseException:  # also KeyboardInterrupt: never leave a temp file (maybe a key) behind
-        Path(temp_name).unlink(missing_ok=True)
-        raise
-    fsync_dir(path.parent)

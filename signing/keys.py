@@ -9,7 +9,6 @@ provisioned with at `<repo_dir>/root.json`.
 from __future__ import annotations
 
 import contextlib
-import os
 import shutil
 import tempfile
 from collections.abc import Iterator, Mapping
@@ -25,6 +24,7 @@ from cryptography.hazmat.primitives.serialization import (
 from securesystemslib.signer import CryptoSigner, Signer  # type: ignore[attr-defined]
 from tuf.api.metadata import Metadata, Root, Targets  # type: ignore[attr-defined]
 
+import durable
 from signing.errors import KeysError
 from signing.signers import (
     env_name,
@@ -180,7 +180,7 @@ def _staged_keys(
     """Write the keys into a private staging folder; it becomes `keys/` only if the body
     (writing the metadata) succeeds, otherwise it is removed."""
     try:
-        repo_dir.mkdir(parents=True, exist_ok=True)
+        durable.ensure_dir(repo_dir)
         staging = Path(tempfile.mkdtemp(prefix=".keys-", dir=repo_dir))
     except OSError as exc:
         raise KeysError(f"cannot create a key folder in {repo_dir}: {exc.strerror}") from exc
@@ -190,7 +190,7 @@ def _staged_keys(
             for signer, path in zip(role_signers, paths, strict=True):
                 write_private_key(staging / path.name, signer, passphrase)
         yield
-        os.replace(staging, repo_dir / KEYS_DIR)
+        durable.replace(staging, repo_dir / KEYS_DIR)
     except OSError as exc:
         raise KeysError(f"cannot write keys into {repo_dir}: {exc.strerror or exc}") from exc
     finally:
@@ -204,13 +204,7 @@ def write_private_key(path: Path, signer: CryptoSigner, passphrase: str | None) 
         encryption = BestAvailableEncryption(passphrase.encode())
         key = load_pem_private_key(pem, None)
         pem = key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, encryption)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        os.fchmod(fd, 0o600)
-        os.write(fd, pem)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    durable.create_file(path, pem, mode=0o600)
 
 
 def load_signer(path: Path, passphrase: str | None = None) -> CryptoSigner:

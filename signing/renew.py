@@ -4,7 +4,7 @@ Publishing re-signs all three with a new target added. Between publishes the sho
 roles still expire (timestamp after a day, snapshot after a week by default), so
 `renew_metadata` re-signs only what would otherwise expire before its next run, which a
 daily job can do with the timestamp key alone on most days. Both write in the same order as
-a publish (targets, snapshot, timestamp last): see docs/decisions/signing-publish-order.md.
+a publish (targets, snapshot, timestamp last): see docs/decisions/0014-signing-publish-order.md.
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ that the version goes up for its channel and model, hashes the image in one stre
 then writes in this order: the target bytes, `<N+1>.targets.json`, `<M+1>.snapshot.json`,
 and `timestamp.json` last. Until that last atomic write nothing a client reads has changed, so
 a publish that fails or is killed at any point leaves the previous repository valid.
-See docs/decisions/signing-publish-order.md.
+See docs/decisions/0014-signing-publish-order.md.
 """
 
 from __future__ import annotations

@@ -13,7 +13,6 @@ The replaced key is revoked: nothing it signs afterwards verifies. Its file move
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ from typing import Any
 from securesystemslib.signer import CryptoSigner, Signer  # type: ignore[attr-defined]
 from tuf.api.metadata import Metadata
 
+import durable
 from signing.delegation import Plan
 from signing.errors import KeysError
 from signing.keys import (
@@ -250,12 +250,12 @@ def _swap_key_files(
         raise
     if old_path is not None:
         retired = keys_dir / RETIRED_DIR
-        retired.mkdir(mode=0o700, exist_ok=True)
-        os.replace(old_path, retired / f"{role}-{old[:16]}{''.join(old_path.suffixes)}")
+        durable.ensure_dir(retired, mode=0o700)
+        durable.replace(old_path, retired / f"{role}-{old[:16]}{''.join(old_path.suffixes)}")
     dest = _free_name(keys_dir, role, new.public_key.keyid, suffix)
     if old_path is not None and "".join(old_path.suffixes) == suffix:
         dest = old_path
-    os.replace(staging, dest)
+    durable.replace(staging, dest)
     return dest
 
 

@@ -22,6 +22,7 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 from securesystemslib.signer import CryptoSigner, Signer  # type: ignore[attr-defined]
 
+import durable
 from signing.errors import KeysError
 
 __all__ = [
@@ -76,12 +77,7 @@ def key_reference_paths(keys_dir: Path, stem: str) -> list[Path]:
 def write_key_reference(path: Path, uri: str, keyid: str) -> None:
     """Record where a role's key lives (no secret in it)."""
     data = json.dumps({"uri": uri, "keyid": keyid}, indent=2).encode()
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    durable.create_file(path, data, mode=0o644)
 
 
 def read_key_reference(path: Path) -> tuple[str, str]:

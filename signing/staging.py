@@ -4,7 +4,7 @@ A staged release is the next version of one targets-type role, signed by the key
 engineer holds, stored as `staged/<role>.json`. Clients never read `staged/`: only metadata
 that snapshot and timestamp name is live. `sign_staged` adds one signature; once the role's
 threshold is met it writes the role's metadata, then snapshot, then timestamp.json last (the
-publish order, docs/decisions/signing-publish-order.md). A proposal whose base has moved on
+publish order, docs/decisions/0014-signing-publish-order.md). A proposal whose base has moved on
 (someone published in between) is refused as stale instead of hiding that publish.
 """
 

@@ -11,14 +11,12 @@ Backend failures (OSError, botocore errors) become `StorageError` here and nowhe
 from __future__ import annotations
 
 import contextlib
-import os
-import shutil
-import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any, Protocol, TypedDict
+from typing import TYPE_CHECKING, Any, Protocol, TypedDict
 from urllib.parse import unquote, urlparse
 
+import durable
 from signing.errors import StorageError
 
 if TYPE_CHECKING:
@@ -33,7 +31,7 @@ __all__ = [
     "open_storage",
 ]
 
-_COPY_BUFFER = 1024 * 1024
+_PUBLIC = 0o644  # a repository is for everyone to read
 _MIB = 1024 * 1024
 
 
@@ -75,7 +73,8 @@ def _os_errors(action: str, where: object) -> Iterator[None]:
 
 
 class LocalStorage:
-    """A folder; each write goes to a temp file in the same directory, fsync, rename, fsync dir."""
+    """A folder; each write is `durable`'s: a temp file in the same directory, fsync, rename,
+    fsync the directory."""
 
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
@@ -89,12 +88,14 @@ class LocalStorage:
     def put_file(self, name: str, path: Path) -> None:
         dest = self._path(name)
         with _os_errors("store", dest), Path(path).open("rb") as src:
-            self._replace(dest, lambda out: shutil.copyfileobj(src, out, _COPY_BUFFER))
+            durable.ensure_dir(dest.parent)
+            durable.atomic_copy(dest, src, mode=_PUBLIC)
 
     def put_bytes(self, name: str, data: bytes) -> None:
         dest = self._path(name)
         with _os_errors("store", dest):
-            self._replace(dest, lambda out: out.write(data))
+            durable.ensure_dir(dest.parent)
+            durable.atomic_write(dest, data, mode=_PUBLIC)
 
     def get_bytes(self, name: str) -> bytes | None:
         path = self._path(name)
@@ -107,31 +108,6 @@ class LocalStorage:
 
     def exists(self, name: str) -> bool:
         return self._path(name).is_file()
-
-    @staticmethod
-    def _replace(dest: Path, write: Callable[[IO[bytes]], object]) -> None:
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        fd, temp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
-        try:
-            with os.fdopen(fd, "wb") as out:
-                write(out)
-                out.flush()
-                os.fsync(out.fileno())
-            os.chmod(temp, 0o644)
-            os.replace(temp, dest)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(temp)
-            raise
-        _fsync_dir(dest.parent)
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 # --------------------------------------------------------------------------- S3

@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from hardware.atomic_file import write_atomically
+import durable
 from hardware.fakes import fake_command
 
 MAX_PRIORITY = 15
@@ -34,7 +34,7 @@ def read_misc(path: Path) -> Misc:
 
 
 def write_misc(path: Path, misc: Misc) -> None:
-    write_atomically(path, json.dumps(misc, indent=1).encode(), tag="misc")
+    durable.atomic_write(path, json.dumps(misc, indent=1).encode(), mode=None, tag="misc")
 
 
 def set_active(misc: Misc, number: int) -> None:
@@ -120,7 +120,7 @@ def _apply(image: Path, flags: dict[str, str], headers: dict[str, str]) -> str:
     digest = base64.b64encode(hashlib.sha256(data).digest()).decode()
     if headers.get("FILE_HASH", digest) != digest:
         return "ErrorCode::kPayloadHashMismatchError (10)"
-    write_atomically(image, data, tag="system")
+    durable.atomic_write(image, data, mode=None, tag="system")
     return SUCCESS
 
 

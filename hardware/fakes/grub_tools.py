@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from hardware.atomic_file import write_atomically
+import durable
 from hardware.envtext import format_assignments, parse_assignments
 from hardware.fakes import fake_command
 
@@ -31,7 +31,7 @@ def write_block(path: Path, env: Mapping[str, str]) -> None:
     body = (HEADER + format_assignments(env)).encode()
     if len(body) > BLOCK_SIZE:
         raise ValueError("environment block too small")
-    write_atomically(path, body + b"#" * (BLOCK_SIZE - len(body)), tag="grubenv")
+    durable.atomic_write(path, body + b"#" * (BLOCK_SIZE - len(body)), mode=None, tag="grubenv")
 
 
 def main(argv: list[str]) -> int:
@@ -83,7 +83,9 @@ def power_on(env_file: Path, cmdline_file: Path, roots: Mapping[str, str]) -> st
         write_block(env_file, env)
     else:
         entry = env.get("saved_entry") or next(iter(roots))
-    write_atomically(cmdline_file, f"BOOT_IMAGE=/vmlinuz root={roots[entry]} ro\n".encode())
+    durable.atomic_write(
+        cmdline_file, f"BOOT_IMAGE=/vmlinuz root={roots[entry]} ro\n".encode(), mode=None
+    )
     return entry
 
 

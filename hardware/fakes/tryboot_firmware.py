@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from hardware.atomic_file import write_atomically
+import durable
 from hardware.fakes import fake_command
 from hardware.tryboot import parse_autoboot, render_autoboot, with_partitions
 
@@ -30,8 +30,8 @@ def power_on(autoboot: Path, dt_dir: Path, *, tryboot: bool) -> int:
     section = sections.get("tryboot", {}) if use_tryboot else sections["all"]
     partition = int(section.get("boot_partition", sections["all"].get("boot_partition", "1")))
     dt_dir.mkdir(parents=True, exist_ok=True)
-    write_atomically(dt_dir / "partition", partition.to_bytes(4, "big"))
-    write_atomically(dt_dir / "tryboot", int(use_tryboot).to_bytes(4, "big"))
+    durable.atomic_write(dt_dir / "partition", partition.to_bytes(4, "big"), mode=None)
+    durable.atomic_write(dt_dir / "tryboot", int(use_tryboot).to_bytes(4, "big"), mode=None)
     return partition
 
 

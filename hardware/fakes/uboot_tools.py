@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from hardware.atomic_file import write_atomically
+import durable
 from hardware.envtext import format_assignments, parse_assignments
 from hardware.fakes import fake_command
 
@@ -35,7 +35,7 @@ def read_env(env_file: Path) -> dict[str, str]:
 
 
 def write_env(env_file: Path, env: Mapping[str, str]) -> None:
-    write_atomically(env_file, format_assignments(env).encode(), tag="ubootenv")
+    durable.atomic_write(env_file, format_assignments(env).encode(), mode=None, tag="ubootenv")
 
 
 # --------------------------------------------------------------------------- the tools
@@ -98,7 +98,9 @@ def power_on(env_file: Path, cmdline_file: Path, roots: Mapping[str, str]) -> st
             _altbootcmd(env, roots)
         write_env(env_file, env)
     part = env[BOOT_PART_VAR]
-    write_atomically(cmdline_file, f"console=ttyS0 root={roots[part]} rootwait\n".encode())
+    durable.atomic_write(
+        cmdline_file, f"console=ttyS0 root={roots[part]} rootwait\n".encode(), mode=None
+    )
     return part
 
 

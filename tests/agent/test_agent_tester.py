@@ -55,7 +55,7 @@ def test_a_broken_override_is_a_config_error(tmp_path: Path) -> None:
 def test_the_daemon_subscribes_to_the_joined_channel(tmp_path: Path) -> None:
     config = load_config(_config_file(tmp_path))  # read before joining: still stable
     save_channel(tmp_path / "data", "preview")
-    agent = SimpleNamespace(p=SimpleNamespace(reporter=None))  # only its reporter is set
+    agent = SimpleNamespace(parts=SimpleNamespace(reporter=None))  # only its reporter is set
     daemon = AgentDaemon(config, agent)  # type: ignore[arg-type]
     assert daemon.config.channel == "preview"
     assert daemon.doorbell is not None

@@ -6,7 +6,9 @@ import hashlib
 import io
 import os
 import random
-from collections.abc import Iterator
+import threading
+from collections.abc import Generator, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -14,9 +16,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from agent.download import StreamVerifier, download_into, exponential_backoff
-from agent.errors import TransportError, VerificationError
-from agent.fetcher import HttpStatusError, make_fetcher
+from agent.errors import TransportError, UpdateCancelledError, VerificationError
+from agent.fetcher import FetchLimits, HttpStatusError, make_fetcher
 from agent.tuf_client import TargetInfo, TufClient
+from hardware.blockdev import FileSlot
 from lab.tufrepo import (
     RepoServer,
     TufRepo,
@@ -63,15 +66,15 @@ def client(tmp_path: Path, repo: TufRepo, server: RepoServer) -> TufClient:
 
 
 @pytest.fixture
-def slot(tmp_path: Path) -> Iterator[io.BufferedRandom]:
+def slot(tmp_path: Path) -> Iterator[FileSlot]:
     """A file the size of a slot, holding the old system's bytes (0xAA), opened r+b."""
     path = tmp_path / "slot_b"
     path.write_bytes(b"\xaa" * SLOT_SIZE)
-    with path.open("r+b") as sink:
+    with FileSlot(path.open("r+b")) as sink:
         yield sink
 
 
-def slot_bytes(sink: io.BufferedRandom) -> bytes:
+def slot_bytes(sink: FileSlot) -> bytes:
     sink.flush()
     sink.seek(0)
     return sink.read()
@@ -87,7 +90,7 @@ def feed(verifier: StreamVerifier, data: bytes, piece: int) -> None:
         verifier.update(data[at : at + piece])
 
 
-def fetch(client: TufClient, path: str, sink: io.BufferedRandom, **kwargs: object) -> TargetInfo:
+def fetch(client: TufClient, path: str, sink: FileSlot, **kwargs: object) -> TargetInfo:
     info = client.get_target(path)
     kwargs.setdefault("backoff", no_wait)
     download_into(make_fetcher(), client.target_url(info), info, sink, **kwargs)  # type: ignore[arg-type]
@@ -98,7 +101,7 @@ def fetch(client: TufClient, path: str, sink: io.BufferedRandom, **kwargs: objec
 def test_image_lands_in_the_slot_and_is_synced(
     client: TufClient,
     server: RepoServer,
-    slot: io.BufferedRandom,
+    slot: FileSlot,
     path: str,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -117,7 +120,7 @@ def test_image_lands_in_the_slot_and_is_synced(
 
 
 def test_tampered_image_fails_at_the_bad_chunk(
-    repo: TufRepo, client: TufClient, slot: io.BufferedRandom
+    repo: TufRepo, client: TufClient, slot: FileSlot
 ) -> None:
     stored = repo.target_file(CHUNKED)
     tampered = bytearray(stored.read_bytes())
@@ -132,7 +135,7 @@ def test_tampered_image_fails_at_the_bad_chunk(
 
 
 def test_tampered_image_without_chunk_hashes_fails_at_the_end(
-    repo: TufRepo, client: TufClient, slot: io.BufferedRandom
+    repo: TufRepo, client: TufClient, slot: FileSlot
 ) -> None:
     stored = repo.target_file(PLAIN)
     stored.write_bytes(DATA[:-1] + bytes([DATA[-1] ^ 1]))
@@ -143,7 +146,7 @@ def test_tampered_image_without_chunk_hashes_fails_at_the_end(
 
 @pytest.mark.parametrize("path", [CHUNKED, PLAIN])
 def test_a_longer_body_is_a_length_mismatch_and_never_written(
-    client: TufClient, server: RepoServer, slot: io.BufferedRandom, path: str
+    client: TufClient, server: RepoServer, slot: FileSlot, path: str
 ) -> None:
     server.faults.extra_bytes = 10 * 1024 * 1024
     with pytest.raises(VerificationError) as caught:
@@ -153,7 +156,7 @@ def test_a_longer_body_is_a_length_mismatch_and_never_written(
 
 
 def test_a_shorter_stored_file_is_resumed_once_then_refused(
-    repo: TufRepo, client: TufClient, server: RepoServer, slot: io.BufferedRandom
+    repo: TufRepo, client: TufClient, server: RepoServer, slot: FileSlot
 ) -> None:
     repo.target_file(PLAIN).write_bytes(DATA[:1000])
     with pytest.raises(HttpStatusError) as caught:
@@ -164,7 +167,7 @@ def test_a_shorter_stored_file_is_resumed_once_then_refused(
 
 @pytest.mark.parametrize("path", [CHUNKED, PLAIN])
 def test_five_dropped_connections_still_end_in_a_good_image(
-    client: TufClient, server: RepoServer, slot: io.BufferedRandom, path: str
+    client: TufClient, server: RepoServer, slot: FileSlot, path: str
 ) -> None:
     server.faults.drops = [1000, 3 * CHUNK + 5, 7, CHUNK, 2 * CHUNK - 1]
     fetch(client, path, slot)
@@ -181,7 +184,7 @@ def test_five_dropped_connections_still_end_in_a_good_image(
 
 
 def test_six_drops_with_five_retries_give_up(
-    client: TufClient, server: RepoServer, slot: io.BufferedRandom
+    client: TufClient, server: RepoServer, slot: FileSlot
 ) -> None:
     server.faults.drops = [100] * 6
     waits: list[int] = []
@@ -191,7 +194,7 @@ def test_six_drops_with_five_retries_give_up(
 
 
 def test_a_missing_file_is_not_retried(
-    client: TufClient, server: RepoServer, slot: io.BufferedRandom
+    client: TufClient, server: RepoServer, slot: FileSlot
 ) -> None:
     info = client.get_target(PLAIN)
     with pytest.raises(HttpStatusError) as caught:
@@ -200,9 +203,58 @@ def test_a_missing_file_is_not_retried(
     assert target_ranges(server) == [""]
 
 
+@dataclass
+class RefusingFetcher:
+    """A fetcher of another kind (no HTTP): it decides itself whether asking again helps."""
+
+    retryable: bool
+    calls: int = 0
+
+    def fetch_range(
+        self, url: str, start: int = 0, *, limit: int | None = None
+    ) -> Generator[bytes, None, None]:
+        self.calls += 1
+        raise TransportError("the medium said no", retryable=self.retryable)
+        yield b""  # a generator, as the interface says
+
+
+@pytest.mark.parametrize(("retryable", "calls"), [(False, 1), (True, 3)])
+def test_the_fetcher_decides_what_is_retried(
+    client: TufClient, slot: FileSlot, retryable: bool, calls: int
+) -> None:
+    info = client.get_target(PLAIN)
+    fetcher = RefusingFetcher(retryable)
+    with pytest.raises(TransportError):
+        download_into(fetcher, "any://where", info, slot, retries=2, backoff=no_wait)
+    assert fetcher.calls == calls
+
+
+def test_a_cancel_stops_the_download_between_pieces(client: TufClient, slot: FileSlot) -> None:
+    info = client.get_target(CHUNKED)
+    seen: list[int] = []
+    with pytest.raises(UpdateCancelledError) as caught:
+        download_into(
+            make_fetcher(FetchLimits(read_size=CHUNK)),
+            client.target_url(info),
+            info,
+            slot,
+            progress=seen.append,
+            keep_going=lambda: not seen,  # cancelled once the first piece is in the slot
+        )
+    assert caught.value.reason is FailureReason.CANCELLED
+    assert seen[-1] < SIZE  # stopped at a piece boundary, long before the end
+    assert slot_bytes(slot)[seen[-1] : SIZE] == b"\xaa" * (SIZE - seen[-1])
+    assert slot_bytes(slot)[SIZE:] == b"\xaa" * (SLOT_SIZE - SIZE)
+
+
+def test_no_hashing_thread_outlives_a_download(client: TufClient, slot: FileSlot) -> None:
+    fetch(client, CHUNKED, slot)
+    assert not [t for t in threading.enumerate() if t.name.startswith("whole-hash")]
+
+
 @pytest.mark.parametrize("ignore_range", [False, True])
 def test_resume_rehashes_the_slot_instead_of_fetching_again(
-    client: TufClient, server: RepoServer, slot: io.BufferedRandom, ignore_range: bool
+    client: TufClient, server: RepoServer, slot: FileSlot, ignore_range: bool
 ) -> None:
     server.faults.ignore_range = ignore_range  # a 200 answer: the client skips what it has
     done = 5 * CHUNK + 300
@@ -215,7 +267,7 @@ def test_resume_rehashes_the_slot_instead_of_fetching_again(
 
 
 def test_resume_with_chunk_hashes_starts_at_the_last_verified_chunk(
-    client: TufClient, server: RepoServer, slot: io.BufferedRandom
+    client: TufClient, server: RepoServer, slot: FileSlot
 ) -> None:
     slot.write(DATA[: 5 * CHUNK + 300])
     fetch(client, CHUNKED, slot, resume_from=5 * CHUNK + 300)
@@ -224,7 +276,7 @@ def test_resume_with_chunk_hashes_starts_at_the_last_verified_chunk(
 
 
 def test_resume_fetches_again_from_a_chunk_torn_by_a_power_cut(
-    client: TufClient, server: RepoServer, slot: io.BufferedRandom
+    client: TufClient, server: RepoServer, slot: FileSlot
 ) -> None:
     torn = bytearray(DATA[: 6 * CHUNK])
     torn[2 * CHUNK + 10 : 2 * CHUNK + 4096] = b"\0" * (4096 - 10)
@@ -235,7 +287,7 @@ def test_resume_fetches_again_from_a_chunk_torn_by_a_power_cut(
 
 
 def test_resume_of_a_complete_image_fetches_nothing(
-    client: TufClient, server: RepoServer, slot: io.BufferedRandom
+    client: TufClient, server: RepoServer, slot: FileSlot
 ) -> None:
     slot.write(DATA)
     fetch(client, CHUNKED, slot, resume_from=SIZE)
@@ -257,7 +309,7 @@ def test_memory_stays_bounded_for_a_64_mib_image(tmp_path: Path) -> None:
     custom = rom_custom(version="2", model="pi4", chunk_size=4 * 1024 * 1024, chunk_sha256=hashes)
     repo.add_target_file("pi4/big.img", image, custom)
     repo.publish()
-    with RepoServer(repo.base) as server, (tmp_path / "slot").open("w+b") as sink:
+    with RepoServer(repo.base) as server, FileSlot((tmp_path / "slot").open("w+b")) as sink:
         client = TufClient(
             tmp_path / "tuf",
             server.metadata_url,

@@ -10,7 +10,6 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from agent import fsutil
 from agent.journal import Journal, JournalRecord
 from wire import FailureReason, UpdateState
 
@@ -152,7 +151,7 @@ class PowerCut(BaseException):
     [
         ("os.fsync", UpdateState.DOWNLOADING),
         ("os.replace", UpdateState.DOWNLOADING),
-        ("agent.fsutil.fsync_dir", UpdateState.INSTALLED),
+        ("durable.fsync_dir", UpdateState.INSTALLED),
     ],
 )
 def test_a_power_cut_during_save_leaves_old_or_new(
@@ -183,20 +182,3 @@ def test_a_completed_save_replaces_the_record_whole(tmp_path: Path) -> None:
     loaded = journal.load()
     assert loaded is not None
     assert loaded.state is UpdateState.INSTALLED
-
-
-def test_read_json_tells_missing_from_corrupt(tmp_path: Path) -> None:
-    assert fsutil.read_json(tmp_path / "nope.json") is None
-    (tmp_path / "list.json").write_text("[]")
-    with pytest.raises(ValueError, match="not a JSON object"):
-        fsutil.read_json(tmp_path / "list.json")
-    (tmp_path / "ok.json").write_text('{"a": 1}')
-    assert fsutil.read_json(tmp_path / "ok.json") == {"a": 1}
-
-
-def test_atomic_write_is_private_unless_told(tmp_path: Path) -> None:
-    fsutil.atomic_write(tmp_path / "credential", b"secret")
-    fsutil.atomic_write(tmp_path / "motd", b"hello", mode=0o644)
-    assert (tmp_path / "credential").stat().st_mode & 0o777 == 0o600
-    assert (tmp_path / "motd").stat().st_mode & 0o777 == 0o644
-    assert (tmp_path / "credential").read_bytes() == b"secret"

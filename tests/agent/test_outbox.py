@@ -17,7 +17,7 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from agent import fsutil
+import durable
 from agent.outbox import COUNTER_NAME, Outbox, report_name
 from wire import StatusReport, UpdateState
 
@@ -37,7 +37,7 @@ class PowerCut(BaseException):
 def power_cut_after(durable_steps: int) -> Iterator[None]:
     """Let `durable_steps` fsync/replace/fsync_dir calls through, then cut the power."""
     left = [durable_steps]
-    real = {"os.fsync": os.fsync, "os.replace": os.replace, "agent.fsutil.fsync_dir": None}
+    real = {"os.fsync": os.fsync, "os.replace": os.replace, "durable.fsync_dir": None}
 
     def stepping(name: str) -> Callable[..., Any]:
         def step(*args: Any) -> Any:
@@ -55,7 +55,7 @@ def power_cut_after(durable_steps: int) -> Iterator[None]:
         yield
 
 
-_real_fsync_dir = fsutil.fsync_dir
+_real_fsync_dir = durable.fsync_dir
 
 
 def test_add_numbers_from_zero_and_keeps_reports_until_acked(tmp_path: Path) -> None:
@@ -135,7 +135,7 @@ def test_stray_and_truncated_temp_files_are_never_reports(tmp_path: Path) -> Non
     assert reopened.pending() == [kept]
     assert len(reopened) == 1
     assert reopened.add(building()).seq == 1
-    assert not [p for p in tmp_path.iterdir() if fsutil.is_temp_name(p.name)]
+    assert not [p for p in tmp_path.iterdir() if durable.is_temp_name(p.name)]
 
 
 @pytest.mark.parametrize("durable_steps", range(8))

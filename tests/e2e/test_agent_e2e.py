@@ -3,10 +3,15 @@ simulated device, and (for the doorbell) a real mosquitto."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import logging
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Generator, Iterator
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from datetime import time as dt_time
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +19,9 @@ import pytest
 from tuf.api.metadata import Metadata, Timestamp
 
 from agent.daemon import AgentDaemon, build_agent
+from agent.fetcher import RangeFetcher
+from agent.health import CallableCheck
+from agent.policy import MaintenanceWindow
 from agent.runner import Agent
 from agent.server_api import ServerApi
 from hardware.bootcontrol import Slot
@@ -21,7 +29,7 @@ from hardware.sim import SimDevice
 from lab.fleet import MIB, Backend, Board, daemons_running, running_backend
 from signing.keys import key_paths, load_signer
 from signing.repo import PublishedRelease, target_storage_name
-from wire import AvailabilityNotice, FailureReason, UpdateState
+from wire import AvailabilityNotice, Command, CommandKind, FailureReason, UpdateState
 
 MODEL = "board"
 BOARD = Board(model=MODEL, slot_size=8 * MIB, image_size=3 * MIB + 7 * 32, chunk_size=MIB)
@@ -73,7 +81,7 @@ def test_update_is_installed_committed_and_every_step_reported(env: Backend) -> 
         "trial",
         "committed",
     ]
-    assert len(agent.p.outbox) == 0
+    assert len(agent.parts.outbox) == 0
 
 
 def test_failed_health_check_rolls_back_and_says_why(env: Backend) -> None:
@@ -176,17 +184,17 @@ def test_signed_version_older_than_running_is_refused(env: Backend) -> None:
 def test_reports_wait_in_the_outbox_while_the_server_is_away(env: Backend, tmp_path: Path) -> None:
     agent, _ = make_agent(env)
     env.publish("1.0")
-    real_server = agent.p.server
-    agent.p.server = ServerApi("http://127.0.0.1:9", "dev-1", "x")  # nothing listens there
+    real_server = agent.parts.server
+    agent.parts.server = ServerApi("http://127.0.0.1:9", "dev-1", "x")  # nothing listens there
     notice = real_server.poll().notice
     assert notice is not None
     agent.consider(notice)
     assert agent.record.state is UpdateState.COMMITTED
-    assert len(agent.p.outbox) == 5  # downloading .. committed, none acknowledged
-    agent.p.server = real_server
+    assert len(agent.parts.outbox) == 5  # downloading .. committed, none acknowledged
+    agent.parts.server = real_server
     agent.flush_reports()
     agent.flush_reports()  # sending twice must not double anything
-    assert len(agent.p.outbox) == 0
+    assert len(agent.parts.outbox) == 0
     states = env.reported_states("dev-1")
     assert states == ["idle", "downloading", "installed", "rebooting", "trial", "committed"]
 
@@ -245,3 +253,156 @@ def test_a_clock_reset_to_1970_does_not_make_expired_metadata_fresh(
     assert "expired" in agent.record.detail["error"]
     assert sim.status().active is running
     assert agent.current_version == "1.0"
+
+
+# --------------------------------------------------------------------------- cancel
+
+
+@dataclass
+class MidDownload:
+    """The image fetcher, with `meanwhile()` run once after the first piece went through:
+    what the world does while the device is downloading."""
+
+    inner: RangeFetcher
+    meanwhile: Callable[[], object]
+    received: int = field(default=0, init=False)
+
+    def fetch_range(
+        self, url: str, start: int = 0, *, limit: int | None = None
+    ) -> Generator[bytes, None, None]:
+        with contextlib.closing(self.inner.fetch_range(url, start, limit=limit)) as stream:
+            for data in stream:
+                yield data
+                first = self.received == 0
+                self.received += len(data)
+                if first:
+                    self.meanwhile()
+
+
+def from_another_thread(action: Callable[[], object]) -> None:
+    """Run `action` on a thread of its own (as the MQTT thread would) and wait for it."""
+    thread = threading.Thread(target=action)
+    thread.start()
+    thread.join(timeout=10)
+    assert not thread.is_alive(), "the action blocked behind the running update"
+
+
+def last_report(env: Backend, device_id: str) -> dict[str, Any]:
+    reports = env.api(f"/api/v1/reports?device_id={device_id}&limit=1000")
+    return dict(max(reports, key=lambda r: r["seq"]))
+
+
+def assert_abandoned_before_the_trial(agent: Agent, sim: SimDevice, running: str) -> None:
+    assert agent.record.state is UpdateState.FAILED
+    assert agent.record.reason is FailureReason.CANCELLED
+    status = sim.status()
+    assert (status.active, status.committed, status.pending_trial) == (Slot.A, Slot.A, None)
+    assert Slot.B in sim.read_env().unbootable
+    assert slot_digest(sim, Slot.A) == running
+    assert "b" not in agent.record.slot_versions
+
+
+@pytest.mark.parametrize("kind", [CommandKind.CANCEL, CommandKind.ROLLBACK])
+def test_a_cancel_stops_the_download_and_survives_a_restart(
+    env: Backend, kind: CommandKind
+) -> None:
+    config = env.agent_config("dev-1", health_deadline_s=HEALTH_DEADLINE_S)
+    sim = env.provision("dev-1")
+    agent = build_agent(config, boot=sim)
+    agent.resume()
+    running = slot_digest(sim, Slot.A)
+    env.publish("1.0")
+    cancel = Command(command_id="c-1", kind=kind)
+    fetcher = MidDownload(
+        agent.parts.fetcher, lambda: from_another_thread(lambda: agent.handle_command(cancel))
+    )
+    agent.parts.fetcher = fetcher
+    agent.poll_once()
+    assert fetcher.received < 2 * MIB  # stopped long before the end of the 3 MiB
+    assert_abandoned_before_the_trial(agent, sim, running)
+    assert agent.record.detail["abandoned_in"] == "downloading"
+    assert agent.record.detail["command"] == kind.value
+    report = last_report(env, "dev-1")
+    assert (report["state"], report["reason"]) == ("failed", "cancelled")
+    assert env.reported_states("dev-1") == ["idle", "downloading", "failed"]
+
+    again = build_agent(config, boot=SimDevice(sim.root))  # a new process, same journal
+    again.resume()
+    again.poll_once()  # the same notice again: not started again
+    assert_abandoned_before_the_trial(again, sim, running)
+    env.publish("2.0")  # a new notice is
+    again.poll_once()
+    assert again.record.state is UpdateState.COMMITTED
+    assert again.current_version == "2.0"
+
+
+def test_a_cancel_queued_on_the_server_reaches_a_download_through_the_poll(env: Backend) -> None:
+    agent, sim = make_agent(env)
+    running = slot_digest(sim, Slot.A)
+    env.publish("1.0")
+    agent.parts.command_poll_s = 0.0  # ask for commands before every piece (no MQTT here)
+    queued: list[dict[str, Any]] = []
+    path = "/api/v1/devices/dev-1/commands"
+    agent.parts.fetcher = MidDownload(
+        agent.parts.fetcher, lambda: queued.append(env.api(path, {"kind": "cancel"}))
+    )
+    agent.poll_once()
+    assert_abandoned_before_the_trial(agent, sim, running)
+    assert agent.record.detail["command_id"] == queued[0]["command_id"]
+    row = env.device_row("dev-1")
+    assert (row["state"], row["current_version"]) == ("failed", "")
+    assert last_report(env, "dev-1")["reason"] == FailureReason.CANCELLED.value
+    assert agent.parts.server.poll().commands == ()  # delivered once, not again
+
+
+def test_a_cancel_during_the_trial_rolls_back(env: Backend) -> None:
+    config = env.agent_config("dev-1", health_deadline_s=HEALTH_DEADLINE_S)
+    sim = env.provision("dev-1")
+    agent = build_agent(config, boot=sim)
+    cancel = Command(command_id="c-2", kind=CommandKind.CANCEL)
+
+    def healthy_but_cancelled() -> None:
+        from_another_thread(lambda: agent.handle_command(cancel))
+
+    agent.parts.health_checks.append(CallableCheck("meanwhile", healthy_but_cancelled))
+    agent.resume()
+    env.publish("1.0")
+    agent.poll_once()
+    assert agent.record.state is UpdateState.ROLLED_BACK
+    assert agent.record.reason is FailureReason.CANCELLED
+    assert agent.record.detail["abandoned_in"] == "trial"
+    status = sim.status()
+    assert (status.active, status.committed, status.trial) == (Slot.A, Slot.A, False)
+    assert env.reported_states("dev-1")[-3:] == ["trial", "rolling_back", "rolled_back"]
+    assert last_report(env, "dev-1")["reason"] == FailureReason.CANCELLED.value
+    agent.poll_once()  # the same notice: not tried again
+    assert agent.record.state is UpdateState.ROLLED_BACK
+
+
+def test_a_cancel_at_rest_changes_nothing_but_is_taken(
+    env: Backend, caplog: pytest.LogCaptureFixture
+) -> None:
+    agent, sim = make_agent(env)
+    env.publish("1.0")
+    agent.poll_once()
+    states = env.reported_states("dev-1")
+    env.api("/api/v1/devices/dev-1/commands", {"kind": "cancel"})
+    with caplog.at_level(logging.INFO, logger="agent.runner"):
+        agent.poll_once()
+    assert agent.record.state is UpdateState.COMMITTED
+    assert sim.status().committed is Slot.B
+    assert env.reported_states("dev-1") == states
+    assert "no update to abandon" in caplog.text
+    assert agent.parts.server.poll().commands == ()
+
+
+def test_update_policies_ask_the_injected_clock(env: Backend) -> None:
+    agent, _ = make_agent(env)
+    agent.parts.policies = [MaintenanceWindow(dt_time(2, 0), dt_time(3, 0))]
+    agent.parts.clock = lambda: datetime(2030, 1, 1, 12, 0).timestamp()  # device-local noon
+    env.publish("1.0")
+    agent.poll_once()
+    assert agent.record.state is UpdateState.DEFERRED
+    agent.parts.clock = lambda: datetime(2030, 1, 2, 2, 30).timestamp()
+    agent.poll_once()
+    assert agent.record.state is UpdateState.COMMITTED

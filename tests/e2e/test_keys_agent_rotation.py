@@ -55,7 +55,7 @@ def test_agent_survives_a_timestamp_key_compromise(fleet: Backend) -> None:
     forged.signed.version += 10  # the attacker's timestamp: newer, signed by the stolen key
     live.write_bytes(sign_and_serialize(forged, [stolen]))
     with pytest.raises(VerificationError, match="timestamp"):
-        agent.p.tuf.refresh()
+        agent.parts.tuf.refresh()
     assert agent.current_version == "2.0"
 
     live.write_bytes(honest)  # the forged file is taken down
@@ -91,7 +91,7 @@ def test_agent_follows_root_rotations_without_reprovisioning(fleet: Backend) -> 
     rogue_path = fleet.repo / "repository" / metadata_name("root", 5)
     rogue_path.write_bytes(sign_and_serialize(rogue, root_keys[:2]))
     with pytest.raises(VerificationError, match="root"):
-        agent.p.tuf.refresh()
+        agent.parts.tuf.refresh()
     rogue_path.unlink()
     fleet.publish("3.0")
     agent.poll_once()

@@ -24,10 +24,10 @@ from hardware.sim_env import (
     BootEnv,
     arm_trial,
     commit_running,
-    mark_slot_bad,
     power_on,
     provisioned_env,
 )
+from hardware.testing import apply_boot_request
 
 MAX_ATTEMPTS = 3
 SLOT_SIZE = 64 * 1024
@@ -47,20 +47,6 @@ requests = st.lists(
 )
 
 
-def _apply(env: BootEnv, request: tuple[str, Slot | None]) -> BootEnv:
-    kind, slot = request
-    try:
-        if kind == "arm" and slot is not None:
-            return arm_trial(env, slot)
-        if kind == "bad" and slot is not None:
-            return mark_slot_bad(env, slot)
-        if kind == "good":
-            return commit_running(env)
-    except BootControlError:
-        return env  # refused: nothing changed
-    return power_on(env)
-
-
 @settings(max_examples=250)
 @given(requests)
 def test_pure_rules_keep_a_bootable_committed_slot(sequence: list[tuple[str, Slot | None]]) -> None:
@@ -68,7 +54,7 @@ def test_pure_rules_keep_a_bootable_committed_slot(sequence: list[tuple[str, Slo
     trial_boots = 0
     for request in sequence:
         before = env
-        env = _apply(env, request)
+        env = apply_boot_request(env, request)
         assert env.committed not in env.unbootable
         if request[0] != "power_on":
             continue

@@ -106,7 +106,7 @@ class AgentDaemon:
         self.config = dataclasses.replace(config, channel=override) if override else config
         config = self.config
         self.agent = agent
-        self._rng = rng or random.Random()
+        self._rng = rng or random.Random()  # noqa: S311  # poll jitter spreads load, guards nothing
         self._wake = threading.Event()
         self._inbox: queue.SimpleQueue[AvailabilityNotice | Command] = queue.SimpleQueue()
         self.doorbell: Doorbell | None = None

@@ -264,7 +264,8 @@ class TufClient:
         """The signed info of target `path` (refreshing first if this client has not)."""
         if self._updater is None:
             self.refresh()
-        assert self._updater is not None
+        if self._updater is None:  # refresh() sets it or raises
+            raise RuntimeError("TUF client has no updater after a refresh")
         with tuf_errors(f"look up {path}"):
             found = self._updater.get_targetinfo(path)
         if found is None:

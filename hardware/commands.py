@@ -20,7 +20,7 @@ def run_tool(
 ) -> str:
     """Run `argv`, return its stdout; any failure raises BootControlError."""
     try:
-        done = subprocess.run(
+        done = subprocess.run(  # noqa: S603  # boot tools named by the backend, no shell
             list(argv), input=stdin, capture_output=True, text=True, timeout=timeout, check=False
         )
     except FileNotFoundError:
@@ -36,7 +36,9 @@ def run_tool(
 def tool_says_yes(argv: Sequence[str], *, timeout: float = TOOL_TIMEOUT_S) -> bool:
     """For tools that answer with their exit code ("returns 0 only if ..."), like bootctl."""
     try:
-        done = subprocess.run(list(argv), capture_output=True, timeout=timeout, check=False)
+        done = subprocess.run(  # noqa: S603  # boot tools named by the backend, no shell
+            list(argv), capture_output=True, timeout=timeout, check=False
+        )
     except FileNotFoundError:
         raise BootControlError(f"boot tool not found: {argv[0]}") from None
     except subprocess.TimeoutExpired:

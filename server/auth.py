@@ -11,32 +11,25 @@ naming the roles allowed. ADMIN passes every role check. Endpoints about one dev
 
 from __future__ import annotations
 
-import enum
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import Depends, Query
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from server.api_models import Role as Role  # its home is the API's models
+from server.api_models import TokenInfo
 from server.errors import ConflictError, ForbiddenError, NotAuthenticatedError
 from server.models import ApiToken, Device, utcnow
 from server.request_scope import SessionDep, StateDep, TokenDep
+from server.schemas import MAX_NAME_CHARS
 from server.services.devices import hash_credential, tokens_match
 from server.settings import Settings
 
 TOKEN_BYTES = 32
-MAX_NAME_CHARS = 128
-
-
-class Role(enum.StrEnum):
-    ADMIN = "admin"
-    RELEASE_ENGINEER = "release_engineer"
-    VIEWER = "viewer"
-    TESTER = "tester"
-    DEVICE = "device"
 
 
 @dataclass(frozen=True)
@@ -87,19 +80,19 @@ def revoke_token(session: Session, name_or_hash: str) -> bool:
     return True
 
 
-def token_to_dict(row: ApiToken) -> dict[str, Any]:
+def token_view(row: ApiToken) -> TokenInfo:
     """A token as the admin sees it: never the secret or its hash."""
-    return {
-        "name": row.name,
-        "role": row.role,
-        "subject": row.subject,
-        "created_at": row.created_at.isoformat(),
-        "revoked_at": row.revoked_at.isoformat() if row.revoked_at else None,
-    }
+    return TokenInfo(
+        name=row.name,
+        role=Role(row.role),
+        subject=row.subject,
+        created_at=row.created_at,
+        revoked_at=row.revoked_at,
+    )
 
 
-def list_tokens(session: Session) -> list[dict[str, Any]]:
-    return [token_to_dict(r) for r in session.scalars(select(ApiToken).order_by(ApiToken.name))]
+def list_tokens(session: Session) -> list[TokenInfo]:
+    return [token_view(r) for r in session.scalars(select(ApiToken).order_by(ApiToken.name))]
 
 
 # ---------------------------------------------------------------------- checking

@@ -72,11 +72,11 @@ def token_list(
     with _session(db_url) as session:
         tokens = list_tokens(session)
     if as_json:
-        typer.echo(json.dumps(tokens, indent=2))
+        typer.echo(json.dumps([t.model_dump(mode="json") for t in tokens], indent=2))
         return
     for t in tokens:
-        state = f"revoked {t['revoked_at']}" if t["revoked_at"] else "active"
-        typer.echo(f"{t['name']}\t{t['role']}\t{t['subject']}\t{t['created_at']}\t{state}")
+        state = f"revoked {t.revoked_at.isoformat()}" if t.revoked_at else "active"
+        typer.echo(f"{t.name}\t{t.role}\t{t.subject}\t{t.created_at.isoformat()}\t{state}")
 
 
 @token_app.command("revoke")

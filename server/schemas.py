@@ -4,14 +4,21 @@ the field, and nothing is stored). Reports are not here: `wire` defines those.""
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime
-from typing import Any
+from datetime import UTC, date, datetime
+from typing import Any, Final
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from server.api_models import Role
+from server.services.rollout_rules import DEFAULT_STUCK_TIMEOUT_S, DEFAULT_WAVES, GateConfig
+from server.services.train_rules import STAGE_CHANNEL, Stage
 from wire import CommandKind, ProtocolError, channel_topic, device_cmd_topic
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
+MAX_NAME_CHARS: Final = 128  # of a token's name
+MAX_CODES_PER_ISSUE: Final = 1000
+MAX_FCODE_LIFETIME_S: Final = 90 * 24 * 3600
+MAX_TEXT_CHARS: Final = 4000  # of one piece of tester feedback
 
 
 def _topic_safe(value: str, what: str) -> str:
@@ -97,3 +104,100 @@ class RolloutUpdate(BaseModel):
 
     percentage: float | None = Field(default=None, ge=0, le=100)
     paused: bool | None = None
+
+
+# --------------------------------------------------------------------------- staged rollouts
+
+
+class GatesIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    min_success_rate: float = Field(default=GateConfig.min_success_rate, ge=0, le=1)
+    max_rollback_rate: float = Field(default=GateConfig.max_rollback_rate, ge=0, le=1)
+    min_devices: int = Field(default=GateConfig.min_devices, ge=0)
+    min_soak_s: float = Field(default=GateConfig.min_soak_s, ge=0)
+    max_blocking_issues: int = Field(default=GateConfig.max_blocking_issues, ge=0)
+
+
+class RolloutIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    release_id: int
+    waves: list[float] = Field(default_factory=lambda: list(DEFAULT_WAVES))
+    gates: GatesIn = Field(default_factory=GatesIn)
+    windows: list[str] = Field(default_factory=list)  # "HH:MM-HH:MM", UTC
+    rate_per_minute: float = Field(default=0.0, ge=0)
+    stuck_timeout_s: float = Field(default=DEFAULT_STUCK_TIMEOUT_S, gt=0)
+
+
+class ReasonIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    reason: str = Field(default="", max_length=2000)
+
+
+class TrainIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    version: str = Field(min_length=1, max_length=128)
+    model: str = Field(min_length=1, max_length=128)
+    week_of: date | None = None
+    notes: str = ""
+
+
+class TrainAdvanceIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    version: str
+    model: str
+    force: bool = False  # ignore the schedule's day (never the gates)
+
+
+# --------------------------------------------------------------------------- beta testers
+
+
+class FCodeIssue(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    count: int = Field(ge=1, le=MAX_CODES_PER_ISSUE)
+    expires_in_s: float = Field(gt=0, le=MAX_FCODE_LIFETIME_S)
+    channel: str = STAGE_CHANNEL[Stage.PREVIEW]
+
+    @field_validator("channel")
+    @classmethod
+    def _segment(cls, value: str) -> str:
+        return _topic_safe(value, "channel")
+
+
+class Redeem(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    code: str = Field(min_length=1, max_length=64)
+
+
+class FeedbackBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    text: str = Field(min_length=1, max_length=MAX_TEXT_CHARS)
+    build: str = Field(min_length=1, max_length=128)
+    category: str = Field(default="", max_length=64)
+    device_id: str | None = Field(default=None, max_length=128)
+    logs: str | None = None  # size-checked by the service (413 over its limit)
+
+
+class BlockingBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    blocking: bool
+    reason: str = Field(default="", max_length=2000)
+
+
+# --------------------------------------------------------------------------- tokens
+
+
+class TokenIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    role: Role
+    name: str = Field(min_length=1, max_length=MAX_NAME_CHARS, pattern=r"^[^/\s]+$")
+    subject: str = Field(default="", max_length=128)  # the device id, for a device-bound token

@@ -5,12 +5,14 @@ Authorization header or `?token=` (a browser cannot easily send a header)."""
 
 from __future__ import annotations
 
+from datetime import datetime
 from html import escape
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends
 from fastapi.responses import HTMLResponse
 
+from server.api_models import Device, Release
 from server.auth import Principal, Role, require_role_or_query_token
 from server.deps import SessionDep, StateDep
 from server.services.devices import list_devices
@@ -44,37 +46,41 @@ th, td {{ border-bottom: 1px solid #ddd; padding: .3em .8em; text-align: left; }
 """
 
 
+def _iso(moment: datetime | None) -> str | None:
+    return None if moment is None else moment.isoformat()
+
+
 def _row(cells: list[Any], css: str = "") -> str:
     tds = "".join(f"<td>{escape(str(c) if c is not None else '')}</td>" for c in cells)
     return f'<tr class="{escape(css)}">{tds}</tr>'
 
 
-def render_dashboard(devices: list[dict[str, Any]], releases: list[dict[str, Any]]) -> str:
+def render_dashboard(devices: list[Device], releases: list[Release]) -> str:
     device_rows = [
         _row(
             [
-                d["device_id"],
-                d["model"],
-                d["channel"],
-                d["current_version"],
-                d["slot"],
-                d["state"],
-                d["reason"],
-                d["last_report_at"],
+                d.device_id,
+                d.model,
+                d.channel,
+                d.current_version,
+                d.slot,
+                d.state,
+                d.reason,
+                _iso(d.last_report_at),
             ],
-            d["state"],
+            d.state,
         )
         for d in devices
     ]
     release_rows = [
         _row(
             [
-                r["channel"],
-                r["model"],
-                r["version"],
-                r["target_path"],
-                f"{r['percentage']}%{' paused' if r['paused'] else ''}",
-                r["published_at"],
+                r.channel,
+                r.model,
+                r.version,
+                r.target_path,
+                f"{r.percentage}%{' paused' if r.paused else ''}",
+                _iso(r.published_at),
             ]
         )
         for r in releases

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import uuid
-from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from server.api_models import QueuedCommand
 from server.errors import UnknownDeviceError
 from server.models import Device, DeviceCommand, utcnow
 from server.schemas import CommandIn
@@ -61,10 +61,7 @@ def poll_for_device(session: Session, device: Device) -> PollAnswer:
     return PollAnswer(notice=notice, commands=tuple(commands))
 
 
-def command_to_dict(command: Command, device_id: str) -> dict[str, Any]:
-    return {
-        "device_id": device_id,
-        "command_id": command.command_id,
-        "kind": command.kind.value,
-        "args": command.args,
-    }
+def queued_view(command: Command, device_id: str) -> QueuedCommand:
+    return QueuedCommand(
+        device_id=device_id, command_id=command.command_id, kind=command.kind, args=command.args
+    )

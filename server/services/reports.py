@@ -15,6 +15,7 @@ from sqlalchemy import Insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from server.api_models import Report as ReportView
 from server.errors import InvalidInputError, UnknownDeviceError
 from server.models import Device, Report, utcnow
 from wire import PROTOCOL_VERSION, ProtocolError, ReportsAck, StatusReport
@@ -125,25 +126,25 @@ def _update_device(session: Session, newest: StatusReport, now: datetime) -> Non
     )
 
 
-def report_to_dict(row: Report) -> dict[str, Any]:
-    return {
-        "device_id": row.device_id,
-        "seq": row.seq,
-        "state": row.state,
-        "current_version": row.current_version,
-        "target_version": row.target_version,
-        "slot": row.slot,
-        "reason": row.reason,
-        "detail": row.detail,
-        "at": row.device_at,
-        "received_at": row.received_at.isoformat(),
-        "via": row.via,
-    }
+def report_view(row: Report) -> ReportView:
+    return ReportView(
+        device_id=row.device_id,
+        seq=row.seq,
+        state=row.state,
+        current_version=row.current_version,
+        target_version=row.target_version,
+        slot=row.slot,
+        reason=row.reason,
+        detail=row.detail,
+        at=row.device_at,
+        received_at=row.received_at,
+        via=row.via,
+    )
 
 
-def list_reports(session: Session, device_id: str | None, limit: int) -> list[dict[str, Any]]:
+def list_reports(session: Session, device_id: str | None, limit: int) -> list[ReportView]:
     """Newest first (by arrival)."""
     query = select(Report).order_by(Report.id.desc()).limit(limit)
     if device_id is not None:
         query = query.where(Report.device_id == device_id)
-    return [report_to_dict(r) for r in session.scalars(query)]
+    return [report_view(r) for r in session.scalars(query)]

@@ -75,7 +75,7 @@ def sessions(tmp_path: Path) -> Iterator[sessionmaker[Session]]:
 def stage(sessions: sessionmaker[Session]) -> tuple[str, dict[str, str]]:
     with sessions() as session:
         train = train_status(session, CONFIG)[0]
-    return train["stage"], train["rings"]
+    return train.stage, train.rings
 
 
 def test_the_train_runs_the_week_on_schedule(sessions: sessionmaker[Session]) -> None:
@@ -128,7 +128,7 @@ def test_a_blocking_tester_issue_stops_the_build_before_stable(
     )
     with sessions() as session:
         item = FeedbackIn(build="2026.48", text="camera crashes on start", author="tester:t1")
-        group = submit_feedback(session, item)["group_id"]
+        group = submit_feedback(session, item).group_id
         mark_blocking(session, group, blocking=True, reason="camera is dead")
     for hour in (11, 12, 13):
         clock.at(4, hour)

@@ -3,13 +3,15 @@ server's HTTP API (a release engineer's token; a viewer's for `status`)."""
 
 from __future__ import annotations
 
-import json
-from typing import Annotated, Any
+from collections.abc import Sequence
+from typing import Annotated
 
 import typer
+from pydantic import BaseModel
 
-from server.cli_testers import JsonOpt, ServerOpt, TokenOpt, call
-from wire import API_PREFIX
+from server.api_models import RolloutStatus
+from server.cli_testers import JsonOpt, ServerOpt, TokenOpt, echo_json, server_api
+from server.schemas import TrainAdvanceIn, TrainIn
 
 train_app = typer.Typer(
     help="The weekly train: announce, internal, preview, stable.", no_args_is_help=True
@@ -21,26 +23,32 @@ rollout_app = typer.Typer(
 ReasonOpt = Annotated[str, typer.Option("--reason", help="Recorded in the audit trail.")]
 
 
-def _show(data: Any, as_json: bool, line: str) -> None:
-    typer.echo(json.dumps(data, indent=2, sort_keys=True) if as_json else line)
+def _show(data: BaseModel | Sequence[BaseModel], as_json: bool, line: str) -> None:
+    if not as_json:
+        typer.echo(line)
+    elif isinstance(data, Sequence):
+        echo_json([item.model_dump(mode="json") for item in data])
+    else:
+        echo_json(data.model_dump(mode="json"))
 
 
-def _rollout_line(r: dict[str, Any]) -> str:
-    why = f"  paused by {r['paused_gate']}: {r['paused_reason']}" if r.get("paused_gate") else ""
+def _rollout_line(r: RolloutStatus) -> str:
+    why = f"  paused by {r.paused_gate}: {r.paused_reason}" if r.paused_gate else ""
     return (
-        f"{r['rollout_id']}  {r['version']} {r['channel']}/{r['model']}  {r['state']}  "
-        f"wave {r['wave_index'] + 1}/{len(r['waves'])} at {r['percentage']:g} %{why}"
+        f"{r.rollout_id}  {r.version} {r.channel}/{r.model}  {r.state}  "
+        f"wave {r.wave_index + 1}/{len(r.waves)} at {r.percentage:g} %{why}"
     )
 
 
 @train_app.command("status")
 def train_status(server: ServerOpt, token: TokenOpt, as_json: JsonOpt = False) -> None:
     """Every train: its stage, when each stage is due, each ring's rollout state."""
-    trains = call(server, token, "GET", f"{API_PREFIX}/train").get("items", [])
-    lines = [
-        f"{t['version']} ({t['model']}): {t['stage']}  rings {t['rings']}  due {t['due']}"
-        for t in trains
-    ]
+    with server_api(server, token) as api:
+        trains = api.trains()
+    lines = []
+    for t in trains:
+        due = {stage: moment.isoformat() for stage, moment in t.due.items()}
+        lines.append(f"{t.version} ({t.model}): {t.stage}  rings {t.rings}  due {due}")
     _show(trains, as_json, "\n".join(lines) or "no trains")
 
 
@@ -54,8 +62,8 @@ def train_start(
     as_json: JsonOpt = False,
 ) -> None:
     """Put a build on this week's train."""
-    body = {"version": version, "model": model, "notes": notes}
-    train = call(server, token, "POST", f"{API_PREFIX}/train", body)
+    with server_api(server, token) as api:
+        train = api.start_train(TrainIn(version=version, model=model, notes=notes))
     _show(train, as_json, f"{version} ({model}) is on the train")
 
 
@@ -69,9 +77,9 @@ def train_advance(
     as_json: JsonOpt = False,
 ) -> None:
     """Move the train to its next stage if the schedule (or --force) and the gates allow."""
-    body = {"version": version, "model": model, "force": force}
-    move = call(server, token, "POST", f"{API_PREFIX}/train/advance", body)
-    line = f"now at {move['moved_to']}" if move["moved_to"] else f"stays: {move['why']}"
+    with server_api(server, token) as api:
+        move = api.advance_train(TrainAdvanceIn(version=version, model=model, force=force))
+    line = f"now at {move.moved_to}" if move.moved_to else f"stays: {move.why}"
     _show(move, as_json, line)
 
 
@@ -84,18 +92,21 @@ def rollout_status(
 ) -> None:
     """Wave, percentage, state, the gate numbers and why a rollout is paused."""
     if rollout_id:
-        one = call(server, token, "GET", f"{API_PREFIX}/rollouts/{rollout_id}")
-        _show(one, as_json, f"{_rollout_line(one)}\n  numbers {one['numbers']}")
+        with server_api(server, token) as api:
+            one = api.rollout(rollout_id)
+        numbers = one.numbers.model_dump() if one.numbers else {}
+        _show(one, as_json, f"{_rollout_line(one)}\n  numbers {numbers}")
         return
-    many = call(server, token, "GET", f"{API_PREFIX}/rollouts").get("items", [])
+    with server_api(server, token) as api:
+        many = api.rollouts()
     _show(many, as_json, "\n".join(_rollout_line(r) for r in many) or "no staged rollouts")
 
 
 def _change(
     action: str, rollout_id: str, server: str, token: str, reason: str, as_json: bool
 ) -> None:
-    path = f"{API_PREFIX}/rollouts/{rollout_id}/{action}"
-    changed = call(server, token, "POST", path, {"reason": reason})
+    with server_api(server, token) as api:
+        changed = api.change_rollout(rollout_id, action, reason)
     _show(changed, as_json, _rollout_line(changed))
 
 

@@ -1,4 +1,8 @@
-"""Tell the update server that a signed release exists (POST /api/v1/releases)."""
+"""Tell the update server that a signed release exists (POST /api/v1/releases).
+
+This one request stays here, on the standard library, rather than in `server.api_client`:
+`signing` must not import `server` (the server imports signing), and `ota release publish
+--server` is signing's own command. Its path comes from `wire.paths` like the client's."""
 
 from __future__ import annotations
 
@@ -10,9 +14,7 @@ from typing import Any
 
 from signing.errors import NotifyError
 from signing.repo import PublishedRelease
-from wire import API_PREFIX
-
-RELEASES_PATH = f"{API_PREFIX}/releases"
+from wire.paths import RELEASES_PATH
 
 
 def notify_server(

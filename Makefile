@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/ota demo
+	$(BIN)/ota-lab demo
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

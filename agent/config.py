@@ -119,6 +119,12 @@ def channel_override(data_dir: Path) -> str:
     return channel
 
 
+def current_channel(config: AgentConfig) -> str:
+    """The channel the device follows now: a tester's joined channel, else the config's.
+    Read on every call: `ota-agent join-preview` changes it under a running agent."""
+    return channel_override(config.data_dir) or config.channel
+
+
 def _read_secret(path: Path) -> str:
     try:
         return path.read_text().strip()

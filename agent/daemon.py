@@ -8,6 +8,7 @@ timer, and each time asks the server over HTTP what to run: MQTT is never the on
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import queue
 import random
@@ -15,7 +16,7 @@ import re
 import threading
 from pathlib import Path
 
-from agent.config import AgentConfig, channel_override
+from agent.config import AgentConfig, channel_override, current_channel
 from agent.doorbell import Doorbell
 from agent.errors import AgentError
 from agent.fetcher import make_fetcher
@@ -70,6 +71,7 @@ def build_agent(config: AgentConfig, boot: BootControl | None = None) -> Agent:
         server=ServerApi(config.server_url, config.device_id, config.credential),
         journal=Journal(config.data_dir / "journal.json"),
         outbox=Outbox(config.data_dir / "outbox"),
+        channel=functools.partial(current_channel, config),
         health_checks=_health_checks(config, boot),
         policies=policies_from_config(config.policy),
         health_deadline_s=config.health_deadline_s,
@@ -104,7 +106,7 @@ class AgentDaemon:
         self.config = dataclasses.replace(config, channel=override) if override else config
         config = self.config
         self.agent = agent
-        self._rng = rng or random.Random()
+        self._rng = rng or random.Random()  # noqa: S311  # poll jitter spreads load, guards nothing
         self._wake = threading.Event()
         self._inbox: queue.SimpleQueue[AvailabilityNotice | Command] = queue.SimpleQueue()
         self.doorbell: Doorbell | None = None

@@ -56,7 +56,7 @@ def keep_going() -> bool:
 def exponential_backoff(attempt: int, *, base: float = 1.0, cap: float = 60.0) -> float:
     """Seconds to wait before retry `attempt` (1, 2, ...): doubling, capped, half jittered."""
     ceiling: float = min(cap, base * 2.0 ** (attempt - 1))
-    return ceiling / 2 + random.uniform(0, ceiling / 2)
+    return ceiling / 2 + random.uniform(0, ceiling / 2)  # noqa: S311  # retry jitter, no secret
 
 
 # --------------------------------------------------------------------------- checking

@@ -96,7 +96,7 @@ class CommandCheck:
 
     def run(self, timeout_s: float) -> str | None:
         try:
-            proc = subprocess.Popen(
+            proc = subprocess.Popen(  # noqa: S603  # argv from the owner's config, no shell
                 self.argv,
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
@@ -105,7 +105,8 @@ class CommandCheck:
             )
         except OSError as exc:
             return f"cannot run {self.argv[0]}: {exc.strerror or exc}"
-        assert proc.stdout is not None
+        if proc.stdout is None:  # Popen(stdout=PIPE) always has one; -O must not hide a change
+            raise RuntimeError(f"{self.argv[0]}: no output pipe")
         output = _OutputTail(proc.stdout)
         try:
             code = proc.wait(timeout=max(timeout_s, 0.0))

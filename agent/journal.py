@@ -6,7 +6,8 @@ agent from the future with another format) is moved aside as `<name>.corrupt-<un
 for diagnosis, and `load()` answers None: the runner then recovers from the bootloader's view
 of the truth, as it does on a device's first start.
 
-Decoding is strict: every field must be there with the right type, or ValueError. Unknown
+Decoding is strict: every field must be there with the right type, or ValueError (except
+`slot_releases`, added later: a journal from before it reads as "no counters known"). Unknown
 keys are ignored, so a journal written by a newer agent (the device rolled back to a slot with
 an older one) is still read.
 """
@@ -22,6 +23,7 @@ from pathlib import Path
 from typing import Any, Final
 
 import durable
+from agent.installed import InstalledRelease
 from wire import FailureReason, UpdateState
 
 log = logging.getLogger(__name__)
@@ -46,6 +48,23 @@ class JournalRecord:
     reason: FailureReason = FailureReason.NONE
     detail: dict[str, Any] = field(default_factory=dict)
     updated_at: float = 0.0  # wall clock, seconds since the epoch
+    slot_releases: dict[str, InstalledRelease] = field(default_factory=dict)  # slot -> signed
+
+    def with_slot(
+        self, slot: str, version: str, release: InstalledRelease | None
+    ) -> dict[str, Any]:
+        """The changes that note `version` (and its signed `release`) as what `slot` holds."""
+        releases = {k: v for k, v in self.slot_releases.items() if k != slot}
+        if release is not None:
+            releases[slot] = release
+        return {"slot_versions": {**self.slot_versions, slot: version}, "slot_releases": releases}
+
+    def without_slot(self, slot: str) -> dict[str, Any]:
+        """The changes that forget what `slot` holds (its write failed or it was rolled back)."""
+        return {
+            "slot_versions": {k: v for k, v in self.slot_versions.items() if k != slot},
+            "slot_releases": {k: v for k, v in self.slot_releases.items() if k != slot},
+        }
 
     def replace(self, **changes: Any) -> JournalRecord:
         """A copy with `changes` applied (dataclasses.replace)."""
@@ -80,6 +99,7 @@ class JournalRecord:
             reason=FailureReason(_field(data, "reason", str)),
             detail=_field(data, "detail", dict),
             updated_at=float(_field(data, "updated_at", (int, float))),
+            slot_releases=_slot_releases(data.get("slot_releases", {})),
         )
         if not math.isfinite(record.updated_at):
             raise ValueError("journal field 'updated_at' is not a finite number")
@@ -109,6 +129,12 @@ def _slot_versions(raw: dict[str, Any]) -> dict[str, str]:
         if slot not in SLOT_NAMES or not isinstance(version, str):
             raise ValueError(f"bad slot_versions entry {slot!r}: {version!r}")
     return dict(raw)
+
+
+def _slot_releases(raw: object) -> dict[str, InstalledRelease]:
+    if not isinstance(raw, dict) or not set(raw) <= SLOT_NAMES:
+        raise ValueError(f"bad slot_releases {raw!r}")
+    return {slot: InstalledRelease.from_dict(release) for slot, release in raw.items()}
 
 
 class Journal:

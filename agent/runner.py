@@ -32,6 +32,7 @@ from agent.download import download_into
 from agent.errors import AgentError, InstallError, UpdateCancelledError, VerificationError
 from agent.fetcher import RangeFetcher
 from agent.health import HealthCheck, run_health_checks
+from agent.installed import InstalledRelease
 from agent.journal import Journal, JournalRecord
 from agent.machine import Event, is_resting, next_state
 from agent.outbox import Outbox
@@ -80,6 +81,7 @@ class AgentParts:
     server: ServerLink
     journal: Journal
     outbox: Outbox
+    channel: Callable[[], str]  # the channel followed now (a beta tester may join preview)
     health_checks: list[HealthCheck] = field(default_factory=list)
     policies: list[UpdatePolicy] = field(default_factory=list)
     health_deadline_s: float = 60.0
@@ -359,8 +361,7 @@ class Agent:
         }
         if decide.slot_still_unbootable(state):
             self._disown_target_slot()
-            versions = self._versions_without_target()
-            changes: dict[str, Any] = {"slot_versions": versions}
+            changes: dict[str, Any] = self.record.without_slot(self.record.target_slot)
         else:
             changes = {}  # ROLLING_BACK next: its step disarms or leaves the trial slot
         self._transition(Event.CANCELLED, reason=FailureReason.CANCELLED, detail=detail, **changes)
@@ -374,10 +375,6 @@ class Agent:
                 "%s: cannot mark slot %s unbootable: %s",
                 *(self.parts.device_id, self.record.target_slot, exc),
             )
-
-    def _versions_without_target(self) -> dict[str, str]:
-        slot = self.record.target_slot
-        return {k: v for k, v in self.record.slot_versions.items() if k != slot}
 
     def _keep_downloading(self) -> bool:
         """Asked between the pieces of a download: False once a cancel was noted. Asks the
@@ -441,10 +438,10 @@ class Agent:
         except (AgentError, BootControlError) as exc:
             self._fail_download(exc)
             return
-        versions = {**self.record.slot_versions, slot.value: info.version}
+        signed = InstalledRelease.of(info.rom) if info.rom else None
         self._transition(
             Event.DOWNLOAD_DONE,
-            slot_versions=versions,
+            **self.record.with_slot(slot.value, info.version, signed),
             target_version=info.version,
             bytes_written=info.length,
         )
@@ -455,20 +452,21 @@ class Agent:
         check_target(
             info,
             model=self.parts.model,
+            channel=self.parts.channel(),
             current_version=self.current_version,
             slot_size=self.parts.boot.slot_size(slot),
+            installed=self.record.slot_releases.get(slot.other.value),  # the running build's
         )
         return info
 
     def _fail_download(self, exc: Exception) -> None:
         reason = exc.reason if isinstance(exc, AgentError) else FailureReason.INTERNAL
         final = isinstance(exc, (VerificationError, InstallError))
-        versions = self._versions_without_target()
         log.warning("%s: update failed: %s", self.parts.device_id, exc)
         self._transition(
             Event.DOWNLOAD_FAILED,
             reason=reason,
-            slot_versions=versions,
+            **self.record.without_slot(self.record.target_slot),
             detail={"error": str(exc)[:500], "final": final},
         )
 
@@ -553,12 +551,11 @@ class Agent:
 
     def _rolled_back(self, reason: FailureReason, detail: dict[str, Any]) -> None:
         slot = self.record.target_slot
-        versions = self._versions_without_target()
         status = self.parts.boot.status()
         self._transition(
             Event.BOOTED_OLD_SLOT,
             reason=reason,
-            slot_versions=versions,
+            **self.record.without_slot(slot),
             detail={**detail, "slot": slot, "running_slot": status.active.value},
         )
 

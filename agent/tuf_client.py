@@ -2,7 +2,17 @@
 
 `TufClient` wraps python-tuf's `Updater` and is the one place where tuf's exceptions become
 the agent's (`VerificationError(METADATA)`, `TransportError`). `check_target` is pure: it
-decides whether a properly signed target fits this device (model, version, slot size).
+decides whether a properly signed target fits this device (model, channel, the role that
+signed it, version, release counter, slot size).
+
+Which role signed a target: python-tuf's `Updater.get_targetinfo` walks the delegations and
+only trusts a role for the paths its delegation's patterns match, but it does not say where it
+found the target. `delegating_role` answers that from the trusted top-level targets: the
+top-level role itself when it lists the path, else the first delegation matching the path when
+python-tuf's walk could not have gone past it (terminating, or the only match). signing/
+delegates `*/<channel>/*/*` to one role per channel (`signing.delegation`), so a target a
+stable device installs must come through the `stable` role: a preview key cannot sign a stable
+build even by writing "stable" in the target's signed `custom` fields.
 
 The provisioned trusted root is handed to python-tuf as `bootstrap` on every refresh, so a
 metadata cache that a power cut left half-written heals itself: python-tuf re-anchors on the
@@ -23,6 +33,7 @@ from tuf.api.metadata import (  # type: ignore[attr-defined]  # re-exported, no 
     Metadata,
     Root,
     TargetFile,
+    Targets,
 )
 from tuf.api.serialization import DeserializationError
 from tuf.ngclient.config import UpdaterConfig
@@ -31,6 +42,7 @@ from tuf.ngclient.updater import Updater
 
 from agent.errors import InstallError, TransportError, VerificationError
 from agent.fetcher import make_fetcher
+from agent.installed import InstalledRelease
 from agent.trusted_clock import TrustedClock
 from wire import FailureReason, ProtocolError, TargetCustom
 from wire.versions import InvalidVersionError, is_newer
@@ -42,6 +54,8 @@ class TargetInfo:
 
     `hashes` holds every algorithm the metadata lists, in its order (the first one names the
     file under consistent snapshots); `sha256` is the one ROM builds always carry.
+    `delegated_by` names the role python-tuf found it through (`delegating_role`), "" when
+    unknown (a hand-made info): no device installs that.
     """
 
     path: str
@@ -49,9 +63,10 @@ class TargetInfo:
     sha256: str
     custom: dict[str, Any]
     hashes: dict[str, str] = field(default_factory=dict)
+    delegated_by: str = ""
 
     @classmethod
-    def from_target_file(cls, target: TargetFile) -> TargetInfo:
+    def from_target_file(cls, target: TargetFile, *, delegated_by: str = "") -> TargetInfo:
         custom = target.custom if isinstance(target.custom, dict) else {}
         return cls(
             path=target.path,
@@ -59,6 +74,7 @@ class TargetInfo:
             sha256=target.hashes.get("sha256", ""),
             custom=dict(custom),
             hashes=dict(target.hashes),
+            delegated_by=delegated_by,
         )
 
     @property
@@ -95,14 +111,51 @@ class TargetInfo:
         return self.rom.chunk_sha256 if self.rom else ()
 
 
-def check_target(info: TargetInfo, *, model: str, current_version: str, slot_size: int) -> None:
-    """Raise unless `info` may go into a slot of `slot_size` bytes on a `model` device
-    running `current_version`. Pure: the metadata was verified before this is called."""
+def check_target(
+    info: TargetInfo,
+    *,
+    model: str,
+    channel: str,
+    current_version: str,
+    slot_size: int,
+    installed: InstalledRelease | None = None,
+) -> None:
+    """Raise unless `info` may go into a slot of `slot_size` bytes on a `model` device that
+    follows `channel` and runs `current_version` (signed as `installed`, when known).
+    Pure: the metadata was verified before this is called."""
     if model not in info.hardware_ids:
         raise VerificationError(
             f"{info.path} is for {', '.join(info.hardware_ids) or 'no model'}, not {model}",
             FailureReason.WRONG_MODEL,
         )
+    _check_channel(info, channel)
+    _check_version(info, current_version)
+    _check_release_counter(info, installed)
+    if info.length > slot_size:
+        raise InstallError(
+            f"{info.path} is {info.length} bytes, the slot holds {slot_size}",
+            FailureReason.SLOT_TOO_SMALL,
+        )
+
+
+def _check_channel(info: TargetInfo, channel: str) -> None:
+    """Signed for `channel`, and by `channel`'s role (or by top-level targets itself)."""
+    signed_for = info.rom.channel if info.rom else ""
+    if signed_for != channel:
+        raise VerificationError(
+            f"{info.path} is signed for channel {signed_for or '(none)'!r}; this device"
+            f" follows {channel!r}",
+            FailureReason.WRONG_CHANNEL,
+        )
+    if info.delegated_by not in (Targets.type, channel):
+        raise VerificationError(
+            f"{info.path} came through role {info.delegated_by or '(unknown)'!r}, not the"
+            f" {channel!r} channel's",
+            FailureReason.WRONG_CHANNEL,
+        )
+
+
+def _check_version(info: TargetInfo, current_version: str) -> None:
     try:
         newer = is_newer(info.version, current_version)
     except InvalidVersionError as exc:
@@ -114,11 +167,33 @@ def check_target(info: TargetInfo, *, model: str, current_version: str, slot_siz
             f"{info.path}: version {info.version!r} is not newer than {current_version!r}",
             FailureReason.DOWNGRADE,
         )
-    if info.length > slot_size:
-        raise InstallError(
-            f"{info.path} is {info.length} bytes, the slot holds {slot_size}",
-            FailureReason.SLOT_TOO_SMALL,
+
+
+def _check_release_counter(info: TargetInfo, installed: InstalledRelease | None) -> None:
+    """The signed counter must go up within one channel+model; unknown or other: no check."""
+    rom = info.rom
+    if rom is None or installed is None or not installed.counted:
+        return
+    if installed.same_sequence(rom) and rom.release_counter <= installed.release_counter:
+        raise VerificationError(
+            f"{info.path}: release counter {rom.release_counter} is not above the running"
+            f" build's {installed.release_counter} ({rom.channel}/{rom.model})",
+            FailureReason.DOWNGRADE,
         )
+
+
+def delegating_role(top: Targets, path: str) -> str:
+    """The role python-tuf's search must have found `path` through, given the trusted
+    top-level targets `top`; "" when the search could have gone on to other roles."""
+    if path in top.targets:
+        return Targets.type
+    if top.delegations is None:
+        return ""
+    matches = list(top.delegations.get_roles_for_target(path))
+    if not matches:
+        return ""
+    name, terminating = matches[0]
+    return str(name) if terminating or len(matches) == 1 else ""
 
 
 class TufClient:
@@ -189,14 +264,15 @@ class TufClient:
         """The signed info of target `path` (refreshing first if this client has not)."""
         if self._updater is None:
             self.refresh()
-        assert self._updater is not None
+        if self._updater is None:  # refresh() sets it or raises
+            raise RuntimeError("TUF client has no updater after a refresh")
         with tuf_errors(f"look up {path}"):
             found = self._updater.get_targetinfo(path)
         if found is None:
             raise VerificationError(
                 f"{path} is not a signed target", FailureReason.TARGET_NOT_FOUND
             )
-        return TargetInfo.from_target_file(found)
+        return TargetInfo.from_target_file(found, delegated_by=delegating_role(self._top(), path))
 
     def target_url(self, info: TargetInfo) -> str:
         """Where the bytes of `info` live: `<dir>/<first hash>.<name>` under consistent
@@ -207,6 +283,13 @@ class TufClient:
             dirname, sep, basename = path.rpartition("/")
             path = f"{dirname}{sep}{digest}.{basename}"
         return f"{self.targets_url}{path}"
+
+    def _top(self) -> Targets:
+        """The top-level targets python-tuf verified in this refresh (it links `targets.json`)."""
+        with tuf_errors("re-read trusted targets"):
+            path = self.metadata_dir / f"{Targets.type}.json"
+            top: Targets = Metadata[Targets].from_file(str(path)).signed
+        return top
 
     def _trusted_root(self) -> Root:
         """The root python-tuf just verified and linked as `root.json`."""

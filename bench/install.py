@@ -46,15 +46,17 @@ DEVICE = "bench-dev"
 
 
 def serve_api(repo: Path, db: Path, port: int) -> None:
-    import uvicorn
+    """The real server, started the lab's way, until the parent terminates this process."""
+    import signal
 
-    from server.app import create_app
+    from lab.processes import live_server
     from server.settings import Settings
 
     settings = Settings(
         db_url=f"sqlite:///{db}", repo_dir=repo, admin_token=ADMIN, enrollment_token=ENROLL
     )
-    uvicorn.run(create_app(settings), host="127.0.0.1", port=port, log_level="warning")
+    with live_server(settings, port):
+        signal.pause()
 
 
 class _SendfileHandler(http.server.SimpleHTTPRequestHandler):
@@ -236,7 +238,7 @@ def provision(hw: Path, size: int) -> None:
 
 def bench(size_mb: int, server_kind: str, work: Path) -> dict[str, Any]:
     from agent.server_api import ServerApi
-    from server.testing import free_port
+    from lab.net import free_port
     from signing.keys import init_keys
     from signing.notify import notify_server
     from signing.repo import publish_release, target_storage_name

@@ -24,11 +24,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-# tests/powerlab.py is the lab the power-cut tests use too
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-
-from powerlab import Lab, lab
-
 from agent.runner import Agent
 from agent.testing import (
     PoweredDevice,
@@ -37,6 +32,7 @@ from agent.testing import (
     torn_files,
 )
 from hardware.sim import FaultPlan, SimDevice
+from lab.powerlab import Lab, lab  # the lab the power-cut tests use too
 from wire import FailureReason, UpdateState
 
 INSTALL_STEPS = 140  # an install has 103 to 128 durable steps: a cut drawn past them misses

@@ -100,7 +100,9 @@ def copy_out(disk: Path, target: Path) -> None:
 
 def _run(argv: list[str], env: dict[str, str] | None = None) -> str:
     merged = {**(env or os.environ), "MTOOLS_SKIP_CHECK": "1"}
-    done = subprocess.run(argv, capture_output=True, text=True, check=False, env=merged)
+    done = subprocess.run(  # noqa: S603  # mtools, mkimage, mkfs.vfat: no shell
+        argv, capture_output=True, text=True, check=False, env=merged
+    )
     if done.returncode != 0:
         raise RuntimeError(f"{' '.join(argv)} failed ({done.returncode}): {done.stderr.strip()}")
     return done.stdout
@@ -128,7 +130,7 @@ def run_uboot(disk: Path, timeout: float = BOOT_TIMEOUT_S) -> str:
         "-drive", f"if=none,file={disk},format=raw,id=disk0",
         "-device", "virtio-blk-device,drive=disk0",
     ]  # fmt: skip
-    done = subprocess.run(
+    done = subprocess.run(  # noqa: S603  # qemu-system-aarch64, no shell
         argv, capture_output=True, text=True, errors="replace", timeout=timeout, check=False
     )
     return done.stdout + done.stderr

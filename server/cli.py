@@ -16,7 +16,7 @@ from signing.cli import keys_app, release_app, repo_app
 
 app = typer.Typer(
     name="ota",
-    help="Orange Friday: sign weekly ROM builds, run the update server, run the demo.",
+    help="Orange Friday: sign weekly ROM builds, run the update server and the broker.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
@@ -72,23 +72,6 @@ def broker_run(
     from server.broker import run_embedded_broker
 
     run_embedded_broker(host, port)
-
-
-@app.command("demo")
-def demo(
-    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
-    devices: Annotated[int, typer.Option(help="Simulated devices.")] = 20,
-    testers: Annotated[int, typer.Option(help="How many of them are beta testers.")] = 5,
-    workdir: Annotated[
-        Path | None, typer.Option(help="Keep everything here (default: a temp dir)")
-    ] = None,
-) -> None:
-    """A whole weekly release on embedded defaults: keys, builds, server, broker, a fleet."""
-    from server.demo import DemoOptions, run_demo
-
-    options = DemoOptions(devices=devices, testers=testers, workdir=workdir, as_json=as_json)
-    result = run_demo(options)
-    raise typer.Exit(0 if result.ok else 1)
 
 
 def main() -> None:

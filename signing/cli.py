@@ -27,7 +27,7 @@ from signing.staging import sign_staged
 from signing.status import RoleStatus, repo_status
 from signing.storage import Storage, open_storage
 
-PASSPHRASE_ENV = "OTA_KEY_PASSPHRASE"
+PASSPHRASE_ENV = "OTA_KEY_PASSPHRASE"  # noqa: S105  # the variable's name, not its value
 
 keys_app = typer.Typer(
     help="Signing keys and the repository's first metadata.",

@@ -27,7 +27,8 @@ class FailureReason(enum.StrEnum):
     METADATA = "metadata"  # TUF refresh failed (signature, expiry, rollback, ...)
     TARGET_NOT_FOUND = "target_not_found"
     WRONG_MODEL = "wrong_model"
-    DOWNGRADE = "downgrade"
+    WRONG_CHANNEL = "wrong_channel"  # signed for (or delegated by) another channel's role
+    DOWNGRADE = "downgrade"  # version or release counter not above the running build's
     DOWNLOAD = "download"  # transport failed after retries
     HASH_MISMATCH = "hash_mismatch"
     LENGTH_MISMATCH = "length_mismatch"

@@ -68,7 +68,8 @@ def provision(root: Path, *, slot_size: int = 1024 * 1024) -> dict[str, Any]:
     root.mkdir(parents=True, exist_ok=True)
     env_file, cmdline = root / "grubenv", root / "cmdline"
     for args in (["create"], ["set", "saved_entry=slot_a"]):
-        subprocess.run(["grub-editenv", str(env_file), *args], check=True, capture_output=True)
+        argv = ["grub-editenv", str(env_file), *args]  # found on PATH
+        subprocess.run(argv, check=True, capture_output=True)  # noqa: S603  # no shell
     roots = {"slot_a": "/dev/sda2", "slot_b": "/dev/sda3"}
     pairs = [f"{entry}={dev}" for entry, dev in roots.items()]
     reboot = fake_command(__name__, str(env_file), str(cmdline), *pairs)

@@ -36,7 +36,15 @@ TITLE_CHARS: Final = 120
 SAMPLES: Final = 3
 # Agent reports that say a build failed on a device; a policy deferral or a cancel does not.
 FAILED_STATES: Final = (UpdateState.FAILED.value, UpdateState.ROLLED_BACK.value)
-NOT_PROBLEMS: Final = ("", FailureReason.POLICY.value, FailureReason.CANCELLED.value)
+# Reasons that say nothing about the build: the owner's policy, a cancel, or a build offered to
+# a device of another channel or model (refused by the agent, as it should be).
+NOT_PROBLEMS: Final = (
+    "",
+    FailureReason.POLICY.value,
+    FailureReason.CANCELLED.value,
+    FailureReason.WRONG_CHANNEL.value,
+    FailureReason.WRONG_MODEL.value,
+)
 
 
 def open_blocking_issues(session: Session, *, release_id: int) -> int:

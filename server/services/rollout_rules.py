@@ -12,8 +12,9 @@ import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, time, timedelta
+from typing import Final
 
-from wire import UpdateState
+from wire import FailureReason, UpdateState
 
 DEFAULT_WAVES: tuple[float, ...] = (1.0, 10.0, 50.0, 100.0)
 DEFAULT_CHANNELS: tuple[str, ...] = ("internal", "preview", "stable")
@@ -105,8 +106,20 @@ STARTED = frozenset(
 )
 
 
-def classify(state: UpdateState, silent_for: timedelta, stuck_after: timedelta) -> Outcome:
+# Refusals that say the build was offered to the wrong device (another channel or model: a
+# hostile or mistaken notice), not that the build is bad.
+NOT_FOR_THIS_DEVICE: Final = frozenset({FailureReason.WRONG_CHANNEL, FailureReason.WRONG_MODEL})
+
+
+def classify(
+    state: UpdateState,
+    silent_for: timedelta,
+    stuck_after: timedelta,
+    reason: FailureReason = FailureReason.NONE,
+) -> Outcome:
     """What one device's latest report for the rollout's version says about the build."""
+    if state is UpdateState.FAILED and reason in NOT_FOR_THIS_DEVICE:
+        return Outcome.NOT_STARTED
     if state is UpdateState.COMMITTED:
         return Outcome.SUCCESS
     if state in (UpdateState.ROLLED_BACK, UpdateState.ROLLING_BACK):
@@ -161,7 +174,7 @@ class GateConfig:
 
 
 class Verdict(enum.StrEnum):
-    PASS = "pass"
+    PASS = "pass"  # noqa: S105  # a gate verdict, not a password
     WAIT = "wait"  # not enough devices or soak time yet
     FAIL = "fail"  # pause the rollout
 

@@ -37,7 +37,7 @@ from server.services.rollout_rules import (
     next_state,
     rate_wait_s,
 )
-from wire import AvailabilityNotice, UpdateState
+from wire import AvailabilityNotice, FailureReason, UpdateState
 from wire.rollout import in_rollout
 
 DEFAULT_STUCK_TIMEOUT_S = 1800.0
@@ -144,9 +144,18 @@ def rollout_counts(session: Session, rollout: Rollout, plan: RolloutPlan, now: d
         latest[row.device_id] = row
     stuck_after = timedelta(seconds=plan.stuck_timeout_s)
     outcomes = (
-        classify(UpdateState(r.state), now - r.received_at, stuck_after) for r in latest.values()
+        classify(UpdateState(r.state), now - r.received_at, stuck_after, _reason(r.reason))
+        for r in latest.values()
     )
     return Counts.tally(outcomes, expected)
+
+
+def _reason(stored: str) -> FailureReason:
+    """A stored reason; one this server version does not know counts as a plain failure."""
+    try:
+        return FailureReason(stored)
+    except ValueError:
+        return FailureReason.INTERNAL
 
 
 def _blocking_issues(session: Session, release_id: int) -> int:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import sys
 import time
 from collections.abc import Iterator
@@ -25,6 +24,7 @@ from agent.health import (
     health_checks_from_config,
     run_health_checks,
 )
+from lab.net import free_port
 from signing.testing import serve_directory
 
 PY = sys.executable
@@ -125,10 +125,7 @@ def test_an_error_status_is_a_problem(http_base: str) -> None:
 
 
 def test_nothing_listening_is_a_problem() -> None:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    problem = HttpReachableCheck(f"http://127.0.0.1:{port}/healthz").run(5)
+    problem = HttpReachableCheck(f"http://127.0.0.1:{free_port()}/healthz").run(5)
     assert problem is not None
     assert "unreachable" in problem
 

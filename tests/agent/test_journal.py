@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from agent.installed import InstalledRelease
 from agent.journal import Journal, JournalRecord
 from wire import FailureReason, UpdateState
 
@@ -40,6 +41,15 @@ records = st.builds(
     reason=st.sampled_from(list(FailureReason)),
     detail=st.dictionaries(st.text(max_size=8), st.integers() | st.text(max_size=8) | st.none()),
     updated_at=st.floats(min_value=0, max_value=4e9),
+    slot_releases=st.dictionaries(
+        st.sampled_from(["a", "b"]),
+        st.builds(
+            InstalledRelease,
+            channel=st.text(max_size=8),
+            model=st.text(max_size=8),
+            release_counter=st.integers(min_value=0, max_value=2**62),
+        ),
+    ),
 )
 
 
@@ -80,6 +90,11 @@ def _encoded(**overrides: object) -> bytes:
         _encoded(target_slot="z"),
         _encoded(detail=[]),
         _encoded(updated_at=None),
+        _encoded(slot_releases=[]),
+        _encoded(slot_releases={"c": {"channel": "s", "model": "m", "release_counter": 1}}),
+        _encoded(slot_releases={"a": {"channel": "s", "model": "m"}}),
+        _encoded(slot_releases={"a": {"channel": "s", "model": "m", "release_counter": -1}}),
+        _encoded(slot_releases={"a": {"channel": "s", "model": "m", "release_counter": True}}),
     ],
 )
 def test_decoding_is_strict(raw: bytes) -> None:
@@ -93,6 +108,24 @@ def test_a_missing_field_is_an_error_and_an_unknown_one_is_ignored() -> None:
     with pytest.raises(ValueError, match="rollout_id"):
         JournalRecord.from_json(json.dumps(body).encode())
     assert JournalRecord.from_json(_encoded(added_by_a_newer_agent=1)) == IN_PROGRESS
+
+
+def test_a_journal_from_before_release_counters_reads_as_none_known() -> None:
+    body = json.loads(IN_PROGRESS.to_json())
+    del body["slot_releases"]
+    assert JournalRecord.from_json(json.dumps(body).encode()) == IN_PROGRESS
+
+
+def test_with_slot_and_without_slot_keep_versions_and_releases_together() -> None:
+    stable_5 = InstalledRelease(channel="stable", model="pi4", release_counter=5)
+    noted = IN_PROGRESS.replace(**IN_PROGRESS.with_slot("b", "2026.11.27", stable_5))
+    assert noted.slot_versions == {"a": "2026.11.20", "b": "2026.11.27"}
+    assert noted.slot_releases == {"b": stable_5}
+    assert JournalRecord.from_json(noted.to_json()) == noted
+    unsigned = noted.replace(**noted.with_slot("b", "2026.12.4", None))
+    assert unsigned.slot_releases == {}  # what b held before is no longer there
+    forgotten = noted.replace(**noted.without_slot("b"))
+    assert (forgotten.slot_versions, forgotten.slot_releases) == ({"a": "2026.11.20"}, {})
 
 
 def test_load_answers_none_when_there_is_no_journal(tmp_path: Path) -> None:

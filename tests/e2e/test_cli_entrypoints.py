@@ -13,9 +13,9 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
-from conftest import free_port, wait_for_port
 from paho.mqtt.enums import CallbackAPIVersion
 
+from lab.net import free_port, wait_for_port
 from signing.keys import init_keys
 
 BIN = Path(sys.executable).parent
@@ -122,3 +122,14 @@ def test_ota_agent_bad_config_is_one_clear_line(tmp_path: Path) -> None:
     assert proc.returncode == 1
     assert proc.stderr.startswith("ota-agent: error: config is missing: model")
     assert "Traceback" not in proc.stderr
+
+
+def test_the_demo_is_ota_lab_demo_and_no_longer_an_ota_command() -> None:
+    lab = subprocess.run(
+        [str(BIN / "ota-lab"), "demo", "--help"], capture_output=True, text=True, check=False
+    )
+    assert lab.returncode == 0, lab.stderr
+    assert all(option in lab.stdout for option in ("--json", "--devices", "--testers", "--workdir"))
+    ota = subprocess.run([str(BIN / "ota"), "demo"], capture_output=True, text=True, check=False)
+    assert ota.returncode != 0
+    assert "No such command 'demo'" in ota.stderr

@@ -17,13 +17,13 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from powerlab import Lab, lab, outcome
 
 from agent.runner import Agent
 from agent.testing import PoweredDevice, boot_problems
 from hardware.bootcontrol import Slot
 from hardware.sim import FaultPlan, SimDevice
 from hardware.sim_env import env_to_json
+from lab.powerlab import Lab, lab, outcome
 from wire import FailureReason, UpdateState
 
 RELEASE = "1.0"

@@ -4,10 +4,8 @@ agents on simulated devices, driven by `poll_once()`; the scheduler's tick is th
 
 from __future__ import annotations
 
-import hashlib
-import json
 import time
-import urllib.request
+import urllib.error
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,52 +13,30 @@ from typing import Any
 
 import pytest
 
-from agent.config import AgentConfig
-from agent.daemon import build_agent
 from agent.runner import Agent
 from agent.server_api import ServerApi
 from hardware.sim import SimDevice
-from server.settings import Settings
-from server.testing import live_server
-from signing.keys import init_keys
-from signing.repo import publish_release
+from lab.fleet import KIB, Backend, Board, running_backend
 from wire import StatusReport, UpdateState
 from wire.rollout import in_rollout
 
 MODEL = "board"
-ADMIN = "admin-token"
-ENROLL = "enroll-token"
-KIB = 1024
+BOARD = Board(model=MODEL, slot_size=256 * KIB, image_size=96 * KIB, chunk_size=32 * KIB)
 FLEET = 24
 
 
 @dataclass
 class Fleet:
-    tmp: Path
-    repo: Path
-    url: str
+    backend: Backend
     agents: dict[str, tuple[Agent, SimDevice]]
 
     def api(self, method: str, path: str, body: Any = None) -> Any:
-        data = None if body is None else json.dumps(body).encode()
-        request = urllib.request.Request(
-            self.url + path,
-            data=data,
-            method=method,
-            headers={"Authorization": f"Bearer {ADMIN}", "Content-Type": "application/json"},
-        )
-        with urllib.request.urlopen(request, timeout=10) as resp:
-            return json.loads(resp.read())
+        return self.backend.api(path, body, method=method)
 
     def publish(self, version: str, *, percentage: float) -> int:
         """Sign a small image, register it held at `percentage` (0: for a staged rollout)."""
-        image = self.tmp / f"rom-{version}.img"
-        image.write_bytes(hashlib.sha256(version.encode()).digest() * (96 * KIB // 32))
-        release = publish_release(
-            self.repo, image, version=version, channel="stable", model=MODEL, chunk_size=32 * KIB
-        )
-        body = {**release.to_dict(), "percentage": percentage}
-        return int(self.api("POST", "/api/v1/releases", body)["id"])
+        release = self.backend.sign(version)
+        return int(self.backend.register(release, percentage=percentage)["id"])
 
     def poll_all(self) -> None:
         for agent, _ in self.agents.values():
@@ -82,35 +58,13 @@ class Fleet:
 
 @pytest.fixture
 def fleet(tmp_path: Path) -> Iterator[Fleet]:
-    repo = tmp_path / "repo"
-    init_keys(repo)
-    settings = Settings(
-        db_url=f"sqlite:///{tmp_path / 'server.db'}",
-        repo_dir=repo / "repository",
-        admin_token=ADMIN,
-        enrollment_token=ENROLL,
-        rollout_tick_s=0,  # the tests tick through POST /rollouts/evaluate
-    )
-    with live_server(settings) as url:
-        env = Fleet(tmp_path, repo, url, {})
-        for n in range(FLEET):
-            device_id = f"dev-{n:02d}"
-            sim = SimDevice.provision(tmp_path / device_id / "hw", slot_size=256 * KIB, model=MODEL)
-            credential = ServerApi(url, device_id).enroll(ENROLL, MODEL, "stable")
-            config = AgentConfig(
-                device_id=device_id,
-                model=MODEL,
-                channel="stable",
-                server_url=url,
-                credential=credential,
-                data_dir=tmp_path / device_id / "agent",
-                trusted_root=repo / "root.json",
-                health_deadline_s=2.0,
-            )
-            agent = build_agent(config, boot=sim)
-            agent.resume()
-            env.agents[device_id] = (agent, sim)
-        yield env
+    # the tests tick through POST /rollouts/evaluate
+    with running_backend(tmp_path, BOARD, rollout_tick_s=0) as backend:
+        agents = {
+            f"dev-{n:02d}": backend.start_agent(f"dev-{n:02d}", health_deadline_s=2.0)
+            for n in range(FLEET)
+        }
+        yield Fleet(backend, agents)
 
 
 def staged(fleet: Fleet, release_id: int, **overrides: Any) -> dict[str, Any]:
@@ -177,7 +131,7 @@ def test_a_build_failing_health_checks_pauses_at_the_first_wave(fleet: Fleet) ->
 
 def test_a_device_that_starts_and_goes_silent_counts_as_failed(fleet: Fleet) -> None:
     silent = "dev-silent"
-    credential = ServerApi(fleet.url, silent).enroll(ENROLL, MODEL, "stable")
+    credential = fleet.backend.enroll(silent)
     release_id = fleet.publish("1.0", percentage=0)
     rollout = staged(
         fleet,
@@ -194,7 +148,7 @@ def test_a_device_that_starts_and_goes_silent_counts_as_failed(fleet: Fleet) -> 
         current_version="",
         target_version="1.0",
     )
-    ServerApi(fleet.url, silent, credential).send_reports([report])
+    ServerApi(fleet.backend.server_url, silent, credential).send_reports([report])
     status = fleet.evaluate(rollout["rollout_id"])
     assert (status["state"], status["numbers"]["gate"]) == ("active", "min_devices")
     assert status["numbers"]["in_progress"] == 1

@@ -38,7 +38,13 @@ def test_agent_tuf_client_accepts_a_published_release(tmp_path: Path) -> None:
     assert (info.version, info.model, info.hardware_ids) == ("2026.48", "rpi4", ("rpi4",))
     assert info.chunk_size == 64 * 1024
     assert info.chunk_sha256[0] == hashlib.sha256(data[: 64 * 1024]).hexdigest()
-    check_target(info, model="rpi4", current_version="2026.47", slot_size=1 << 20)
+    check_target(info, model="rpi4", channel="stable", current_version="2026.47", slot_size=1 << 20)
     with pytest.raises(VerificationError) as wrong_model:
-        check_target(info, model="pixel", current_version="2026.47", slot_size=1 << 20)
+        check_target(
+            info, model="pixel", channel="stable", current_version="2026.47", slot_size=1 << 20
+        )
     assert wrong_model.value.reason is FailureReason.WRONG_MODEL
+    assert info.delegated_by == "stable"  # signing/ delegates each channel to its own role
+    with pytest.raises(VerificationError) as wrong_channel:
+        check_target(info, model="rpi4", channel="preview", current_version="1", slot_size=1 << 20)
+    assert wrong_channel.value.reason is FailureReason.WRONG_CHANNEL

@@ -29,7 +29,7 @@ from server.services.rollout_rules import (
     rate_wait_s,
 )
 from server.services.train_rules import Stage, TrainSchedule, train_step
-from wire import UpdateState
+from wire import FailureReason, UpdateState
 from wire.rollout import in_rollout
 
 counts_st = st.builds(
@@ -302,3 +302,12 @@ def test_the_stages_are_due_in_order_within_the_week(day: date) -> None:
     assert due[0].weekday() == 2
     assert due[-1].weekday() == 4
     assert due[0].date() - timedelta(days=2) <= day + timedelta(days=6)
+
+
+@pytest.mark.parametrize("reason", [FailureReason.WRONG_CHANNEL, FailureReason.WRONG_MODEL])
+def test_a_refusal_of_a_build_offered_to_the_wrong_device_is_not_a_failure(
+    reason: FailureReason,
+) -> None:
+    quiet, stuck = timedelta(seconds=1), timedelta(hours=1)
+    assert classify(UpdateState.FAILED, quiet, stuck, reason) is Outcome.NOT_STARTED
+    assert classify(UpdateState.FAILED, quiet, stuck, FailureReason.HASH_MISMATCH) is Outcome.FAILED

@@ -17,15 +17,9 @@ import pytest
 
 from agent.errors import TransportError
 from agent.server_api import ServerApi
+from lab.processes import live_server
 from server.settings import Settings
-from server.testing import (
-    MOSQUITTO_PIPE_LEAK,
-    database_url,
-    live_server,
-    new_id,
-    sample_release,
-    sample_report,
-)
+from server.testing import MOSQUITTO_PIPE_LEAK, database_url, new_id, sample_release, sample_report
 from wire import (
     ENROLL_PATH,
     PollAnswer,

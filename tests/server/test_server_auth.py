@@ -6,21 +6,21 @@ from __future__ import annotations
 
 import getpass
 import queue
-import shutil
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import paho.mqtt.client as mqtt
 import pytest
-from conftest import IN_CI, free_port, wait_for_port
+from conftest import IN_CI
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.reasoncodes import ReasonCode
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 from typer.testing import CliRunner
 
+from lab.net import free_port
+from lab.processes import live_server, mosquitto, mosquitto_binary
 from server.auth import (
     Principal,
     Role,
@@ -36,7 +36,7 @@ from server.errors import ConflictError, ForbiddenError, NotAuthenticatedError
 from server.models import ApiToken, Device
 from server.mosquitto import verify_password
 from server.settings import Settings
-from server.testing import MOSQUITTO_PIPE_LEAK, live_server, new_id
+from server.testing import MOSQUITTO_PIPE_LEAK, new_id
 from wire import API_PREFIX, ENROLL_PATH, poll_path
 
 pytestmark = pytest.mark.filterwarnings(MOSQUITTO_PIPE_LEAK)  # see server.testing
@@ -221,12 +221,6 @@ def test_ota_token_create_list_revoke_work_on_the_database(tmp_path: Path) -> No
     assert bad.exit_code != 0
 
 
-def _mosquitto() -> str | None:
-    return shutil.which("mosquitto") or (
-        "/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None
-    )
-
-
 def _connack(port: int, ca: Path, username: str, password: str) -> ReasonCode:
     answers: queue.Queue[ReasonCode] = queue.Queue()
     client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=username)
@@ -245,7 +239,7 @@ def _connack(port: int, ca: Path, username: str, password: str) -> ReasonCode:
 def test_broker_config_from_the_registry_admits_enrolled_devices(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    binary = _mosquitto()
+    binary = mosquitto_binary()
     if binary is None:
         if IN_CI:
             pytest.fail("mosquitto binary not found (CI=true)")
@@ -274,16 +268,10 @@ def test_broker_config_from_the_registry_admits_enrolled_devices(
     conf_dir = tmp_path / "broker"
     assert f"{phone}:{stored}" in (conf_dir / "passwd").read_text()
     assert f"user {phone}\n" in (conf_dir / "acl").read_text()
-    with (tmp_path / "mosquitto.log").open("wb") as log:
-        proc = subprocess.Popen([binary, "-c", str(conf_dir / "mosquitto.conf")], stderr=log)
-    try:
-        wait_for_port(port)
+    with mosquitto(binary, conf_dir / "mosquitto.conf", port, tmp_path / "mosquitto.log"):
         ca = conf_dir / "ca.crt"
         assert not _connack(port, ca, phone, credential).is_failure
         assert _connack(port, ca, phone, credential + "x").is_failure
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
 
 
 def test_broker_config_needs_the_server_password(tmp_path: Path) -> None:

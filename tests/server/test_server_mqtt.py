@@ -23,21 +23,14 @@ from typing import Any
 import httpx
 import paho.mqtt.client as mqtt
 import pytest
-from conftest import wait_for_port
 from paho.mqtt.enums import CallbackAPIVersion
 
+from lab.net import free_port, is_listening, wait_for_port
+from lab.processes import embedded_broker, live_server
 from server.broker import EmbeddedBroker
 from server.mqtt_bridge import parse_broker_url
 from server.settings import Settings
-from server.testing import (
-    MOSQUITTO_PIPE_LEAK,
-    database_url,
-    free_port,
-    live_server,
-    new_id,
-    sample_release,
-    sample_report,
-)
+from server.testing import MOSQUITTO_PIPE_LEAK, database_url, new_id, sample_release, sample_report
 from wire import (
     ENROLL_PATH,
     AvailabilityNotice,
@@ -286,8 +279,7 @@ def test_embedded_broker_round_trip_and_stop() -> None:
             talker.publish("ota/v1/test/hello", b"world")
             message = listener.next()
         assert (message.topic, message.payload) == ("ota/v1/test/hello", b"world")
-    with socket.socket() as s:
-        assert s.connect_ex(("127.0.0.1", port)) != 0  # nothing listens any more
+    assert not is_listening(port)  # nothing listens any more
 
 
 def test_embedded_broker_reports_a_busy_port() -> None:
@@ -301,15 +293,15 @@ def test_embedded_broker_reports_a_busy_port() -> None:
 
 
 def test_the_server_works_with_the_embedded_broker(tmp_path: Path) -> None:
-    with EmbeddedBroker("127.0.0.1", free_port()) as broker:
-        settings = server_settings(f"sqlite:///{tmp_path / 'ota.db'}", broker.url)
+    with embedded_broker() as broker_url:
+        settings = server_settings(f"sqlite:///{tmp_path / 'ota.db'}", broker_url)
         with live_server(settings) as url, httpx.Client(base_url=url, timeout=20) as http:
-            server = Server(http, broker.url)
+            server = Server(http, broker_url)
             phone = new_id("phone")
             server.enroll(phone)
             body = sample_release("2026.47", 1, "stable", "sim")
             assert http.post("/api/v1/releases", json=body, headers=ADMIN_AUTH).status_code == 201
-            with MqttClient(broker.url, channel_topic("stable", "sim")) as device:
+            with MqttClient(broker_url, channel_topic("stable", "sim")) as device:
                 notice = AvailabilityNotice.from_json(device.next().payload)
                 device.publish(device_status_topic(phone), sample_report(phone, 0).to_json())
             assert notice.release_version == "2026.47"
@@ -350,5 +342,5 @@ def test_a_server_whose_broker_is_away_still_works_and_catches_up(tmp_path: Path
         body = sample_release("2026.47", 1, "stable", "sim")
         assert http.post("/api/v1/releases", json=body, headers=ADMIN_AUTH).status_code == 201
         assert time.monotonic() - started < 2.0  # nothing waits for a broker that is not there
-        with EmbeddedBroker("127.0.0.1", port) as broker:  # the broker comes back
-            wait_until(lambda: _retained(broker.url, channel_topic("stable", "sim")), "notice")
+        with embedded_broker(port) as broker_url:  # the broker comes back
+            wait_until(lambda: _retained(broker_url, channel_topic("stable", "sim")), "notice")

@@ -20,10 +20,11 @@ import pytest
 from fastapi.routing import APIRoute, iter_route_contexts
 from starlette.routing import Route
 
+from lab.processes import live_server
 from server.app import create_app
 from server.auth import Role
 from server.settings import Settings
-from server.testing import MOSQUITTO_PIPE_LEAK, live_server, new_id, sample_release
+from server.testing import MOSQUITTO_PIPE_LEAK, new_id, sample_release
 from wire import (
     API_PREFIX,
     ENROLL_PATH,

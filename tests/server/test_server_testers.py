@@ -15,6 +15,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 from typer.testing import CliRunner
 
+from lab.processes import live_server
 from server.auth import Role, issue_token
 from server.cli import app as ota_app
 from server.cli_testers import parse_duration
@@ -22,7 +23,7 @@ from server.db import make_engine, make_sessions
 from server.models import Device, FCode, utcnow
 from server.services.fcodes import hash_code
 from server.settings import Settings
-from server.testing import MOSQUITTO_PIPE_LEAK, database_url, live_server, new_id
+from server.testing import MOSQUITTO_PIPE_LEAK, database_url, new_id
 from wire import ENROLL_PATH, poll_path
 
 ENROLL = "enroll-secret"

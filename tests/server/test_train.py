@@ -12,6 +12,7 @@ import pytest
 from sqlalchemy.orm import Session, sessionmaker
 from typer.testing import CliRunner
 
+from lab.processes import live_server
 from server.cli import app
 from server.db import make_engine, make_sessions, upgrade_to_head
 from server.scheduler import RolloutScheduler
@@ -21,7 +22,7 @@ from server.services.releases import register_release
 from server.services.rollout_rules import GateConfig
 from server.services.train import TrainConfig, start_train, train_status
 from server.settings import Settings
-from server.testing import live_server, sample_release
+from server.testing import sample_release
 from wire import AvailabilityNotice, Command
 
 MONDAY = date(2026, 11, 23)

@@ -1,4 +1,4 @@
-"""Test helper: small signed TUF repositories, and a loopback HTTP server that serves them.
+"""Small signed TUF repositories for the agent's tests, and a loopback HTTP server for them.
 
 `TufRepo` builds a repository with python-tuf's Metadata API (not with `signing/`, so the
 agent's tests stand on their own): consistent snapshots on, metadata written as
@@ -8,7 +8,7 @@ target's `custom`.
 
 `RepoServer` serves a directory over HTTP on 127.0.0.1 with `Range: bytes=N-` support, counts
 the body bytes it sent per path, and injects faults on request (dropped connections, extra
-bytes, ignored ranges, a trickle).
+bytes, ignored ranges, a trickle of targets or of metadata too).
 """
 
 from __future__ import annotations
@@ -26,8 +26,8 @@ from pathlib import Path
 from typing import Any, BinaryIO
 from urllib.parse import quote
 
-from securesystemslib.signer import CryptoSigner, Signer
-from tuf.api.metadata import (
+from securesystemslib.signer import CryptoSigner, Signer  # type: ignore[attr-defined]
+from tuf.api.metadata import (  # type: ignore[attr-defined]
     DelegatedRole,
     Delegations,
     Metadata,
@@ -151,7 +151,8 @@ class TufRepo:
 
     def publish(self) -> None:
         """Bump every targets role, snapshot and timestamp, sign and write them."""
-        for md in (self.targets, *self.delegated.values(), self.snapshot, self.timestamp):
+        roles: list[Metadata[Any]] = [self.targets, *self.delegated.values()]
+        for md in (*roles, self.snapshot, self.timestamp):
             md.signed.version += 1
         self._write_all()
 
@@ -210,6 +211,7 @@ class Faults:
     extra_bytes: int = 0  # append this much junk to every target body
     ignore_range: bool = False  # answer ranged requests with 200 and the whole file
     trickle: float = 0.0  # seconds between 16-byte pieces of a target body
+    trickle_metadata: bool = False  # trickle metadata bodies too (slow retrieval of metadata)
     served: Counter[str] = field(default_factory=Counter)  # body bytes sent per URL path
     requests: list[tuple[str, str]] = field(default_factory=list)  # (path, Range header)
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -275,7 +277,8 @@ class _Handler(BaseHTTPRequestHandler):
         return sent
 
     def _write(self, data: bytes, is_target: bool) -> int:
-        trickle = self.server.faults.trickle if is_target else 0.0
+        faults = self.server.faults
+        trickle = faults.trickle if is_target or faults.trickle_metadata else 0.0
         if not trickle:
             self.wfile.write(data)
             return len(data)

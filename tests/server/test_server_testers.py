@@ -11,7 +11,7 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 from typer.testing import CliRunner
 
@@ -24,7 +24,7 @@ from server.models import Device, FCode, utcnow
 from server.services.fcodes import hash_code
 from server.settings import Settings
 from server.testing import MOSQUITTO_PIPE_LEAK, database_url, new_id
-from wire import ENROLL_PATH, poll_path
+from wire import ENROLL_PATH, leave_preview_path, poll_path
 
 ENROLL = "enroll-secret"
 pytestmark = pytest.mark.filterwarnings(MOSQUITTO_PIPE_LEAK)  # see server.testing
@@ -148,6 +148,23 @@ def test_used_expired_and_unknown_codes_are_refused_and_change_nothing(api: Api)
     assert as_other.status_code == 403
     assert api.fcode(fresh).redeemed_at is None
     assert api.device(other).channel == "stable"
+
+
+def test_an_expired_code_does_not_bring_its_device_back_after_it_left(api: Api) -> None:
+    device_id, credential = api.enroll()
+    (code,) = issue(api, 1)
+    assert redeem(api, device_id, credential, code).status_code == 200
+    assert redeem(api, device_id, credential, code).status_code == 200  # a retry, in time
+    left = api.http.post(leave_preview_path(device_id), headers=bearer(credential))
+    assert left.status_code == 200, left.text
+    with api.sessions() as session:
+        expired = update(FCode).where(FCode.code_hash == hash_code(code))
+        session.execute(expired.values(expires_at=utcnow() - timedelta(seconds=1)))
+        session.commit()
+    answer = redeem(api, device_id, credential, code)
+    assert answer.status_code == 410, answer.text
+    assert "expired" in answer.json()["detail"]
+    assert api.device(device_id).channel == "stable"
 
 
 def test_only_release_engineers_issue_codes(api: Api) -> None:

@@ -27,7 +27,7 @@ from agent.runner import Agent
 from agent.server_api import ServerApi
 from hardware.sim import SimDevice
 from lab.processes import live_server
-from server.settings import Settings
+from server.settings import RateLimitConfig, Settings
 from signing.keys import init_keys
 from signing.notify import notify_server
 from signing.repo import DEFAULT_CHUNK_SIZE, PublishedRelease, publish_release
@@ -38,6 +38,7 @@ KIB = 1024
 MIB = 1024 * KIB
 API_TIMEOUT_S = 20.0
 DAEMON_STOP_TIMEOUT_S = 15.0
+LAB_RATE_LIMITS = RateLimitConfig.all_at("100000/minute")  # the whole fleet is on loopback
 
 
 @dataclass(frozen=True)
@@ -193,6 +194,7 @@ def server_settings(workdir: Path, **overrides: Any) -> Settings:
         "repo_dir": workdir / "repo" / "repository",
         "admin_token": ADMIN_TOKEN,
         "enrollment_token": ENROLLMENT_TOKEN,
+        "rate_limits": LAB_RATE_LIMITS,
     }
     return Settings(**{**defaults, **overrides})
 

@@ -2,8 +2,9 @@
 
 A bearer token resolves to one `Principal` (role + subject) from one of three sources, tried
 in order: the settings' admin token (ADMIN, subject "admin"), an API token issued by
-`issue_token` (its role and subject; only the sha256 is stored, in `api_tokens`), or a device
-credential from enrollment (DEVICE, subject = device id). `require_role(*roles)` turns that
+`issue_token` (its role and subject; only the sha256 is stored, in `api_tokens`; it expires,
+and its last use is noted), or a device credential from enrollment (DEVICE, subject = device
+id). `require_role(*roles)` turns that
 into a route dependency: no or unknown token -> 401, a known token of another role -> 403
 naming the roles allowed. ADMIN passes every role check. Endpoints about one device add
 `require_device_self`, so a device (or a tester bound to a device) acts only as itself.

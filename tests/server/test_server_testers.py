@@ -16,11 +16,13 @@ from sqlalchemy.orm import Session, sessionmaker
 from typer.testing import CliRunner
 
 from lab.processes import live_server
+from server.api_client import OtaApi
 from server.auth import Role, issue_token
 from server.cli import app as ota_app
 from server.cli_testers import parse_duration
 from server.db import make_engine, make_sessions
 from server.models import Device, FCode, utcnow
+from server.schemas import FCodeIssue
 from server.services.fcodes import hash_code
 from server.settings import Settings
 from server.testing import MOSQUITTO_PIPE_LEAK, database_url, new_id
@@ -81,12 +83,10 @@ def api(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 
 
 def issue(api: Api, count: int, **extra: Any) -> list[str]:
-    token = api.token(Role.RELEASE_ENGINEER)
-    body = {"count": count, "expires_in_s": 3600, **extra}
-    answer = api.http.post("/api/v1/fcodes", json=body, headers=bearer(token))
-    assert answer.status_code == 201, answer.text
-    assert answer.json()["channel"] == extra.get("channel", "preview")
-    return list(answer.json()["codes"])
+    with OtaApi(api.url, api.token(Role.RELEASE_ENGINEER)) as engineer:
+        issued = engineer.issue_fcodes(FCodeIssue(count=count, expires_in_s=3600, **extra))
+    assert issued.channel == extra.get("channel", "preview")
+    return issued.codes
 
 
 def redeem(api: Api, device_id: str, credential: str, code: str) -> httpx.Response:

@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint types pytest bench clean
+.PHONY: demo test lint types pytest slow bench clean
 
 $(STAMP): pyproject.toml
 	@test -n "$(PYTHON)" || { echo "error: need Python 3.11 or newer on PATH" >&2; exit 1; }
@@ -33,6 +33,10 @@ pytest: $(STAMP)
 	$(BIN)/coverage report
 
 test: lint types pytest
+
+# The long runs `make test` leaves out (the torture run on the page-cache disk); CI runs both.
+slow: $(STAMP)
+	$(BIN)/pytest -q -m slow
 
 bench: $(STAMP)
 	$(BIN)/python bench/install.py --size-mb 256

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import importlib.metadata
 import logging
 import queue
 import random
@@ -90,6 +91,14 @@ def _health_checks(config: AgentConfig, boot: BootControl) -> list[HealthCheck]:
     return checks
 
 
+def agent_version() -> str:
+    """This agent's own version (the installed package's)."""
+    try:
+        return importlib.metadata.version("orangefriday")
+    except importlib.metadata.PackageNotFoundError:
+        return "(not installed)"
+
+
 def _initial_version(config: AgentConfig) -> str:
     if not config.version_file:
         return ""
@@ -126,6 +135,8 @@ class AgentDaemon:
             agent.parts.reporter = self.doorbell
 
     def run(self, stop: threading.Event) -> None:
+        """Until `stop` is set (and the daemon woken: `wake`), or an exception ends it."""
+        self._log_start()
         self.agent.resume()
         if self.doorbell is not None:
             self.doorbell.start()
@@ -138,6 +149,18 @@ class AgentDaemon:
         finally:
             if self.doorbell is not None:
                 self.doorbell.stop()
+
+    def _log_start(self) -> None:
+        config, agent = self.config, self.agent
+        log.info(
+            "%s: ota-agent %s started: slot %s, channel %s, server %s, broker %s",
+            config.device_id,
+            agent_version(),
+            agent.parts.boot.status().active.value,
+            config.channel,
+            config.server_url,
+            config.broker_url or "(none: HTTP polls only)",
+        )
 
     def wake(self) -> None:
         self._wake.set()

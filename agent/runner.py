@@ -204,7 +204,7 @@ class Agent:
         try:
             acked = self.parts.server.send_reports(pending)
         except AgentError as exc:
-            log.info("%s: %d reports kept for later: %s", self.parts.device_id, len(pending), exc)
+            log.info("%s: reports kept for later: %d (%s)", self.parts.device_id, len(pending), exc)
             return
         self.parts.outbox.ack(acked)
         log_delivery(self.parts.device_id, [r.seq for r in pending], acked)
@@ -592,14 +592,8 @@ class Agent:
 def log_delivery(device_id: str, sent: list[int], acked: set[int]) -> None:
     """One line: which reports the server now holds, and which stay in the outbox."""
     kept = [seq for seq in sent if seq not in acked]
-    log.info(
-        "%s: %d reports delivered%s",
-        *(
-            device_id,
-            len(sent) - len(kept),
-            f", {len(kept)} kept: not acknowledged" if kept else "",
-        ),
-    )
+    unacked = f"; kept, not acknowledged: {len(kept)}" if kept else ""
+    log.info("%s: reports delivered: %d%s", device_id, len(sent) - len(kept), unacked)
 
 
 def jittered(interval: float, jitter: float, rng: random.Random | None = None) -> float:

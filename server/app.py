@@ -10,10 +10,12 @@ from contextlib import asynccontextmanager
 from functools import partial
 
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
+from server.api_models import ERROR_RESPONSES
 from server.body_limit import BodyLimit
 from server.db import make_engine, make_sessions, upgrade_to_head
 from server.errors import (
@@ -26,15 +28,17 @@ from server.errors import (
     ServiceError,
     TooLargeError,
 )
+from server.input_bounds import invalid_request
 from server.mqtt_bridge import MqttBridge
 from server.online_signing import OnlineRoleRenewer
 from server.publisher import NoPublisher, Publisher
-from server.routes import admin, dashboard, devices, rollouts, testers, tokens, tuf
+from server.routes import admin, dashboard, devices, health, rollouts, testers, tokens, tuf
 from server.scheduler import RolloutScheduler
 from server.services.releases import current_notices
 from server.services.reports import ingest_reports
 from server.settings import Settings
 from server.state import AppState
+from server.workers import HealthSource
 from wire import AvailabilityNotice, StatusReport
 
 log = logging.getLogger(__name__)
@@ -51,10 +55,15 @@ STATUS_BY_ERROR: dict[type[ServiceError], int] = {
 
 
 def create_app(settings: Settings) -> FastAPI:
-    app = FastAPI(title="Orange Friday", lifespan=partial(_lifespan, settings=settings))
+    app = FastAPI(
+        title="Orange Friday",
+        lifespan=partial(_lifespan, settings=settings),
+        responses=ERROR_RESPONSES,  # every refusal any route may answer, documented
+    )
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.add_exception_handler(ServiceError, _service_error)
-    for module in (tuf, devices, rollouts, admin, dashboard, tokens, testers):
+    app.add_exception_handler(RequestValidationError, invalid_request)
+    for module in (tuf, devices, rollouts, admin, dashboard, tokens, testers, health):
         app.include_router(module.router)
     return app
 
@@ -73,7 +82,7 @@ async def _lifespan(app: FastAPI, *, settings: Settings) -> AsyncIterator[None]:
         await asyncio.to_thread(upgrade_to_head, engine)
         sessions = make_sessions(engine)
         async with _publisher(settings, sessions) as publisher:
-            app.state.ota = AppState(settings, engine, sessions, publisher)
+            app.state.ota = state = AppState(settings, engine, sessions, publisher)
             scheduler = RolloutScheduler(
                 sessions, publisher, settings.train, interval_s=settings.rollout_tick_s
             )
@@ -81,6 +90,8 @@ async def _lifespan(app: FastAPI, *, settings: Settings) -> AsyncIterator[None]:
             renewer = _online_renewer(settings)
             if renewer is not None:
                 renewer.start()
+            workers = (scheduler, renewer, publisher)
+            state.workers = [w for w in workers if isinstance(w, HealthSource)]
             try:
                 yield
             finally:

@@ -29,7 +29,13 @@ from typing import Any, Final, Protocol
 from agent import decide
 from agent.decide import DeviceFacts
 from agent.download import download_into
-from agent.errors import AgentError, InstallError, UpdateCancelledError, VerificationError
+from agent.errors import (
+    AgentError,
+    InstallError,
+    TransportError,
+    UpdateCancelledError,
+    VerificationError,
+)
 from agent.fetcher import RangeFetcher
 from agent.health import HealthCheck, run_health_checks
 from agent.installed import InstalledRelease
@@ -68,6 +74,8 @@ class ServerLink(Protocol):
     def send_reports(self, reports: Sequence[StatusReport]) -> set[int]: ...
 
     def poll(self) -> PollAnswer: ...
+
+    def ack_commands(self, command_ids: Sequence[str]) -> None: ...
 
 
 @dataclass
@@ -122,6 +130,7 @@ class Agent:
         self._abandon = AbandonRequest()
         self._driving = False  # a step runs on the thread that holds the lock
         self._last_command_poll = 0.0
+        self._taken_commands: list[str] = []  # handled or noted, not yet acknowledged
 
     @property
     def p(self) -> AgentParts:
@@ -172,6 +181,7 @@ class Agent:
         next check."""
         log.info("%s: command %s (%s)", self.parts.device_id, command.kind, command.command_id)
         self.note_command(command)
+        self._taken_commands.append(command.command_id)
         if not self._lock.acquire(blocking=False):
             return  # an update runs on another thread; it sees the request at its next check
         try:
@@ -195,19 +205,53 @@ class Agent:
             self.handle_command(command)
         if answer.notice is not None:
             self.consider(answer.notice, force=force)
+        self.ack_taken_commands()
+
+    def ack_taken_commands(self) -> None:
+        """Tell the server which commands were handled (or noted by the running update), so
+        its polls stop repeating them; on failure they come again and are handled again,
+        which every command allows."""
+        taken, self._taken_commands = self._taken_commands, []
+        if not taken:
+            return
+        try:
+            self.parts.server.ack_commands(list(dict.fromkeys(taken)))
+        except AgentError as exc:
+            log.info("%s: commands not acknowledged yet: %s", self.parts.device_id, exc)
+            self._taken_commands = taken + self._taken_commands
 
     def flush_reports(self) -> None:
-        """Send what the outbox holds, in order; keep anything not acknowledged."""
+        """Send what the outbox holds, in order; keep anything not acknowledged. Reports the
+        server refuses outright (a conflicting or far-ahead seq) are set aside, one by one,
+        so that one of them cannot hold back all the others forever."""
         pending = self.parts.outbox.pending()
         if not pending:
             return
         try:
             acked = self.parts.server.send_reports(pending)
+        except TransportError as exc:
+            if exc.retryable:
+                log.info("%s: reports kept for later: %s", self.parts.device_id, exc)
+                return
+            acked = self._send_one_by_one(pending)
         except AgentError as exc:
             log.info("%s: reports kept for later: %d (%s)", self.parts.device_id, len(pending), exc)
             return
         self.parts.outbox.ack(acked)
         log_delivery(self.parts.device_id, [r.seq for r in pending], acked)
+
+    def _send_one_by_one(self, pending: Sequence[StatusReport]) -> set[int]:
+        acked: set[int] = set()
+        for report in pending:
+            try:
+                acked |= self.parts.server.send_reports([report])
+            except TransportError as exc:
+                if exc.retryable:
+                    break
+                self.parts.outbox.set_aside(report.seq, str(exc))
+            except AgentError:
+                break
+        return acked
 
     # ------------------------------------------------------------------ what is
 
@@ -403,6 +447,7 @@ class Agent:
                 *(self.parts.device_id, command.kind, command.command_id),
             )
             self.note_command(command)
+            self._taken_commands.append(command.command_id)
 
     def _crash_looping(self) -> bool:
         """Count step starts durably; give up a step that keeps dying (crash loop)."""

@@ -17,6 +17,7 @@ from server.errors import ConflictError, ForbiddenError, NotAuthenticatedError
 from server.models import Device, utcnow
 from server.mosquitto import hash_password
 from server.schemas import EnrollRequest
+from server.services.views import each_view
 
 
 @dataclass(frozen=True)
@@ -104,4 +105,4 @@ def device_view(device: Device, now: datetime, report_timeout_s: float) -> Devic
 def list_devices(session: Session, report_timeout_s: float) -> list[DeviceView]:
     now = utcnow()
     devices = session.scalars(select(Device).order_by(Device.device_id))
-    return [device_view(d, now, report_timeout_s) for d in devices]
+    return each_view(devices, lambda d: device_view(d, now, report_timeout_s), "device")

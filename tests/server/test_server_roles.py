@@ -31,6 +31,7 @@ from wire import (
     FEEDBACK_PATH,
     TUF_METADATA_PATH,
     TUF_TARGETS_PATH,
+    command_ack_path,
     leave_preview_path,
     poll_path,
     redeem_path,
@@ -67,6 +68,7 @@ P = API_PREFIX
 EXPECTED: dict[tuple[str, str], Rule] = {
     # FastAPI's own pages: the API's shape is no secret
     ("GET", "/openapi.json"): PUBLIC,
+    ("GET", "/health"): PUBLIC,  # workers alive and when they ran: no device, release or secret
     ("GET", "/docs"): PUBLIC,
     ("GET", "/docs/oauth2-redirect"): PUBLIC,
     ("GET", "/redoc"): PUBLIC,
@@ -76,6 +78,7 @@ EXPECTED: dict[tuple[str, str], Rule] = {
     # devices: enrollment takes the fleet's enrollment token in the body
     ("POST", ENROLL_PATH): PUBLIC,
     ("GET", poll_path("{device_id}")): allow(D, own_device=True),
+    ("POST", command_ack_path("{device_id}")): allow(D, own_device=True),
     ("POST", reports_path("{device_id}")): allow(D, own_device=True),
     # the release engineer's API and the fleet view
     ("POST", f"{P}/releases"): allow(A, R),

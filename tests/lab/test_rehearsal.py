@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import random
-import time
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -96,11 +95,10 @@ def test_wave_slices_share_out_the_whole_fleet(devices: int, seed: int) -> None:
     assert all(count >= 0 for count in slices)
 
 
-def test_a_million_devices_rehearse_in_seconds() -> None:
-    began = time.monotonic()
+def test_a_million_devices_rehearse_as_groups() -> None:
+    # Groups, not a million device objects: the first wave holds 1 % of the fleet.
     result = rehearse(Fleet(1_000_000, 6 * 3600.0, 0.1, 0.01), Plan(), seed=5)
-    assert time.monotonic() - began < 20
-    assert result.waves[0].devices > 9_000
+    assert 9_000 < result.waves[0].devices < 11_000
 
 
 def test_trains_stop_bad_builds_before_stable_and_count_false_stops() -> None:

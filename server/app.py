@@ -14,6 +14,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
+from server.access_log import AccessLog
 from server.body_limit import BodyLimit
 from server.db import make_engine, make_sessions, upgrade_to_head
 from server.errors import (
@@ -29,12 +30,13 @@ from server.errors import (
 from server.mqtt_bridge import MqttBridge
 from server.online_signing import OnlineRoleRenewer
 from server.publisher import NoPublisher, Publisher
-from server.routes import admin, dashboard, devices, rollouts, testers, tokens, tuf
+from server.routes import admin, devices, metrics, rollouts, testers, tokens, tuf
 from server.scheduler import RolloutScheduler
 from server.services.releases import current_notices
 from server.services.reports import ingest_reports
 from server.settings import Settings
 from server.state import AppState
+from server.web.routes import install_dashboard
 from wire import AvailabilityNotice, StatusReport
 
 log = logging.getLogger(__name__)
@@ -53,9 +55,11 @@ STATUS_BY_ERROR: dict[type[ServiceError], int] = {
 def create_app(settings: Settings) -> FastAPI:
     app = FastAPI(title="Orange Friday", lifespan=partial(_lifespan, settings=settings))
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(AccessLog, routes=app.router.routes)
     app.add_exception_handler(ServiceError, _service_error)
-    for module in (tuf, devices, rollouts, admin, dashboard, tokens, testers):
+    for module in (tuf, devices, rollouts, admin, tokens, testers, metrics):
         app.include_router(module.router)
+    install_dashboard(app, settings)
     return app
 
 

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated
 
-from fastapi import Depends, Query
+from fastapi import Depends
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -104,7 +104,13 @@ def resolve_principal(session: Session, settings: Settings, token: str) -> Princ
         return None
     if settings.admin_token and tokens_match(token, settings.admin_token):
         return ADMIN_PRINCIPAL
-    digest = hash_credential(token)
+    return principal_for_digest(session, settings, hash_credential(token))
+
+
+def principal_for_digest(session: Session, settings: Settings, digest: str) -> Principal | None:
+    """Who the token with this sha256 belongs to (the dashboard's cookie keeps only that)."""
+    if settings.admin_token and tokens_match(digest, hash_credential(settings.admin_token)):
+        return ADMIN_PRINCIPAL
     row = session.scalar(
         select(ApiToken).where(ApiToken.token_hash == digest, ApiToken.revoked_at.is_(None))
     )
@@ -140,18 +146,6 @@ def require_role(*roles: Role) -> Callable[..., Principal]:
         return authorize(resolve_principal(session, state.settings, token), allowed)
 
     dependency.__name__ = "require_" + "_or_".join(sorted(r.value for r in allowed) or ["admin"])
-    return dependency
-
-
-def require_role_or_query_token(*roles: Role) -> Callable[..., Principal]:
-    """`require_role` that also takes `?token=` (a browser page cannot easily send a header)."""
-    allowed = frozenset(roles)
-
-    def dependency(
-        session: SessionDep, state: StateDep, header: TokenDep, token: Annotated[str, Query()] = ""
-    ) -> Principal:
-        return authorize(resolve_principal(session, state.settings, header or token), allowed)
-
     return dependency
 
 

@@ -51,6 +51,7 @@ def server_run(
     import uvicorn
 
     from server.app import create_app
+    from server.json_logs import configure_json_logging
     from server.settings import Settings
 
     settings = Settings.from_env()
@@ -60,7 +61,9 @@ def server_run(
         repo_dir=repo_dir or settings.repo_dir,
         broker_url=broker_url or settings.broker_url,
     )
-    uvicorn.run(create_app(settings), host=host, port=port, log_level="info")
+    configure_json_logging()
+    app = create_app(settings)
+    uvicorn.run(app, host=host, port=port, log_config=None, access_log=False)
 
 
 @broker_app.command("run")

@@ -18,6 +18,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from server.errors import ServiceError
+from server.metrics import process_metrics
 from wire import (
     STATUS_WILDCARD,
     AvailabilityNotice,
@@ -153,11 +154,14 @@ class MqttBridge:
             report = StatusReport.from_json(bytes(msg.payload))
         except ProtocolError as exc:
             log.warning("dropped a message on %s: %s", msg.topic, exc)
+            process_metrics().report_refused("mqtt", "malformed")
             return
         if report.device_id != device_id:
             log.warning("dropped a report on %s: it names device %r", msg.topic, report.device_id)
+            process_metrics().report_refused("mqtt", "wrong_device")
             return
         try:
             self._on_report(device_id, report)
         except ServiceError as exc:
             log.warning("dropped report %s/%d: %s", device_id, report.seq, exc)
+            process_metrics().report_refused("mqtt", type(exc).__name__)

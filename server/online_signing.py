@@ -13,11 +13,13 @@ import logging
 import threading
 from pathlib import Path
 
+from server.metrics import process_metrics
 from signing.errors import SigningError
 from signing.online import renew_online_roles
 from signing.storage import LocalStorage, Storage
 
 log = logging.getLogger(__name__)
+WORKER = "online-signing"
 
 
 class OnlineRoleRenewer:
@@ -38,7 +40,9 @@ class OnlineRoleRenewer:
             roles = renew_online_roles(self._storage, self._keys_dir)
         except SigningError as exc:
             log.error("could not re-sign the online roles: %s", exc)
+            process_metrics().worker_failed(WORKER)
             return []
+        process_metrics().worker_ticked(WORKER)
         log.info("re-signed %s", ", ".join(roles) or "nothing")
         return roles
 

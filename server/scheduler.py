@@ -17,6 +17,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from server.errors import ServiceError
+from server.metrics import process_metrics
 from server.publisher import Publisher
 from server.services.rollouts import RolloutChange, evaluate_active
 from server.services.train import TrainConfig, TrainMove, advance_all
@@ -24,6 +25,7 @@ from server.services.train import TrainConfig, TrainMove, advance_all
 log = logging.getLogger(__name__)
 
 Clock = Callable[[], datetime]
+WORKER = "rollout-scheduler"
 
 
 def utc_clock() -> datetime:
@@ -85,4 +87,7 @@ class RolloutScheduler:
             try:
                 self.tick()
             except (SQLAlchemyError, ServiceError):
+                process_metrics().worker_failed(WORKER)
                 log.exception("rollout scheduler tick failed; trying again next tick")
+            else:
+                process_metrics().worker_ticked(WORKER)

@@ -34,6 +34,7 @@ class Settings:
     online_renew_s: float = 3600.0  # how often they are re-signed (timestamp lives a day)
     rollout_tick_s: float = 30.0  # how often the scheduler evaluates rollouts and trains; 0: off
     train: TrainConfig = field(default_factory=TrainConfig)  # schedule, waves, gates
+    web_session_key: str = ""  # signs dashboard cookies; "" = a random key per process
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -60,4 +61,5 @@ class Settings:
             rollout_tick_s=float(env.get("OTA_ROLLOUT_TICK_S", defaults.rollout_tick_s)),
             online_keys_dir=Path(keys) if (keys := env.get("OTA_ONLINE_KEYS_DIR")) else None,
             online_renew_s=float(env.get("OTA_ONLINE_RENEW_S", defaults.online_renew_s)),
+            web_session_key=env.get("OTA_WEB_SESSION_KEY", ""),
         )

@@ -58,7 +58,7 @@ def tester_token_name(device_id: str) -> str:
     return name if len(name) <= MAX_NAME_CHARS else f"tester-{hash_credential(device_id)}"
 
 
-def _tester_token(session: Session, device_id: str) -> str:
+def new_tester_token(session: Session, device_id: str) -> str:
     name = tester_token_name(device_id)
     return issue_token(session, role=Role.TESTER, subject=device_id, name=name)
 
@@ -69,7 +69,7 @@ def _end_tester(session: Session, device_id: str) -> None:
 
 @router.post(redeem_path("{device_id}"), response_model=Redemption)
 def post_redeem(body: Redeem, device: DeviceDep, session: SessionDep) -> Redemption:
-    return redeem_fcode(session, device, body.code, tester_token=_tester_token)
+    return redeem_fcode(session, device, body.code, tester_token=new_tester_token)
 
 
 @router.post(leave_preview_path("{device_id}"), response_model=ChannelChange)

@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 
 from server.api_models import Report as ReportView
 from server.errors import InvalidInputError, UnknownDeviceError
+from server.metrics import process_metrics
 from server.models import Device, Report, utcnow
 from wire import PROTOCOL_VERSION, ProtocolError, ReportsAck, StatusReport
 
@@ -66,6 +67,7 @@ def ingest_reports(
         session.execute(_insert_ignoring_duplicates(session, unique, via, now))
         _update_device(session, max(unique, key=lambda r: r.seq), now)
     session.commit()
+    process_metrics().reports_ingested.labels(via).inc(len(unique))
     return ReportsAck(acked=tuple(sorted(r.seq for r in unique)))
 
 

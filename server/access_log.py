@@ -1,0 +1,146 @@
+"""The access log and request metrics, as one ASGI middleware.
+
+Each request gets a request id (the caller's `X-Request-ID` if it is sane, else a new one; it
+is echoed back), its route template (`/api/v1/devices/{device_id}/poll`, never the raw path,
+so metrics do not grow per device) and the device and rollout ids its path names, set in
+`server.json_logs`' context for every log line it causes. The access line carries method,
+route, status and duration and never the query string or a header: nothing that may hold a
+credential."""
+
+from __future__ import annotations
+
+import logging
+import re
+import secrets
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Final
+
+from fastapi.routing import iter_route_contexts
+from starlette.routing import BaseRoute
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from server.json_logs import device_id_var, request_id_var, rollout_id_var
+from server.metrics import process_metrics
+from wire import reports_path
+
+log = logging.getLogger("ota.access")
+REQUEST_ID_HEADER: Final = b"x-request-id"
+SANE_REQUEST_ID: Final = re.compile(r"[A-Za-z0-9._-]{1,64}")
+UNMATCHED: Final = "(unmatched)"
+REPORTS_ROUTE: Final = reports_path("{device_id}")
+REFUSAL_BY_STATUS: Final = {401: "unauthenticated", 403: "forbidden", 404: "unknown_device",
+                            409: "conflict", 413: "too_large", 422: "invalid",
+                            429: "rate_limited"}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class RouteMatch:
+    template: str
+    params: dict[str, str]
+
+
+@dataclass(frozen=True)
+class RouteTable:
+    """Each route's path pattern, template and methods, in the order the app tries them."""
+
+    entries: tuple[tuple[re.Pattern[str], str, frozenset[str]], ...]
+
+    @classmethod
+    def of(cls, routes: Sequence[BaseRoute]) -> RouteTable:
+        entries = []
+        for context in iter_route_contexts(routes):  # included routers, flattened
+            pattern = getattr(context, "path_regex", None)
+            if pattern is not None and context.path:
+                methods = frozenset(getattr(context, "methods", None) or ())
+                entries.append((pattern, str(context.path), methods))
+        return cls(tuple(entries))
+
+    def match(self, method: str, path: str) -> RouteMatch:
+        """The template and path parameters of the route that serves `method path`."""
+        partial: RouteMatch | None = None
+        for pattern, template, methods in self.entries:
+            found = pattern.match(path)
+            if found is None:
+                continue
+            matched = RouteMatch(template, found.groupdict())
+            if not methods or method in methods:
+                return matched
+            partial = partial or matched  # the path matches, the method does not (405)
+        return partial or RouteMatch(UNMATCHED, {})
+
+
+def request_id_of(scope: Scope) -> str:
+    for name, value in scope.get("headers", []):
+        if name == REQUEST_ID_HEADER:
+            given: str = value.decode("latin-1")
+            if SANE_REQUEST_ID.fullmatch(given):
+                return given
+    return secrets.token_hex(8)
+
+
+class AccessLog:
+    """Wraps the app: `routes` is the app's route list (read at the first request, so
+    routers included after the middleware count)."""
+
+    def __init__(self, app: ASGIApp, routes: Sequence[BaseRoute]) -> None:
+        self.app = app
+        self.routes = routes
+        self._table: RouteTable | None = None
+
+    def table(self) -> RouteTable:
+        if self._table is None:  # built on the first request, once every router is in
+            self._table = RouteTable.of(self.routes)
+        return self._table
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = request_id_of(scope)
+        route = self.table().match(str(scope.get("method", "")), str(scope.get("path", "")))
+        tokens = (
+            request_id_var.set(request_id),
+            device_id_var.set(str(route.params.get("device_id", ""))),
+            rollout_id_var.set(str(route.params.get("rollout_id", ""))),
+        )
+        status = {"code": 500}
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status["code"] = message["status"]
+                headers = [*message.get("headers", []), (REQUEST_ID_HEADER, request_id.encode())]
+                message = {**message, "headers": headers}
+            await send(message)
+
+        started = time.perf_counter()
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            self._record(scope, route, status["code"], time.perf_counter() - started)
+            for var, token in zip(
+                (request_id_var, device_id_var, rollout_id_var), tokens, strict=True
+            ):
+                var.reset(token)
+
+    def _record(self, scope: Scope, route: RouteMatch, status: int, seconds: float) -> None:
+        method = str(scope.get("method", ""))
+        metrics = process_metrics()
+        metrics.observe_request(method, route.template, status, seconds)
+        if route.template == REPORTS_ROUTE and status >= 400:
+            metrics.report_refused("http", REFUSAL_BY_STATUS.get(status, str(status)))
+        client = scope.get("client")
+        log.info(
+            "%s %s %d",
+            method,
+            route.template,
+            status,
+            extra={
+                "method": method,
+                "route": route.template,
+                "status": status,
+                "duration_ms": round(seconds * 1000, 2),
+                "client": client[0] if client else "",
+            },
+        )

@@ -31,6 +31,7 @@ pytest: $(STAMP)
 	$(BIN)/coverage erase
 	$(BIN)/coverage run -m pytest -q -m "not slow"
 	$(BIN)/coverage report
+	@echo "browser screenshots of the dashboard: test-artifacts/screens/"
 
 test: lint types pytest
 

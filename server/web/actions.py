@@ -8,11 +8,12 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import TypeVar
+from typing import Any, TypeVar
 from urllib.parse import quote
 
 from fastapi import APIRouter, Request
 from fastapi.responses import RedirectResponse, Response
+from pydantic import BaseModel, ValidationError
 from sqlalchemy.orm import Session
 
 from server.auth import Principal, Role
@@ -27,6 +28,7 @@ from server.errors import (
 )
 from server.request_scope import SessionDep, StateDep
 from server.routes.testers import new_tester_token
+from server.schemas import BlockingBody, FeedbackBody, ReasonIn, Redeem
 from server.services.devices import authenticate_device, hash_credential
 from server.services.fcodes import redeem_fcode
 from server.services.feedback import FeedbackIn, close_group, mark_blocking, submit_feedback, vote
@@ -44,7 +46,6 @@ from server.web.cookie import WebSession
 from server.web.render import render
 
 router = APIRouter(tags=["dashboard"], include_in_schema=False)
-MAX_REASON_CHARS = 500
 ROLLOUT_ACTIONS = ("pause", "resume", "advance", "override")
 STATUS_OF: dict[type[ServiceError], int] = {
     NotAuthenticatedError: 401,
@@ -55,6 +56,7 @@ STATUS_OF: dict[type[ServiceError], int] = {
     TooLargeError: 413,
 }
 T = TypeVar("T")
+M = TypeVar("M", bound=BaseModel)
 
 
 def _actor(who: Principal) -> str:
@@ -68,6 +70,15 @@ def attempt(call: Callable[[], T]) -> T:
     except ServiceError as exc:
         status = next((s for kind, s in STATUS_OF.items() if isinstance(exc, kind)), 422)
         raise WebRefusalError(status, str(exc)) from None
+
+
+def validated(schema: type[M], fields: dict[str, Any]) -> M:
+    """A form's fields through the API's own request schema (the same bounds, the same 422)."""
+    try:
+        return schema.model_validate(fields)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise WebRefusalError(422, problems) from None
 
 
 def _back(path: str) -> RedirectResponse:
@@ -101,7 +112,7 @@ def rollout_action(
     require_csrf(user, fields)
     if action not in ROLLOUT_ACTIONS:
         raise WebRefusalError(404, f"no such action {action!r}")
-    given = fields.get("reason", "").strip()[:MAX_REASON_CHARS]
+    given = validated(ReasonIn, {"reason": fields.get("reason", "").strip()}).reason
     if action == "override" and not given:
         raise WebRefusalError(422, "an override needs a reason")
     reason, actor = given or f"{action} from the dashboard", _actor(user.principal)
@@ -122,7 +133,7 @@ def join_beta(request: Request, fields: FormFields, session: SessionDep) -> Resp
     tester: the tester token is shown once on the answer page."""
     device_id, credential = fields.get("device_id", "").strip(), fields.get("credential", "")
     device = attempt(lambda: authenticate_device(session, device_id, credential.strip()))
-    code = fields.get("code", "")
+    code = validated(Redeem, {"code": fields.get("code", "").strip()}).code
     joined = attempt(lambda: redeem_fcode(session, device, code, tester_token=new_tester_token))
     digest = hash_credential(joined.tester_token)
     web = WebSession.start(Role.TESTER, joined.device_id, digest, time.time())
@@ -137,13 +148,15 @@ def _board(build: str) -> RedirectResponse:
 @router.post("/testers/feedback")
 def post_feedback(fields: FormFields, session: SessionDep, user: Tester) -> Response:
     require_csrf(user, fields)
+    asked = {name: fields.get(name, "").strip() for name in ("build", "text", "category")}
+    body = validated(FeedbackBody, {**asked, "logs": fields.get("logs") or None})
     item = FeedbackIn(
-        build=fields.get("build", "").strip(),
-        text=fields.get("text", "").strip(),
+        build=body.build,
+        text=body.text,
         author=_actor(user.principal),
-        category=fields.get("category", "").strip(),
+        category=body.category,
         device_id=user.principal.subject,
-        logs=fields.get("logs") or None,
+        logs=body.logs,
     )
     attempt(lambda: submit_feedback(session, item))
     return _board(item.build)
@@ -161,9 +174,12 @@ def post_blocking(
     group_id: int, fields: FormFields, session: SessionDep, user: ReleaseEngineer
 ) -> Response:
     require_csrf(user, fields)
-    blocking = fields.get("blocking") == "yes"
-    reason = fields.get("reason", "").strip()[:MAX_REASON_CHARS]
-    attempt(lambda: mark_blocking(session, group_id, blocking=blocking, reason=reason))
+    asked = {
+        "blocking": fields.get("blocking") == "yes",
+        "reason": fields.get("reason", "").strip(),
+    }
+    body = validated(BlockingBody, asked)
+    attempt(lambda: mark_blocking(session, group_id, blocking=body.blocking, reason=body.reason))
     return _board(fields.get("build", ""))
 
 

@@ -22,7 +22,7 @@ SECURITY_HEADERS = {
         "frame-ancestors 'none'; form-action 'self'; base-uri 'none'"
     ),
     "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
+    "Referrer-Policy": "same-origin",  # "no-referrer" would send Origin: null on forms
     "Cache-Control": "no-store",
     "Vary": "Accept, Cookie",
 }

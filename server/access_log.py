@@ -29,6 +29,7 @@ log = logging.getLogger("ota.access")
 REQUEST_ID_HEADER: Final = b"x-request-id"
 SANE_REQUEST_ID: Final = re.compile(r"[A-Za-z0-9._-]{1,64}")
 UNMATCHED: Final = "(unmatched)"
+LOGGED_IDS: Final = frozenset({"device_id", "rollout_id"})
 REPORTS_ROUTE: Final = reports_path("{device_id}")
 REFUSAL_BY_STATUS: Final = {401: "unauthenticated", 403: "forbidden", 404: "unknown_device",
                             409: "conflict", 413: "too_large", 422: "invalid",
@@ -118,13 +119,16 @@ class AccessLog:
         try:
             await self.app(scope, receive, send_with_id)
         finally:
-            self._record(scope, route, status["code"], time.perf_counter() - started)
+            elapsed = time.perf_counter() - started
+            self._record(scope, request_id, route, status["code"], elapsed)
             for var, token in zip(
                 (request_id_var, device_id_var, rollout_id_var), tokens, strict=True
             ):
                 var.reset(token)
 
-    def _record(self, scope: Scope, route: RouteMatch, status: int, seconds: float) -> None:
+    def _record(
+        self, scope: Scope, request_id: str, route: RouteMatch, status: int, seconds: float
+    ) -> None:
         method = str(scope.get("method", ""))
         metrics = process_metrics()
         metrics.observe_request(method, route.template, status, seconds)
@@ -142,5 +146,7 @@ class AccessLog:
                 "status": status,
                 "duration_ms": round(seconds * 1000, 2),
                 "client": client[0] if client else "",
+                "request_id": request_id,
+                **{k: str(v) for k, v in route.params.items() if k in LOGGED_IDS},
             },
         )

@@ -154,7 +154,8 @@ def test_sign_in_and_see_the_fleet(browser: Any, world: World) -> None:
     assert page.get_by_role("cell", name="2026.12").is_visible() or "2026.12" in page.content()
     shot(page, "train")
     cookie = next(c for c in page.context.cookies() if c["name"] == "ota_session")
-    assert cookie["httpOnly"] and cookie["sameSite"] == "Strict"
+    assert cookie["httpOnly"]
+    assert cookie["sameSite"] == "Strict"
 
 
 def test_a_wave_advances_while_the_page_is_open(browser: Any, world: World) -> None:

@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint types pytest bench clean
+.PHONY: demo dashboard test lint types pytest bench clean
 
 $(STAMP): pyproject.toml
 	@test -n "$(PYTHON)" || { echo "error: need Python 3.11 or newer on PATH" >&2; exit 1; }
@@ -16,6 +16,10 @@ $(STAMP): pyproject.toml
 
 demo: $(STAMP)
 	$(BIN)/ota-lab demo
+
+# the demo, then the server and the fleet keep running: it prints the dashboard's URL and a token
+dashboard: $(STAMP)
+	$(BIN)/ota-lab demo --serve
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -57,6 +57,7 @@ class DemoOptions:
     testers: int = 5
     workdir: Path | None = None
     as_json: bool = False
+    serve: bool = False  # keep the server and the fleet running for the dashboard
 
 
 @dataclass
@@ -132,7 +133,24 @@ def _run(
     result = DemoResult(ok, devices, releases, steps, time.monotonic() - started)
     result.surfacing = surfacing
     result.rollouts = _rollouts(env)
+    if options.serve:
+        serve_dashboard(env, console)
     return result
+
+
+def serve_dashboard(env: Backend, console: Console) -> None:
+    """Print where the dashboard is and a release engineer's token, then wait for Ctrl-C
+    (the server, the broker and the fleet keep running meanwhile)."""
+    body = {"role": "release_engineer", "name": f"demo-{secrets.token_hex(3)}"}
+    token = env.api("/api/v1/tokens", body)["token"]
+    console.print(f"dashboard: {env.server_url}/signin", soft_wrap=True)
+    console.print(f"sign in with this release engineer token: {token}", soft_wrap=True)
+    console.print("Ctrl-C stops the demo")
+    try:
+        while True:
+            time.sleep(1.0)
+    except KeyboardInterrupt:
+        return
 
 
 ROLLOUT_KEYS = (

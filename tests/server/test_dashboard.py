@@ -284,3 +284,22 @@ def test_the_access_log_is_json_with_the_request_id_and_never_the_query(
     assert line["status"] == 401
     assert (line["request_id"], line["device_id"]) == ("req-42", "phone-x")
     assert "SECRET" not in json.dumps(line)
+
+
+def test_the_grafana_example_uses_only_metrics_the_server_exposes(url: str) -> None:
+    from pathlib import Path
+
+    board = json.loads(Path("docs/grafana-dashboard.json").read_text())
+    exprs = [t["expr"] for p in board["panels"] for t in p["targets"]]
+    used = {name for e in exprs for name in re.findall(r"\bota_[a-z_]+", e)}
+    text = httpx.get(f"{url}/metrics", headers=admin()).text
+    exposed = {s.name for f in text_string_to_metric_families(text) for s in f.samples}
+    declared = set(re.findall(r"^# TYPE (ota_[a-z_]+)", text, flags=re.MULTILINE))
+    known = (
+        exposed
+        | declared
+        | {f"{n}_total" for n in declared}
+        | {f"{n}_{suffix}" for n in declared for suffix in ("bucket", "count", "sum")}
+    )
+    assert used
+    assert used <= known, used - known

@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo dashboard test lint types pytest bench clean
+.PHONY: demo dashboard test lint types pytest bootloader bench clean
 
 $(STAMP): pyproject.toml
 	@test -n "$(PYTHON)" || { echo "error: need Python 3.11 or newer on PATH" >&2; exit 1; }
@@ -30,12 +30,16 @@ types: $(STAMP)
 	$(BIN)/mypy
 
 # Branch coverage of the packages, with a floor (pyproject's fail_under) that only goes up;
-# the report is the last thing `make test` prints.
+# the report is the last thing `make test` prints, with where the dashboard's screenshots are.
 pytest: $(STAMP)
 	$(BIN)/coverage erase
-	$(BIN)/coverage run -m pytest -q -m "not slow"
+	$(BIN)/coverage run -m pytest -q -m "not slow and not bootloader"
 	$(BIN)/coverage report
 	@echo "browser screenshots of the dashboard: test-artifacts/screens/"
+
+# Our boot script in a real U-Boot under QEMU (u-boot-qemu, qemu-system-arm, mtools, ...).
+bootloader: $(STAMP)
+	$(BIN)/pytest -q -m bootloader
 
 test: lint types pytest
 

@@ -1,11 +1,16 @@
-"""The access log and request metrics, as one ASGI middleware.
+"""The server's access log and request metrics, as one ASGI middleware.
+
+One line per request on the `server.access` logger: the client's address, the method, the path
+without its query string, the status and the duration. It replaces uvicorn's access log,
+which prints the whole request line, query string included: a credential in a query would
+end up in the log. No header is ever logged. Each record also carries its fields as
+attributes (`client`, `method`, `path`, `route`, `status`, `duration_ms`, `request_id`, and
+`device_id` / `rollout_id` when the path names them) for `server.json_logs`' formatter.
 
 Each request gets a request id (the caller's `X-Request-ID` if it is sane, else a new one; it
-is echoed back), its route template (`/api/v1/devices/{device_id}/poll`, never the raw path,
-so metrics do not grow per device) and the device and rollout ids its path names, set in
-`server.json_logs`' context for every log line it causes. The access line carries method,
-route, status and duration and never the query string or a header: nothing that may hold a
-credential."""
+is echoed back) and its route template (`/api/v1/devices/{device_id}/poll`): metrics are
+labelled by template, never by raw path, so they do not grow per device. The ids are also set
+in `server.json_logs`' context for every log line the request causes."""
 
 from __future__ import annotations
 
@@ -25,7 +30,9 @@ from server.json_logs import device_id_var, request_id_var, rollout_id_var
 from server.metrics import process_metrics
 from wire import reports_path
 
-log = logging.getLogger("ota.access")
+ACCESS_LOGGER: Final = "server.access"
+NO_ANSWER: Final = 500  # the status logged when the app failed before it answered
+log = logging.getLogger(ACCESS_LOGGER)
 REQUEST_ID_HEADER: Final = b"x-request-id"
 SANE_REQUEST_ID: Final = re.compile(r"[A-Za-z0-9._-]{1,64}")
 UNMATCHED: Final = "(unmatched)"
@@ -106,7 +113,7 @@ class AccessLog:
             device_id_var.set(str(route.params.get("device_id", ""))),
             rollout_id_var.set(str(route.params.get("rollout_id", ""))),
         )
-        status = {"code": 500}
+        status = {"code": NO_ANSWER}
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -135,18 +142,16 @@ class AccessLog:
         if route.template == REPORTS_ROUTE and status >= 400:
             metrics.report_refused("http", REFUSAL_BY_STATUS.get(status, str(status)))
         client = scope.get("client")
+        fields = {
+            "client": f"{client[0]}:{client[1]}" if client else "-",
+            "method": method,
+            "path": str(scope.get("path", "")),  # ASGI keeps the query apart, never logged
+            "route": route.template,
+            "status": status,
+            "duration_ms": round(seconds * 1000, 1),
+            "request_id": request_id,
+            **{k: str(v) for k, v in route.params.items() if k in LOGGED_IDS},
+        }
         log.info(
-            "%s %s %d",
-            method,
-            route.template,
-            status,
-            extra={
-                "method": method,
-                "route": route.template,
-                "status": status,
-                "duration_ms": round(seconds * 1000, 2),
-                "client": client[0] if client else "",
-                "request_id": request_id,
-                **{k: str(v) for k, v in route.params.items() if k in LOGGED_IDS},
-            },
+            "%(client)s %(method)s %(path)s %(status)d %(duration_ms).1f ms", fields, extra=fields
         )

@@ -61,6 +61,7 @@ def server_run(
         repo_dir=repo_dir or settings.repo_dir,
         broker_url=broker_url or settings.broker_url,
     )
+    # JSON lines; our access log (server.access_log) instead of uvicorn's, which prints queries
     configure_json_logging()
     app = create_app(settings)
     uvicorn.run(app, host=host, port=port, log_config=None, access_log=False)

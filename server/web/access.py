@@ -16,6 +16,7 @@ from fastapi import Depends, Request
 from sqlalchemy.orm import Session
 
 from server.auth import Principal, Role, principal_for_digest
+from server.errors import NotAuthenticatedError
 from server.request_scope import SessionDep, StateDep
 from server.settings import Settings
 from server.web.cookie import COOKIE_NAME, SESSION_S, WebSession, seal, unseal
@@ -69,7 +70,10 @@ def current_user(request: Request, session: Session, settings: Settings) -> WebU
     web = unseal(value, session_key(request), time.time()) if value else None
     if web is None:
         return None
-    principal = principal_for_digest(session, settings, web.token_digest)
+    try:
+        principal = principal_for_digest(session, settings, web.token_digest)
+    except NotAuthenticatedError:  # the token expired since: sign in again
+        return None
     if principal is None or (principal.role, principal.subject) != (web.role, web.subject):
         return None  # revoked or rotated since: sign in again
     return WebUser(principal, web)

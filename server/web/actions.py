@@ -26,6 +26,7 @@ from server.errors import (
     ServiceError,
     TooLargeError,
 )
+from server.rate_limits import ClientAddress
 from server.request_scope import SessionDep, StateDep
 from server.routes.testers import new_tester_token
 from server.schemas import BlockingBody, FeedbackBody, ReasonIn, Redeem
@@ -128,10 +129,18 @@ def rollout_action(
 
 
 @router.post("/testers/join")
-def join_beta(request: Request, fields: FormFields, session: SessionDep) -> Response:
+def join_beta(
+    request: Request,
+    fields: FormFields,
+    session: SessionDep,
+    state: StateDep,
+    address: ClientAddress,
+) -> Response:
     """Redeem an F-code as the device itself (its id and credential), then sign in as its
-    tester: the tester token is shown once on the answer page."""
+    tester: the tester token is shown once on the answer page. Counted against the same
+    redemption limits as the API's redeem (429)."""
     device_id, credential = fields.get("device_id", "").strip(), fields.get("credential", "")
+    state.rate_limits.hit(state.rate_limits.redeem, address, device_id)
     device = attempt(lambda: authenticate_device(session, device_id, credential.strip()))
     code = validated(Redeem, {"code": fields.get("code", "").strip()}).code
     joined = attempt(lambda: redeem_fcode(session, device, code, tester_token=new_tester_token))

@@ -11,7 +11,9 @@ from typing import Final
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import RedirectResponse, Response
 
-from server.auth import Role, resolve_principal
+from server.auth import Principal, Role, resolve_principal
+from server.errors import NotAuthenticatedError, TooManyRequestsError
+from server.rate_limits import ClientAddress
 from server.request_scope import SessionDep, StateDep
 from server.services.devices import hash_credential
 from server.settings import Settings
@@ -77,16 +79,34 @@ def signin_page(request: Request, next: str = "/") -> Response:  # the query's n
     return render(request, "signin.html", {"next": safe_next(next), "error": ""})
 
 
+def _who(session: SessionDep, state: StateDep, token: str) -> tuple[Principal | None, str]:
+    """The token's principal, or None and why not."""
+    try:
+        principal = resolve_principal(session, state.settings, token)
+    except NotAuthenticatedError as exc:  # an expired token: its date is the reason
+        return None, str(exc)
+    return principal, "" if principal else "That token is unknown, revoked or mistyped."
+
+
 @router.post(SIGNIN_PATH)
-def signin(request: Request, fields: FormFields, session: SessionDep, state: StateDep) -> Response:
+def signin(
+    request: Request,
+    fields: FormFields,
+    session: SessionDep,
+    state: StateDep,
+    address: ClientAddress,
+) -> Response:
+    """A failed sign-in counts against the address as any failed authentication does (429)."""
+    failures = state.rate_limits.auth_failure
+    if (wait := state.rate_limits.retry_after(failures, address)) is not None:
+        raise TooManyRequestsError(failures.action, wait)
     token, back_to = fields.get("token", "").strip(), safe_next(fields.get("next", "/"))
-    principal = resolve_principal(session, state.settings, token)
-    error = ""
-    if principal is None:
-        error = "That token is unknown, revoked or mistyped."
-    elif principal.role is Role.DEVICE:
+    principal, error = _who(session, state, token)
+    if principal is not None and principal.role is Role.DEVICE:
         error = "A device credential cannot sign in; use the tester token you got on joining."
     if principal is None or error:
+        if principal is None:
+            state.rate_limits.hit(failures, address)
         context = {"next": back_to, "error": error}
         return render(request, "signin.html", context, status=401 if principal is None else 403)
     web = WebSession.start(principal.role, principal.subject, hash_credential(token), time.time())

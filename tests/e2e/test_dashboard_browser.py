@@ -21,8 +21,9 @@ import pytest
 from agent.runner import Agent
 from hardware.sim import SimDevice
 from lab.fleet import KIB, Backend, Board, running_backend
-from wire import FEEDBACK_PATH, redeem_path
-from wire.paths import FCODES_PATH, TOKENS_PATH
+from server.api_client import OtaApi
+from server.api_models import Role
+from server.schemas import FCodeIssue, FeedbackBody, GatesIn, RolloutIn, TokenIn, TrainIn
 
 pytestmark = pytest.mark.browser
 
@@ -73,8 +74,9 @@ class World:
     codes: list[str]
     testers: dict[str, str]  # device id -> device credential, not yet joined
 
-    def api(self, path: str, body: Any = None, **kw: Any) -> Any:
-        return self.backend.api(path, body, **kw)
+    @property
+    def admin(self) -> OtaApi:
+        return self.backend.admin
 
     def poll_all(self) -> None:
         for agent, _ in self.agents.values():
@@ -83,10 +85,9 @@ class World:
 
 def _staged(backend: Backend, version: str, channel: str, waves: list[float], soak: float) -> str:
     release = backend.register(backend.sign(version, channel=channel), percentage=0)
-    gates = {"min_success_rate": 0.5, "max_rollback_rate": 0.5, "min_devices": 1,
-             "min_soak_s": soak}  # fmt: skip
-    body = {"release_id": release["id"], "waves": waves, "gates": gates}
-    return str(backend.api("/api/v1/rollouts", body)["rollout_id"])
+    gates = GatesIn(min_success_rate=0.5, max_rollback_rate=0.5, min_devices=1, min_soak_s=soak)
+    body = RolloutIn(release_id=release.id, waves=waves, gates=gates)
+    return backend.admin.create_rollout(body).rollout_id
 
 
 @pytest.fixture(scope="module")
@@ -100,14 +101,14 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         backend.publish("2026.10")  # everyone gets last week's build
         for agent, _ in agents.values():
             agent.poll_once()
-        engineer = backend.api(TOKENS_PATH, {"role": "release_engineer", "name": "erin"})
-        codes = backend.api(FCODES_PATH, {"count": 2, "expires_in_s": 86400})["codes"]
+        engineer = backend.admin.create_token(TokenIn(role=Role.RELEASE_ENGINEER, name="erin"))
+        codes = backend.admin.issue_fcodes(FCodeIssue(count=2, expires_in_s=86400)).codes
         testers = {f"tester-{n}": backend.enroll(f"tester-{n}") for n in (1, 2)}
-        backend.api("/api/v1/train", {"version": "2026.12", "model": BOARD.model})
+        backend.admin.start_train(TrainIn(version="2026.12", model=BOARD.model))
         yield World(
             backend,
             agents,
-            engineer["token"],
+            engineer.token,
             _staged(backend, BUILD, "stable", [34.0, 100.0], 0.0),
             _staged(backend, BUILD, "internal", [50.0, 100.0], 3600.0),
             list(codes),
@@ -167,7 +168,7 @@ def test_a_wave_advances_while_the_page_is_open(browser: Any, world: World) -> N
     assert percentage.inner_text() == "34 %"
     page.evaluate("window.stillTheSamePage = true")
     world.poll_all()  # the devices in the first wave install and commit
-    world.api("/api/v1/rollouts/evaluate", {})  # what the scheduler does on its tick
+    world.admin.evaluate_rollouts()  # what the scheduler does on its tick
     expect(percentage).to_have_text("100 %", timeout=LIVE_WAIT_MS)  # the live script's doing
     assert page.evaluate("window.stillTheSamePage") is True  # no reload
     assert page.locator("#live_audit").get_by_text("advance").first.is_visible()
@@ -189,8 +190,8 @@ def test_pause_and_resume_with_confirmation(browser: Any, world: World) -> None:
     page.get_by_role("link", name="Resume…").click()
     page.get_by_role("button", name="Yes, resume").click()
     assert page.locator("#rollout-state").inner_text() == "active"
-    audit = world.api(f"/api/v1/rollouts/{world.held_id}")["audit"]
-    assert [(a["action"], a["actor"]) for a in audit[-2:]] == [
+    audit = world.admin.rollout(world.held_id).audit
+    assert [(a.action, a.actor) for a in audit[-2:]] == [
         ("pause", "release_engineer:erin"),
         ("resume", "release_engineer:erin"),
     ]
@@ -230,28 +231,13 @@ def test_a_tester_joins_files_feedback_and_votes(browser: Any, world: World) -> 
 
 
 def _redeem_as_device(world: World, device_id: str, credential: str, code: str) -> str:
-    import httpx
-
-    answer = httpx.post(
-        world.backend.server_url + redeem_path(device_id),
-        json={"code": code},
-        headers={"Authorization": f"Bearer {credential}"},
-        timeout=20,
-    )
-    answer.raise_for_status()
-    return str(answer.json()["tester_token"])
+    with OtaApi(world.backend.server_url, credential) as device:
+        return device.redeem(device_id, code).tester_token
 
 
 def _feedback_as(world: World, tester_token: str, text: str, category: str) -> None:
-    import httpx
-
-    answer = httpx.post(
-        world.backend.server_url + FEEDBACK_PATH,
-        json={"text": text, "build": BUILD, "category": category},
-        headers={"Authorization": f"Bearer {tester_token}"},
-        timeout=20,
-    )
-    answer.raise_for_status()
+    with OtaApi(world.backend.server_url, tester_token) as tester:
+        tester.send_feedback(FeedbackBody(text=text, build=BUILD, category=category))
 
 
 def test_a_release_engineer_marks_a_group_blocking(browser: Any, world: World) -> None:

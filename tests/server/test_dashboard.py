@@ -15,8 +15,11 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from lab.processes import live_server
+from server.access_log import ACCESS_LOGGER
+from server.api_client import OtaApi
 from server.api_models import Device, RolloutStatus, TrainStatus
 from server.json_logs import JsonFormatter
+from server.schemas import ReleaseIn, RolloutIn, TokenIn
 from server.settings import Settings
 from server.testing import MOSQUITTO_PIPE_LEAK, dashboard_client, new_id, sample_release
 from server.web.charts import bar_chart, line_chart
@@ -24,7 +27,6 @@ from server.web.cookie import Role, WebSession, seal, unseal
 from server.web.progress import ReportPoint, WaveChange, progress_over_time
 from server.web.views import find_problems, gate_rows, week_calendar
 from wire import ENROLL_PATH, reports_path
-from wire.paths import TOKENS_PATH
 
 pytestmark = pytest.mark.filterwarnings(MOSQUITTO_PIPE_LEAK)
 
@@ -194,15 +196,10 @@ def csrf_of(page: str) -> str:
 
 
 def _staged_rollout(url: str) -> str:
-    channel = new_id("ch")
-    release = httpx.post(
-        f"{url}/api/v1/releases", json={**sample_release("9", 9, channel), "percentage": 0},
-        headers=admin(),
-    ).json()  # fmt: skip
-    body = {"release_id": release["id"], "waves": [10, 50, 100]}
-    return str(
-        httpx.post(f"{url}/api/v1/rollouts", json=body, headers=admin()).json()["rollout_id"]
-    )
+    held = {**sample_release("9", 9, new_id("ch")), "percentage": 0}
+    with OtaApi(url, ADMIN) as api:
+        release = api.register_release(ReleaseIn.model_validate(held))
+        return api.create_rollout(RolloutIn(release_id=release.id, waves=[10, 50, 100])).rollout_id
 
 
 def test_a_button_acts_only_with_the_sessions_csrf_token_from_this_site(url: str) -> None:
@@ -216,19 +213,17 @@ def test_a_button_acts_only_with_the_sessions_csrf_token_from_this_site(url: str
         assert web.post(action, data={"csrf": csrf}, headers=foreign).status_code == 403
         moved = web.post(action, data={"csrf": csrf, "reason": "hotfix"})
         assert moved.status_code == 303
-    status = httpx.get(f"{url}/api/v1/rollouts/{rollout_id}", headers=admin()).json()
-    assert status["percentage"] == 50
-    assert (status["audit"][-1]["action"], status["audit"][-1]["actor"]) == (
-        "advance",
-        "admin:admin",
-    )
-    assert status["audit"][-1]["reason"] == "hotfix"
+    with OtaApi(url, ADMIN) as api:
+        status = api.rollout(rollout_id)
+    assert status.percentage == 50
+    last = status.audit[-1]
+    assert (last.action, last.actor, last.reason) == ("advance", "admin:admin", "hotfix")
 
 
 def test_a_viewer_reads_but_cannot_act_and_revoking_the_token_ends_the_session(url: str) -> None:
     name = new_id("wall")
-    token = httpx.post(f"{url}{TOKENS_PATH}", json={"role": "viewer", "name": name},
-                       headers=admin()).json()["token"]  # fmt: skip
+    with OtaApi(url, ADMIN) as api:
+        token = api.create_token(TokenIn(role=Role.VIEWER, name=name)).token
     rollout_id = _staged_rollout(url)
     with dashboard_client(url, token) as web:
         page = web.get(f"/rollouts/{rollout_id}")
@@ -237,7 +232,8 @@ def test_a_viewer_reads_but_cannot_act_and_revoking_the_token_ends_the_session(u
         assert web.get(f"/rollouts/{rollout_id}/confirm/pause").status_code == 403
         live = web.get(f"/rollouts/{rollout_id}", headers={"Accept": "application/json"})
         assert set(live.json()) >= {"live_status", "live_chart", "live_gates", "live_audit"}
-        assert httpx.delete(f"{url}{TOKENS_PATH}/{name}", headers=admin()).status_code == 200
+        with OtaApi(url, ADMIN) as api:
+            assert api.revoke_token(name).revoked
         assert web.get("/fleet").status_code == 303
 
 
@@ -274,10 +270,10 @@ def test_metrics_count_by_route_template_and_group_the_fleet(url: str) -> None:
 def test_the_access_log_is_json_with_the_request_id_and_never_the_query(
     url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO, logger="ota.access")
+    caplog.set_level(logging.INFO, logger=ACCESS_LOGGER)
     httpx.get(f"{url}/api/v1/devices/phone-x/poll?token=SECRET-IN-URL",
               headers={"X-Request-ID": "req-42"})  # fmt: skip
-    records = [r for r in caplog.records if r.name == "ota.access" and "poll" in r.getMessage()]
+    records = [r for r in caplog.records if r.name == ACCESS_LOGGER and "poll" in r.getMessage()]
     assert records
     line = json.loads(JsonFormatter().format(records[-1]))
     assert line["route"] == "/api/v1/devices/{device_id}/poll"

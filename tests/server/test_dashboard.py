@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import time
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 
@@ -273,7 +274,13 @@ def test_the_access_log_is_json_with_the_request_id_and_never_the_query(
     caplog.set_level(logging.INFO, logger=ACCESS_LOGGER)
     httpx.get(f"{url}/api/v1/devices/phone-x/poll?token=SECRET-IN-URL",
               headers={"X-Request-ID": "req-42"})  # fmt: skip
-    records = [r for r in caplog.records if r.name == ACCESS_LOGGER and "poll" in r.getMessage()]
+    deadline = time.monotonic() + 5  # the server's thread logs after the answer has gone
+    records: list[logging.LogRecord] = []
+    while not records and time.monotonic() < deadline:
+        records = [
+            r for r in caplog.records if r.name == ACCESS_LOGGER and "poll" in r.getMessage()
+        ]
+        time.sleep(0.02)
     assert records
     line = json.loads(JsonFormatter().format(records[-1]))
     assert line["route"] == "/api/v1/devices/{device_id}/poll"

@@ -31,11 +31,16 @@ def demo(
     workdir: Annotated[
         Path | None, typer.Option(help="Keep everything here (default: a temp dir)")
     ] = None,
+    serve: Annotated[
+        bool, typer.Option(help="Then keep running, print the dashboard's URL and a token.")
+    ] = False,
 ) -> None:
     """A whole weekly release on embedded defaults: keys, builds, server, broker, a fleet."""
     from lab.demo import DemoOptions, run_demo
 
-    options = DemoOptions(devices=devices, testers=testers, workdir=workdir, as_json=as_json)
+    options = DemoOptions(
+        devices=devices, testers=testers, workdir=workdir, as_json=as_json, serve=serve
+    )
     result = run_demo(options)
     raise typer.Exit(0 if result.ok else 1)
 

@@ -78,3 +78,15 @@ MOSQUITTO_PIPE_LEAK = (
     r"ignore:Exception ignored in. <_io.FileIO name=\d+ mode='rb' closefd=True>"
     ":pytest.PytestUnraisableExceptionWarning"
 )
+
+
+@contextmanager
+def dashboard_client(base_url: str, token: str) -> Iterator[Any]:
+    """An httpx.Client signed in to the dashboard with `token` (the form, then the cookie);
+    the sign-in's answer is in `.signin_status`."""
+    import httpx
+
+    with httpx.Client(base_url=base_url, timeout=20) as client:
+        answer = client.post("/signin", data={"token": token, "next": "/"})
+        client.signin_status = answer.status_code  # type: ignore[attr-defined]
+        yield client

@@ -289,3 +289,29 @@ class TokenInfo(BaseModel):
 class RevokedToken(BaseModel):
     name: str
     revoked: bool
+
+
+# --------------------------------------------------------------------------- health
+
+
+class Caller(BaseModel):
+    """Who a token belongs to (GET /api/v1/whoami)."""
+
+    role: Role
+    subject: str
+
+
+class RepoFreshness(BaseModel):
+    """How long devices keep trusting the served repository without a new timestamp."""
+
+    timestamp_version: int
+    expires: IsoTime
+    expires_in_s: float  # negative: expired, devices refuse every update
+    renewing: bool  # the server re-signs timestamp (and snapshot) with its online keys
+    renew_every_s: float
+
+
+class Health(BaseModel):
+    ok: bool
+    repository: RepoFreshness | None  # None: this server serves no TUF repository
+    problems: list[str]

@@ -3,8 +3,9 @@ server's HTTP API (a release engineer's token; a viewer's for `status`)."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from pydantic import BaseModel
@@ -142,3 +143,45 @@ def rollout_override(
 ) -> None:
     """Overrule the gate that paused the rollout and move to the next wave."""
     _change("override", rollout_id, server, token, reason, as_json)
+
+
+@rollout_app.command("watch")
+def rollout_watch(
+    server: ServerOpt,
+    token: TokenOpt,
+    rollout_id: Annotated[str, typer.Argument(help="One rollout (default: all).")] = "",
+    every: Annotated[float, typer.Option(min=0.2, help="Seconds between looks.")] = 2.0,
+    count: Annotated[int, typer.Option(help="Stop after this many looks (0: Ctrl-C).")] = 0,
+) -> None:
+    """Live: each rollout's wave, percentage, state and gate numbers, redrawn in place."""
+    from rich.live import Live
+
+    looks = 0
+    with server_api(server, token) as api, Live(auto_refresh=False) as live:
+        while True:
+            rollouts = [api.rollout(rollout_id)] if rollout_id else api.rollouts()
+            live.update(rollout_table(rollouts), refresh=True)
+            looks += 1
+            if count and looks >= count:
+                return
+            time.sleep(every)
+
+
+def rollout_table(rollouts: Sequence[RolloutStatus]) -> Any:
+    """A rich Table: one row per rollout, the gate numbers of its last evaluation."""
+    from rich.table import Table
+
+    table = Table("rollout", "release", "state", "wave", "%", "ok/rb/fail", "why paused")
+    for r in rollouts:
+        n = r.numbers
+        counts = f"{n.success}/{n.rolled_back}/{n.failed}" if n else "-"
+        table.add_row(
+            r.rollout_id[:8],
+            f"{r.version} {r.channel}/{r.model}",
+            str(r.state),
+            f"{r.wave_index + 1}/{len(r.waves)}",
+            f"{r.percentage:g}",
+            counts,
+            f"{r.paused_gate}: {r.paused_reason}" if r.paused_gate else "",
+        )
+    return table

@@ -74,8 +74,13 @@ def _cmd_run(ns: argparse.Namespace) -> int:
     _require_credential(config, ns.config)
     daemon = AgentDaemon(config, build_agent(config))
     stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
+
+    def stop_now(*_: object) -> None:
+        stop.set()
+        daemon.wake()  # not after the rest of a poll interval
+
+    signal.signal(signal.SIGTERM, stop_now)
+    signal.signal(signal.SIGINT, stop_now)
     daemon.run(stop)
     return 0
 

@@ -10,9 +10,11 @@ from typing import Annotated, Any
 import typer
 from pydantic import BaseModel
 
-from server.api_models import RolloutStatus
+from server.api_models import Release, RolloutStatus
+from server.cli_errors import fail, warn
 from server.cli_testers import JsonOpt, ServerOpt, TokenOpt, echo_json, server_api
 from server.schemas import TrainAdvanceIn, TrainIn
+from wire.versions import InvalidVersionError, Version
 
 train_app = typer.Typer(
     help="The weekly train: announce, internal, preview, stable.", no_args_is_help=True
@@ -31,6 +33,24 @@ def _show(data: BaseModel | Sequence[BaseModel], as_json: bool, line: str) -> No
         echo_json([item.model_dump(mode="json") for item in data])
     else:
         echo_json(data.model_dump(mode="json"))
+
+
+def check_version(version: str) -> None:
+    """A version string the devices can order (2026.48, 1.2.3), or one line and exit 1."""
+    try:
+        Version(version)
+    except InvalidVersionError as exc:
+        raise fail(str(exc)) from None
+
+
+def _check_train_build(releases: Sequence[Release], version: str, model: str) -> None:
+    """Warn about a build the server has never seen (the train waits for it at each ring);
+    refuse one that already reached every stable device."""
+    mine = [r for r in releases if (r.version, r.model) == (version, model)]
+    if not mine:
+        warn(f"the server has no release {version} for {model} yet; each ring waits for it")
+    if any(r.channel == "stable" and r.percentage == 100 and not r.paused for r in mine):
+        raise fail(f"{version} for {model} is already at 100 % on stable: nothing to stage")
 
 
 def _rollout_line(r: RolloutStatus) -> str:
@@ -62,8 +82,10 @@ def train_start(
     notes: Annotated[str, typer.Option(help="Release notes for the announcement.")] = "",
     as_json: JsonOpt = False,
 ) -> None:
-    """Put a build on this week's train."""
+    """Put a build on this week's train (refused for a build already fully out on stable)."""
+    check_version(version)
     with server_api(server, token) as api:
+        _check_train_build(api.releases(), version, model)
         train = api.start_train(TrainIn(version=version, model=model, notes=notes))
     _show(train, as_json, f"{version} ({model}) is on the train")
 

@@ -60,11 +60,12 @@ class LazyGroup(TyperGroup):
             return super().get_command(ctx, cmd_name)
         module, attribute, _ = self.lazy[cmd_name]
         target = getattr(importlib.import_module(module), attribute)
-        command = typer.main.get_command(
-            target if isinstance(target, typer.Typer) else _single(target)
-        )
-        command.name = cmd_name
-        return command
+        holder = typer.Typer()  # mounted as `add_typer` would: a one-command app stays a group
+        if isinstance(target, typer.Typer):
+            holder.add_typer(target, name=cmd_name)
+        else:
+            holder.command(cmd_name)(target)
+        return typer.main.get_group(holder).get_command(ctx, cmd_name)
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         rows = [(name, help_line) for name, (_, _, help_line) in self.lazy.items()]
@@ -78,12 +79,6 @@ class LazyGroup(TyperGroup):
 
 class BrokerGroup(LazyGroup):
     lazy = BROKER_LAZY
-
-
-def _single(function: Any) -> typer.Typer:
-    one = typer.Typer(pretty_exceptions_enable=False)
-    one.command()(function)
-    return one
 
 
 app = typer.Typer(

@@ -16,7 +16,7 @@ from agent.errors import AgentError, ConfigError
 from agent.tester import add_commands as add_tester_commands
 from hardware.bootcontrol import BootControlError
 
-BACKEND_DOCS = "docs/agent.md#boot-backends"
+BACKEND_DOCS = "docs/agent.md"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -67,6 +67,11 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+class StopRequested(BaseException):
+    """SIGTERM or Ctrl-C: stop now, whatever runs. Every step of the agent is safe to cut
+    short (it is journaled first, as for a power cut) and resumes at the next start."""
+
+
 def _cmd_run(ns: argparse.Namespace) -> int:
     from agent.daemon import AgentDaemon, build_agent
 
@@ -75,13 +80,19 @@ def _cmd_run(ns: argparse.Namespace) -> int:
     daemon = AgentDaemon(config, build_agent(config))
     stop = threading.Event()
 
-    def stop_now(*_: object) -> None:
+    def on_signal(signum: int, _frame: object) -> None:
+        if stop.is_set():
+            return  # already stopping: let the doorbell close
         stop.set()
-        daemon.wake()  # not after the rest of a poll interval
+        daemon.wake()
+        raise StopRequested(signal.Signals(signum).name)
 
-    signal.signal(signal.SIGTERM, stop_now)
-    signal.signal(signal.SIGINT, stop_now)
-    daemon.run(stop)
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    try:
+        daemon.run(stop)
+    except StopRequested as why:
+        logging.getLogger("agent").info("%s: stopped on %s", config.device_id, why)
     return 0
 
 

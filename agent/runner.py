@@ -37,6 +37,7 @@ from agent.journal import Journal, JournalRecord
 from agent.machine import Event, is_resting, next_state
 from agent.outbox import Outbox
 from agent.policy import UpdatePolicy, evaluate_policies
+from agent.progress import DownloadProgress
 from agent.tuf_client import TargetInfo, TufClient, check_target
 from hardware.bootcontrol import BootControl, BootControlError, Slot
 from wire import (
@@ -203,9 +204,10 @@ class Agent:
         try:
             acked = self.parts.server.send_reports(pending)
         except AgentError as exc:
-            log.info("%s: reports kept for later: %s", self.parts.device_id, exc)
+            log.info("%s: reports kept for later: %d (%s)", self.parts.device_id, len(pending), exc)
             return
         self.parts.outbox.ack(acked)
+        log_delivery(self.parts.device_id, [r.seq for r in pending], acked)
 
     # ------------------------------------------------------------------ what is
 
@@ -304,6 +306,10 @@ class Agent:
 
     def _begin(self, notice: AvailabilityNotice) -> None:
         target = self.parts.boot.status().active.other
+        log.info(
+            "%s: update found: %s (%s), installing into slot %s",
+            *(self.parts.device_id, notice.release_version, notice.target_path, target.value),
+        )
         self._transition(
             Event.UPDATE_FOUND,
             current_version=self.current_version,
@@ -431,6 +437,7 @@ class Agent:
                     sink,
                     resume_from=resume,
                     keep_going=self._keep_downloading,
+                    progress=DownloadProgress(self.parts.device_id, info.path, info.length),
                 )
         except UpdateCancelledError as exc:
             log.info("%s: %s", self.parts.device_id, exc)
@@ -438,6 +445,10 @@ class Agent:
         except (AgentError, BootControlError) as exc:
             self._fail_download(exc)
             return
+        log.info(
+            "%s: verified %s: %d bytes in slot %s match the signed hashes",
+            *(self.parts.device_id, info.path, info.length, slot.value),
+        )
         signed = InstalledRelease.of(info.rom) if info.rom else None
         self._transition(
             Event.DOWNLOAD_DONE,
@@ -481,6 +492,10 @@ class Agent:
             )
             return
         self._transition(Event.TRIAL_ARMED)
+        log.info(
+            "%s: trial armed: slot %s boots %s on trial; rebooting",
+            *(self.parts.device_id, self.record.target_slot, self.record.target_version),
+        )
         self.parts.boot.reboot()
 
     def _step_after_reboot(self) -> None:
@@ -508,6 +523,10 @@ class Agent:
             self.parts.health_deadline_s,
             retry_interval_s=self.parts.health_retry_s,
         )
+        if result.ok:
+            log.info("%s: health checks passed on slot %s", self.parts.device_id, slot.value)
+        else:
+            log.warning("%s: %s", self.parts.device_id, result.explanation())
         if self._abandon.is_set():
             return  # cancelled during the trial: never commit; the drive loop rolls back
         if result.ok:
@@ -524,6 +543,10 @@ class Agent:
         self._transition(Event.HEALTH_FAILED, reason=FailureReason.HEALTH_CHECK, detail=detail)
 
     def _committed(self) -> None:
+        log.info(
+            "%s: committed %s on slot %s",
+            *(self.parts.device_id, self.record.target_version, self.record.target_slot),
+        )
         self._transition(
             Event.HEALTH_PASSED,
             current_version=self.record.target_version,
@@ -547,17 +570,30 @@ class Agent:
                 self.parts.device_id,
                 exc,
             )
+        log.info("%s: rebooting into the committed slot", self.parts.device_id)
         self.parts.boot.reboot()
 
     def _rolled_back(self, reason: FailureReason, detail: dict[str, Any]) -> None:
         slot = self.record.target_slot
         status = self.parts.boot.status()
+        log.info(
+            "%s: rolled back %s: slot %s runs again (%s: %s)",
+            *(self.parts.device_id, self.record.target_version, status.active.value, reason.value),
+            detail.get("why") or detail.get("problem") or detail.get("command") or "",
+        )
         self._transition(
             Event.BOOTED_OLD_SLOT,
             reason=reason,
             **self.record.without_slot(slot),
             detail={**detail, "slot": slot, "running_slot": status.active.value},
         )
+
+
+def log_delivery(device_id: str, sent: list[int], acked: set[int]) -> None:
+    """One line: which reports the server now holds, and which stay in the outbox."""
+    kept = [seq for seq in sent if seq not in acked]
+    unacked = f"; kept, not acknowledged: {len(kept)}" if kept else ""
+    log.info("%s: reports delivered: %d%s", device_id, len(sent) - len(kept), unacked)
 
 
 def jittered(interval: float, jitter: float, rng: random.Random | None = None) -> float:

@@ -1,18 +1,23 @@
 """A lab for power-cut runs: the real server (SQLite), a signed repository (lab.fleet), and
-simulated devices driven by agent.testing.PoweredDevice. Used by tests/e2e/test_power_cuts.py
-and bench/torture.py."""
+simulated devices driven by agent.testing.PoweredDevice, on a disk with a page cache
+(lab.pagecache.CachedDisk: a power cut loses what was not synced). Used by
+tests/e2e/test_power_cuts.py and bench/torture.py."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
+import durable
 from agent.daemon import build_agent
 from agent.testing import Image, PoweredDevice, boot_problems, report_problems, torn_files
 from lab.fleet import KIB, Backend, Board, running_backend
+from lab.pagecache import CachedDisk
+from server.api_models import Device
 from wire import UpdateState
 
 BOARD = Board(model="board", slot_size=320 * KIB, image_size=256 * KIB, chunk_size=64 * KIB)
@@ -21,6 +26,7 @@ BOARD = Board(model="board", slot_size=320 * KIB, image_size=256 * KIB, chunk_si
 @dataclass
 class Lab:
     backend: Backend
+    disk: CachedDisk  # every device's files: a power cut loses what was not synced
     # the factory image every board starts with, then each published build
     good: list[Image] = field(default_factory=lambda: [Image.of(bytes(BOARD.slot_size))])
 
@@ -34,14 +40,22 @@ class Lab:
         self.backend.provision(device_id).health_failing = health_failing
         config = self.backend.agent_config(device_id, health_deadline_s=2.0, health_retry_s=0.0)
         hw = self.backend.device_dir(device_id) / "hw"
-        device = PoweredDevice(hw, config.data_dir, lambda s: build_agent(config, s))
+        config.data_dir.mkdir(parents=True, exist_ok=True)
+        self.disk.watch(hw, config.data_dir)
+        device = PoweredDevice(
+            hw,
+            config.data_dir,
+            lambda s: build_agent(config, s),
+            power_loss=partial(self.disk.cut, hw, config.data_dir),
+        )
         device.boot_and_resume()
         return device
 
     def reports(self, device_id: str) -> list[dict[str, Any]]:
-        return self.backend.reports(device_id)
+        """The server's reports of `device_id` as JSON, as the agent's report audit reads them."""
+        return [r.model_dump(mode="json") for r in self.backend.reports(device_id)]
 
-    def device_row(self, device_id: str) -> dict[str, Any]:
+    def device_row(self, device_id: str) -> Device:
         return self.backend.device_row(device_id)
 
     def problems(self, device: PoweredDevice, *, corrupt_expected: bool = False) -> list[str]:
@@ -57,15 +71,16 @@ class Lab:
         final = agent.record.state
         found += report_problems(device.ledger, self.reports(device_id), final)
         row = self.device_row(device_id)
-        if row["state"] != final.value:
-            found.append(f"server shows {row['state']}, the device rests in {final.value}")
+        if row.state != final.value:
+            found.append(f"server shows {row.state}, the device rests in {final.value}")
         return found
 
 
 @contextmanager
 def lab(tmp: Path) -> Iterator[Lab]:
-    with running_backend(tmp, BOARD) as backend:
-        yield Lab(backend)
+    disk = CachedDisk()
+    with running_backend(tmp, BOARD) as backend, durable.using_disk(disk):
+        yield Lab(backend, disk)
 
 
 def outcome(device: PoweredDevice) -> UpdateState | None:

@@ -165,9 +165,18 @@ def _online_keys(given: Path | None, repo_dir: Path | None) -> Path | None:
 def _serve(settings: Any, host: str, port: int) -> None:
     import uvicorn
 
+    from server.access_log import uvicorn_log_config
     from server.app import create_app
 
-    uvicorn.run(create_app(settings), host=host, port=port, log_level="info")
+    # our access log (server.access_log) instead of uvicorn's, which prints query strings
+    uvicorn.run(
+        create_app(settings),
+        host=host,
+        port=port,
+        log_level="info",
+        access_log=False,
+        log_config=uvicorn_log_config(),
+    )
 
 
 @broker_app.command("run")

@@ -7,6 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body
 
 from server.deps import DeviceDep, SessionDep, StateDep
+from server.rate_limits import ClientAddress
 from server.schemas import EnrollRequest
 from server.services.commands import poll_for_device
 from server.services.devices import enroll_device
@@ -17,7 +18,10 @@ router = APIRouter(tags=["devices"])
 
 
 @router.post(ENROLL_PATH)
-def enroll(body: EnrollRequest, session: SessionDep, state: StateDep) -> dict[str, str]:
+def enroll(
+    body: EnrollRequest, session: SessionDep, state: StateDep, address: ClientAddress
+) -> dict[str, str]:
+    state.rate_limits.hit(state.rate_limits.enroll, address, body.device_id)
     return enroll_device(session, body, state.settings.enrollment_token).to_dict()
 
 

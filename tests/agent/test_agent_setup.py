@@ -88,4 +88,4 @@ def test_a_missing_simulated_device_is_one_line_saying_how_to_make_it(
     assert main(["run", "--config", str(write_config(tmp_path))]) == 1
     (line,) = capsys.readouterr().err.splitlines()
     assert "ota-agent sim provision --config" in line
-    assert line.endswith("(see docs/agent.md#boot-backends)")
+    assert line.endswith("(see docs/agent.md)")

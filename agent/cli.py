@@ -46,10 +46,11 @@ def _parser() -> argparse.ArgumentParser:
     status = sub.add_parser("status", help="print the journal and pending reports as JSON")
     status.add_argument("--config", type=Path, required=True)
     status.set_defaults(func=_cmd_status)
-    enroll = sub.add_parser("enroll", help="trade an enrollment token for a device credential")
+    enroll = sub.add_parser(
+        "enroll", help="make this device's key (once) and enroll it with an enrollment token"
+    )
     enroll.add_argument("--config", type=Path, required=True)
     enroll.add_argument("--token", required=True)
-    enroll.add_argument("--credential-out", type=Path, required=True)
     enroll.set_defaults(func=_cmd_enroll)
     sub.add_parser("tuf-client", help="TUF conformance client (see --help of it)")
     add_tester_commands(sub)  # join-preview, leave-preview, feedback, vote
@@ -84,12 +85,12 @@ def _cmd_status(ns: argparse.Namespace) -> int:
 
 
 def _cmd_enroll(ns: argparse.Namespace) -> int:
+    from agent.identity import device_key_or_new, save_broker_secret
     from agent.server_api import ServerApi
-    from durable import atomic_write
 
     config = load_config(ns.config)
-    api = ServerApi(config.server_url, config.device_id)
-    credential = api.enroll(ns.token, config.model, config.channel)
-    atomic_write(ns.credential_out, credential.encode())  # 0600: a secret
-    print(f"enrolled {config.device_id}; credential written to {ns.credential_out}")
+    key = device_key_or_new(config.data_dir)  # made once; private (0600) in the data dir
+    api = ServerApi(config.server_url, config.device_id, key)
+    save_broker_secret(config.data_dir, api.enroll(ns.token, config.model, config.channel))
+    print(f"enrolled {config.device_id}; its key and broker secret are in {config.data_dir}")
     return 0

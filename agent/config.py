@@ -19,7 +19,8 @@ class AgentConfig:
     server_url: str
     data_dir: Path
     trusted_root: Path  # the root.json the device was provisioned with
-    credential: str = ""
+    # the MQTT password; "" = the one `ota-agent enroll` kept in data_dir (agent.identity)
+    broker_secret: str = ""
     broker_url: str = ""  # mqtt://host:port or mqtts://; empty = HTTP polling only
     broker_ca: str = ""  # CA file for mqtts:// (the generated broker CA); default: system CAs
     metadata_url: str = ""  # default: <server_url>/tuf/metadata/
@@ -72,9 +73,9 @@ def config_from_dict(raw: dict[str, Any], base: Path = Path()) -> AgentConfig:
     health = raw.get("health", {})
     if not isinstance(slot, dict) or not isinstance(health, dict):
         raise ConfigError("[slot] and [health] must be tables")
-    credential = str(raw.get("credential", ""))
-    if not credential and raw.get("credential_file"):
-        credential = _read_secret(base / str(raw["credential_file"]))
+    secret = str(raw.get("broker_secret", ""))
+    if not secret and raw.get("broker_secret_file"):
+        secret = _read_secret(base / str(raw["broker_secret_file"]))
     data_dir = base / str(raw["data_dir"])
     try:
         return AgentConfig(
@@ -84,7 +85,7 @@ def config_from_dict(raw: dict[str, Any], base: Path = Path()) -> AgentConfig:
             server_url=str(raw["server_url"]),
             data_dir=data_dir,
             trusted_root=base / str(raw["trusted_root"]),
-            credential=credential,
+            broker_secret=secret,
             broker_url=str(raw.get("broker_url", "")),
             broker_ca=str(base / str(raw["broker_ca"])) if raw.get("broker_ca") else "",
             metadata_url=str(raw.get("metadata_url", "")),
@@ -129,4 +130,4 @@ def _read_secret(path: Path) -> str:
     try:
         return path.read_text().strip()
     except OSError as exc:
-        raise ConfigError(f"cannot read credential file {path}: {exc.strerror}") from None
+        raise ConfigError(f"cannot read broker secret file {path}: {exc.strerror}") from None

@@ -29,7 +29,7 @@ from server.errors import (
 from server.mqtt_bridge import MqttBridge
 from server.online_signing import OnlineRoleRenewer
 from server.publisher import NoPublisher, Publisher
-from server.routes import admin, dashboard, devices, rollouts, testers, tokens, tuf
+from server.routes import admin, dashboard, devices, identity, rollouts, testers, tokens, tuf
 from server.scheduler import RolloutScheduler
 from server.services.releases import current_notices
 from server.services.reports import ingest_reports
@@ -54,7 +54,7 @@ def create_app(settings: Settings) -> FastAPI:
     app = FastAPI(title="Orange Friday", lifespan=partial(_lifespan, settings=settings))
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.add_exception_handler(ServiceError, _service_error)
-    for module in (tuf, devices, rollouts, admin, dashboard, tokens, testers):
+    for module in (tuf, devices, identity, rollouts, admin, dashboard, tokens, testers):
         app.include_router(module.router)
     return app
 

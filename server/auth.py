@@ -2,11 +2,13 @@
 
 A bearer token resolves to one `Principal` (role + subject) from one of three sources, tried
 in order: the settings' admin token (ADMIN, subject "admin"), an API token issued by
-`issue_token` (its role and subject; only the sha256 is stored, in `api_tokens`), or a device
-credential from enrollment (DEVICE, subject = device id). `require_role(*roles)` turns that
-into a route dependency: no or unknown token -> 401, a known token of another role -> 403
-naming the roles allowed. ADMIN passes every role check. Endpoints about one device add
-`require_device_self`, so a device (or a tester bound to a device) acts only as itself.
+`issue_token` (its role and subject; only the sha256 is stored, in `api_tokens`; never the
+DEVICE role), or a device's short-lived access token, obtained by signing a challenge with
+its own key (DEVICE, subject = device id; `server.services.device_keys`).
+`require_role(*roles)` turns that into a route dependency: no or unknown token -> 401, a
+known token of another role -> 403 naming the roles allowed. ADMIN passes every role
+check. Endpoints about one device add `require_device_self`, so a device (or a tester
+bound to a device) acts only as itself.
 """
 
 from __future__ import annotations
@@ -23,9 +25,10 @@ from sqlalchemy.orm import Session
 from server.api_models import Role as Role  # its home is the API's models
 from server.api_models import TokenInfo
 from server.errors import ConflictError, ForbiddenError, NotAuthenticatedError
-from server.models import ApiToken, Device, utcnow
+from server.models import ApiToken, utcnow
 from server.request_scope import SessionDep, StateDep, TokenDep
 from server.schemas import MAX_NAME_CHARS
+from server.services.device_keys import device_of_token
 from server.services.devices import hash_credential, tokens_match
 from server.settings import Settings
 
@@ -51,6 +54,8 @@ def issue_token(session: Session, *, role: Role, subject: str, name: str = "") -
     The caller commits. Issuing again under a name that already belongs to the same role and
     subject rotates that token (the old one stops working); any other holder of the name is a
     conflict. Without a name, a unique one is made up."""
+    if role is Role.DEVICE:
+        raise ForbiddenError("no token acts as a device: a device proves itself with its own key")
     name = name or f"{role.value}-{subject}-{secrets.token_hex(4)}"[:MAX_NAME_CHARS]
     token = secrets.token_urlsafe(TOKEN_BYTES)
     row = session.scalar(select(ApiToken).where(ApiToken.name == name))
@@ -108,9 +113,9 @@ def resolve_principal(session: Session, settings: Settings, token: str) -> Princ
     row = session.scalar(
         select(ApiToken).where(ApiToken.token_hash == digest, ApiToken.revoked_at.is_(None))
     )
-    if row is not None:
+    if row is not None and row.role != Role.DEVICE.value:  # no API token acts as a device
         return Principal(Role(row.role), row.subject)
-    device_id = session.scalar(select(Device.device_id).where(Device.credential_hash == digest))
+    device_id = device_of_token(session, digest)  # obtained by signing with the device's key
     return Principal(Role.DEVICE, device_id) if device_id is not None else None
 
 

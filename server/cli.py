@@ -67,11 +67,27 @@ def server_run(
 def broker_run(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 1883,
+    db_url: Annotated[
+        str | None, typer.Option(help="The server's database: device logins (default: env).")
+    ] = None,
+    server_user: Annotated[str, typer.Option(help="The server's broker login.")] = "ota-server",
+    server_password_env: Annotated[
+        str, typer.Option(help="Environment variable holding the server user's password.")
+    ] = "OTA_BROKER_PASSWORD",  # noqa: S107  # the variable's name, not a password
 ) -> None:
-    """Start the embedded MQTT broker (amqtt) for zero-setup use."""
+    """Start the embedded MQTT broker (amqtt): logins only, checked against the server's
+    database; the server connects as `server_user` (mqtt://USER:PASSWORD@HOST:PORT)."""
     from server.broker import run_embedded_broker
+    from server.broker_access import BrokerAccess
+    from server.mosquitto import hash_password
+    from server.settings import Settings
 
-    run_embedded_broker(host, port)
+    password = os.environ.get(server_password_env, "")
+    if not password:
+        typer.echo(f"ota: error: ${server_password_env} is unset or empty", err=True)
+        raise typer.Exit(1)
+    url = db_url or Settings.from_env().db_url
+    run_embedded_broker(host, port, BrokerAccess(url, hash_password(password), server_user))
 
 
 def main() -> None:

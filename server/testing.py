@@ -5,10 +5,25 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from wire import StatusReport, UpdateState
+import httpx
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from sqlalchemy.orm import Session
+
+from wire import (
+    ENROLL_PATH,
+    StatusReport,
+    UpdateState,
+    challenge_path,
+    device_token_path,
+    encode_b64,
+    enroll_statement,
+    token_statement,
+)
 
 
 @contextmanager
@@ -78,3 +93,123 @@ MOSQUITTO_PIPE_LEAK = (
     r"ignore:Exception ignored in. <_io.FileIO name=\d+ mode='rb' closefd=True>"
     ":pytest.PytestUnraisableExceptionWarning"
 )
+
+
+# ---------------------------------------------------------------------- device keys
+# What a device does to enroll and sign in, for tests that speak HTTP as a device (the agent's
+# own client, agent.server_api, cannot be imported by the server's side).
+
+
+@dataclass
+class KeyedDevice:
+    """A device as the server's tests play it: its own key, its access token, its broker
+    secret (both from the enrollment answer, or from `sign_in`)."""
+
+    device_id: str
+    key: Ed25519PrivateKey = field(default_factory=Ed25519PrivateKey.generate, repr=False)
+    token: str = field(default="", repr=False)
+    broker_secret: str = field(default="", repr=False)
+
+    @property
+    def public_key(self) -> str:
+        return encode_b64(self.key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw))
+
+    def sign(self, statement: bytes) -> str:
+        return encode_b64(self.key.sign(statement))
+
+    def enroll_body(
+        self,
+        nonce: str,
+        enrollment_token: str,
+        model: str = "sim",
+        channel: str = "stable",
+        previous: KeyedDevice | None = None,
+    ) -> dict[str, str]:
+        """A signed enrollment request over `nonce`; `previous` signs it too (a new key)."""
+        statement = enroll_statement(
+            nonce=nonce,
+            device_id=self.device_id,
+            model=model,
+            channel=channel,
+            public_key=self.public_key,
+        )
+        body = {
+            "enrollment_token": enrollment_token,
+            "device_id": self.device_id,
+            "model": model,
+            "channel": channel,
+            "nonce": nonce,
+            "public_key": self.public_key,
+            "proof": self.sign(statement),
+        }
+        return body | ({"previous_proof": previous.sign(statement)} if previous else {})
+
+    def token_body(self, nonce: str) -> dict[str, str]:
+        return {
+            "nonce": nonce,
+            "signature": self.sign(token_statement(nonce=nonce, device_id=self.device_id)),
+        }
+
+
+def challenge(client: httpx.Client, device_id: str) -> str:
+    answer = client.get(challenge_path(device_id))
+    answer.raise_for_status()
+    return str(answer.json()["nonce"])
+
+
+def try_enroll(
+    client: httpx.Client,
+    device: KeyedDevice,
+    enrollment_token: str,
+    model: str = "sim",
+    channel: str = "stable",
+    previous: KeyedDevice | None = None,
+) -> httpx.Response:
+    """POST a signed enrollment for `device`; on success its token and secret are kept."""
+    nonce = challenge(client, device.device_id)
+    body = device.enroll_body(nonce, enrollment_token, model, channel, previous)
+    answer = client.post(ENROLL_PATH, json=body)
+    if answer.status_code == 200:
+        device.token = answer.json()["token"]
+        device.broker_secret = answer.json()["broker_secret"]
+    return answer
+
+
+def enroll_keyed(
+    client: httpx.Client,
+    device_id: str,
+    enrollment_token: str,
+    model: str = "sim",
+    channel: str = "stable",
+) -> KeyedDevice:
+    """A new key for `device_id`, enrolled (the answer must be a 200)."""
+    device = KeyedDevice(device_id)
+    answer = try_enroll(client, device, enrollment_token, model, channel)
+    assert answer.status_code == 200, answer.text  # noqa: S101 - a test helper's precondition
+    return device
+
+
+def sign_in(client: httpx.Client, device: KeyedDevice) -> httpx.Response:
+    """Trade a fresh challenge, signed with the device's key, for an access token."""
+    nonce = challenge(client, device.device_id)
+    answer = client.post(device_token_path(device.device_id), json=device.token_body(nonce))
+    if answer.status_code == 200:
+        device.token = answer.json()["token"]
+    return answer
+
+
+def enroll_in_session(
+    session: Session, device_id: str, model: str, channel: str, fleet_token: str
+) -> KeyedDevice:
+    """Enroll straight through the service (no HTTP), as the server's own tests of its
+    database do."""
+    from server.schemas import EnrollRequest
+    from server.services.device_keys import issue_challenge
+    from server.services.enrollment import EnrollmentPolicy, enroll_device
+
+    device = KeyedDevice(device_id)
+    nonce = issue_challenge(session, device_id, 60.0).nonce
+    request = EnrollRequest(**device.enroll_body(nonce, fleet_token, model, channel))
+    enrolled = enroll_device(session, request, EnrollmentPolicy(fleet_token, 3600.0))
+    device.token, device.broker_secret = enrolled.token, enrolled.broker_secret
+    return device

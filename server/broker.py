@@ -120,6 +120,31 @@ class RegistryAccessPlugin(BaseAuthPlugin, BaseTopicPlugin):  # type: ignore[mis
         self._engine.dispose()
 
 
+class ReceiveCheckedBroker(Broker):  # type: ignore[misc]  # amqtt is untyped
+    """amqtt 0.12 sends retained messages without the RECEIVE check it makes for live ones,
+    and on every connect it sends those of every topic filter any client holds: a device
+    would hear another channel's retained notice. This sends a client the retained messages
+    of its own subscriptions only, and only those it may receive
+    (tests/server/test_broker_rules.py shows the leak)."""
+
+    async def _publish_retained_messages_for_subscription(
+        self, subscription: tuple[str, int], session: MqttSession
+    ) -> None:
+        topic_filter, qos = subscription
+        holders = self._subscriptions.get(topic_filter, [])
+        if all(held.client_id != session.client_id for held, _ in holders):
+            return  # another client's filter
+        handler = self._get_handler(session)
+        if handler is None:
+            return
+        for topic, retained in list(self._retained_messages.items()):
+            if not self._matches(topic, topic_filter):
+                continue
+            if await self._topic_filtering(session, topic=topic, action=Action.RECEIVE):
+                retained_qos = min(qos, retained.qos or qos)
+                await handler.mqtt_publish(topic, retained.data, retained_qos, retain=True)
+
+
 class EmbeddedBroker:
     """amqtt's Broker on its own asyncio loop in a background thread."""
 
@@ -186,7 +211,7 @@ class EmbeddedBroker:
         self._loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
         try:
-            broker = Broker(broker_config(self.host, self.port, self.access))
+            broker = ReceiveCheckedBroker(broker_config(self.host, self.port, self.access))
             await broker.start()
         except BaseException as exc:  # noqa: BLE001 - re-raised by start() in the caller's thread
             self._error = exc
@@ -209,7 +234,7 @@ async def _serve_until_signal(host: str, port: int, access: BrokerAccess) -> Non
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    broker = Broker(broker_config(host, port, access))
+    broker = ReceiveCheckedBroker(broker_config(host, port, access))
     await broker.start()
     print(f"embedded MQTT broker listening on mqtt://{host}:{port} (Ctrl-C stops it)", flush=True)
     try:

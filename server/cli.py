@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 
 from server.cli_admin import broker_mosquitto_config, token_app
+from server.cli_identity import device_app, enroll_token_app
 from server.cli_testers import fcode_app, feedback_app
 from server.cli_train import rollout_app, train_app
 from signing.cli import keys_app, release_app, repo_app
@@ -32,6 +33,8 @@ app.add_typer(broker_app, name="broker")
 app.add_typer(train_app, name="train")
 app.add_typer(rollout_app, name="rollout")
 app.add_typer(token_app, name="token")
+app.add_typer(device_app, name="device")
+app.add_typer(enroll_token_app, name="enroll-token")
 broker_app.command("mosquitto-config")(broker_mosquitto_config)
 
 

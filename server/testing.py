@@ -3,6 +3,9 @@ Starting the server, a broker or a fleet is the lab's (lab/)."""
 
 from __future__ import annotations
 
+import queue
+import time
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -10,8 +13,11 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import paho.mqtt.client as mqtt
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.reasoncodes import ReasonCode
 from sqlalchemy.orm import Session
 
 from wire import (
@@ -213,3 +219,74 @@ def enroll_in_session(
     enrolled = enroll_device(session, request, EnrollmentPolicy(fleet_token, 3600.0))
     device.token, device.broker_secret = enrolled.token, enrolled.broker_secret
     return device
+
+
+# ---------------------------------------------------------------------- a real MQTT client
+
+MQTT_WAIT_S = 5.0
+MQTT_QUIET_S = 0.3  # how long "nothing else arrived" is watched after a later message did
+
+
+class MqttPeer:
+    """One paho client in its own loop thread; what it hears lands in queues."""
+
+    def __init__(
+        self,
+        username: str | None,
+        password: str | None,
+        ca: Path | None = None,
+        client_id: str = "",
+    ) -> None:
+        client_id = client_id or f"test-{uuid.uuid4().hex[:10]}"
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id)
+        self.connacks: queue.Queue[ReasonCode] = queue.Queue()
+        self.subacks: queue.Queue[list[ReasonCode]] = queue.Queue()
+        self.messages: queue.Queue[tuple[str, bytes]] = queue.Queue()
+        self.disconnected = queue.Queue[Any]()
+        if username is not None:
+            self.client.username_pw_set(username, password)
+        if ca is not None:
+            self.client.tls_set(ca_certs=str(ca))
+        self.client.on_connect = lambda _c, _u, _f, rc, _p: self.connacks.put(rc)
+        self.client.on_subscribe = lambda _c, _u, _m, rcs, _p: self.subacks.put(rcs)
+        self.client.on_message = lambda _c, _u, m: self.messages.put((m.topic, bytes(m.payload)))
+        self.client.on_disconnect = lambda _c, _u, _f, rc, _p: self.disconnected.put(rc)
+
+    def connect(self, port: int) -> ReasonCode:
+        self.client.connect("127.0.0.1", port, keepalive=10)
+        self.client.loop_start()
+        return self.connacks.get(timeout=MQTT_WAIT_S)
+
+    def subscribe(self, *topics: str) -> list[ReasonCode]:
+        self.client.subscribe([(topic, 1) for topic in topics])
+        return self.subacks.get(timeout=MQTT_WAIT_S)
+
+    def publish(self, topic: str, payload: bytes, *, retain: bool = False) -> None:
+        self.client.publish(topic, payload, qos=1, retain=retain).wait_for_publish(MQTT_WAIT_S)
+
+    def next_message(self) -> tuple[str, bytes]:
+        return self.messages.get(timeout=MQTT_WAIT_S)
+
+    def assert_quiet(self) -> None:
+        time.sleep(MQTT_QUIET_S)
+        if not self.messages.empty():
+            raise AssertionError(f"heard what it must not: {self.messages.get_nowait()}")
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+def only_the_allowed_arrives(
+    sender: MqttPeer, receiver: MqttPeer, blocked: tuple[str, ...], allowed: str
+) -> None:
+    """Publish to every blocked topic, then to `allowed`: the broker keeps one client's
+    messages in order, so when `allowed` has arrived and nothing follows, none was let through."""
+    for topic in blocked:
+        sender.publish(topic, b"must not arrive")  # acked by the broker, then dropped
+    payload = uuid.uuid4().bytes
+    sender.publish(allowed, payload)
+    heard = receiver.next_message()
+    if heard != (allowed, payload):
+        raise AssertionError(f"heard {heard} instead of {allowed}")
+    receiver.assert_quiet()

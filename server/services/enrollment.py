@@ -102,11 +102,11 @@ def _enroll(
         session.add(device)
     else:
         _require_old_key(device, request, statement)
-    spend(session, grant)
     device.model, device.channel = request.model, request.channel
     device.public_key, device.enrollment_open = request.public_key, False
     secret = _new_broker_secret(device)
     session.flush()  # the device row exists before its first token refers to it
+    spend(session, grant)
     revoke_device_tokens(session, device.device_id)
     access = issue_device_token(session, device.device_id, policy.token_ttl_s)
     action = "re-enrolled" if reenrolled else "enrolled"

@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint types pytest bench clean
+.PHONY: demo test lint types pytest bootloader bench clean
 
 $(STAMP): pyproject.toml
 	@test -n "$(PYTHON)" || { echo "error: need Python 3.11 or newer on PATH" >&2; exit 1; }
@@ -29,8 +29,12 @@ types: $(STAMP)
 # the report is the last thing `make test` prints.
 pytest: $(STAMP)
 	$(BIN)/coverage erase
-	$(BIN)/coverage run -m pytest -q -m "not slow"
+	$(BIN)/coverage run -m pytest -q -m "not slow and not bootloader"
 	$(BIN)/coverage report
+
+# Our boot script in a real U-Boot under QEMU (u-boot-qemu, qemu-system-arm, mtools, ...).
+bootloader: $(STAMP)
+	$(BIN)/pytest -q -m bootloader
 
 test: lint types pytest
 

@@ -92,7 +92,7 @@ def audit(the_lab: Lab, device: PoweredDevice, counts: Counts) -> UpdateState:
     counts.torn_files += len(torn_files(device))
     reports = ReportAudit.of(device.ledger, the_lab.reports(agent.parts.device_id), final)
     row = the_lab.device_row(agent.parts.device_id)
-    counts.lost_final_reports += (not reports.final_reported) or row["state"] != final.value
+    counts.lost_final_reports += (not reports.final_reported) or row.state != final.value
     counts.lost_reports += len(reports.lost)
     counts.duplicate_reports += len(reports.duplicated) + len(reports.reused)
     return final

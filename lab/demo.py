@@ -32,6 +32,8 @@ from agent.tester import FeedbackRequest, join_preview, send_feedback, vote
 from hardware.sim import SimDevice
 from lab.fleet import MIB, Backend, Board, daemons_running, running_backend, server_settings
 from lab.processes import embedded_broker
+from server.api_models import Device, RolloutStatus
+from server.schemas import FCodeIssue, GatesIn, RolloutIn, TrainAdvanceIn, TrainIn
 from server.services.rollout_rules import GateConfig
 from server.services.train import TrainConfig
 from wire.rollout import in_rollout
@@ -149,7 +151,8 @@ ROLLOUT_KEYS = (
 
 def _rollouts(env: Backend) -> list[dict[str, Any]]:
     """Per release and channel, oldest first: waves reached, state, the gate that paused it."""
-    return [{k: r.get(k) for k in ROLLOUT_KEYS} for r in reversed(env.api("/api/v1/rollouts"))]
+    rollouts = [r.model_dump(mode="json") for r in reversed(env.admin.rollouts())]
+    return [{k: r.get(k) for k in ROLLOUT_KEYS} for r in rollouts]
 
 
 def _staged(
@@ -158,13 +161,13 @@ def _staged(
     version: str,
     channel: str,
     waves: tuple[float, ...],
-) -> dict[str, Any]:
+) -> RolloutStatus:
     """Sign the build, register it at 0 %, and start a staged rollout in waves with gates."""
     published = env.sign(version, channel=channel, notes=f"build {version}")
     release = env.register(published, percentage=0.0)
-    body = {"release_id": release["id"], "waves": list(waves), "gates": DEMO_GATES}
-    rollout: dict[str, Any] = env.api("/api/v1/rollouts", body)
-    releases.append({**published.to_dict(), "rollout_id": rollout["rollout_id"]})
+    body = RolloutIn(release_id=release.id, waves=list(waves), gates=GatesIn(**DEMO_GATES))
+    rollout = env.admin.create_rollout(body)
+    releases.append({**published.to_dict(), "rollout_id": rollout.rollout_id})
     return rollout
 
 
@@ -174,8 +177,8 @@ def _evaluate_until(env: Backend, view: _LiveView, rollout_id: str, states: set[
     deadline = time.monotonic() + STEP_TIMEOUT_S
     state = ""
     while time.monotonic() < deadline:
-        env.api("/api/v1/rollouts/evaluate", {})
-        state = str(env.api(f"/api/v1/rollouts/{rollout_id}")["state"])
+        env.admin.evaluate_rollouts()
+        state = str(env.admin.rollout(rollout_id).state)
         if state in states:
             return state
         view.snapshot()
@@ -197,7 +200,7 @@ def _train_step(
         published = env.sign(version, channel=channel, notes=f"{version}")
         env.register(published, percentage=0.0)
         releases.append(published.to_dict())
-    env.api("/api/v1/train", {"version": version, "model": MODEL, "notes": "weekly build"})
+    env.admin.start_train(TrainIn(version=version, model=MODEL, notes="weekly build"))
     view.say(f"train {version}: announced to testers")
     testers = [d for d in fleet if d.channel == "preview"]
     preview_done = {d.device_id: _expectation(d, version, broken) for d in testers}
@@ -208,12 +211,12 @@ def _train_step(
     surfacing: dict[str, Any] = {}
     deadline = time.monotonic() + 3 * STEP_TIMEOUT_S
     while time.monotonic() < deadline:
-        body = {"version": version, "model": MODEL, "force": True}  # the demo's week is a minute
-        moved = str(env.api("/api/v1/train/advance", body).get("moved_to", ""))
+        body = TrainAdvanceIn(version=version, model=MODEL, force=True)  # a week is a minute
+        moved = env.admin.advance_train(body).moved_to
         if moved:
             stages.append(moved)
             view.say(f"train {version}: {moved}")
-        env.api("/api/v1/rollouts/evaluate", {})
+        env.admin.evaluate_rollouts()
         if not surfacing and "preview" in stages and view.wait_until(preview_done, 0):
             surfacing = _testers_speak(env, view, testers)
         if _rollout_state(env, version, "stable") == "completed":
@@ -229,9 +232,9 @@ def _train_step(
 
 
 def _rollout_state(env: Backend, version: str, channel: str) -> str:
-    for r in env.api("/api/v1/rollouts"):
-        if (r["version"], r["channel"]) == (version, channel):
-            return str(r["state"])
+    for r in env.admin.rollouts():
+        if (r.version, r.channel) == (version, channel):
+            return str(r.state)
     return ""
 
 
@@ -246,13 +249,13 @@ def _bad_build_step(
         dev.sim.health_failing = True
     rollout = _staged(env, releases, BUILDS[2], "preview", PREVIEW_WAVES)
     view.say(f"bad build {BUILDS[2]} goes to preview in waves {PREVIEW_WAVES}")
-    state = _evaluate_until(env, view, rollout["rollout_id"], {"paused", "completed"})
-    status = env.api(f"/api/v1/rollouts/{rollout['rollout_id']}")
+    state = _evaluate_until(env, view, rollout.rollout_id, {"paused", "completed"})
+    status = env.admin.rollout(rollout.rollout_id)
     # the wave it paused in: usually the first; a wave that holds none of our few testers
     # passes (min_devices is capped by who the wave can reach) and the next one trips
-    reached = float(status["percentage"])
+    reached = status.percentage
     affected = {
-        d.device_id for d in testers if in_rollout(d.device_id, rollout["rollout_id"], reached)
+        d.device_id for d in testers if in_rollout(d.device_id, rollout.rollout_id, reached)
     }
     # every device keeps the version it ran; those in the wave tried it and rolled back
     expected = {
@@ -262,13 +265,13 @@ def _bad_build_step(
         for d in testers
     }
     settled = view.wait_until(expected, STEP_TIMEOUT_S)
-    ok = state == "paused" and bool(status["paused_gate"]) and settled
-    view.say(f"{BUILDS[2]} paused by gate {status['paused_gate']!r}: {status['paused_reason']}")
+    ok = state == "paused" and bool(status.paused_gate) and settled
+    view.say(f"{BUILDS[2]} paused by gate {status.paused_gate!r}: {status.paused_reason}")
     return {
         "version": BUILDS[2],
         "channels": ["preview"],
         "rollout": state,
-        "paused_gate": status["paused_gate"],
+        "paused_gate": status.paused_gate,
         "paused_at_percentage": reached,
         "devices_affected": sorted(affected),
         "ok": ok,
@@ -289,16 +292,15 @@ def _testers_speak(env: Backend, view: _LiveView, testers: list[FleetDevice]) ->
     for dev, (text, category) in zip(speakers, TESTER_SAYS, strict=False):
         request = FeedbackRequest(text=text, category=category, build=BUILDS[1])
         send_feedback(dev.config, request)
-    ranked = env.api(f"/api/v1/feedback/surfacing?build={BUILDS[1]}")["groups"]
-    tester_groups = [g for g in ranked if g.get("kind") == "tester"]
+    ranked = env.admin.surfacing(BUILDS[1]).groups
+    tester_groups = [g for g in ranked if g.kind == "tester"]
     if tester_groups:
-        top = int(tester_groups[0]["group_id"])
+        top = tester_groups[0].group_id
         for dev in speakers:
             with contextlib.suppress(AgentError):  # one vote per tester per group
                 vote(dev.config, top)
     view.say(f"{len(speakers)} testers reported on {BUILDS[1]}; what surfaces first:")
-    surfacing: dict[str, Any] = env.api(f"/api/v1/feedback/surfacing?build={BUILDS[1]}")
-    return surfacing
+    return env.admin.surfacing(BUILDS[1]).model_dump(mode="json")
 
 
 # ---------------------------------------------------------------------- services
@@ -325,8 +327,8 @@ def _fleet(env: Backend, options: DemoOptions) -> list[FleetDevice]:
     """Every device enrolls on stable; the testers join preview with an F-code each."""
     codes: list[str] = []
     if options.testers:
-        body = {"count": options.testers, "expires_in_s": 7 * 86400}
-        codes = list(env.api("/api/v1/fcodes", body)["codes"])
+        issue = FCodeIssue(count=options.testers, expires_in_s=7 * 86400)
+        codes = env.admin.issue_fcodes(issue).codes
     fleet = []
     for i in range(options.devices):
         tester = i < options.testers
@@ -361,7 +363,7 @@ def _release_step(
     for channel in channels:
         published = env.sign(version, channel=channel, notes=f"Orange Friday build {version}")
         answer = env.register(published)
-        releases.append({**published.to_dict(), "rollout_id": answer.get("rollout_id", "")})
+        releases.append({**published.to_dict(), "rollout_id": answer.rollout_id or ""})
     view.say(f"build {version} published to {', '.join(channels)}")
     expected = {
         d.device_id: _expectation(d, version, broken) for d in fleet if d.channel in channels
@@ -406,9 +408,9 @@ class _LiveView:
             self._console.log(text)
 
     def snapshot(self) -> list[dict[str, Any]]:
-        devices = self._env.api("/api/v1/devices")
-        counts = {d["device_id"]: len(self._env.api(_reports_url(d))) for d in devices}
-        self._last = [_row(d, counts[d["device_id"]]) for d in devices]
+        devices = self._env.devices()
+        counts = {d.device_id: len(self._env.reports(d.device_id)) for d in devices}
+        self._last = [_row(d, counts[d.device_id]) for d in devices]
         if self._live is not None:
             self._live.update(_table(self._last))
         return self._last
@@ -424,21 +426,17 @@ class _LiveView:
             time.sleep(0.5)
 
 
-def _reports_url(device: dict[str, Any]) -> str:
-    return f"/api/v1/reports?device_id={device['device_id']}&limit=10000"
-
-
 def _matches(row: dict[str, Any] | None, want: tuple[str, str]) -> bool:
     return row is not None and (row["version"], row["state"]) == want
 
 
-def _row(device: dict[str, Any], reports: int) -> dict[str, Any]:
+def _row(device: Device, reports: int) -> dict[str, Any]:
     return {
-        "id": device["device_id"],
-        "channel": device["channel"],
-        "version": device.get("current_version") or "",
-        "slot": device.get("slot") or "",
-        "state": device.get("state") or "",
+        "id": device.device_id,
+        "channel": device.channel,
+        "version": device.current_version,
+        "slot": device.slot,
+        "state": device.state,
         "reports": reports,
     }
 

@@ -11,13 +11,12 @@ threads, as devices run on their own; tests that decide when a device looks call
 
 from __future__ import annotations
 
-import json
 import random
 import threading
-import urllib.request
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -28,9 +27,11 @@ from agent.runner import Agent
 from agent.server_api import ServerApi
 from hardware.sim import SimDevice
 from lab.processes import live_server, without_login
-from server.settings import Settings
+from server.api_client import OtaApi
+from server.api_models import Device, Release, Report
+from server.schemas import ReleaseIn
+from server.settings import RateLimitConfig, Settings
 from signing.keys import init_keys
-from signing.notify import notify_server
 from signing.repo import DEFAULT_CHUNK_SIZE, PublishedRelease, publish_release
 
 ADMIN_TOKEN = "admin-token"
@@ -38,7 +39,9 @@ ENROLLMENT_TOKEN = "enroll-token"
 KIB = 1024
 MIB = 1024 * KIB
 API_TIMEOUT_S = 20.0
+MAX_REPORTS = 10000  # of one device, read back at once
 DAEMON_STOP_TIMEOUT_S = 15.0
+LAB_RATE_LIMITS = RateLimitConfig.all_at("100000/minute")  # the whole fleet is on loopback
 
 
 @dataclass(frozen=True)
@@ -73,19 +76,15 @@ class Backend:
 
     # ------------------------------------------------------------ the release engineer
 
-    def api(self, path: str, body: Any = None, *, method: str | None = None) -> Any:
-        """The admin side of the HTTP API: GET, or POST with `body` as JSON."""
-        request = urllib.request.Request(
-            self.server_url + path,
-            data=None if body is None else json.dumps(body).encode(),
-            method=method,
-            headers={
-                "Authorization": f"Bearer {self.admin_token}",
-                "Content-Type": "application/json",
-            },
-        )
-        with urllib.request.urlopen(request, timeout=API_TIMEOUT_S) as resp:
-            return json.loads(resp.read())
+    @cached_property
+    def admin(self) -> OtaApi:
+        """The server's API as the admin (the release engineer's side); closed with the
+        backend by `running_backend`."""
+        return OtaApi(self.server_url, self.admin_token, timeout=API_TIMEOUT_S)
+
+    def close(self) -> None:
+        if "admin" in self.__dict__:
+            self.admin.close()
 
     def build(self, version: str, *, model: str | None = None) -> Path:
         """The synthetic image of `version` for `model` (the board's by default)."""
@@ -116,31 +115,25 @@ class Backend:
         self.register(release)
         return release
 
-    def register(
-        self, release: PublishedRelease, *, percentage: float | None = None
-    ) -> dict[str, Any]:
+    def register(self, release: PublishedRelease, *, percentage: float | None = None) -> Release:
         """Tell the server a signed release exists, as `ota release publish --server` does;
         with a `percentage` (0: for a staged rollout), held at it."""
-        if percentage is None:
-            return notify_server(self.server_url, self.admin_token, release)
-        answer: dict[str, Any] = self.api(
-            "/api/v1/releases", {**release.to_dict(), "percentage": percentage}
-        )
-        return answer
+        held = {} if percentage is None else {"percentage": percentage}
+        return self.admin.register_release(ReleaseIn.model_validate({**release.to_dict(), **held}))
 
-    def devices(self) -> list[dict[str, Any]]:
-        return list(self.api("/api/v1/devices"))
+    def devices(self) -> list[Device]:
+        return self.admin.devices()
 
-    def device_row(self, device_id: str) -> dict[str, Any]:
-        rows = {d["device_id"]: d for d in self.devices()}
-        return dict(rows[device_id])
+    def device_row(self, device_id: str) -> Device:
+        rows = {d.device_id: d for d in self.devices()}
+        return rows[device_id]
 
-    def reports(self, device_id: str) -> list[dict[str, Any]]:
-        return list(self.api(f"/api/v1/reports?device_id={device_id}&limit=10000"))
+    def reports(self, device_id: str) -> list[Report]:
+        return self.admin.reports(device_id, limit=MAX_REPORTS)
 
     def reported_states(self, device_id: str) -> list[str]:
         """The states `device_id` reported, in its own order (seq)."""
-        return [r["state"] for r in sorted(self.reports(device_id), key=lambda r: r["seq"])]
+        return [r.state for r in sorted(self.reports(device_id), key=lambda r: r.seq)]
 
     # ------------------------------------------------------------ the devices
 
@@ -203,6 +196,7 @@ def server_settings(workdir: Path, **overrides: Any) -> Settings:
         "repo_dir": workdir / "repo" / "repository",
         "admin_token": ADMIN_TOKEN,
         "enrollment_token": ENROLLMENT_TOKEN,
+        "rate_limits": LAB_RATE_LIMITS,
     }
     return Settings(**{**defaults, **overrides})
 
@@ -218,7 +212,7 @@ def running_backend(
         init_keys(repo)
     config = server_settings(workdir, **settings)
     with live_server(config, port) as url:
-        yield Backend(
+        backend = Backend(
             workdir,
             url,
             board or Board(),
@@ -226,6 +220,10 @@ def running_backend(
             enrollment_token=config.enrollment_token,
             broker_url=without_login(config.broker_url or ""),
         )
+        try:
+            yield backend
+        finally:
+            backend.close()
 
 
 @contextmanager

@@ -13,6 +13,7 @@ from typing import Any
 from agent.daemon import build_agent
 from agent.testing import Image, PoweredDevice, boot_problems, report_problems, torn_files
 from lab.fleet import KIB, Backend, Board, running_backend
+from server.api_models import Device
 from wire import UpdateState
 
 BOARD = Board(model="board", slot_size=320 * KIB, image_size=256 * KIB, chunk_size=64 * KIB)
@@ -39,9 +40,10 @@ class Lab:
         return device
 
     def reports(self, device_id: str) -> list[dict[str, Any]]:
-        return self.backend.reports(device_id)
+        """The server's reports of `device_id` as JSON, as the agent's report audit reads them."""
+        return [r.model_dump(mode="json") for r in self.backend.reports(device_id)]
 
-    def device_row(self, device_id: str) -> dict[str, Any]:
+    def device_row(self, device_id: str) -> Device:
         return self.backend.device_row(device_id)
 
     def problems(self, device: PoweredDevice, *, corrupt_expected: bool = False) -> list[str]:
@@ -57,8 +59,8 @@ class Lab:
         final = agent.record.state
         found += report_problems(device.ledger, self.reports(device_id), final)
         row = self.device_row(device_id)
-        if row["state"] != final.value:
-            found.append(f"server shows {row['state']}, the device rests in {final.value}")
+        if row.state != final.value:
+            found.append(f"server shows {row.state}, the device rests in {final.value}")
         return found
 
 

@@ -31,7 +31,12 @@ def live_server(settings: Settings, port: int | None = None) -> Iterator[str]:
     """uvicorn serving `create_app(settings)`; yields its base URL, stops it on exit."""
     port = port or free_port()
     config = uvicorn.Config(
-        create_app(settings), host=LOOPBACK, port=port, log_level="warning", lifespan="on"
+        create_app(settings),
+        host=LOOPBACK,
+        port=port,
+        log_level="warning",
+        lifespan="on",
+        access_log=False,  # server.access_log logs requests, without query strings
     )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, name=f"uvicorn-{port}", daemon=True)

@@ -274,6 +274,7 @@ class IssuedToken(BaseModel):
     name: str
     role: Role
     token: str  # shown once; the server keeps its sha256
+    expires_at: IsoTime
 
 
 class TokenInfo(BaseModel):
@@ -284,6 +285,8 @@ class TokenInfo(BaseModel):
     subject: str
     created_at: IsoTime
     revoked_at: IsoTime | None
+    expires_at: IsoTime
+    last_used_at: IsoTime | None  # to the minute
 
 
 class RevokedToken(BaseModel):

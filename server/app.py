@@ -14,6 +14,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
+from server.access_log import AccessLog
 from server.body_limit import BodyLimit
 from server.db import make_engine, make_sessions, upgrade_to_head
 from server.errors import (
@@ -25,10 +26,12 @@ from server.errors import (
     NotFoundError,
     ServiceError,
     TooLargeError,
+    TooManyRequestsError,
 )
 from server.mqtt_bridge import MqttBridge
 from server.online_signing import OnlineRoleRenewer
 from server.publisher import NoPublisher, Publisher
+from server.rate_limits import AuthFailureLimit, RateLimits
 from server.routes import admin, dashboard, devices, identity, rollouts, testers, tokens, tuf
 from server.scheduler import RolloutScheduler
 from server.services.releases import current_notices
@@ -47,12 +50,17 @@ STATUS_BY_ERROR: dict[type[ServiceError], int] = {
     ConflictError: 409,
     GoneError: 410,
     TooLargeError: 413,
+    TooManyRequestsError: 429,
 }
 
 
 def create_app(settings: Settings) -> FastAPI:
-    app = FastAPI(title="Orange Friday", lifespan=partial(_lifespan, settings=settings))
+    rate_limits = RateLimits(settings.rate_limits)
+    lifespan = partial(_lifespan, settings=settings, rate_limits=rate_limits)
+    app = FastAPI(title="Orange Friday", lifespan=lifespan)
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(AuthFailureLimit, limits=rate_limits)
+    app.add_middleware(AccessLog)  # outermost: it also logs what the others refuse
     app.add_exception_handler(ServiceError, _service_error)
     for module in (tuf, devices, identity, rollouts, admin, dashboard, tokens, testers):
         app.include_router(module.router)
@@ -63,17 +71,21 @@ async def _service_error(request: Request, exc: Exception) -> JSONResponse:
     """The one place a service's refusal becomes an HTTP status; the message is the detail."""
     status = next((s for kind, s in STATUS_BY_ERROR.items() if isinstance(exc, kind)), 400)
     headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    if isinstance(exc, TooManyRequestsError):
+        headers = exc.headers()
     return JSONResponse({"detail": str(exc)}, status_code=status, headers=headers)
 
 
 @asynccontextmanager
-async def _lifespan(app: FastAPI, *, settings: Settings) -> AsyncIterator[None]:
+async def _lifespan(
+    app: FastAPI, *, settings: Settings, rate_limits: RateLimits
+) -> AsyncIterator[None]:
     engine = make_engine(settings.db_url)
     try:
         await asyncio.to_thread(upgrade_to_head, engine)
         sessions = make_sessions(engine)
         async with _publisher(settings, sessions) as publisher:
-            app.state.ota = AppState(settings, engine, sessions, publisher)
+            app.state.ota = AppState(settings, engine, sessions, publisher, rate_limits)
             scheduler = RolloutScheduler(
                 sessions, publisher, settings.train, interval_s=settings.rollout_tick_s
             )

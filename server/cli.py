@@ -53,6 +53,7 @@ def server_run(
 
     import uvicorn
 
+    from server.access_log import uvicorn_log_config
     from server.app import create_app
     from server.settings import Settings
 
@@ -63,7 +64,15 @@ def server_run(
         repo_dir=repo_dir or settings.repo_dir,
         broker_url=broker_url or settings.broker_url,
     )
-    uvicorn.run(create_app(settings), host=host, port=port, log_level="info")
+    # our access log (server.access_log) instead of uvicorn's, which prints query strings
+    uvicorn.run(
+        create_app(settings),
+        host=host,
+        port=port,
+        log_level="info",
+        access_log=False,
+        log_config=uvicorn_log_config(),
+    )
 
 
 @broker_app.command("run")

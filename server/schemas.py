@@ -19,6 +19,8 @@ MAX_NAME_CHARS: Final = 128  # of a token's name
 MAX_CODES_PER_ISSUE: Final = 1000
 MAX_FCODE_LIFETIME_S: Final = 90 * 24 * 3600
 MAX_TEXT_CHARS: Final = 4000  # of one piece of tester feedback
+DEFAULT_TOKEN_LIFETIME_S: Final = 90 * 24 * 3600
+MAX_TOKEN_LIFETIME_S: Final = 400 * 24 * 3600  # a yearly renewal with slack; no token lives on
 
 
 def _topic_safe(value: str, what: str) -> str:
@@ -266,6 +268,9 @@ class TokenIn(BaseModel):
     role: Role
     name: str = Field(min_length=1, max_length=MAX_NAME_CHARS, pattern=r"^[^/\s]+$")
     subject: str = Field(default="", max_length=128)  # the device id, for a device-bound token
+    expires_in_s: float = Field(  # default: 90 days; at most 400
+        default=DEFAULT_TOKEN_LIFETIME_S, gt=0, le=MAX_TOKEN_LIFETIME_S
+    )
 
     @field_validator("role")
     @classmethod

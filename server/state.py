@@ -8,6 +8,7 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from server.publisher import Publisher
+from server.rate_limits import RateLimits
 from server.settings import Settings
 
 
@@ -17,3 +18,4 @@ class AppState:
     engine: Engine
     sessions: sessionmaker[Session]
     publisher: Publisher
+    rate_limits: RateLimits

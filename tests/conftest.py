@@ -5,6 +5,7 @@ instead of skipping."""
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -84,3 +85,11 @@ def s3_env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+
+
+def require_tools(*tools: str) -> None:
+    """Skip a test when a program it runs is not installed (with CI=true: fail). `.ci/run`
+    installs them; docs/agent.md names their Debian packages."""
+    missing = [tool for tool in tools if shutil.which(tool) is None]
+    if missing:
+        _missing(f"not installed: {', '.join(missing)}")

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Body
 
 from server.api_models import BrokerSecret, Challenge, DeviceAccess, Enrolled
 from server.deps import DeviceDep, SessionDep, StateDep
+from server.rate_limits import ClientAddress
 from server.schemas import EnrollRequest, SignedChallenge
 from server.services.commands import poll_for_device
 from server.services.device_keys import issue_challenge, sign_in
@@ -37,7 +38,10 @@ def enrollment_policy(settings: Settings) -> EnrollmentPolicy:
 
 
 @router.post(ENROLL_PATH, response_model=Enrolled)
-def enroll(body: EnrollRequest, session: SessionDep, state: StateDep) -> Enrolled:
+def enroll(
+    body: EnrollRequest, session: SessionDep, state: StateDep, address: ClientAddress
+) -> Enrolled:
+    state.rate_limits.hit(state.rate_limits.enroll, address, body.device_id)
     return enroll_device(session, body, enrollment_policy(state.settings))
 
 

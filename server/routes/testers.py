@@ -17,11 +17,11 @@ from server.api_models import (
     Surfacing,
     VoteCount,
 )
-from server.auth import DEVICE_BOUND, Principal, Role, issue_token, require_role, revoke_token
-from server.deps import DeviceDep, SessionDep
+from server.auth import DEVICE_BOUND, Principal, Role, issue_token, require_role, revoke_tokens_of
+from server.deps import DeviceDep, SessionDep, StateDep
 from server.errors import ForbiddenError
-from server.schemas import MAX_NAME_CHARS, BlockingBody, FCodeIssue, FeedbackBody, Redeem
-from server.services.devices import hash_credential
+from server.rate_limits import ClientAddress
+from server.schemas import BlockingBody, FCodeIssue, FeedbackBody, Redeem
 from server.services.fcodes import issue_fcodes, leave_preview, redeem_fcode
 from server.services.feedback import (
     FeedbackIn,
@@ -52,23 +52,22 @@ def post_fcodes(body: FCodeIssue, session: SessionDep, _: ReleaseEngineer) -> Is
     )
 
 
-def tester_token_name(device_id: str) -> str:
-    """One tester token per device: joining again rotates it, leaving preview revokes it."""
-    name = f"tester-{device_id}"
-    return name if len(name) <= MAX_NAME_CHARS else f"tester-{hash_credential(device_id)}"
-
-
 def _tester_token(session: Session, device_id: str) -> str:
-    name = tester_token_name(device_id)
-    return issue_token(session, role=Role.TESTER, subject=device_id, name=name)
+    """One tester token per device: joining again replaces it, leaving preview revokes it
+    (each under a new name: a revoked token's row is never rewritten)."""
+    revoke_tokens_of(session, Role.TESTER, device_id)
+    return issue_token(session, role=Role.TESTER, subject=device_id)
 
 
 def _end_tester(session: Session, device_id: str) -> None:
-    revoke_token(session, tester_token_name(device_id))
+    revoke_tokens_of(session, Role.TESTER, device_id)
 
 
 @router.post(redeem_path("{device_id}"), response_model=Redemption)
-def post_redeem(body: Redeem, device: DeviceDep, session: SessionDep) -> Redemption:
+def post_redeem(
+    body: Redeem, device: DeviceDep, session: SessionDep, state: StateDep, address: ClientAddress
+) -> Redemption:
+    state.rate_limits.hit(state.rate_limits.redeem, address, device.device_id)
     return redeem_fcode(session, device, body.code, tester_token=_tester_token)
 
 

@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Annotated
 
 from fastapi import APIRouter, Depends
 
 from server.api_models import IssuedToken, RevokedToken, TokenInfo
-from server.auth import Principal, Role, issue_token, list_tokens, require_role, revoke_token
+from server.auth import (
+    Principal,
+    Role,
+    issue_token,
+    list_tokens,
+    require_role,
+    revoke_token,
+    token_info,
+)
 from server.deps import SessionDep
 from server.errors import NotFoundError
 from server.schemas import TokenIn
@@ -20,9 +29,12 @@ Admin = Annotated[Principal, Depends(require_role(Role.ADMIN))]
 
 @router.post(TOKENS_PATH, status_code=201, response_model=IssuedToken)
 def post_token(body: TokenIn, session: SessionDep, _: Admin) -> IssuedToken:
-    token = issue_token(session, role=body.role, subject=body.subject or body.name, name=body.name)
+    lifetime = timedelta(seconds=body.expires_in_s)
+    subject = body.subject or body.name
+    token = issue_token(session, role=body.role, subject=subject, name=body.name, lifetime=lifetime)
     session.commit()
-    return IssuedToken(name=body.name, role=body.role, token=token)
+    expires_at = token_info(session, body.name).expires_at
+    return IssuedToken(name=body.name, role=body.role, token=token, expires_at=expires_at)
 
 
 @router.get(TOKENS_PATH, response_model=list[TokenInfo])

@@ -67,18 +67,18 @@ def redeem_fcode(
     now: datetime | None = None,
 ) -> Redemption:
     """Spend `code` on `device`: it joins the code's channel and gets a tester token. The
-    device that spent a code may redeem it again (its answer was lost, or it left and comes
-    back): the same channel and a rotated token."""
+    device that spent a code may redeem it again until the code expires (its answer was
+    lost, or it left and comes back): the same channel and a rotated token."""
     now = now or utcnow()
     row = session.scalar(select(FCode).where(FCode.code_hash == hash_code(code)))
     if row is None:
         raise NotFoundError("unknown F-code (check it for typos)")
-    if row.redeemed_by == device.device_id:  # a retry after a lost answer: same outcome
-        return _join(session, device, row.channel, tester_token)
-    if row.redeemed_at is not None:
+    if row.redeemed_at is not None and row.redeemed_by != device.device_id:
         raise ConflictError("this F-code has been used already; ask for a new one")
     if row.expires_at <= now:
         raise GoneError(f"this F-code expired at {row.expires_at.isoformat()}")
+    if row.redeemed_by == device.device_id:  # a retry after a lost answer: same outcome
+        return _join(session, device, row.channel, tester_token)
     spent = cast(
         CursorResult[Any],
         session.execute(

@@ -27,6 +27,8 @@ from agent.server_api import ServerApi
 from hardware.bootcontrol import Slot
 from hardware.sim import SimDevice
 from lab.fleet import MIB, Backend, Board, daemons_running, running_backend
+from server.api_models import QueuedCommand, Report
+from server.schemas import CommandIn
 from signing.keys import key_paths, load_signer
 from signing.repo import PublishedRelease, target_storage_name
 from wire import AvailabilityNotice, Command, CommandKind, FailureReason, UpdateState
@@ -34,6 +36,7 @@ from wire import AvailabilityNotice, Command, CommandKind, FailureReason, Update
 MODEL = "board"
 BOARD = Board(model=MODEL, slot_size=8 * MIB, image_size=3 * MIB + 7 * 32, chunk_size=MIB)
 HEALTH_DEADLINE_S = 5.0
+CANCEL = CommandIn(kind=CommandKind.CANCEL)
 
 
 @pytest.fixture
@@ -72,7 +75,7 @@ def test_update_is_installed_committed_and_every_step_reported(env: Backend) -> 
     with sim.slot_path(Slot.B).open("rb") as f:
         assert hashlib.sha256(f.read(release.length)).hexdigest() == release.sha256
     row = env.device_row("dev-1")
-    assert (row["current_version"], row["state"], row["slot"]) == ("1.0", "committed", "b")
+    assert (row.current_version, row.state, row.slot) == ("1.0", "committed", "b")
     assert env.reported_states("dev-1") == [
         "idle",
         "downloading",
@@ -95,11 +98,10 @@ def test_failed_health_check_rolls_back_and_says_why(env: Backend) -> None:
     assert sim.status().active is Slot.B
     assert sim.status().committed is Slot.B
     assert agent.current_version == "1.0"
-    last = env.api("/api/v1/reports?device_id=dev-1&limit=1000")
-    rolled = max(last, key=lambda r: r["seq"])
-    assert rolled["state"] == "rolled_back"
-    assert rolled["reason"] == FailureReason.HEALTH_CHECK.value
-    assert rolled["detail"]["failed_check"] == "device"
+    rolled = last_report(env, "dev-1")
+    assert rolled.state == "rolled_back"
+    assert rolled.reason == FailureReason.HEALTH_CHECK.value
+    assert rolled.detail["failed_check"] == "device"
     assert env.reported_states("dev-1")[-2:] == ["rolling_back", "rolled_back"]
     # the same build is not retried after it failed here
     agent.poll_once()
@@ -115,9 +117,8 @@ def _assert_refused(
     assert (status.active, status.committed, status.pending_trial) == (Slot.A, Slot.A, None)
     assert slot_digest(sim, Slot.A) == before
     assert Slot.B in sim.read_env().unbootable
-    reports = env.api(f"/api/v1/reports?device_id={agent.parts.device_id}&limit=1000")
-    newest = max(reports, key=lambda r: r["seq"])  # the refusal reached the server
-    assert (newest["state"], newest["reason"]) == ("failed", reason.value)
+    newest = last_report(env, agent.parts.device_id)  # the refusal reached the server
+    assert (newest.state, newest.reason) == ("failed", reason.value)
 
 
 def test_tampered_image_is_refused_and_running_slot_untouched(env: Backend) -> None:
@@ -232,7 +233,7 @@ def test_mqtt_notice_wakes_the_agent_long_before_its_poll(env: Backend, mosquitt
             _wait_for(lambda: daemon.doorbell is not None and daemon.doorbell.connected, 10)
             time.sleep(0.5)  # the first HTTP poll found nothing; now only MQTT can wake it
             env2.publish("1.0")
-            _wait_for(lambda: env2.device_row("dev-mq")["state"] == "committed", 30)
+            _wait_for(lambda: env2.device_row("dev-mq").state == "committed", 30)
         assert sim.status().active is Slot.B
 
 
@@ -303,9 +304,8 @@ def from_another_thread(action: Callable[[], object]) -> None:
     assert not thread.is_alive(), "the action blocked behind the running update"
 
 
-def last_report(env: Backend, device_id: str) -> dict[str, Any]:
-    reports = env.api(f"/api/v1/reports?device_id={device_id}&limit=1000")
-    return dict(max(reports, key=lambda r: r["seq"]))
+def last_report(env: Backend, device_id: str) -> Report:
+    return max(env.reports(device_id), key=lambda r: r.seq)
 
 
 def assert_abandoned_before_the_trial(agent: Agent, sim: SimDevice, running: str) -> None:
@@ -339,7 +339,7 @@ def test_a_cancel_stops_the_download_and_survives_a_restart(
     assert agent.record.detail["abandoned_in"] == "downloading"
     assert agent.record.detail["command"] == kind.value
     report = last_report(env, "dev-1")
-    assert (report["state"], report["reason"]) == ("failed", "cancelled")
+    assert (report.state, report.reason) == ("failed", "cancelled")
     assert env.reported_states("dev-1") == ["idle", "downloading", "failed"]
 
     again = build_agent(config, boot=SimDevice(sim.root))  # a new process, same journal
@@ -357,17 +357,16 @@ def test_a_cancel_queued_on_the_server_reaches_a_download_through_the_poll(env: 
     running = slot_digest(sim, Slot.A)
     env.publish("1.0")
     agent.parts.command_poll_s = 0.0  # ask for commands before every piece (no MQTT here)
-    queued: list[dict[str, Any]] = []
-    path = "/api/v1/devices/dev-1/commands"
+    queued: list[QueuedCommand] = []
     agent.parts.fetcher = MidDownload(
-        agent.parts.fetcher, lambda: queued.append(env.api(path, {"kind": "cancel"}))
+        agent.parts.fetcher, lambda: queued.append(env.admin.send_command("dev-1", CANCEL))
     )
     agent.poll_once()
     assert_abandoned_before_the_trial(agent, sim, running)
-    assert agent.record.detail["command_id"] == queued[0]["command_id"]
+    assert agent.record.detail["command_id"] == queued[0].command_id
     row = env.device_row("dev-1")
-    assert (row["state"], row["current_version"]) == ("failed", "")
-    assert last_report(env, "dev-1")["reason"] == FailureReason.CANCELLED.value
+    assert (row.state, row.current_version) == ("failed", "")
+    assert last_report(env, "dev-1").reason == FailureReason.CANCELLED.value
     assert agent.parts.server.poll().commands == ()  # delivered once, not again
 
 
@@ -390,7 +389,7 @@ def test_a_cancel_during_the_trial_rolls_back(env: Backend) -> None:
     status = sim.status()
     assert (status.active, status.committed, status.trial) == (Slot.A, Slot.A, False)
     assert env.reported_states("dev-1")[-3:] == ["trial", "rolling_back", "rolled_back"]
-    assert last_report(env, "dev-1")["reason"] == FailureReason.CANCELLED.value
+    assert last_report(env, "dev-1").reason == FailureReason.CANCELLED.value
     agent.poll_once()  # the same notice: not tried again
     assert agent.record.state is UpdateState.ROLLED_BACK
 
@@ -402,7 +401,7 @@ def test_a_cancel_at_rest_changes_nothing_but_is_taken(
     env.publish("1.0")
     agent.poll_once()
     states = env.reported_states("dev-1")
-    env.api("/api/v1/devices/dev-1/commands", {"kind": "cancel"})
+    env.admin.send_command("dev-1", CANCEL)
     with caplog.at_level(logging.INFO, logger="agent.runner"):
         agent.poll_once()
     assert agent.record.state is UpdateState.COMMITTED

@@ -80,8 +80,8 @@ def outcome_problems(the_lab: Lab, agent: Agent, expect: UpdateState) -> list[st
     got = (agent.current_version, agent.parts.boot.status().committed, agent.record.reason)
     problems = [f"ended on {got}, expected {want}"] if got != want else []
     row = the_lab.device_row(agent.parts.device_id)
-    if (row["current_version"], row["reason"]) != (want[0], want[2].value):
-        problems.append(f"server row says {row['current_version']!r}, {row['reason']!r}")
+    if (row.current_version, row.reason) != (want[0], want[2].value):
+        problems.append(f"server row says {row.current_version!r}, {row.reason!r}")
     return problems
 
 

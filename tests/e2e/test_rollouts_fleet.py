@@ -5,7 +5,6 @@ agents on simulated devices, driven by `poll_once()`; the scheduler's tick is th
 from __future__ import annotations
 
 import time
-import urllib.error
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +15,8 @@ import pytest
 from agent.runner import Agent
 from hardware.sim import SimDevice
 from lab.fleet import KIB, Backend, Board, running_backend
+from server.api_client import ApiError
+from server.schemas import RolloutIn
 from wire import StatusReport, UpdateState
 from wire.rollout import in_rollout
 
@@ -29,29 +30,28 @@ class Fleet:
     backend: Backend
     agents: dict[str, tuple[Agent, SimDevice]]
 
-    def api(self, method: str, path: str, body: Any = None) -> Any:
-        return self.backend.api(path, body, method=method)
-
     def publish(self, version: str, *, percentage: float) -> int:
         """Sign a small image, register it held at `percentage` (0: for a staged rollout)."""
         release = self.backend.sign(version)
-        return int(self.backend.register(release, percentage=percentage)["id"])
+        return self.backend.register(release, percentage=percentage).id
 
     def poll_all(self) -> None:
         for agent, _ in self.agents.values():
             agent.poll_once()
 
     def evaluate(self, rollout_id: str) -> dict[str, Any]:
-        self.api("POST", "/api/v1/rollouts/evaluate")
-        return dict(self.api("GET", f"/api/v1/rollouts/{rollout_id}"))
+        self.backend.admin.evaluate_rollouts()
+        return self.backend.admin.rollout(rollout_id).model_dump(mode="json")
+
+    def change(self, rollout_id: str, action: str, reason: str = "") -> dict[str, Any]:
+        changed = self.backend.admin.change_rollout(rollout_id, action, reason)
+        return changed.model_dump(mode="json")
 
     def started(self, version: str) -> set[str]:
         """Devices that left their old version for `version` (any report targeting it)."""
-        reports = self.api("GET", "/api/v1/reports?limit=10000")
+        reports = self.backend.admin.reports(limit=10000)
         return {
-            r["device_id"]
-            for r in reports
-            if r["target_version"] == version and r["state"] != "deferred"
+            r.device_id for r in reports if r.target_version == version and r.state != "deferred"
         }
 
 
@@ -78,7 +78,8 @@ def staged(fleet: Fleet, release_id: int, **overrides: Any) -> dict[str, Any]:
         },
         **overrides,
     }
-    return dict(fleet.api("POST", "/api/v1/rollouts", body))
+    rollout = fleet.backend.admin.create_rollout(RolloutIn.model_validate(body))
+    return rollout.model_dump(mode="json")
 
 
 def test_a_good_build_reaches_every_device_wave_by_wave(fleet: Fleet) -> None:
@@ -121,7 +122,7 @@ def test_a_build_failing_health_checks_pauses_at_the_first_wave(fleet: Fleet) ->
     assert affected <= first_wave
     assert all(a.current_version == "1.0" for a, _ in fleet.agents.values())
     # the release engineer overrides with a reason: recorded, and the rollout moves on
-    after = fleet.api("POST", f"/api/v1/rollouts/{rollout_id}/override", {"reason": "known flake"})
+    after = fleet.change(rollout_id, "override", "known flake")
     assert (after["state"], after["percentage"]) == ("active", 50)
     override = [a for a in after["audit"] if a["action"] == "override"]
     assert override[0]["reason"] == "known flake"
@@ -160,11 +161,10 @@ def test_a_device_that_starts_and_goes_silent_counts_as_failed(fleet: Fleet) -> 
 
 def test_abort_leaves_devices_that_have_not_started_alone(fleet: Fleet) -> None:
     rollout = staged(fleet, fleet.publish("1.0", percentage=0))
-    aborted = fleet.api("POST", f"/api/v1/rollouts/{rollout['rollout_id']}/abort", {"reason": "x"})
+    aborted = fleet.change(rollout["rollout_id"], "abort", "x")
     assert (aborted["state"], aborted["percentage"], aborted["paused"]) == ("aborted", 0, True)
     fleet.poll_all()
     assert fleet.started("1.0") == set()
-    with pytest.raises(urllib.error.HTTPError) as exc:
-        fleet.api("POST", f"/api/v1/rollouts/{rollout['rollout_id']}/resume", {})
-    assert exc.value.code == 409
-    exc.value.close()
+    with pytest.raises(ApiError) as exc:
+        fleet.change(rollout["rollout_id"], "resume")
+    assert exc.value.status == 409

@@ -115,7 +115,7 @@ def test_a_tester_gets_preview_reports_votes_leaves_and_is_never_downgraded(
     assert agent.record.state is UpdateState.COMMITTED
     assert sim.status().active is running
     assert env.reported_states("tester-1") == states_before
-    assert env.device_row("tester-1")["channel"] == "stable"
+    assert env.device_row("tester-1").channel == "stable"
 
     env.publish("2.1")  # stable passes the preview build: now it moves on
     agent.poll_once()
@@ -129,7 +129,7 @@ def _a_spent_code_changes_nothing(env: Backend, code: str, capsys: Any) -> None:
     assert "used already" in capsys.readouterr().err
     assert load_config(config_path).channel == "stable"
     assert not (config_path.parent / "agent" / "channel").exists()
-    assert env.device_row("tester-2")["channel"] == "stable"
+    assert env.device_row("tester-2").channel == "stable"
 
 
 def _stored_logs(env: Backend) -> str:

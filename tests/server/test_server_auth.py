@@ -5,8 +5,10 @@ commands, down to a real mosquitto admitting an enrolled device with its credent
 from __future__ import annotations
 
 import getpass
+import json
 import queue
 from collections.abc import Iterator
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -22,18 +24,26 @@ from typer.testing import CliRunner
 from lab.net import free_port
 from lab.processes import live_server, mosquitto, mosquitto_binary
 from server.auth import (
+    DEFAULT_TOKEN_LIFETIME,
+    MAX_TOKEN_LIFETIME,
     Principal,
     Role,
     authorize,
     issue_token,
+    list_tokens,
     require_device_self,
     resolve_principal,
     revoke_token,
 )
 from server.cli import app as ota
 from server.db import make_engine, make_sessions, upgrade_to_head
-from server.errors import ConflictError, ForbiddenError, NotAuthenticatedError
-from server.models import ApiToken, Device
+from server.errors import (
+    ConflictError,
+    ForbiddenError,
+    InvalidInputError,
+    NotAuthenticatedError,
+)
+from server.models import ApiToken, Device, utcnow
 from server.mosquitto import verify_password
 from server.settings import Settings
 from server.testing import MOSQUITTO_PIPE_LEAK, enroll_keyed, new_id
@@ -96,9 +106,57 @@ def test_revoking_stops_a_token_and_reissuing_rotates_it(session: Session) -> No
     assert revoke_token(session, "tester phone-1")
     assert not revoke_token(session, "tester phone-1")  # already revoked
     assert resolve_principal(session, Settings(), second) is None
-    again = issue_token(session, role=Role.VIEWER, subject="v", name="tester phone-1")
-    session.commit()  # a revoked name may be reused, for anyone
-    assert resolve_principal(session, Settings(), again) == Principal(Role.VIEWER, "v")
+    for role, subject in ((Role.VIEWER, "v"), (Role.TESTER, "phone-1")):  # not even its own
+        with pytest.raises(ConflictError, match=r"revoked .* never reused"):
+            issue_token(session, role=role, subject=subject, name="tester phone-1")
+        session.rollback()
+    assert resolve_principal(session, Settings(), second) is None
+
+
+def test_a_revoked_tokens_row_is_never_rewritten(session: Session) -> None:
+    issue_token(session, role=Role.RELEASE_ENGINEER, subject="erin", name="ci")
+    session.commit()
+    assert revoke_token(session, "ci")
+    (before,) = list_tokens(session)
+    with pytest.raises(ConflictError):
+        issue_token(session, role=Role.ADMIN, subject="mallory", name="ci")
+    session.rollback()
+    assert list_tokens(session) == [before]
+    assert (before.role, before.revoked_at is not None) == (Role.RELEASE_ENGINEER, True)
+
+
+def test_a_token_expires_and_says_so(session: Session) -> None:
+    day = timedelta(days=1)
+    then = utcnow() - 2 * day
+    token = issue_token(session, role=Role.VIEWER, subject="v", name="v", lifetime=day, now=then)
+    session.commit()
+    assert resolve_principal(session, Settings(), token, now=then + day / 2) == Principal(
+        Role.VIEWER, "v"
+    )
+    with pytest.raises(NotAuthenticatedError, match="expired at"):
+        resolve_principal(session, Settings(), token)
+    (row,) = list_tokens(session)
+    assert row.expires_at == then + day
+    for wrong in (timedelta(0), -day, MAX_TOKEN_LIFETIME + day):
+        with pytest.raises(InvalidInputError):
+            issue_token(session, role=Role.VIEWER, subject="w", name="w", lifetime=wrong)
+    default = issue_token(session, role=Role.VIEWER, subject="d", name="d")
+    session.commit()
+    assert resolve_principal(session, Settings(), default) is not None
+    (row,) = [t for t in list_tokens(session) if t.name == "d"]
+    assert row.expires_at - row.created_at == DEFAULT_TOKEN_LIFETIME
+
+
+def test_a_tokens_last_use_is_written_at_most_once_a_minute(session: Session) -> None:
+    token = issue_token(session, role=Role.VIEWER, subject="v", name="v")
+    session.commit()
+    assert list_tokens(session)[0].last_used_at is None
+    first = utcnow()
+    for seconds in (0, 10, 59):
+        resolve_principal(session, Settings(), token, now=first + timedelta(seconds=seconds))
+    assert list_tokens(session)[0].last_used_at == first
+    resolve_principal(session, Settings(), token, now=first + timedelta(seconds=61))
+    assert list_tokens(session)[0].last_used_at == first + timedelta(seconds=61)
 
 
 def test_authorize_lets_admin_everywhere_and_names_the_roles_allowed() -> None:
@@ -192,6 +250,28 @@ def test_a_tester_token_bound_to_a_device_cannot_poll_for_it(api: httpx.Client) 
     assert api.get(poll_path(phone), headers=bearer(ADMIN)).status_code == 403
 
 
+def test_an_expired_token_is_refused_with_its_date(api: httpx.Client, db_url: str) -> None:
+    engine = make_engine(db_url)
+    try:
+        with make_sessions(engine)() as session:
+            old = utcnow() - timedelta(days=2)
+            token = issue_token(session, role=Role.VIEWER, subject="old", name=new_id("old"),
+                                lifetime=timedelta(days=1), now=old)  # fmt: skip
+            session.commit()
+    finally:
+        engine.dispose()
+    answer = api.get(f"{API_PREFIX}/devices", headers=bearer(token))
+    assert answer.status_code == 401
+    assert "expired at" in answer.json()["detail"]
+    body = {"role": "viewer", "name": new_id("short"), "expires_in_s": 60}
+    made = api.post(TOKENS, json=body, headers=bearer(ADMIN))
+    assert made.status_code == 201, made.text
+    expires_at = datetime.fromisoformat(made.json()["expires_at"])
+    assert timedelta(seconds=50) < expires_at - utcnow() <= timedelta(seconds=60)
+    body = {"role": "viewer", "name": new_id("long"), "expires_in_s": 500 * 86400}
+    assert api.post(TOKENS, json=body, headers=bearer(ADMIN)).status_code == 422
+
+
 # ---------------------------------------------------------------------- the CLI
 
 
@@ -216,6 +296,26 @@ def test_ota_token_create_list_revoke_work_on_the_database(tmp_path: Path) -> No
     assert again.exit_code == 1
     bad = runner.invoke(ota, ["token", "create", "--role", "root", "--name", "x", "--db-url", db])
     assert bad.exit_code != 0
+
+
+def test_ota_token_create_takes_a_lifetime_and_list_shows_it(tmp_path: Path) -> None:
+    db = f"sqlite:///{tmp_path / 'ota.db'}"
+    runner = CliRunner()
+    create = ["token", "create", "--role", "viewer", "--db-url", db, "--name"]
+    made = runner.invoke(ota, [*create, "wall", "--expires", "30d"])
+    assert made.exit_code == 0, made.output
+    listed = runner.invoke(ota, ["token", "list", "--json", "--db-url", db])
+    (row,) = json.loads(listed.output)
+    lifetime = datetime.fromisoformat(row["expires_at"]) - datetime.fromisoformat(row["created_at"])
+    assert (lifetime, row["last_used_at"]) == (timedelta(days=30), None)
+    assert "active until" in runner.invoke(ota, ["token", "list", "--db-url", db]).output
+    too_long = runner.invoke(ota, [*create, "forever", "--expires", "500d"])
+    assert too_long.exit_code == 1
+    assert "at most" in too_long.output
+    assert runner.invoke(ota, ["token", "revoke", "wall", "--db-url", db]).exit_code == 0
+    reused = runner.invoke(ota, [*create, "wall"])
+    assert reused.exit_code == 1
+    assert "never reused" in reused.output
 
 
 def _connack(port: int, ca: Path, username: str, password: str) -> ReasonCode:

@@ -28,6 +28,8 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from lab.net import free_port, is_listening, wait_for_port
 from lab.processes import embedded_broker, live_server, with_login
+from server.api_client import OtaApi
+from server.api_models import Device, Report
 from server.broker import EmbeddedBroker
 from server.broker_access import BrokerAccess
 from server.mosquitto import hash_password
@@ -109,24 +111,20 @@ def wait_until(predicate: Callable[[], bool], what: str) -> None:
 
 
 class Server:
-    def __init__(self, http: httpx.Client, broker_url: str) -> None:
+    def __init__(self, http: httpx.Client, admin: OtaApi, broker_url: str) -> None:
         self.http = http
+        self.admin = admin
         self.broker_url = broker_url
 
     def enroll(self, device_id: str, channel: str = "stable", model: str = "sim") -> str:
         """Enroll with a key of the device's own; returns its access token."""
         return enroll_keyed(self.http, device_id, ENROLL, model, channel).token
 
-    def reports(self, device_id: str) -> list[dict[str, Any]]:
-        answer = self.http.get(
-            "/api/v1/reports", params={"device_id": device_id}, headers=ADMIN_AUTH
-        )
-        assert answer.status_code == 200, answer.text
-        return list(answer.json())
+    def reports(self, device_id: str) -> list[Report]:
+        return self.admin.reports(device_id)
 
-    def device(self, device_id: str) -> dict[str, Any]:
-        rows = self.http.get("/api/v1/devices", headers=ADMIN_AUTH).json()
-        return next(r for r in rows if r["device_id"] == device_id)
+    def device(self, device_id: str) -> Device:
+        return next(d for d in self.admin.devices() if d.device_id == device_id)
 
 
 def server_settings(db_url: str, broker_url: str) -> Settings:
@@ -155,8 +153,9 @@ def server(shared_db_url: str, mosquitto_url: str) -> Iterator[Server]:
     with (
         live_server(server_settings(shared_db_url, mosquitto_url)) as url,
         httpx.Client(base_url=url, timeout=20) as http,
+        OtaApi(url, ADMIN) as admin,
     ):
-        yield Server(http, mosquitto_url)
+        yield Server(http, admin, mosquitto_url)
 
 
 # ---------------------------------------------------------------------- notices and commands
@@ -237,7 +236,7 @@ def test_a_report_over_mqtt_is_stored_once_however_often_it_comes(server: Server
         device.publish(device_status_topic(phone), committed.to_json())
     wait_until(lambda: len(server.reports(phone)) == 2, "both reports")
     time.sleep(0.3)  # a late duplicate would show up now
-    assert sorted((r["seq"], r["via"]) for r in server.reports(phone)) == [(0, "mqtt"), (1, "mqtt")]
+    assert sorted((r.seq, r.via) for r in server.reports(phone)) == [(0, "mqtt"), (1, "mqtt")]
     again = server.http.post(
         reports_path(phone),
         json=[sample_report(phone, 0).to_dict()],
@@ -245,7 +244,7 @@ def test_a_report_over_mqtt_is_stored_once_however_often_it_comes(server: Server
     )
     assert ReportsAck.from_json(again.content).acked == (0,)
     assert len(server.reports(phone)) == 2
-    assert server.device(phone)["state"] == "committed"
+    assert server.device(phone).state == "committed"
 
 
 def test_reports_that_break_the_rules_are_dropped(
@@ -261,7 +260,7 @@ def test_reports_that_break_the_rules_are_dropped(
         device.publish(device_status_topic(phone), b'{"v": 1, "seq": 3}')
         device.publish(device_status_topic(phone), sample_report(phone, 9).to_json())
     wait_until(lambda: len(server.reports(phone)) == 1, "the valid report")
-    assert [r["seq"] for r in server.reports(phone)] == [9]
+    assert [r.seq for r in server.reports(phone)] == [9]
     assert server.reports(ghost) == []
     dropped = [r.getMessage() for r in caplog.records if r.getMessage().startswith("dropped")]
     assert len(dropped) == 4, dropped
@@ -303,8 +302,12 @@ def test_the_server_works_with_the_embedded_broker(tmp_path: Path) -> None:
     db_url = f"sqlite:///{tmp_path / 'ota.db'}"
     with embedded_broker(db_url) as broker_url:
         settings = server_settings(db_url, broker_url)
-        with live_server(settings) as url, httpx.Client(base_url=url, timeout=20) as http:
-            server = Server(http, broker_url)
+        with (
+            live_server(settings) as url,
+            httpx.Client(base_url=url, timeout=20) as http,
+            OtaApi(url, ADMIN) as admin,
+        ):
+            server = Server(http, admin, broker_url)
             phone = new_id("phone")
             server.enroll(phone)
             body = sample_release("2026.47", 1, "stable", "sim")

@@ -19,6 +19,8 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from lab.net import free_port
 from lab.processes import live_server, mosquitto, mosquitto_binary
+from server.api_client import OtaApi
+from server.api_models import Report
 from server.mosquitto import BrokerDevice, write_broker_config
 from server.settings import Settings
 from server.testing import MOSQUITTO_PIPE_LEAK, enroll_keyed, new_id, sample_release, sample_report
@@ -96,11 +98,11 @@ def test_the_server_speaks_tls_and_its_acl(tls_broker: TlsBroker, tmp_path: Path
             client.loop_stop()
         assert notice.release_version == "2026.47"
         deadline = time.monotonic() + WAIT_S
-        while not (held := reports(http, phone)) and time.monotonic() < deadline:
+        while not (held := reports(url, phone)) and time.monotonic() < deadline:
             time.sleep(0.1)
-        assert [(r["seq"], r["via"]) for r in held] == [(0, "mqtt")]
+        assert [(r.seq, r.via) for r in held] == [(0, "mqtt")]
 
 
-def reports(http: httpx.Client, device_id: str) -> list[dict[str, object]]:
-    admin = {"Authorization": f"Bearer {ADMIN}"}
-    return list(http.get("/api/v1/reports", params={"device_id": device_id}, headers=admin).json())
+def reports(url: str, device_id: str) -> list[Report]:
+    with OtaApi(url, ADMIN) as admin:
+        return admin.reports(device_id)

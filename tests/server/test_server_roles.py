@@ -23,7 +23,7 @@ from starlette.routing import Route
 from lab.processes import live_server
 from server.app import create_app
 from server.auth import Role
-from server.settings import Settings
+from server.settings import RateLimitConfig, Settings
 from server.testing import MOSQUITTO_PIPE_LEAK, enroll_keyed, new_id, sample_release
 from wire import (
     API_PREFIX,
@@ -64,6 +64,7 @@ def allow(*roles: Role, own_device: bool = False) -> Rule:
 
 
 PUBLIC = Rule(public=True)
+NO_RATE_LIMITS = RateLimitConfig.all_at("100000/minute")
 P = API_PREFIX
 
 EXPECTED: dict[tuple[str, str], Rule] = {
@@ -226,7 +227,12 @@ def _callers(client: httpx.Client, mine: str, other: str) -> list[Caller]:
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     """The whole matrix runs on SQLite; `test_a_few_cells_on_each_backend` covers PostgreSQL."""
     db_url = f"sqlite:///{tmp_path_factory.mktemp('db') / 'ota.db'}"
-    settings = Settings(db_url=db_url, admin_token=ADMIN_SECRET, enrollment_token=ENROLL)
+    settings = Settings(
+        db_url=db_url,
+        admin_token=ADMIN_SECRET,
+        enrollment_token=ENROLL,
+        rate_limits=NO_RATE_LIMITS,  # the matrix fails to authenticate many times on purpose
+    )
     with live_server(settings) as url, httpx.Client(base_url=url, timeout=20) as client:
         mine, other = new_id("phone"), new_id("phone")
         yield World(client, mine, _callers(client, mine, other))
@@ -284,7 +290,12 @@ def test_a_forbidden_answer_names_the_roles_allowed(world: World) -> None:
 
 def test_a_few_cells_on_each_backend(db_url: str) -> None:
     """Token lifecycle and a handful of matrix cells, on SQLite and on PostgreSQL."""
-    settings = Settings(db_url=db_url, admin_token=ADMIN_SECRET, enrollment_token=ENROLL)
+    settings = Settings(
+        db_url=db_url,
+        admin_token=ADMIN_SECRET,
+        enrollment_token=ENROLL,
+        rate_limits=NO_RATE_LIMITS,  # the matrix fails to authenticate many times on purpose
+    )
     with live_server(settings) as url, httpx.Client(base_url=url, timeout=20) as client:
         mine, other = new_id("phone"), new_id("phone")
         callers = {c.label: c for c in _callers(client, mine, other)}

@@ -4,8 +4,8 @@ Devices prove themselves with their own ed25519 key from now on: the shared bear
 credential (`devices.credential_hash`) goes. A device enrolled before keys has none and
 needs an admin reset to enroll again (docs/decisions/0017-device-identity.md).
 
-Revision ID: 0005_device_identity
-Revises: 0004_api_tokens
+Revision ID: 0006_device_identity
+Revises: 0005_token_expiry
 Create Date: 2026-12-04
 """
 
@@ -14,8 +14,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0005_device_identity"
-down_revision = "0004_api_tokens"
+revision = "0006_device_identity"
+down_revision = "0005_token_expiry"
 branch_labels = None
 depends_on = None
 

@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint types pytest bootloader bench clean
+.PHONY: demo test lint types pytest slow bootloader bench clean
 
 $(STAMP): pyproject.toml
 	@test -n "$(PYTHON)" || { echo "error: need Python 3.11 or newer on PATH" >&2; exit 1; }
@@ -37,6 +37,11 @@ bootloader: $(STAMP)
 	$(BIN)/pytest -q -m bootloader
 
 test: lint types pytest
+
+# The long runs `make test` leaves out (the torture run on the page-cache disk, the QEMU boots);
+# CI runs them after `make test`.
+slow: $(STAMP)
+	$(BIN)/pytest -q -m "slow or bootloader"
 
 bench: $(STAMP)
 	$(BIN)/python bench/install.py --size-mb 256

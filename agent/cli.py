@@ -57,15 +57,31 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+class StopRequested(BaseException):
+    """SIGTERM or Ctrl-C: stop now, whatever runs. Every step of the agent is safe to cut
+    short (it is journaled first, as for a power cut) and resumes at the next start."""
+
+
 def _cmd_run(ns: argparse.Namespace) -> int:
     from agent.daemon import AgentDaemon, build_agent
 
     config = load_config(ns.config)
     daemon = AgentDaemon(config, build_agent(config))
     stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
-    daemon.run(stop)
+
+    def on_signal(signum: int, _frame: object) -> None:
+        if stop.is_set():
+            return  # already stopping: let the doorbell close
+        stop.set()
+        daemon.wake()
+        raise StopRequested(signal.Signals(signum).name)
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    try:
+        daemon.run(stop)
+    except StopRequested as why:
+        logging.getLogger("agent").info("%s: stopped on %s", config.device_id, why)
     return 0
 
 

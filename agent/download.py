@@ -403,10 +403,12 @@ def _rehash_sink(sink: SlotSink, verifier: StreamVerifier, upto: int) -> None:
     except VerificationError as exc:
         if exc.reason is not FailureReason.HASH_MISMATCH:
             raise
-        log.info("slot holds a bad chunk, fetching again from it: %s", exc)
+        if verifier.verified > 0:  # a first chunk that differs is just an older image
+            log.info("slot holds a bad chunk, fetching again from it: %s", exc)
     verifier.rollback()
     target = verifier.target
-    log.info("resuming %s at byte %d of %d", target.path, verifier.verified, target.length)
+    if verifier.verified > 0:
+        log.info("resuming %s at byte %d of %d", target.path, verifier.verified, target.length)
 
 
 def _read_pieces(source: Readable, upto: int) -> Iterator[bytes]:

@@ -20,12 +20,14 @@ from agent.identity import DeviceKey, device_key
 from wire import (
     ENROLL_PATH,
     FEEDBACK_PATH,
+    CommandAck,
     PollAnswer,
     ProtocolError,
     ReportsAck,
     StatusReport,
     broker_secret_path,
     challenge_path,
+    command_ack_path,
     device_token_path,
     enroll_statement,
     leave_preview_path,
@@ -38,6 +40,8 @@ from wire import (
 
 _TIMEOUT = urllib3.Timeout(connect=5.0, read=20.0)
 RENEW_SHARE = 0.8  # an access token is renewed after this share of its lifetime
+# The server refused what we sent (conflict, invalid, too large): sending it again won't help.
+REFUSED_STATUSES = frozenset({409, 413, 422})
 
 
 class ServerApi:
@@ -152,6 +156,11 @@ class ServerApi:
         except ProtocolError as exc:
             raise TransportError(f"bad reports answer: {exc}") from None
 
+    def ack_commands(self, command_ids: Sequence[str]) -> None:
+        """Tell the server these commands are stored or handled: no poll repeats them."""
+        body = CommandAck(tuple(command_ids)).to_dict()
+        self._request_raw("POST", command_ack_path(self._device_id), body)
+
     def redeem_fcode(self, code: str) -> dict[str, Any]:
         """Join the channel an F-code opens; the answer holds `channel` and `tester_token`."""
         return self._request("POST", redeem_path(self._device_id), {"code": code})
@@ -182,7 +191,10 @@ class ServerApi:
             self._token = ""  # expired or revoked: sign a fresh challenge, once
             resp = self._send(method, path, payload, auth=auth)
         if resp.status >= 400:
-            raise TransportError(f"{method} {path}: HTTP {resp.status}: {_detail(resp.data)}")
+            raise TransportError(
+                f"{method} {path}: HTTP {resp.status}: {_detail(resp.data)}",
+                retryable=resp.status not in REFUSED_STATUSES,
+            )
         return bytes(resp.data)
 
     def _send(

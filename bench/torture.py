@@ -2,9 +2,11 @@
 
     .venv/bin/python bench/torture.py --seed 1 --updates 100 --devices 4
 
-A real server (live_server, SQLite) and a signed repository; each round publishes the next
-release and every device installs it while the power goes at random durable steps (of the
-install, of the boots and resumes after a cut, and of brown-out reboots between updates).
+A real server (live_server, SQLite) and a signed repository; the devices' files live on the
+lab's page-cache disk (lab.pagecache.CachedDisk), so a cut loses whatever was not synced.
+Each round publishes the next release and every device installs it while the power goes at
+random durable steps (of the install, of the boots and resumes after a cut, and of brown-out
+reboots between updates).
 Now and then a device's health check is switched to fail for a round, so it must roll back.
 After each round every device is settled and audited (agent.testing): a bootable good slot,
 no torn file, every durable report on the server once, the final state reported.

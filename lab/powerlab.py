@@ -1,18 +1,22 @@
 """A lab for power-cut runs: the real server (SQLite), a signed repository (lab.fleet), and
-simulated devices driven by agent.testing.PoweredDevice. Used by tests/e2e/test_power_cuts.py
-and bench/torture.py."""
+simulated devices driven by agent.testing.PoweredDevice, on a disk with a page cache
+(lab.pagecache.CachedDisk: a power cut loses what was not synced). Used by
+tests/e2e/test_power_cuts.py and bench/torture.py."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
+import durable
 from agent.daemon import build_agent
 from agent.testing import Image, PoweredDevice, boot_problems, report_problems, torn_files
 from lab.fleet import KIB, Backend, Board, running_backend
+from lab.pagecache import CachedDisk
 from server.api_models import Device
 from wire import UpdateState
 
@@ -22,6 +26,7 @@ BOARD = Board(model="board", slot_size=320 * KIB, image_size=256 * KIB, chunk_si
 @dataclass
 class Lab:
     backend: Backend
+    disk: CachedDisk  # every device's files: a power cut loses what was not synced
     # the factory image every board starts with, then each published build
     good: list[Image] = field(default_factory=lambda: [Image.of(bytes(BOARD.slot_size))])
 
@@ -35,7 +40,14 @@ class Lab:
         self.backend.provision(device_id).health_failing = health_failing
         config = self.backend.agent_config(device_id, health_deadline_s=2.0, health_retry_s=0.0)
         hw = self.backend.device_dir(device_id) / "hw"
-        device = PoweredDevice(hw, config.data_dir, lambda s: build_agent(config, s))
+        config.data_dir.mkdir(parents=True, exist_ok=True)
+        self.disk.watch(hw, config.data_dir)
+        device = PoweredDevice(
+            hw,
+            config.data_dir,
+            lambda s: build_agent(config, s),
+            power_loss=partial(self.disk.cut, hw, config.data_dir),
+        )
         device.boot_and_resume()
         return device
 
@@ -66,8 +78,9 @@ class Lab:
 
 @contextmanager
 def lab(tmp: Path) -> Iterator[Lab]:
-    with running_backend(tmp, BOARD) as backend:
-        yield Lab(backend)
+    disk = CachedDisk()
+    with running_backend(tmp, BOARD) as backend, durable.using_disk(disk):
+        yield Lab(backend, disk)
 
 
 def outcome(device: PoweredDevice) -> UpdateState | None:

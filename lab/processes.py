@@ -124,3 +124,15 @@ def anonymous_mosquitto(binary: str, workdir: Path) -> Iterator[str]:
     )
     with mosquitto(binary, conf, port, workdir / "mosquitto.log"):
         yield f"mqtt://{LOOPBACK}:{port}"
+
+
+def persistent_mosquitto_conf(workdir: Path, port: int) -> Path:
+    """An anonymous loopback mosquitto on `port` that keeps its sessions and queued QoS 1
+    messages in `workdir` across restarts (written on a clean stop, and every second)."""
+    conf = workdir / "mosquitto-persistent.conf"
+    conf.write_text(
+        f"listener {port} {LOOPBACK}\nallow_anonymous true\n"
+        f"persistence true\npersistence_location {workdir}/\nautosave_interval 1\n"
+        "log_dest stderr\nlog_type error\n"
+    )
+    return conf

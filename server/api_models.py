@@ -91,6 +91,12 @@ class Report(BaseModel):
     via: str
 
 
+class AckedCommands(BaseModel):
+    """The device's commands the server now counts as delivered (unknown ids are left out)."""
+
+    acked: list[str]
+
+
 class QueuedCommand(BaseModel):
     device_id: str
     command_id: str
@@ -359,3 +365,70 @@ class DeviceAuditEntry(BaseModel):
     action: str
     reason: str
     detail: dict[str, Any]
+
+
+# --------------------------------------------------------------------------- health
+
+
+class WorkerHealth(BaseModel):
+    """One background worker: whether its thread runs, how many ticks ran and failed (each
+    failure logged with its traceback), messages it refused, and when it last ran."""
+
+    name: str
+    alive: bool
+    ticks: int
+    failures: int
+    refused: int
+    last_run: IsoTime | None
+    last_failure: str
+
+
+class Health(BaseModel):
+    """`GET /health`: the server answers, and how each of its background workers is."""
+
+    ok: bool
+    workers: list[WorkerHealth]
+
+
+# --------------------------------------------------------------------------- refusals
+
+
+class FieldProblem(BaseModel):
+    """One broken field of a malformed request: where (`["body", "seq"]`) and why."""
+
+    loc: list[str]
+    msg: str
+    type: str
+
+
+REFUSALS: dict[int, str] = {
+    400: "Malformed request (e.g. an invalid Content-Length)",
+    401: "No credential, or one that matches nothing",
+    403: "A valid credential that may not do this",
+    404: "No such device, release, rollout, group or file",
+    409: "It exists already, or conflicts with what is stored",
+    410: "It existed but is no longer valid (an expired F-code)",
+    411: "A request body without Content-Length",
+    413: "A request body or a part of it over its size limit",
+    422: "A field out of its bounds: which field and why; nothing was stored",
+    429: "Too many requests: try again after Retry-After seconds",
+}
+# Every refusal: `{"detail": ...}`, why as text or as the list of broken fields. A schema of its
+# own, not a `model`: an HTML page's refusals are JSON too, which a model would document under
+# the page's media type.
+_ERROR_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["detail"],
+    "properties": {
+        "detail": {
+            "anyOf": [
+                {"type": "string"},
+                {"type": "array", "items": FieldProblem.model_json_schema()},
+            ]
+        }
+    },
+}
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {"description": why, "content": {"application/json": {"schema": _ERROR_SCHEMA}}}
+    for status, why in REFUSALS.items()
+}

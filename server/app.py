@@ -10,11 +10,13 @@ from contextlib import asynccontextmanager
 from functools import partial
 
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from server.access_log import AccessLog
+from server.api_models import ERROR_RESPONSES
 from server.body_limit import BodyLimit
 from server.db import make_engine, make_sessions, upgrade_to_head
 from server.errors import (
@@ -28,16 +30,28 @@ from server.errors import (
     TooLargeError,
     TooManyRequestsError,
 )
+from server.input_bounds import invalid_request
 from server.mqtt_bridge import MqttBridge
 from server.online_signing import OnlineRoleRenewer
 from server.publisher import NoPublisher, Publisher
 from server.rate_limits import AuthFailureLimit, RateLimits
-from server.routes import admin, dashboard, devices, identity, rollouts, testers, tokens, tuf
+from server.routes import (
+    admin,
+    dashboard,
+    devices,
+    health,
+    identity,
+    rollouts,
+    testers,
+    tokens,
+    tuf,
+)
 from server.scheduler import RolloutScheduler
 from server.services.releases import current_notices
 from server.services.reports import ingest_reports
 from server.settings import Settings
 from server.state import AppState
+from server.workers import HealthSource
 from wire import AvailabilityNotice, StatusReport
 
 log = logging.getLogger(__name__)
@@ -56,13 +70,17 @@ STATUS_BY_ERROR: dict[type[ServiceError], int] = {
 
 def create_app(settings: Settings) -> FastAPI:
     rate_limits = RateLimits(settings.rate_limits)
-    lifespan = partial(_lifespan, settings=settings, rate_limits=rate_limits)
-    app = FastAPI(title="Orange Friday", lifespan=lifespan)
+    app = FastAPI(
+        title="Orange Friday",
+        lifespan=partial(_lifespan, settings=settings, rate_limits=rate_limits),
+        responses=ERROR_RESPONSES,  # every refusal any route may answer, documented
+    )
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(AuthFailureLimit, limits=rate_limits)
     app.add_middleware(AccessLog)  # outermost: it also logs what the others refuse
     app.add_exception_handler(ServiceError, _service_error)
-    for module in (tuf, devices, identity, rollouts, admin, dashboard, tokens, testers):
+    app.add_exception_handler(RequestValidationError, invalid_request)
+    for module in (tuf, devices, identity, rollouts, admin, dashboard, tokens, testers, health):
         app.include_router(module.router)
     return app
 
@@ -85,7 +103,7 @@ async def _lifespan(
         await asyncio.to_thread(upgrade_to_head, engine)
         sessions = make_sessions(engine)
         async with _publisher(settings, sessions) as publisher:
-            app.state.ota = AppState(settings, engine, sessions, publisher, rate_limits)
+            app.state.ota = state = AppState(settings, engine, sessions, publisher, rate_limits)
             scheduler = RolloutScheduler(
                 sessions, publisher, settings.train, interval_s=settings.rollout_tick_s
             )
@@ -93,6 +111,8 @@ async def _lifespan(
             renewer = _online_renewer(settings)
             if renewer is not None:
                 renewer.start()
+            workers = (scheduler, renewer, publisher)
+            state.workers = [w for w in workers if isinstance(w, HealthSource)]
             try:
                 yield
             finally:

@@ -31,11 +31,13 @@ from server.errors import (
     InvalidInputError,
     NotAuthenticatedError,
 )
+from server.input_bounds import NameInPath
 from server.models import ApiToken, utcnow
-from server.request_scope import SessionDep, StateDep, TokenDep
+from server.request_scope import MAX_AUTHORIZATION_CHARS, SessionDep, StateDep, TokenDep
 from server.schemas import DEFAULT_TOKEN_LIFETIME_S, MAX_NAME_CHARS, MAX_TOKEN_LIFETIME_S
 from server.services.device_keys import device_of_token
 from server.services.devices import hash_credential, tokens_match
+from server.services.views import each_view
 from server.settings import Settings
 
 TOKEN_BYTES = 32
@@ -154,7 +156,8 @@ def token_info(session: Session, name: str) -> TokenInfo:
 
 
 def list_tokens(session: Session) -> list[TokenInfo]:
-    return [token_view(r) for r in session.scalars(select(ApiToken).order_by(ApiToken.name))]
+    rows = session.scalars(select(ApiToken).order_by(ApiToken.name))
+    return each_view(rows, token_view, "token")
 
 
 # ---------------------------------------------------------------------- checking
@@ -224,14 +227,19 @@ def require_role_or_query_token(*roles: Role) -> Callable[..., Principal]:
     allowed = frozenset(roles)
 
     def dependency(
-        session: SessionDep, state: StateDep, header: TokenDep, token: Annotated[str, Query()] = ""
+        session: SessionDep,
+        state: StateDep,
+        header: TokenDep,
+        token: Annotated[str, Query(max_length=MAX_AUTHORIZATION_CHARS)] = "",
     ) -> Principal:
         return authorize(resolve_principal(session, state.settings, header or token), allowed)
 
     return dependency
 
 
-def device_self(device_id: str, session: SessionDep, state: StateDep, token: TokenDep) -> Principal:
+def device_self(
+    device_id: NameInPath, session: SessionDep, state: StateDep, token: TokenDep
+) -> Principal:
     """The device of the path, authenticated by its own credential: only DEVICE principals
     (an admin or tester token cannot poll or report in a device's place)."""
     principal = resolve_principal(session, state.settings, token)

@@ -10,9 +10,10 @@ the repository is left as it was (signing writes timestamp.json last, atomically
 from __future__ import annotations
 
 import logging
-import threading
 from pathlib import Path
 
+from server.api_models import WorkerHealth
+from server.workers import TickLoop
 from signing.errors import SigningError
 from signing.online import renew_online_roles
 from signing.storage import LocalStorage, Storage
@@ -24,9 +25,7 @@ class OnlineRoleRenewer:
     def __init__(self, storage: Storage, keys_dir: Path, *, interval_s: float) -> None:
         self._storage = storage
         self._keys_dir = keys_dir
-        self._interval_s = interval_s
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._loop = TickLoop("online-signing", self.tick, interval_s=interval_s, first_wait=False)
 
     @classmethod
     def for_repo(cls, repo_dir: Path, keys_dir: Path, *, interval_s: float) -> OnlineRoleRenewer:
@@ -43,17 +42,11 @@ class OnlineRoleRenewer:
         return roles
 
     def start(self) -> None:
-        if self._interval_s <= 0 or self._thread is not None:
-            return
-        self._thread = threading.Thread(target=self._run, name="online-signing", daemon=True)
-        self._thread.start()
+        """Re-sign now, then every `interval_s`, in a thread no failing tick ends (0: off)."""
+        self._loop.start()
 
     def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
+        self._loop.stop()
 
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self.tick()
-            self._stop.wait(self._interval_s)
+    def health(self) -> WorkerHealth:
+        return self._loop.health()

@@ -4,21 +4,49 @@ the field, and nothing is stored). Reports are not here: `wire` defines those.""
 from __future__ import annotations
 
 import re
-from datetime import UTC, date, datetime
-from typing import Any, Final
+from datetime import UTC, datetime
+from typing import Annotated, Any, Final
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from server.api_models import Role
+from server.input_bounds import (
+    Count,
+    Fraction,
+    JsonObject,
+    Name,
+    OptionalName,
+    Percentage,
+    PerMinute,
+    RowId,
+    SaneDate,
+    SaneTime,
+    Seconds,
+    Secret,
+    Text,
+)
 from server.services.rollout_rules import DEFAULT_STUCK_TIMEOUT_S, DEFAULT_WAVES, GateConfig
 from server.services.train_rules import STAGE_CHANNEL, Stage
-from wire import CommandKind, ProtocolError, channel_topic, check_device_id, device_cmd_topic
+from wire import (
+    PROTOCOL_VERSION,
+    CommandKind,
+    ProtocolError,
+    bounds,
+    channel_topic,
+    check_device_id,
+    device_cmd_topic,
+)
+from wire.bounds import MAX_PATH_CHARS, MAX_SHORT_CHARS
+from wire.messages import MAX_COMMANDS_PER_POLL
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 MAX_NAME_CHARS: Final = 128  # of a token's name
 MAX_CODES_PER_ISSUE: Final = 1000
 MAX_FCODE_LIFETIME_S: Final = 90 * 24 * 3600
-MAX_TEXT_CHARS: Final = 4000  # of one piece of tester feedback
+MAX_TEXT_CHARS: Final = bounds.MAX_TEXT_CHARS  # of one piece of tester feedback
+MAX_WAVES: Final = 20
+MAX_WINDOWS: Final = 24
+MAX_LOG_CHARS: Final = 1024 * 1024  # the service answers 413 well before this
 DEFAULT_TOKEN_LIFETIME_S: Final = 90 * 24 * 3600
 MAX_TOKEN_LIFETIME_S: Final = 400 * 24 * 3600  # a yearly renewal with slack; no token lives on
 
@@ -55,10 +83,10 @@ class EnrollRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    enrollment_token: str = Field(max_length=256)
-    device_id: str
-    model: str
-    channel: str
+    enrollment_token: Secret
+    device_id: Name
+    model: Name
+    channel: Name
     nonce: str = Field(default="", max_length=64, pattern=_B64)
     public_key: str = Field(default="", max_length=64, pattern=_B64)
     proof: str = Field(default="", max_length=128, pattern=_B64)
@@ -89,7 +117,7 @@ class DeviceResetIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    reason: str = Field(min_length=1, max_length=2000)
+    reason: Annotated[Text, Field(min_length=1, max_length=2000)]
 
 
 MAX_ENROLLMENT_TOKEN_LIFETIME_S: Final = 366 * 24 * 3600
@@ -102,11 +130,11 @@ class EnrollmentTokenIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    name: str = Field(min_length=1, max_length=MAX_NAME_CHARS, pattern=r"^[^/\s]+$")
-    expires_in_s: float = Field(gt=0, le=MAX_ENROLLMENT_TOKEN_LIFETIME_S)
+    name: Annotated[Name, Field(pattern=r"^[^/\s]+$")]
+    expires_in_s: float = Field(gt=0, le=MAX_ENROLLMENT_TOKEN_LIFETIME_S, allow_inf_nan=False)
     max_uses: int | None = Field(default=None, ge=1, le=MAX_ENROLLMENT_TOKEN_USES)
-    model: str | None = None
-    channel: str | None = None
+    model: Name | None = None
+    channel: Name | None = None
 
     @field_validator("model", "channel")
     @classmethod
@@ -120,16 +148,16 @@ class ReleaseIn(BaseModel):
 
     model_config = ConfigDict(extra="ignore")
 
-    version: str = Field(min_length=1, max_length=128)
-    channel: str
-    model: str
-    target_path: str = Field(min_length=1, max_length=1024)
-    length: int = Field(ge=0)
-    sha256: str
-    notes: str = ""
-    published_at: datetime = Field(default_factory=lambda: datetime.now(UTC))
-    release_counter: int = Field(default=0, ge=0)
-    percentage: float = Field(default=100.0, ge=0, le=100)  # of the first rollout wave
+    version: Name
+    channel: Name
+    model: Name
+    target_path: str = Field(min_length=1, max_length=MAX_PATH_CHARS)
+    length: Count
+    sha256: str = Field(max_length=64)
+    notes: Text = ""
+    published_at: SaneTime = Field(default_factory=lambda: datetime.now(UTC))
+    release_counter: Count = 0
+    percentage: Percentage = 100.0  # of the first rollout wave
 
     @field_validator("channel", "model")
     @classmethod
@@ -146,22 +174,28 @@ class ReleaseIn(BaseModel):
     @field_validator("target_path")
     @classmethod
     def _relative_path(cls, value: str) -> str:
-        parts = value.split("/")
-        if value.startswith("/") or any(p in ("", ".", "..") for p in parts):
-            raise ValueError("target_path must be a relative path without '.' or '..' parts")
-        return value
-
-    @field_validator("published_at")
-    @classmethod
-    def _aware(cls, value: datetime) -> datetime:
-        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+        try:
+            return bounds.relative_path(value, "target_path")
+        except ProtocolError as exc:
+            raise ValueError(str(exc)) from None
 
 
 class CommandIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     kind: CommandKind
-    args: dict[str, Any] = Field(default_factory=dict)
+    args: JsonObject = Field(default_factory=dict)
+
+
+class CommandAckIn(BaseModel):
+    """wire.CommandAck: the device has stored or handled these commands."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    v: int = Field(ge=PROTOCOL_VERSION, le=PROTOCOL_VERSION)
+    command_ids: list[Annotated[str, Field(min_length=1, max_length=MAX_SHORT_CHARS)]] = Field(
+        max_length=MAX_COMMANDS_PER_POLL
+    )
 
 
 class RolloutUpdate(BaseModel):
@@ -169,7 +203,7 @@ class RolloutUpdate(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    percentage: float | None = Field(default=None, ge=0, le=100)
+    percentage: Percentage | None = None
     paused: bool | None = None
 
 
@@ -179,44 +213,48 @@ class RolloutUpdate(BaseModel):
 class GatesIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    min_success_rate: float = Field(default=GateConfig.min_success_rate, ge=0, le=1)
-    max_rollback_rate: float = Field(default=GateConfig.max_rollback_rate, ge=0, le=1)
-    min_devices: int = Field(default=GateConfig.min_devices, ge=0)
-    min_soak_s: float = Field(default=GateConfig.min_soak_s, ge=0)
-    max_blocking_issues: int = Field(default=GateConfig.max_blocking_issues, ge=0)
+    min_success_rate: Fraction = GateConfig.min_success_rate
+    max_rollback_rate: Fraction = GateConfig.max_rollback_rate
+    min_devices: Count = GateConfig.min_devices
+    min_soak_s: Seconds = GateConfig.min_soak_s
+    max_blocking_issues: Count = GateConfig.max_blocking_issues
 
 
 class RolloutIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    release_id: int
-    waves: list[float] = Field(default_factory=lambda: list(DEFAULT_WAVES))
+    release_id: RowId
+    waves: list[Percentage] = Field(
+        default_factory=lambda: list(DEFAULT_WAVES), max_length=MAX_WAVES
+    )
     gates: GatesIn = Field(default_factory=GatesIn)
-    windows: list[str] = Field(default_factory=list)  # "HH:MM-HH:MM", UTC
-    rate_per_minute: float = Field(default=0.0, ge=0)
-    stuck_timeout_s: float = Field(default=DEFAULT_STUCK_TIMEOUT_S, gt=0)
+    windows: list[Annotated[str, Field(max_length=11)]] = Field(
+        default_factory=list, max_length=MAX_WINDOWS
+    )  # "HH:MM-HH:MM", UTC
+    rate_per_minute: PerMinute = 0.0
+    stuck_timeout_s: Seconds = Field(default=DEFAULT_STUCK_TIMEOUT_S, gt=0)
 
 
 class ReasonIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    reason: str = Field(default="", max_length=2000)
+    reason: Text = ""
 
 
 class TrainIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    version: str = Field(min_length=1, max_length=128)
-    model: str = Field(min_length=1, max_length=128)
-    week_of: date | None = None
-    notes: str = ""
+    version: Name
+    model: Name
+    week_of: SaneDate | None = None
+    notes: Text = ""
 
 
 class TrainAdvanceIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    version: str
-    model: str
+    version: Name
+    model: Name
     force: bool = False  # ignore the schedule's day (never the gates)
 
 
@@ -227,8 +265,8 @@ class FCodeIssue(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     count: int = Field(ge=1, le=MAX_CODES_PER_ISSUE)
-    expires_in_s: float = Field(gt=0, le=MAX_FCODE_LIFETIME_S)
-    channel: str = STAGE_CHANNEL[Stage.PREVIEW]
+    expires_in_s: float = Field(gt=0, le=MAX_FCODE_LIFETIME_S, allow_inf_nan=False)
+    channel: Name = STAGE_CHANNEL[Stage.PREVIEW]
 
     @field_validator("channel")
     @classmethod
@@ -239,24 +277,24 @@ class FCodeIssue(BaseModel):
 class Redeem(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    code: str = Field(min_length=1, max_length=64)
+    code: Annotated[Secret, Field(min_length=1, max_length=64)]
 
 
 class FeedbackBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    text: str = Field(min_length=1, max_length=MAX_TEXT_CHARS)
-    build: str = Field(min_length=1, max_length=128)
-    category: str = Field(default="", max_length=64)
-    device_id: str | None = Field(default=None, max_length=128)
-    logs: str | None = None  # size-checked by the service (413 over its limit)
+    text: Annotated[Text, Field(min_length=1)]
+    build: Name
+    category: Annotated[Text, Field(max_length=64)] = ""
+    device_id: Name | None = None
+    logs: Annotated[str, Field(max_length=MAX_LOG_CHARS)] | None = None  # 413 over its limit
 
 
 class BlockingBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     blocking: bool
-    reason: str = Field(default="", max_length=2000)
+    reason: Text = ""
 
 
 # --------------------------------------------------------------------------- tokens
@@ -266,10 +304,10 @@ class TokenIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     role: Role
-    name: str = Field(min_length=1, max_length=MAX_NAME_CHARS, pattern=r"^[^/\s]+$")
-    subject: str = Field(default="", max_length=128)  # the device id, for a device-bound token
+    name: Annotated[Name, Field(pattern=r"^[^/\s]+$")]
+    subject: OptionalName = ""  # the device id, for a device-bound token
     expires_in_s: float = Field(  # default: 90 days; at most 400
-        default=DEFAULT_TOKEN_LIFETIME_S, gt=0, le=MAX_TOKEN_LIFETIME_S
+        default=DEFAULT_TOKEN_LIFETIME_S, gt=0, le=MAX_TOKEN_LIFETIME_S, allow_inf_nan=False
     )
 
     @field_validator("role")

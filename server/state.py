@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from server.publisher import Publisher
 from server.rate_limits import RateLimits
 from server.settings import Settings
+from server.workers import HealthSource
 
 
 @dataclass
@@ -19,3 +20,4 @@ class AppState:
     sessions: sessionmaker[Session]
     publisher: Publisher
     rate_limits: RateLimits
+    workers: list[HealthSource] = field(default_factory=list)  # on GET /health

@@ -17,7 +17,14 @@ from wire.identity import (
     enroll_statement,
     token_statement,
 )
-from wire.messages import AvailabilityNotice, Command, PollAnswer, ReportsAck, StatusReport
+from wire.messages import (
+    AvailabilityNotice,
+    Command,
+    CommandAck,
+    PollAnswer,
+    ReportsAck,
+    StatusReport,
+)
 from wire.paths import (
     API_PREFIX,
     ENROLL_PATH,
@@ -26,6 +33,7 @@ from wire.paths import (
     TUF_TARGETS_PATH,
     broker_secret_path,
     challenge_path,
+    command_ack_path,
     device_token_path,
     leave_preview_path,
     poll_path,
@@ -57,6 +65,7 @@ __all__ = [
     "TUF_TARGETS_PATH",
     "AvailabilityNotice",
     "Command",
+    "CommandAck",
     "CommandKind",
     "FailureReason",
     "PollAnswer",
@@ -70,6 +79,7 @@ __all__ = [
     "challenge_path",
     "channel_topic",
     "check_device_id",
+    "command_ack_path",
     "decode_b64",
     "device_client_id",
     "device_cmd_topic",

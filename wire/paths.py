@@ -22,6 +22,12 @@ def reports_path(device_id: str) -> str:
     return f"{API_PREFIX}/devices/{device_id}/reports"
 
 
+def command_ack_path(device_id: str) -> str:
+    """POST a CommandAck: the device has stored or handled these commands. Until then every
+    poll hands them out again, so a lost poll answer loses no command."""
+    return f"{API_PREFIX}/devices/{device_id}/commands/ack"
+
+
 def redeem_path(device_id: str) -> str:
     """POST {"code"}: spend an F-code; the device joins the code's channel (beta testers)."""
     return f"{API_PREFIX}/devices/{device_id}/redeem"

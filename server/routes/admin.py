@@ -10,6 +10,7 @@ from fastapi import APIRouter, Depends, Query
 from server.api_models import Device, QueuedCommand, Release, Report
 from server.auth import Principal, Role, require_role
 from server.deps import SessionDep, StateDep
+from server.input_bounds import NameInPath, NameInQuery
 from server.schemas import CommandIn, ReleaseIn
 from server.services.commands import queue_command, queued_view
 from server.services.devices import list_devices
@@ -46,7 +47,7 @@ def get_devices(session: SessionDep, state: StateDep, _: Viewer) -> list[Device]
 
 @router.post(commands_path("{device_id}"), status_code=201, response_model=QueuedCommand)
 def post_command(
-    device_id: str,
+    device_id: NameInPath,
     body: CommandIn,
     session: SessionDep,
     state: StateDep,
@@ -61,7 +62,7 @@ def post_command(
 def get_reports(
     session: SessionDep,
     _: Viewer,
-    device_id: str | None = None,
+    device_id: NameInQuery | None = None,
     limit: Annotated[int, Query(ge=1, le=MAX_REPORTS_LISTED)] = 100,
 ) -> list[Report]:
     return list_reports(session, device_id, limit)

@@ -7,11 +7,12 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Body
 
-from server.api_models import BrokerSecret, Challenge, DeviceAccess, Enrolled
+from server.api_models import AckedCommands, BrokerSecret, Challenge, DeviceAccess, Enrolled
 from server.deps import DeviceDep, SessionDep, StateDep
+from server.input_bounds import NameInPath
 from server.rate_limits import ClientAddress
-from server.schemas import EnrollRequest, SignedChallenge
-from server.services.commands import poll_for_device
+from server.schemas import CommandAckIn, EnrollRequest, SignedChallenge
+from server.services.commands import acknowledge_commands, poll_for_device
 from server.services.device_keys import issue_challenge, sign_in
 from server.services.enrollment import EnrollmentPolicy, enroll_device, reissue_broker_secret
 from server.services.reports import ingest_reports, parse_reports
@@ -20,6 +21,7 @@ from wire import (
     ENROLL_PATH,
     broker_secret_path,
     challenge_path,
+    command_ack_path,
     device_token_path,
     poll_path,
     reports_path,
@@ -46,13 +48,13 @@ def enroll(
 
 
 @router.get(challenge_path("{device_id}"), response_model=Challenge)
-def get_challenge(device_id: str, session: SessionDep, state: StateDep) -> Challenge:
+def get_challenge(device_id: NameInPath, session: SessionDep, state: StateDep) -> Challenge:
     return issue_challenge(session, device_id, state.settings.challenge_ttl_s)
 
 
 @router.post(device_token_path("{device_id}"), response_model=DeviceAccess)
 def post_token(
-    device_id: str, body: SignedChallenge, session: SessionDep, state: StateDep
+    device_id: NameInPath, body: SignedChallenge, session: SessionDep, state: StateDep
 ) -> DeviceAccess:
     ttl_s = state.settings.device_token_ttl_s
     return sign_in(session, device_id, body.nonce, body.signature, ttl_s)
@@ -74,3 +76,9 @@ def post_reports(
 ) -> dict[str, Any]:
     reports = parse_reports(payload, device.device_id, state.settings.max_reports_per_batch)
     return ingest_reports(session, device.device_id, reports, via="http").to_dict()
+
+
+@router.post(command_ack_path("{device_id}"), response_model=AckedCommands)
+def post_command_ack(body: CommandAckIn, device: DeviceDep, session: SessionDep) -> AckedCommands:
+    """The device stored or handled these commands: no poll hands them out again."""
+    return acknowledge_commands(session, device.device_id, body.command_ids)

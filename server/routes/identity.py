@@ -11,6 +11,7 @@ from server.api_models import DeviceAuditEntry, EnrollmentTokenInfo, IssuedEnrol
 from server.auth import Principal, Role, require_role
 from server.deps import SessionDep
 from server.errors import NotFoundError
+from server.input_bounds import NameInPath
 from server.schemas import DeviceResetIn, EnrollmentTokenIn
 from server.services.enrollment import device_audit, reset_device
 from server.services.enrollment_tokens import (
@@ -32,13 +33,13 @@ Admin = Annotated[Principal, Depends(require_role(Role.ADMIN))]
 
 @router.post(device_reset_path("{device_id}"), response_model=DeviceAuditEntry)
 def post_reset(
-    device_id: str, body: DeviceResetIn, session: SessionDep, admin: Admin
+    device_id: NameInPath, body: DeviceResetIn, session: SessionDep, admin: Admin
 ) -> DeviceAuditEntry:
     return reset_device(session, device_id, body.reason, f"{admin.role.value}:{admin.subject}")
 
 
 @router.get(device_audit_path("{device_id}"), response_model=list[DeviceAuditEntry])
-def get_audit(device_id: str, session: SessionDep, _: Admin) -> list[DeviceAuditEntry]:
+def get_audit(device_id: NameInPath, session: SessionDep, _: Admin) -> list[DeviceAuditEntry]:
     return device_audit(session, device_id)
 
 
@@ -55,7 +56,7 @@ def get_enrollment_tokens(session: SessionDep, _: Admin) -> list[EnrollmentToken
 
 
 @router.delete(enrollment_token_path("{name}"), response_model=EnrollmentTokenInfo)
-def delete_enrollment_token(name: str, session: SessionDep, _: Admin) -> EnrollmentTokenInfo:
+def delete_enrollment_token(name: NameInPath, session: SessionDep, _: Admin) -> EnrollmentTokenInfo:
     revoked = revoke_enrollment_token(session, name)
     if revoked is None:
         raise NotFoundError(f"no active enrollment token named {name!r}")

@@ -14,6 +14,7 @@ from server.api_models import Announcement, Release, RolloutStatus, TrainAdvance
 from server.auth import Principal, Role, require_role
 from server.deps import SessionDep, StateDep
 from server.errors import InvalidInputError
+from server.input_bounds import ShortIdInPath
 from server.schemas import ReasonIn, RolloutIn, RolloutUpdate, TrainAdvanceIn, TrainIn
 from server.services.releases import update_rollout
 from server.services.rollout_rules import GateConfig, RolloutError, RolloutEvent
@@ -95,13 +96,17 @@ def post_evaluate(session: SessionDep, state: StateDep, _: ReleaseEngineer) -> l
 
 
 @router.get(ONE_ROLLOUT, response_model=RolloutStatus)
-def get_rollout(rollout_id: str, session: SessionDep, _: Viewer) -> RolloutStatus:
+def get_rollout(rollout_id: ShortIdInPath, session: SessionDep, _: Viewer) -> RolloutStatus:
     return rollout_status(session, rollout_id)
 
 
 @router.post(ONE_ROLLOUT, response_model=Release)
 def post_rollout_update(
-    rollout_id: str, body: RolloutUpdate, session: SessionDep, state: StateDep, _: ReleaseEngineer
+    rollout_id: ShortIdInPath,
+    body: RolloutUpdate,
+    session: SessionDep,
+    state: StateDep,
+    _: ReleaseEngineer,
 ) -> Release:
     """A plain rollout's percentage or paused flag (the rollout `POST /releases` makes)."""
     updated = update_rollout(session, rollout_id, body)
@@ -112,7 +117,11 @@ def post_rollout_update(
 
 def _event_route(event: RolloutEvent) -> None:
     def handler(
-        rollout_id: str, body: ReasonIn, session: SessionDep, state: StateDep, who: ReleaseEngineer
+        rollout_id: ShortIdInPath,
+        body: ReasonIn,
+        session: SessionDep,
+        state: StateDep,
+        who: ReleaseEngineer,
     ) -> RolloutStatus:
         change = change_rollout(
             session, rollout_id, event, actor=_actor(who), reason=body.reason, now=_now()
@@ -130,7 +139,11 @@ for _event in (RolloutEvent.PAUSE, RolloutEvent.RESUME, RolloutEvent.ABORT):
 
 @router.post(rollout_action_path("{rollout_id}", "override"), response_model=RolloutStatus)
 def post_override(
-    rollout_id: str, body: ReasonIn, session: SessionDep, state: StateDep, who: ReleaseEngineer
+    rollout_id: ShortIdInPath,
+    body: ReasonIn,
+    session: SessionDep,
+    state: StateDep,
+    who: ReleaseEngineer,
 ) -> RolloutStatus:
     change = override_gate(session, rollout_id, actor=_actor(who), reason=body.reason, now=_now())
     return _published(state, change)

@@ -20,6 +20,7 @@ from server.api_models import (
 from server.auth import DEVICE_BOUND, Principal, Role, issue_token, require_role, revoke_tokens_of
 from server.deps import DeviceDep, SessionDep, StateDep
 from server.errors import ForbiddenError
+from server.input_bounds import Name, RowIdInPath
 from server.rate_limits import ClientAddress
 from server.schemas import BlockingBody, FCodeIssue, FeedbackBody, Redeem
 from server.services.fcodes import issue_fcodes, leave_preview, redeem_fcode
@@ -95,24 +96,22 @@ def post_feedback(body: FeedbackBody, who: Reporter, session: SessionDep) -> Fee
 
 
 @router.post(vote_path("{group_id}"), response_model=VoteCount)
-def post_vote(group_id: int, who: Tester, session: SessionDep) -> VoteCount:
+def post_vote(group_id: RowIdInPath, who: Tester, session: SessionDep) -> VoteCount:
     return vote(session, group_id, f"{who.role.value}:{who.subject}")
 
 
 @router.get(SURFACING_PATH, response_model=Surfacing)
-def get_surfacing(
-    session: SessionDep, _: Reader, build: Annotated[str, Query(min_length=1, max_length=128)]
-) -> Surfacing:
+def get_surfacing(session: SessionDep, _: Reader, build: Annotated[Name, Query()]) -> Surfacing:
     return surfacing(session, build)
 
 
 @router.post(group_action_path("{group_id}", "blocking"), response_model=FeedbackGroup)
 def post_blocking(
-    group_id: int, body: BlockingBody, session: SessionDep, _: ReleaseEngineer
+    group_id: RowIdInPath, body: BlockingBody, session: SessionDep, _: ReleaseEngineer
 ) -> FeedbackGroup:
     return mark_blocking(session, group_id, blocking=body.blocking, reason=body.reason)
 
 
 @router.post(group_action_path("{group_id}", "close"), response_model=FeedbackGroup)
-def post_close(group_id: int, session: SessionDep, _: ReleaseEngineer) -> FeedbackGroup:
+def post_close(group_id: RowIdInPath, session: SessionDep, _: ReleaseEngineer) -> FeedbackGroup:
     return close_group(session, group_id)

@@ -19,6 +19,7 @@ from server.auth import (
 )
 from server.deps import SessionDep
 from server.errors import NotFoundError
+from server.input_bounds import NameInPath
 from server.schemas import TokenIn
 from wire.paths import TOKENS_PATH, token_path
 
@@ -43,7 +44,7 @@ def get_tokens(session: SessionDep, _: Admin) -> list[TokenInfo]:
 
 
 @router.delete(token_path("{name}"), response_model=RevokedToken)
-def delete_token(name: str, session: SessionDep, _: Admin) -> RevokedToken:
+def delete_token(name: NameInPath, session: SessionDep, _: Admin) -> RevokedToken:
     if not revoke_token(session, name):
         raise NotFoundError(f"no active token named {name!r}")
     return RevokedToken(name=name, revoked=True)

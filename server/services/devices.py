@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 
 from server.api_models import Device as DeviceView
 from server.models import Device, utcnow
+from server.services.views import each_view
 
 
 def hash_credential(credential: str) -> str:
@@ -49,4 +50,4 @@ def device_view(device: Device, now: datetime, report_timeout_s: float) -> Devic
 def list_devices(session: Session, report_timeout_s: float) -> list[DeviceView]:
     now = utcnow()
     devices = session.scalars(select(Device).order_by(Device.device_id))
-    return [device_view(d, now, report_timeout_s) for d in devices]
+    return each_view(devices, lambda d: device_view(d, now, report_timeout_s), "device")

@@ -18,6 +18,7 @@ from server.api_models import Release as ReleaseView
 from server.errors import ConflictError, NotFoundError
 from server.models import Release, Rollout, utcnow
 from server.schemas import ReleaseIn, RolloutUpdate
+from server.services.views import each_view
 from wire import AvailabilityNotice
 
 
@@ -159,4 +160,4 @@ def list_releases(session: Session) -> list[ReleaseView]:
     releases = session.scalars(
         select(Release).order_by(Release.channel, Release.model, *_latest_first())
     )
-    return [release_view(r, _current_rollout(session, r)) for r in releases]
+    return each_view(releases, lambda r: release_view(r, _current_rollout(session, r)), "release")

@@ -39,6 +39,7 @@ from server.services.rollout_rules import (
     next_state,
     rate_wait_s,
 )
+from server.services.views import each_view
 from wire import AvailabilityNotice, FailureReason, UpdateState
 from wire.rollout import in_rollout
 
@@ -391,4 +392,4 @@ def list_rollouts(session: Session) -> list[RolloutStatus]:
         .join(Rollout, Rollout.rollout_id == RolloutPlan.rollout_id)
         .order_by(Rollout.created_at.desc())
     ).all()
-    return [rollout_status(session, i) for i in ids]
+    return each_view(ids, lambda i: rollout_status(session, i), "rollout")

@@ -27,6 +27,7 @@ from server.services.train_rules import (
     TrainSchedule,
     train_step,
 )
+from server.services.views import each_view
 from wire import PROTOCOL_VERSION
 
 log = logging.getLogger(__name__)
@@ -232,9 +233,8 @@ STAGE_TIMES = (Stage.ANNOUNCED, Stage.INTERNAL, Stage.PREVIEW, Stage.STABLE)
 
 
 def train_status(session: Session, config: TrainConfig) -> list[TrainStatus]:
-    return [
-        train_view(session, t, config) for t in session.scalars(select(Train).order_by(Train.id))
-    ]
+    trains = session.scalars(select(Train).order_by(Train.id))
+    return each_view(trains, lambda t: train_view(session, t, config), "train")
 
 
 def advance_all(session: Session, config: TrainConfig, *, now: datetime) -> list[TrainMove]:

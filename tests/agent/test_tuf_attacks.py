@@ -71,6 +71,9 @@ class Director:
         self.reports.extend(reports)
         return {r.seq for r in reports}
 
+    def ack_commands(self, command_ids: Sequence[str]) -> None:
+        pass
+
 
 @dataclass(frozen=True)
 class Running:

@@ -263,6 +263,10 @@ def test_a_clock_reset_to_1970_does_not_make_expired_metadata_fresh(
 
     fake = type("FakeDatetimeModule", (), {"datetime": Epoch, "timezone": tms.datetime.timezone})
     monkeypatch.setattr(tms, "datetime", fake)  # python-tuf's clock now says 1970
+    clock = agent.parts.tuf.clock
+    assert clock is not None
+    clock.system_clock = lambda: Epoch.now(UTC)  # and so does the agent's own
+    agent.parts.clock = lambda: Epoch.now(UTC).timestamp()
     running = sim.status().active
     agent.poll_once()
     assert agent.record.state is UpdateState.FAILED

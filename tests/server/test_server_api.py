@@ -31,9 +31,11 @@ from server.testing import (
 )
 from wire import (
     ENROLL_PATH,
+    CommandAck,
     PollAnswer,
     ReportsAck,
     UpdateState,
+    command_ack_path,
     poll_path,
     reports_path,
 )
@@ -259,8 +261,11 @@ def test_reports_are_stored_once_and_every_copy_is_acked(api: httpx.Client) -> N
     assert again.status_code == 200
     assert ReportsAck.from_json(again.content).acked == (1, 2)
     assert sorted(r["seq"] for r in reports_held(api, phone)) == [0, 1, 2]
-    straggler = api.post(path, json=[report(phone, 0, UpdateState.FAILED)], headers=headers)
+    straggler = api.post(path, json=[report(phone, 0)], headers=headers)
     assert ReportsAck.from_json(straggler.content).acked == (0,)
+    # a *different* report under a stored seq is a conflict, no longer a silent drop
+    conflict = api.post(path, json=[report(phone, 0, UpdateState.FAILED)], headers=headers)
+    assert conflict.status_code == 409
     assert ReportsAck.from_json(api.post(path, json=[], headers=headers).content).acked == ()
     row = device_row(api, phone) or {}
     assert (row["state"], row["current_version"], row["slot"], row["last_seq"]) == (
@@ -318,7 +323,7 @@ def test_reports_list_filters_and_limits(api: httpx.Client) -> None:
 # ---------------------------------------------------------------------- commands and dashboard
 
 
-def test_a_command_is_delivered_by_the_next_poll_only(api: httpx.Client) -> None:
+def test_a_command_is_delivered_until_the_device_acks_it(api: httpx.Client) -> None:
     phone = new_id("phone")
     credential = enroll(api, phone)
     body = {"kind": "rollback", "args": {"why": "bad build"}}
@@ -328,6 +333,9 @@ def test_a_command_is_delivered_by_the_next_poll_only(api: httpx.Client) -> None
     assert [(c.command_id, c.kind.value, c.args) for c in commands] == [
         (sent.json()["command_id"], "rollback", {"why": "bad build"})
     ]
+    assert poll(api, phone, credential).commands == commands  # not acknowledged yet
+    ack = CommandAck((commands[0].command_id,)).to_dict()
+    assert api.post(command_ack_path(phone), json=ack, headers=auth(credential)).status_code == 200
     assert poll(api, phone, credential).commands == ()
 
 

@@ -33,6 +33,7 @@ from wire import (
     TUF_TARGETS_PATH,
     broker_secret_path,
     challenge_path,
+    command_ack_path,
     device_token_path,
     leave_preview_path,
     poll_path,
@@ -70,6 +71,7 @@ P = API_PREFIX
 EXPECTED: dict[tuple[str, str], Rule] = {
     # FastAPI's own pages: the API's shape is no secret
     ("GET", "/openapi.json"): PUBLIC,
+    ("GET", "/health"): PUBLIC,  # workers alive and when they ran: no device, release or secret
     ("GET", "/docs"): PUBLIC,
     ("GET", "/docs/oauth2-redirect"): PUBLIC,
     ("GET", "/redoc"): PUBLIC,
@@ -88,6 +90,7 @@ EXPECTED: dict[tuple[str, str], Rule] = {
     ("POST", f"{P}/enrollment-tokens"): allow(A),
     ("GET", f"{P}/enrollment-tokens"): allow(A),
     ("DELETE", f"{P}/enrollment-tokens/{{name}}"): allow(A),
+    ("POST", command_ack_path("{device_id}")): allow(D, own_device=True),
     ("POST", reports_path("{device_id}")): allow(D, own_device=True),
     # the release engineer's API and the fleet view
     ("POST", f"{P}/releases"): allow(A, R),

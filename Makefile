@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint types pytest slow bootloader bench clean
+.PHONY: demo dashboard test lint types pytest slow bootloader bench clean
 
 $(STAMP): pyproject.toml
 	@test -n "$(PYTHON)" || { echo "error: need Python 3.11 or newer on PATH" >&2; exit 1; }
@@ -17,6 +17,10 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/ota-lab demo
 
+# the demo, then the server and the fleet keep running: it prints the dashboard's URL and a token
+dashboard: $(STAMP)
+	$(BIN)/ota-lab demo --serve
+
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -26,11 +30,12 @@ types: $(STAMP)
 	$(BIN)/mypy
 
 # Branch coverage of the packages, with a floor (pyproject's fail_under) that only goes up;
-# the report is the last thing `make test` prints.
+# the report is the last thing `make test` prints, with where the dashboard's screenshots are.
 pytest: $(STAMP)
 	$(BIN)/coverage erase
 	$(BIN)/coverage run -m pytest -q -m "not slow and not bootloader"
 	$(BIN)/coverage report
+	@echo "browser screenshots of the dashboard: test-artifacts/screens/"
 
 # Our boot script in a real U-Boot under QEMU (u-boot-qemu, qemu-system-arm, mtools, ...).
 bootloader: $(STAMP)

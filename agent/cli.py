@@ -52,6 +52,11 @@ def _parser() -> argparse.ArgumentParser:
     enroll.add_argument("--config", type=Path, required=True)
     enroll.add_argument("--token", required=True)
     enroll.set_defaults(func=_cmd_enroll)
+    token = sub.add_parser(
+        "access-token", help="print a fresh access token (e.g. for the dashboard's join form)"
+    )
+    token.add_argument("--config", type=Path, required=True)
+    token.set_defaults(func=_cmd_access_token)
     sub.add_parser("tuf-client", help="TUF conformance client (see --help of it)")
     add_tester_commands(sub)  # join-preview, leave-preview, feedback, vote
     return parser
@@ -109,4 +114,15 @@ def _cmd_enroll(ns: argparse.Namespace) -> int:
     api = ServerApi(config.server_url, config.device_id, key)
     save_broker_secret(config.data_dir, api.enroll(ns.token, config.model, config.channel))
     print(f"enrolled {config.device_id}; its key and broker secret are in {config.data_dir}")
+    return 0
+
+
+def _cmd_access_token(ns: argparse.Namespace) -> int:
+    """Sign a fresh challenge with the device's key; the token lives an hour."""
+    from agent.server_api import device_api
+
+    token = device_api(load_config(ns.config)).access_token()
+    if not token:
+        raise AgentError("this device has no key yet: run `ota-agent enroll` first")
+    print(token)
     return 0

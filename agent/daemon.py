@@ -120,6 +120,9 @@ class AgentDaemon:
         self.agent = agent
         self._rng = rng or random.Random()  # noqa: S311  # poll jitter spreads load, guards nothing
         self._wake = threading.Event()
+        # Storing a heard command and marking a handled one done must not interleave: a
+        # redelivery checked between the two would be stored again and run twice.
+        self._commands_lock = threading.Lock()
         self._inbox: queue.SimpleQueue[AvailabilityNotice | Command] = queue.SimpleQueue()
         self.doorbell: Doorbell | None = None
         if config.broker_url:
@@ -193,12 +196,18 @@ class AgentDaemon:
         delivers again what it never saw acknowledged)."""
         if not _SAFE_ID.fullmatch(command.command_id):
             raise ProtocolError(f"unusable command id {command.command_id!r}")
-        if self._done_path(command).exists():
-            log.info("%s: command %s was run already", self.config.device_id, command.command_id)
-            return False
-        ensure_dir(self._commands_dir)
-        atomic_write(self._commands_dir / f"{command.command_id}.json", command.to_json())
-        return True
+        with self._commands_lock:
+            if self._done_path(command).exists():
+                log.info(
+                    "%s: command %s was run already", self.config.device_id, command.command_id
+                )
+                return False
+            stored = self._commands_dir / f"{command.command_id}.json"
+            if stored.exists():  # heard before a crash and not yet run: it runs once, from disk
+                return False
+            ensure_dir(self._commands_dir)
+            atomic_write(stored, command.to_json())
+            return True
 
     def _done_path(self, command: Command) -> Path:
         return self._commands_dir / f"{command.command_id}{DONE_SUFFIX}"
@@ -206,7 +215,8 @@ class AgentDaemon:
     def _mark_done(self, command: Command) -> None:
         """Remember that `command` ran (a redelivery must not run it again); the oldest
         marks go once there are more than `KEEP_DONE`."""
-        replace(self._commands_dir / f"{command.command_id}.json", self._done_path(command))
+        with self._commands_lock:
+            replace(self._commands_dir / f"{command.command_id}.json", self._done_path(command))
         done = sorted(self._commands_dir.glob(f"*{DONE_SUFFIX}"), key=lambda p: p.stat().st_mtime)
         for old in done[:-KEEP_DONE]:
             old.unlink(missing_ok=True)

@@ -32,8 +32,8 @@ from agent.tester import FeedbackRequest, join_preview, send_feedback, vote
 from hardware.sim import SimDevice
 from lab.fleet import MIB, Backend, Board, daemons_running, running_backend, server_settings
 from lab.processes import embedded_broker
-from server.api_models import Device, RolloutStatus
-from server.schemas import FCodeIssue, GatesIn, RolloutIn, TrainAdvanceIn, TrainIn
+from server.api_models import Device, Role, RolloutStatus
+from server.schemas import FCodeIssue, GatesIn, RolloutIn, TokenIn, TrainAdvanceIn, TrainIn
 from server.services.rollout_rules import GateConfig
 from server.services.train import TrainConfig
 from wire.rollout import in_rollout
@@ -59,6 +59,7 @@ class DemoOptions:
     testers: int = 5
     workdir: Path | None = None
     as_json: bool = False
+    serve: bool = False  # keep the server and the fleet running for the dashboard
 
 
 @dataclass
@@ -134,7 +135,24 @@ def _run(
     result = DemoResult(ok, devices, releases, steps, time.monotonic() - started)
     result.surfacing = surfacing
     result.rollouts = _rollouts(env)
+    if options.serve:
+        serve_dashboard(env, console)
     return result
+
+
+def serve_dashboard(env: Backend, console: Console) -> None:
+    """Print where the dashboard is and a release engineer's token, then wait for Ctrl-C
+    (the server, the broker and the fleet keep running meanwhile)."""
+    name = f"demo-{secrets.token_hex(3)}"
+    token = env.admin.create_token(TokenIn(role=Role.RELEASE_ENGINEER, name=name)).token
+    console.print(f"dashboard: {env.server_url}/signin", soft_wrap=True)
+    console.print(f"sign in with this release engineer token: {token}", soft_wrap=True)
+    console.print("Ctrl-C stops the demo")
+    try:
+        while True:
+            time.sleep(1.0)
+    except KeyboardInterrupt:
+        return
 
 
 ROLLOUT_KEYS = (

@@ -37,10 +37,10 @@ from server.publisher import NoPublisher, Publisher
 from server.rate_limits import AuthFailureLimit, RateLimits
 from server.routes import (
     admin,
-    dashboard,
     devices,
     health,
     identity,
+    metrics,
     rollouts,
     testers,
     tokens,
@@ -51,6 +51,7 @@ from server.services.releases import current_notices
 from server.services.reports import ingest_reports
 from server.settings import Settings
 from server.state import AppState
+from server.web.routes import install_dashboard
 from server.workers import HealthSource
 from wire import AvailabilityNotice, StatusReport
 
@@ -77,11 +78,12 @@ def create_app(settings: Settings) -> FastAPI:
     )
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(AuthFailureLimit, limits=rate_limits)
-    app.add_middleware(AccessLog)  # outermost: it also logs what the others refuse
+    app.add_middleware(AccessLog, routes=app.router.routes)  # outermost: logs all refusals
     app.add_exception_handler(ServiceError, _service_error)
     app.add_exception_handler(RequestValidationError, invalid_request)
-    for module in (tuf, devices, identity, rollouts, admin, dashboard, tokens, testers, health):
+    for module in (tuf, devices, identity, rollouts, admin, tokens, testers, health, metrics):
         app.include_router(module.router)
+    install_dashboard(app, settings)
     return app
 
 

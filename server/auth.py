@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Annotated
 
-from fastapi import Depends, Query
+from fastapi import Depends
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
@@ -33,7 +33,7 @@ from server.errors import (
 )
 from server.input_bounds import NameInPath
 from server.models import ApiToken, utcnow
-from server.request_scope import MAX_AUTHORIZATION_CHARS, SessionDep, StateDep, TokenDep
+from server.request_scope import SessionDep, StateDep, TokenDep
 from server.schemas import DEFAULT_TOKEN_LIFETIME_S, MAX_NAME_CHARS, MAX_TOKEN_LIFETIME_S
 from server.services.device_keys import device_of_token
 from server.services.devices import hash_credential, tokens_match
@@ -172,7 +172,15 @@ def resolve_principal(
         return None
     if settings.admin_token and tokens_match(token, settings.admin_token):
         return ADMIN_PRINCIPAL
-    digest = hash_credential(token)
+    return principal_for_digest(session, settings, hash_credential(token), now)
+
+
+def principal_for_digest(
+    session: Session, settings: Settings, digest: str, now: datetime | None = None
+) -> Principal | None:
+    """Who the token with this sha256 belongs to (the dashboard's cookie keeps only that)."""
+    if settings.admin_token and tokens_match(digest, hash_credential(settings.admin_token)):
+        return ADMIN_PRINCIPAL
     row = session.scalar(
         select(ApiToken).where(ApiToken.token_hash == digest, ApiToken.revoked_at.is_(None))
     )
@@ -219,21 +227,6 @@ def require_role(*roles: Role) -> Callable[..., Principal]:
         return authorize(resolve_principal(session, state.settings, token), allowed)
 
     dependency.__name__ = "require_" + "_or_".join(sorted(r.value for r in allowed) or ["admin"])
-    return dependency
-
-
-def require_role_or_query_token(*roles: Role) -> Callable[..., Principal]:
-    """`require_role` that also takes `?token=` (a browser page cannot easily send a header)."""
-    allowed = frozenset(roles)
-
-    def dependency(
-        session: SessionDep,
-        state: StateDep,
-        header: TokenDep,
-        token: Annotated[str, Query(max_length=MAX_AUTHORIZATION_CHARS)] = "",
-    ) -> Principal:
-        return authorize(resolve_principal(session, state.settings, header or token), allowed)
-
     return dependency
 
 

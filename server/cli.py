@@ -53,8 +53,8 @@ def server_run(
 
     import uvicorn
 
-    from server.access_log import uvicorn_log_config
     from server.app import create_app
+    from server.json_logs import configure_json_logging
     from server.settings import Settings
 
     settings = Settings.from_env()
@@ -64,15 +64,10 @@ def server_run(
         repo_dir=repo_dir or settings.repo_dir,
         broker_url=broker_url or settings.broker_url,
     )
-    # our access log (server.access_log) instead of uvicorn's, which prints query strings
-    uvicorn.run(
-        create_app(settings),
-        host=host,
-        port=port,
-        log_level="info",
-        access_log=False,
-        log_config=uvicorn_log_config(),
-    )
+    # JSON lines; our access log (server.access_log) instead of uvicorn's, which prints queries
+    configure_json_logging()
+    app = create_app(settings)
+    uvicorn.run(app, host=host, port=port, log_config=None, access_log=False)
 
 
 @broker_app.command("run")

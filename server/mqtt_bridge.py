@@ -23,6 +23,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from server.api_models import WorkerHealth
 from server.errors import ServiceError
+from server.metrics import process_metrics
 from server.workers import TickCounts, utc_now
 from wire import (
     STATUS_WILDCARD,
@@ -177,12 +178,14 @@ class MqttBridge:
             report = status_report(topic, payload)
         except ProtocolError as exc:
             self.refused += 1
+            process_metrics().report_refused("mqtt", "malformed")
             log.warning("dropped a message on %s: %s", topic[:200], exc)
             return
         try:
             self._on_report(report.device_id, report)
         except ServiceError as exc:
             self.refused += 1
+            process_metrics().report_refused("mqtt", type(exc).__name__)
             log.warning("dropped report %s/%d: %s", report.device_id, report.seq, exc)
 
 

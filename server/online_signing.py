@@ -13,19 +13,21 @@ import logging
 from pathlib import Path
 
 from server.api_models import WorkerHealth
+from server.metrics import process_metrics
 from server.workers import TickLoop
 from signing.errors import SigningError
 from signing.online import renew_online_roles
 from signing.storage import LocalStorage, Storage
 
 log = logging.getLogger(__name__)
+WORKER = "online-signing"
 
 
 class OnlineRoleRenewer:
     def __init__(self, storage: Storage, keys_dir: Path, *, interval_s: float) -> None:
         self._storage = storage
         self._keys_dir = keys_dir
-        self._loop = TickLoop("online-signing", self.tick, interval_s=interval_s, first_wait=False)
+        self._loop = TickLoop(WORKER, self.tick, interval_s=interval_s, first_wait=False)
 
     @classmethod
     def for_repo(cls, repo_dir: Path, keys_dir: Path, *, interval_s: float) -> OnlineRoleRenewer:
@@ -37,6 +39,7 @@ class OnlineRoleRenewer:
             roles = renew_online_roles(self._storage, self._keys_dir)
         except SigningError as exc:
             log.error("could not re-sign the online roles: %s", exc)
+            process_metrics().worker_failed(WORKER)
             return []
         log.info("re-signed %s", ", ".join(roles) or "nothing")
         return roles

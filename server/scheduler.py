@@ -20,6 +20,7 @@ from server.services.train import TrainConfig, TrainMove, advance_all
 from server.workers import TickLoop
 
 Clock = Callable[[], datetime]
+WORKER = "rollout-scheduler"
 
 
 def utc_clock() -> datetime:
@@ -40,7 +41,7 @@ class RolloutScheduler:
         self._publisher = publisher
         self._train = train
         self._clock = clock
-        self._loop = TickLoop("rollout-scheduler", self.tick, interval_s=interval_s)
+        self._loop = TickLoop(WORKER, self.tick, interval_s=interval_s)
 
     def tick(self) -> tuple[list[RolloutChange], list[TrainMove]]:
         """One pass; returns what changed (and has been published)."""

@@ -60,6 +60,7 @@ class Settings:
     rollout_tick_s: float = 30.0  # how often the scheduler evaluates rollouts and trains; 0: off
     train: TrainConfig = field(default_factory=TrainConfig)  # schedule, waves, gates
     rate_limits: RateLimitConfig = field(default_factory=RateLimitConfig)  # 429 past these
+    web_session_key: str = ""  # signs dashboard cookies; "" = a random key per process
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -91,6 +92,7 @@ class Settings:
             online_keys_dir=Path(keys) if (keys := env.get("OTA_ONLINE_KEYS_DIR")) else None,
             online_renew_s=float(env.get("OTA_ONLINE_RENEW_S", defaults.online_renew_s)),
             rate_limits=RateLimitConfig.from_env(env),
+            web_session_key=env.get("OTA_WEB_SESSION_KEY", ""),
         )
 
 

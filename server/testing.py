@@ -290,3 +290,15 @@ def only_the_allowed_arrives(
     if heard != (allowed, payload):
         raise AssertionError(f"heard {heard} instead of {allowed}")
     receiver.assert_quiet()
+
+
+@contextmanager
+def dashboard_client(base_url: str, token: str) -> Iterator[Any]:
+    """An httpx.Client signed in to the dashboard with `token` (the form, then the cookie);
+    the sign-in's answer is in `.signin_status`."""
+    import httpx
+
+    with httpx.Client(base_url=base_url, timeout=20) as client:
+        answer = client.post("/signin", data={"token": token, "next": "/"})
+        client.signin_status = answer.status_code  # type: ignore[attr-defined]
+        yield client

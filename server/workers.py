@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from typing import Protocol, runtime_checkable
 
 from server.api_models import WorkerHealth
+from server.metrics import process_metrics
 
 log = logging.getLogger(__name__)
 
@@ -42,10 +43,12 @@ class TickCounts:
     last_failure: str = ""
 
     def ran(self, at: datetime) -> None:
+        process_metrics().worker_ticked(self.name)
         self.ticks += 1
         self.last_run = at
 
     def failed(self, exc: BaseException) -> None:
+        process_metrics().worker_failed(self.name)
         self.failures += 1
         self.last_failure = f"{type(exc).__name__}: {exc}"[:500]
 

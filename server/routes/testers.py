@@ -53,7 +53,7 @@ def post_fcodes(body: FCodeIssue, session: SessionDep, _: ReleaseEngineer) -> Is
     )
 
 
-def _tester_token(session: Session, device_id: str) -> str:
+def new_tester_token(session: Session, device_id: str) -> str:
     """One tester token per device: joining again replaces it, leaving preview revokes it
     (each under a new name: a revoked token's row is never rewritten)."""
     revoke_tokens_of(session, Role.TESTER, device_id)
@@ -69,7 +69,7 @@ def post_redeem(
     body: Redeem, device: DeviceDep, session: SessionDep, state: StateDep, address: ClientAddress
 ) -> Redemption:
     state.rate_limits.hit(state.rate_limits.redeem, address, device.device_id)
-    return redeem_fcode(session, device, body.code, tester_token=_tester_token)
+    return redeem_fcode(session, device, body.code, tester_token=new_tester_token)
 
 
 @router.post(leave_preview_path("{device_id}"), response_model=ChannelChange)

@@ -19,7 +19,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from server.api_models import Challenge, DeviceAccess
-from server.errors import InvalidInputError, NotAuthenticatedError
+from server.errors import ForbiddenError, InvalidInputError, NotAuthenticatedError
 from server.models import Device, DeviceChallenge, DeviceToken, utcnow
 from server.services.devices import hash_credential
 from wire import ProtocolError, check_device_id, decode_b64, token_statement
@@ -154,3 +154,17 @@ def sign_in(
     access = issue_device_token(session, device_id, ttl_s)
     session.commit()
     return access
+
+
+def authenticate_device(session: Session, device_id: str, token: str) -> Device:
+    """The device an access token belongs to, if that is `device_id`; 401 for none, an
+    unknown or an expired one, 403 for another device's (the dashboard's join form takes
+    one: `ota-agent access-token` prints a fresh one)."""
+    if not token:
+        raise NotAuthenticatedError("missing device access token (ota-agent access-token)")
+    owner = device_of_token(session, hash_credential(token))
+    if owner is None:
+        raise NotAuthenticatedError("unknown or expired device access token")
+    if owner != device_id:
+        raise ForbiddenError(f"this access token is not one of device {device_id!r}")
+    return session.get_one(Device, owner)

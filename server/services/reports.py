@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 
 from server.api_models import Report as ReportView
 from server.errors import ConflictError, InvalidInputError, UnknownDeviceError
+from server.metrics import process_metrics
 from server.models import Device, Report, utcnow
 from server.services.views import as_object, each_view, finite_or_zero
 from wire import PROTOCOL_VERSION, ProtocolError, ReportsAck, StatusReport
@@ -70,6 +71,7 @@ def ingest_reports(
         session.execute(_insert_ignoring_duplicates(session, unique, via, now))
         _update_device(session, max(unique, key=lambda r: r.seq), now)
     session.commit()
+    process_metrics().reports_ingested.labels(via).inc(len(unique))
     return ReportsAck(acked=tuple(sorted(r.seq for r in unique)))
 
 

@@ -255,6 +255,18 @@ def change_rollout(
     return _commit(session, rollout, now)
 
 
+def advance_by_hand(
+    session: Session, rollout_id: str, *, actor: str, reason: str, now: datetime
+) -> RolloutChange:
+    """The next wave now, whatever the gates say (the last wave: complete). Only an active
+    rollout moves; the reason goes into the audit table."""
+    rollout, plan = _load(session, rollout_id)
+    last = plan.wave_index >= len(plan.waves) - 1
+    event = RolloutEvent.COMPLETE if last else RolloutEvent.ADVANCE
+    _apply(session, rollout, plan, event, actor, reason, now)
+    return _commit(session, rollout, now)
+
+
 def override_gate(
     session: Session, rollout_id: str, *, actor: str, reason: str, now: datetime
 ) -> RolloutChange:

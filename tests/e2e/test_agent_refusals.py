@@ -12,8 +12,9 @@ import pytest
 
 from agent.server_api import ServerApi
 from lab.fleet import MIB, Backend, Board, running_backend
+from server.schemas import CommandIn
 from server.testing import sample_report
-from wire import UpdateState
+from wire import CommandKind, UpdateState
 
 BOARD = Board(model="board", slot_size=2 * MIB, image_size=MIB, chunk_size=MIB)
 
@@ -38,16 +39,16 @@ def test_a_report_refused_for_good_is_set_aside_and_the_rest_delivered(env: Back
     agent.flush_reports()
     assert len(outbox) == 0
     assert [p.name.split(".")[0] for p in outbox.quarantined()] == [f"{clash.seq:020d}"]
-    held = {r["seq"]: r for r in env.reports("dev-1")}
-    assert held[clash.seq]["slot"] == "z"
-    assert held[later.seq]["state"] == "deferred"
+    held = {r.seq: r for r in env.reports("dev-1")}
+    assert held[clash.seq].slot == "z"
+    assert held[later.seq].state == "deferred"
     agent.flush_reports()  # nothing left to send, nothing retried
     assert len(outbox) == 0
 
 
 def test_a_handled_command_is_acknowledged_and_not_handed_out_again(env: Backend) -> None:
     agent, _ = env.start_agent("dev-1")
-    env.api("/api/v1/devices/dev-1/commands", {"kind": "check_now"})
+    env.admin.send_command("dev-1", CommandIn(kind=CommandKind.CHECK_NOW))
     assert len(agent.parts.server.poll().commands) == 1  # that answer is "lost": not handled
     assert len(agent.parts.server.poll().commands) == 1  # so it comes again
     agent.poll_once()  # handled and acknowledged

@@ -46,7 +46,8 @@ def test_ota_server_run_logs_requests_without_query_strings_or_tokens(tmp_path: 
     try:
         wait_for_port(port, timeout=30)
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=20) as http:
-            assert http.get("/", params={"token": QUERY_SECRET}).status_code == 401
+            # the dashboard's front door sends everyone to its sign-in form
+            assert http.get("/", params={"token": QUERY_SECRET}).status_code == 303
             devices = http.get(
                 f"{API_PREFIX}/devices", headers={"Authorization": f"Bearer {ADMIN}"}
             )
@@ -54,7 +55,7 @@ def test_ota_server_run_logs_requests_without_query_strings_or_tokens(tmp_path: 
     finally:
         server.terminate()
         output = server.communicate(timeout=STOP_TIMEOUT_S)[0].decode()
-    assert re.search(r"127\.0\.0\.1:\d+ GET / 401 [\d.]+ ms", output), output
+    assert re.search(r"127\.0\.0\.1:\d+ GET / 303 [\d.]+ ms", output), output
     assert re.search(rf"GET {API_PREFIX}/devices 200 [\d.]+ ms", output), output
     assert "token=" not in output
     for secret in (QUERY_SECRET, ADMIN, ENROLL):

@@ -362,9 +362,13 @@ def test_odd_stored_rows_never_break_a_listing(api: httpx.Client, shared_db_url:
         "/api/v1/rollouts",
         "/api/v1/train",
         "/api/v1/tokens",
-        "/",
     ):
         assert api.get(path, headers=ADMIN_AUTH).status_code == 200, path
+    signed_in = api.post("/signin", data={"token": ADMIN_AUTH["Authorization"].split()[-1]})
+    assert signed_in.status_code in (200, 303)
+    cookies = {"cookie": signed_in.headers["set-cookie"].split(";", 1)[0]}
+    for page in ("/fleet", "/rollouts", "/train", "/testers"):  # the dashboard lists them too
+        assert api.get(page, headers=cookies).status_code == 200, page
     held = api.get("/api/v1/reports", params={"device_id": phone}, headers=ADMIN_AUTH)
     assert held.status_code == 200
     assert [(r["seq"], r["state"]) for r in held.json()] == [(2, "idle"), (1, "exploded")]

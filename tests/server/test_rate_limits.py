@@ -86,7 +86,7 @@ def test_failed_logins_past_the_limit_get_429_and_another_address_is_unaffected(
     for _ in range(5):  # asking without a credential is not a failed login
         assert good.get(DEVICES_PATH).status_code == 401
     assert good.get(DEVICES_PATH, headers=bearer(ADMIN)).status_code == 200
-    assert good.get("/", params={"token": "guess"}).status_code == 401  # the query counts too
+    assert good.post("/signin", data={"token": "guess"}).status_code == 401  # the form counts too
 
 
 def test_failed_device_logins_are_counted_per_device_whatever_the_address(

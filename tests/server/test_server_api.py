@@ -22,6 +22,7 @@ from lab.processes import live_server
 from server.settings import Settings
 from server.testing import (
     MOSQUITTO_PIPE_LEAK,
+    dashboard_client,
     database_url,
     enroll_keyed,
     new_id,
@@ -161,9 +162,11 @@ def test_a_device_polls_and_reports_only_as_itself(api: httpx.Client) -> None:
 
 
 def test_admin_endpoints_need_the_admin_token(api: httpx.Client) -> None:
-    for path in ("/api/v1/devices", "/api/v1/releases", "/api/v1/reports", "/"):
+    for path in ("/api/v1/devices", "/api/v1/releases", "/api/v1/reports"):
         assert api.get(path).status_code == 401, path
         assert api.get(path, headers=auth("nope")).status_code == 401, path  # unknown token
+    for headers in ({}, auth("nope")):  # the dashboard: to its sign-in form, whatever the header
+        assert api.get("/", headers=headers).headers["location"] == "/signin"
     channel = new_id("ch")
     assert api.post("/api/v1/releases", json=sample_release("1", 1, channel)).status_code == 401
     phone = new_id("phone")
@@ -360,14 +363,17 @@ def test_the_dashboard_shows_devices_and_releases(api: httpx.Client) -> None:
     committed = [report(phone, 0, UpdateState.COMMITTED)]
     api.post(reports_path(phone), json=committed, headers=auth(credential))
     post_release(api, sample_release("2026.48", 3, new_id("ch")))
-    page = api.get("/", params={"token": ADMIN})
+    with dashboard_client(str(api.base_url), ADMIN) as web:
+        assert web.signin_status == 303
+        page = web.get("/fleet")
+        releases = web.get("/rollouts")
     assert page.status_code == 200
     assert page.headers["content-type"].startswith("text/html")
     assert phone in page.text
     assert channel.replace("<b>", "&lt;b&gt;") in page.text
-    assert '<tr class="committed">' in page.text
-    assert "2026.48" in page.text
-    assert api.get("/", headers=ADMIN_AUTH).status_code == 200
+    assert '<tr class="state-committed">' in page.text
+    assert "2026.48" in releases.text
+    assert api.get("/fleet", headers=ADMIN_AUTH).status_code == 303  # a cookie, not a header
 
 
 def test_settings_come_from_the_environment(tmp_path: Path) -> None:

@@ -1,5 +1,5 @@
 """Tokens and roles: the service functions on a real database, the token admin API over real
-uvicorn, the dashboard's `?token=`, and the `ota token` / `ota broker mosquitto-config`
+uvicorn, the dashboard's sign-in, and the `ota token` / `ota broker mosquitto-config`
 commands, down to a real mosquitto admitting an enrolled device with its credential."""
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ from server.errors import (
 from server.models import ApiToken, Device, utcnow
 from server.mosquitto import verify_password
 from server.settings import Settings
-from server.testing import MOSQUITTO_PIPE_LEAK, enroll_keyed, new_id
+from server.testing import MOSQUITTO_PIPE_LEAK, dashboard_client, enroll_keyed, new_id
 from wire import API_PREFIX, poll_path
 
 pytestmark = pytest.mark.filterwarnings(MOSQUITTO_PIPE_LEAK)  # see server.testing
@@ -226,16 +226,23 @@ def test_an_admin_api_token_is_as_good_as_the_settings_one(api: httpx.Client) ->
     assert api.post(TOKENS, json=body, headers=bearer(second_admin)).status_code == 201
 
 
-def test_the_dashboard_takes_a_viewer_token_in_the_query(api: httpx.Client) -> None:
+def test_the_dashboard_signs_in_with_a_form_never_a_token_in_the_url(api: httpx.Client) -> None:
     made = api.post(TOKENS, json={"role": "viewer", "name": new_id("wall")}, headers=bearer(ADMIN))
     viewer = made.json()["token"]
-    page = api.get("/", params={"token": viewer})
+    in_url = api.get("/fleet", params={"token": viewer})
+    assert in_url.status_code == 303
+    assert in_url.headers["location"] == "/signin?next=/fleet"
+    with dashboard_client(str(api.base_url), viewer) as web:
+        assert web.signin_status == 303
+        page = web.get("/fleet")
     assert page.status_code == 200
     assert "Orange Friday" in page.text
     phone = new_id("phone")
     credential = _enroll(api, phone)
-    assert api.get("/", params={"token": credential}).status_code == 403
-    assert api.get("/", params={"token": "nope"}).status_code == 401
+    with dashboard_client(str(api.base_url), credential) as web:
+        assert web.signin_status == 403
+    with dashboard_client(str(api.base_url), "nope") as web:
+        assert web.signin_status == 401
 
 
 def test_a_tester_token_bound_to_a_device_cannot_poll_for_it(api: httpx.Client) -> None:

@@ -293,3 +293,14 @@ def test_the_cli_mints_no_device_token(tmp_path: Path) -> None:
     answer = CliRunner().invoke(ota, args)
     assert answer.exit_code == 1
     assert "no token acts as a device" in answer.output
+
+
+def test_the_dashboard_join_form_takes_a_device_access_token(api: httpx.Client) -> None:
+    device = enroll_keyed(api, new_id("phone"), ENROLL)
+    codes = api.post("/api/v1/fcodes", json={"count": 1, "expires_in_s": 60}, headers=bearer(ADMIN))
+    (code,) = codes.json()["codes"]
+    form = {"device_id": device.device_id, "credential": "made-up", "code": code}
+    assert api.post("/testers/join", data=form).status_code == 401
+    joined = api.post("/testers/join", data={**form, "credential": device.token})
+    assert joined.status_code == 200, joined.text
+    assert device_row(api, device.device_id)["channel"] == "preview"

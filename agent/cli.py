@@ -11,9 +11,13 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from agent.config import load_config
-from agent.errors import AgentError
+from agent.config import AgentConfig, load_config
+from agent.errors import AgentError, ConfigError
+from agent.identity import device_key
 from agent.tester import add_commands as add_tester_commands
+from hardware.bootcontrol import BootControlError
+
+BACKEND_DOCS = "docs/agent.md"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -32,6 +36,9 @@ def main(argv: list[str] | None = None) -> int:
         result: int = ns.func(ns)
     except AgentError as exc:
         print(f"ota-agent: error: {exc}", file=sys.stderr)
+        return 1
+    except BootControlError as exc:
+        print(f"ota-agent: error: [slot] {exc} (see {BACKEND_DOCS})", file=sys.stderr)
         return 1
     return result
 
@@ -57,6 +64,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     token.add_argument("--config", type=Path, required=True)
     token.set_defaults(func=_cmd_access_token)
+    _add_sim_commands(sub)
     sub.add_parser("tuf-client", help="TUF conformance client (see --help of it)")
     add_tester_commands(sub)  # join-preview, leave-preview, feedback, vote
     return parser
@@ -71,6 +79,7 @@ def _cmd_run(ns: argparse.Namespace) -> int:
     from agent.daemon import AgentDaemon, build_agent
 
     config = load_config(ns.config)
+    _require_key(config, ns.config)
     daemon = AgentDaemon(config, build_agent(config))
     stop = threading.Event()
 
@@ -125,4 +134,41 @@ def _cmd_access_token(ns: argparse.Namespace) -> int:
     if not token:
         raise AgentError("this device has no key yet: run `ota-agent enroll` first")
     print(token)
+    return 0
+
+
+def _require_key(config: AgentConfig, path: Path) -> None:
+    if device_key(config.data_dir) is None:
+        raise ConfigError(
+            f"no device key in {config.data_dir}: enroll first with "
+            f"`ota-agent enroll --config {path} --token ENROLLMENT_TOKEN`"
+        )
+
+
+def _add_sim_commands(sub: Any) -> None:
+    sim = sub.add_parser("sim", help='the simulated device (`[slot] backend = "sim"`)')
+    sim_sub = sim.add_subparsers(required=True, metavar="COMMAND")
+    provision = sim_sub.add_parser(
+        "provision", help="create the simulated device at [slot] root: two slots, a running"
+    )
+    provision.add_argument("--config", type=Path, required=True)
+    provision.add_argument(
+        "--slot-size-mb", type=int, default=64, help="size of each slot (sparse; default 64)"
+    )
+    provision.set_defaults(func=_cmd_sim_provision)
+
+
+def _cmd_sim_provision(ns: argparse.Namespace) -> int:
+    from hardware.options import required_str
+    from hardware.sim import ENV_FILE, SimDevice
+
+    config = load_config(ns.config)
+    if config.slot_backend != "sim":
+        raise ConfigError(f'[slot] backend is {config.slot_backend!r}, not "sim"')
+    root = Path(required_str(config.slot_options, "root", "sim"))
+    if (root / ENV_FILE).exists():
+        print(f"a simulated device already exists at {root}; left as it is")
+        return 0
+    SimDevice.provision(root, slot_size=ns.slot_size_mb * 1024 * 1024, model=config.model)
+    print(f"simulated device {config.model} at {root}: slot a running, slot b empty")
     return 0

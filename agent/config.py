@@ -52,6 +52,22 @@ def _with_slash(url: str) -> str:
 CHANNEL_OVERRIDE_FILE = "channel"
 
 _REQUIRED = ("device_id", "model", "channel", "server_url", "data_dir", "trusted_root")
+_OPTIONAL = (
+    "broker_secret",  # default: the one `ota-agent enroll` kept in data_dir (agent.identity)
+    "broker_secret_file",
+    "broker_url",
+    "broker_ca",
+    "metadata_url",
+    "targets_url",
+    "poll_interval_s",
+    "poll_jitter",
+    "version_file",
+    "slot",
+    "health",
+    "policy",
+)
+_HEALTH_KEYS = ("deadline_s", "retry_interval_s", "check")
+CONFIG_DOCS = "docs/agent.md#configuration"
 
 
 def load_config(path: Path) -> AgentConfig:
@@ -68,15 +84,17 @@ def load_config(path: Path) -> AgentConfig:
 def config_from_dict(raw: dict[str, Any], base: Path = Path()) -> AgentConfig:
     missing = [k for k in _REQUIRED if not raw.get(k)]
     if missing:
-        raise ConfigError(f"config is missing: {', '.join(missing)}")
+        raise ConfigError(f"config is missing: {', '.join(missing)} (see {CONFIG_DOCS})")
     slot = raw.get("slot", {})
     health = raw.get("health", {})
     if not isinstance(slot, dict) or not isinstance(health, dict):
         raise ConfigError("[slot] and [health] must be tables")
+    _refuse_unknown(raw, (*_REQUIRED, *_OPTIONAL), "")
+    _refuse_unknown(health, _HEALTH_KEYS, "[health] ")
+    data_dir = base / str(raw["data_dir"])
     secret = str(raw.get("broker_secret", ""))
     if not secret and raw.get("broker_secret_file"):
         secret = _read_secret(base / str(raw["broker_secret_file"]))
-    data_dir = base / str(raw["data_dir"])
     try:
         return AgentConfig(
             device_id=str(raw["device_id"]),
@@ -95,13 +113,22 @@ def config_from_dict(raw: dict[str, Any], base: Path = Path()) -> AgentConfig:
             health_deadline_s=float(health.get("deadline_s", 60.0)),
             health_retry_s=float(health.get("retry_interval_s", 1.0)),
             slot_backend=str(slot.get("backend", "sim")),
-            slot_options={k: v for k, v in slot.items() if k != "backend"},
+            slot_options=_slot_options(slot, base),
             health_checks=list(health.get("check", [])),
             policy=dict(raw.get("policy", {})),
             version_file=str(raw.get("version_file", "")),
         )
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"config has a value of the wrong type: {exc}") from None
+
+
+def _slot_options(slot: dict[str, Any], base: Path) -> dict[str, Any]:
+    """The [slot] table but `backend`; a relative `root` (the simulated device's folder) is
+    relative to the config file, as every other path in it."""
+    options = {k: v for k, v in slot.items() if k != "backend"}
+    if isinstance(options.get("root"), str) and options["root"]:
+        options["root"] = str(base / options["root"])
+    return options
 
 
 def channel_override(data_dir: Path) -> str:
@@ -126,8 +153,20 @@ def current_channel(config: AgentConfig) -> str:
     return channel_override(config.data_dir) or config.channel
 
 
+def _refuse_unknown(table: dict[str, Any], known: tuple[str, ...], where: str) -> None:
+    unknown = sorted(set(table) - set(known))
+    if unknown:
+        raise ConfigError(
+            f"unknown {where}key(s) in config: {', '.join(unknown)} "
+            f"(known: {', '.join(sorted(known))}; see {CONFIG_DOCS})"
+        )
+
+
 def _read_secret(path: Path) -> str:
+    """The broker secret in `path`, or "" when there is none yet."""
     try:
         return path.read_text().strip()
+    except FileNotFoundError:
+        return ""
     except OSError as exc:
         raise ConfigError(f"cannot read broker secret file {path}: {exc.strerror}") from None

@@ -105,7 +105,10 @@ class SimDevice:
         self.root = Path(root)
         self.faults = faults if faults is not None else FaultPlan.recording()
         if not self._env_path.exists():
-            raise BootControlError(f"no simulated device at {self.root} (missing {ENV_FILE})")
+            raise BootControlError(
+                f"no simulated device at {self.root} (missing {ENV_FILE}): "
+                "create it with `ota-agent sim provision --config AGENT.TOML`"
+            )
 
     @classmethod
     def provision(

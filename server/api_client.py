@@ -16,12 +16,14 @@ from pydantic import BaseModel
 
 from server.api_models import (
     Announcement,
+    Caller,
     ChannelChange,
     Device,
     DeviceAuditEntry,
     EnrollmentTokenInfo,
     FeedbackGroup,
     FeedbackReceipt,
+    Health,
     IssuedCodes,
     IssuedEnrollmentToken,
     IssuedToken,
@@ -61,12 +63,14 @@ from wire.paths import (
     ENROLLMENT_TOKENS_PATH,
     EVALUATE_ROLLOUTS_PATH,
     FCODES_PATH,
+    HEALTH_PATH,
     RELEASES_PATH,
     REPORTS_PATH,
     ROLLOUTS_PATH,
     SURFACING_PATH,
     TOKENS_PATH,
     TRAIN_PATH,
+    WHOAMI_PATH,
     commands_path,
     device_audit_path,
     device_reset_path,
@@ -128,7 +132,9 @@ class OtaApi:
         timeout: float = DEFAULT_TIMEOUT_S,
         transport: httpx.BaseTransport | None = None,
     ) -> None:
-        headers = {"Authorization": f"Bearer {token}", "Accept": "application/json"}
+        headers = {"Accept": "application/json"}
+        if token:  # no token: only what anyone may ask (GET /health)
+            headers["Authorization"] = f"Bearer {token}"
         self.base_url = base_url.rstrip("/")
         self._http = httpx.Client(
             base_url=self.base_url, headers=headers, timeout=timeout, transport=transport
@@ -182,6 +188,13 @@ class OtaApi:
     def register_release(self, release: ReleaseIn) -> Release:
         """What `ota release publish --server` does once the release is signed (409: known)."""
         return self._one(Release, "POST", RELEASES_PATH, body=release)
+
+    def health(self) -> Health:
+        """GET /health: no token needed; how long until the served repository expires."""
+        return self._one(Health, "GET", HEALTH_PATH)
+
+    def whoami(self) -> Caller:
+        return self._one(Caller, "GET", WHOAMI_PATH)
 
     def releases(self) -> list[Release]:
         return self._many(Release, "GET", RELEASES_PATH)

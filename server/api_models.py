@@ -383,11 +383,31 @@ class WorkerHealth(BaseModel):
     last_failure: str
 
 
+class Caller(BaseModel):
+    """Who a token belongs to (GET /api/v1/whoami)."""
+
+    role: Role
+    subject: str
+
+
+class RepoFreshness(BaseModel):
+    """How long devices keep trusting the served repository without a new timestamp."""
+
+    timestamp_version: int
+    expires: IsoTime
+    expires_in_s: float  # negative: expired, devices refuse every update
+    renewing: bool  # the server re-signs timestamp (and snapshot) with its online keys
+    renew_every_s: float
+
+
 class Health(BaseModel):
-    """`GET /health`: the server answers, and how each of its background workers is."""
+    """`GET /health`: the served repository's freshness, what to look at, and how each
+    background worker is (alive, ticks, failures, last run)."""
 
     ok: bool
-    workers: list[WorkerHealth]
+    repository: RepoFreshness | None  # None: this server serves no TUF repository
+    problems: list[str]
+    workers: list[WorkerHealth] = []
 
 
 # --------------------------------------------------------------------------- refusals

@@ -23,7 +23,7 @@ from server.db import make_engine, make_sessions, upgrade_to_head
 from server.errors import ServiceError
 from server.models import Device, utcnow
 from server.mosquitto import BrokerConfigError, BrokerDevice, usable_devices, write_broker_config
-from server.settings import Settings
+from server.settings import DEFAULT_DB_URL, Settings
 
 token_app = typer.Typer(help="API tokens and their roles.", no_args_is_help=True)
 
@@ -32,10 +32,25 @@ DbUrlOpt = Annotated[
 ]
 
 
+def _database(db_url: str | None) -> str:
+    """The URL given, else OTA_DB_URL, else ./ota-server.db only if it exists: a token made
+    in a new file here would be one the server never sees."""
+    url = db_url or Settings.from_env().db_url
+    if db_url is None and url == DEFAULT_DB_URL:
+        local = Path(url.removeprefix("sqlite:///"))
+        if not local.exists():
+            raise _fail(
+                f"no server database at ./{local} in this directory: pass --db-url (or set "
+                "OTA_DB_URL) to the database `ota server run` uses"
+            )
+        typer.echo(f"ota: warning: using ./{local} (the default); --db-url to choose", err=True)
+    return url
+
+
 @contextmanager
 def _session(db_url: str | None) -> Iterator[Session]:
     """A session on the server's database, migrated to head first (idempotent)."""
-    engine = make_engine(db_url or Settings.from_env().db_url)
+    engine = make_engine(_database(db_url))
     try:
         upgrade_to_head(engine)
         with make_sessions(engine)() as session:

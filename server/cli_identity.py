@@ -7,10 +7,12 @@ from typing import Annotated
 
 import typer
 
+from server.cli_fleet import device_app
 from server.cli_testers import JsonOpt, ServerOpt, TokenOpt, echo_json, parse_duration, server_api
 from server.schemas import EnrollmentTokenIn
 
-device_app = typer.Typer(help="One device's identity.", no_args_is_help=True)
+# `ota device ...`: cli_fleet's show and wait, and the identity commands below
+device_app.info.help = "One device: its state, its reports, its identity (reset, audit)."
 enroll_token_app = typer.Typer(
     help="Enrollment tokens limited in uses, lifetime, model and channel.", no_args_is_help=True
 )

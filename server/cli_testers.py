@@ -13,6 +13,7 @@ import typer
 from pydantic import ValidationError
 
 from server.api_client import ApiError, OtaApi
+from server.cli_errors import EXIT_UNREACHABLE, EXIT_USER, fail
 from server.schemas import BlockingBody, FCodeIssue
 
 fcode_app = typer.Typer(help="Invite codes to the preview channel.", no_args_is_help=True)
@@ -40,17 +41,14 @@ def server_api(server: str, token: str) -> Iterator[OtaApi]:
     try:
         with OtaApi(server, token) as api:
             yield api
-    except (ApiError, ValidationError) as exc:
-        raise _fail(str(exc)) from None
+    except ApiError as exc:
+        raise fail(str(exc), EXIT_UNREACHABLE if exc.status is None else EXIT_USER) from None
+    except ValidationError as exc:
+        raise fail(str(exc)) from None
 
 
 def echo_json(data: Any) -> None:
     typer.echo(json.dumps(data, indent=2, sort_keys=True))
-
-
-def _fail(message: str) -> typer.Exit:
-    typer.echo(f"ota: error: {message}", err=True)
-    return typer.Exit(1)
 
 
 @fcode_app.command("issue")

@@ -29,7 +29,7 @@ from signing.keys import (
 )
 from signing.renew import Signers, release_files, write_files
 from signing.staging import staged_name, tally
-from signing.state import RepoState, check_usable, load_state
+from signing.state import RepoState, check_usable, delegated_names, load_state
 from signing.storage import Storage
 from signing.tufmeta import (
     TARGETS_DIR,
@@ -94,8 +94,14 @@ def publish_release(
     expiry: ExpiryPolicy | None = None,
     stage: bool = False,
     delegation: DelegationPolicy | None = None,
+    new_channel: bool = True,
+    dry_run: bool = False,
 ) -> PublishedRelease:
     """Sign `image` as release `version` for `channel`/`model` and make it live.
+
+    A channel the repository does not have yet gets its own role and key, unless
+    `new_channel` is False (then PublishError). `dry_run` checks and hashes everything and
+    returns the release that would be published, signing and writing nothing.
 
     With `stage`, or when the keys at hand do not meet the role's threshold, the signed
     proposal waits under `staged/` (invisible to devices) for `ota release sign`.
@@ -114,10 +120,14 @@ def publish_release(
     check_usable(state, utc_now(), policy.lifetime("timestamp"))
     counter = _next_release_counter(state, request)
     keys_dir = Path(repo_dir) / KEYS_DIR
+    if not new_channel and not stage and channel_role(state, request.target_path) is None:
+        raise PublishError(_unknown_channel(state, request.channel))
     if not stage:
         _online_signers(keys_dir, state, passphrase)  # fail before hashing the image
     digest = _digest(image, chunk_size)
     target = _target_file(request, digest, rfc3339(utc_now()), counter)
+    if dry_run:
+        return _release(target)
     new_keys: dict[str, list[CryptoSigner]] = {}
     if channel_role(state, target.path) is None and not stage:
         new_keys[request.channel] = generate_signers(1)
@@ -144,6 +154,14 @@ def publish_release(
             raise PublishError(f"{image} changed while it was being published; nothing went live")
         write_files(store, files)
     return _release(target)
+
+
+def _unknown_channel(state: RepoState, channel: str) -> str:
+    known = ", ".join(delegated_names(state.targets.signed)) or "none yet"
+    return (
+        f"channel {channel!r} does not exist yet (channels: {known}): create it with "
+        f"`ota keys add-channel {channel}`, or publish with --new-channel"
+    )
 
 
 def _online_signers(keys_dir: Path, state: RepoState, passphrase: str | None) -> Signers:

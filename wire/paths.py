@@ -60,6 +60,8 @@ ANNOUNCEMENTS_PATH: Final = f"{API_PREFIX}/announcements"
 FCODES_PATH: Final = f"{API_PREFIX}/fcodes"  # POST: issue invite codes
 SURFACING_PATH: Final = f"{FEEDBACK_PATH}/surfacing"  # GET ?build=: ranked feedback groups
 TOKENS_PATH: Final = f"{API_PREFIX}/tokens"
+WHOAMI_PATH: Final = f"{API_PREFIX}/whoami"  # GET: the role and subject of the caller's token
+HEALTH_PATH: Final = "/health"  # GET, no token: up, and how long until the repository expires
 
 
 def commands_path(device_id: str) -> str:

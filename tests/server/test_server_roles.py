@@ -152,6 +152,9 @@ EXPECTED: dict[tuple[str, str], Rule] = {
     ("GET", f"{FEEDBACK_PATH}/surfacing"): allow(A, R, V, T),
     ("POST", f"{FEEDBACK_PATH}/groups/{{group_id}}/blocking"): allow(A, R),
     ("POST", f"{FEEDBACK_PATH}/groups/{{group_id}}/close"): allow(A, R),
+    # health (server/routes/health.py): load balancers ask without a token; any token may
+    # ask which role it has (`ota release publish` does, before it signs)
+    ("GET", f"{P}/whoami"): allow(A, R, V, T, D),
 }
 
 

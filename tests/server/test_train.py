@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from typer.testing import CliRunner
 
 from lab.processes import live_server
+from server.api_client import OtaApi
 from server.cli import app
 from server.db import make_engine, make_sessions, upgrade_to_head
 from server.scheduler import RolloutScheduler
@@ -160,3 +161,25 @@ def test_the_cli_shows_and_moves_the_train(tmp_path: Path) -> None:
         missing = runner.invoke(app, ["rollout", "pause", "nosuch", "--reason", "r", *opts])
         assert missing.exit_code == 1
         assert "HTTP 404" in missing.output
+
+
+def test_the_cli_refuses_a_train_for_a_bad_version_or_a_build_already_out(
+    tmp_path: Path,
+) -> None:
+    settings = Settings(
+        db_url=f"sqlite:///{tmp_path / 'server.db'}", admin_token="adm", rollout_tick_s=0
+    )
+    runner = CliRunner()
+    with live_server(settings) as url:
+        opts = ["--server", url, "--token", "adm"]
+        bad = runner.invoke(app, ["train", "start", "2026/48", "sim", *opts])
+        assert bad.exit_code == 1
+        assert bad.stderr.startswith("ota: error: ")
+        unseen = runner.invoke(app, ["train", "start", "2026.48", "sim", *opts])
+        assert unseen.exit_code == 0, unseen.output
+        assert "ota: warning: the server has no release 2026.48 for sim yet" in unseen.stderr
+        with OtaApi(url, "adm") as api:
+            api.register_release(ReleaseIn(**sample_release("2026.47", 1)))
+        out = runner.invoke(app, ["train", "start", "2026.47", "sim", *opts])
+        assert out.exit_code == 1
+        assert "already at 100 % on stable" in out.stderr

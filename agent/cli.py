@@ -11,8 +11,9 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from agent.config import AgentConfig, credential_path, load_config
+from agent.config import AgentConfig, load_config
 from agent.errors import AgentError, ConfigError
+from agent.identity import device_key
 from agent.tester import add_commands as add_tester_commands
 from hardware.bootcontrol import BootControlError
 
@@ -52,15 +53,17 @@ def _parser() -> argparse.ArgumentParser:
     status = sub.add_parser("status", help="print the journal and pending reports as JSON")
     status.add_argument("--config", type=Path, required=True)
     status.set_defaults(func=_cmd_status)
-    enroll = sub.add_parser("enroll", help="trade an enrollment token for a device credential")
+    enroll = sub.add_parser(
+        "enroll", help="make this device's key (once) and enroll it with an enrollment token"
+    )
     enroll.add_argument("--config", type=Path, required=True)
     enroll.add_argument("--token", required=True)
-    enroll.add_argument(
-        "--credential-out",
-        type=Path,
-        help="where to keep it (default: the config's credential_file, else <data_dir>/credential)",
-    )
     enroll.set_defaults(func=_cmd_enroll)
+    token = sub.add_parser(
+        "access-token", help="print a fresh access token (e.g. for the dashboard's join form)"
+    )
+    token.add_argument("--config", type=Path, required=True)
+    token.set_defaults(func=_cmd_access_token)
     _add_sim_commands(sub)
     sub.add_parser("tuf-client", help="TUF conformance client (see --help of it)")
     add_tester_commands(sub)  # join-preview, leave-preview, feedback, vote
@@ -76,7 +79,7 @@ def _cmd_run(ns: argparse.Namespace) -> int:
     from agent.daemon import AgentDaemon, build_agent
 
     config = load_config(ns.config)
-    _require_credential(config, ns.config)
+    _require_key(config, ns.config)
     daemon = AgentDaemon(config, build_agent(config))
     stop = threading.Event()
 
@@ -112,24 +115,32 @@ def _cmd_status(ns: argparse.Namespace) -> int:
 
 
 def _cmd_enroll(ns: argparse.Namespace) -> int:
+    from agent.identity import device_key_or_new, save_broker_secret
     from agent.server_api import ServerApi
-    from durable import atomic_write
 
     config = load_config(ns.config)
-    out = ns.credential_out or credential_path(config)
-    api = ServerApi(config.server_url, config.device_id)
-    credential = api.enroll(ns.token, config.model, config.channel)
-    config.data_dir.mkdir(parents=True, exist_ok=True)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(out, credential.encode())  # 0600: a secret
-    print(f"enrolled {config.device_id}; credential written to {out}")
+    key = device_key_or_new(config.data_dir)  # made once; private (0600) in the data dir
+    api = ServerApi(config.server_url, config.device_id, key)
+    save_broker_secret(config.data_dir, api.enroll(ns.token, config.model, config.channel))
+    print(f"enrolled {config.device_id}; its key and broker secret are in {config.data_dir}")
     return 0
 
 
-def _require_credential(config: AgentConfig, path: Path) -> None:
-    if not config.credential:
+def _cmd_access_token(ns: argparse.Namespace) -> int:
+    """Sign a fresh challenge with the device's key; the token lives an hour."""
+    from agent.server_api import device_api
+
+    token = device_api(load_config(ns.config)).access_token()
+    if not token:
+        raise AgentError("this device has no key yet: run `ota-agent enroll` first")
+    print(token)
+    return 0
+
+
+def _require_key(config: AgentConfig, path: Path) -> None:
+    if device_key(config.data_dir) is None:
         raise ConfigError(
-            f"no device credential at {credential_path(config)}: enroll first with "
+            f"no device key in {config.data_dir}: enroll first with "
             f"`ota-agent enroll --config {path} --token ENROLLMENT_TOKEN`"
         )
 

@@ -19,8 +19,8 @@ class AgentConfig:
     server_url: str
     data_dir: Path
     trusted_root: Path  # the root.json the device was provisioned with
-    credential: str = ""
-    credential_file: Path | None = None  # where `ota-agent enroll` keeps the credential
+    # the MQTT password; "" = the one `ota-agent enroll` kept in data_dir (agent.identity)
+    broker_secret: str = ""
     broker_url: str = ""  # mqtt://host:port or mqtts://; empty = HTTP polling only
     broker_ca: str = ""  # CA file for mqtts:// (the generated broker CA); default: system CAs
     metadata_url: str = ""  # default: <server_url>/tuf/metadata/
@@ -53,8 +53,8 @@ CHANNEL_OVERRIDE_FILE = "channel"
 
 _REQUIRED = ("device_id", "model", "channel", "server_url", "data_dir", "trusted_root")
 _OPTIONAL = (
-    "credential",
-    "credential_file",
+    "broker_secret",  # default: the one `ota-agent enroll` kept in data_dir (agent.identity)
+    "broker_secret_file",
     "broker_url",
     "broker_ca",
     "metadata_url",
@@ -68,7 +68,6 @@ _OPTIONAL = (
 )
 _HEALTH_KEYS = ("deadline_s", "retry_interval_s", "check")
 CONFIG_DOCS = "docs/agent.md#configuration"
-DEFAULT_CREDENTIAL_FILE = "credential"  # in data_dir, when the config names none
 
 
 def load_config(path: Path) -> AgentConfig:
@@ -93,10 +92,9 @@ def config_from_dict(raw: dict[str, Any], base: Path = Path()) -> AgentConfig:
     _refuse_unknown(raw, (*_REQUIRED, *_OPTIONAL), "")
     _refuse_unknown(health, _HEALTH_KEYS, "[health] ")
     data_dir = base / str(raw["data_dir"])
-    credential_file = base / str(raw["credential_file"]) if raw.get("credential_file") else None
-    credential = str(raw.get("credential", "")) or _read_secret(
-        credential_file or data_dir / DEFAULT_CREDENTIAL_FILE
-    )
+    secret = str(raw.get("broker_secret", ""))
+    if not secret and raw.get("broker_secret_file"):
+        secret = _read_secret(base / str(raw["broker_secret_file"]))
     try:
         return AgentConfig(
             device_id=str(raw["device_id"]),
@@ -105,8 +103,7 @@ def config_from_dict(raw: dict[str, Any], base: Path = Path()) -> AgentConfig:
             server_url=str(raw["server_url"]),
             data_dir=data_dir,
             trusted_root=base / str(raw["trusted_root"]),
-            credential=credential,
-            credential_file=credential_file,
+            broker_secret=secret,
             broker_url=str(raw.get("broker_url", "")),
             broker_ca=str(base / str(raw["broker_ca"])) if raw.get("broker_ca") else "",
             metadata_url=str(raw.get("metadata_url", "")),
@@ -156,12 +153,6 @@ def current_channel(config: AgentConfig) -> str:
     return channel_override(config.data_dir) or config.channel
 
 
-def credential_path(config: AgentConfig) -> Path:
-    """Where the device credential is kept: the config's `credential_file`, else
-    `<data_dir>/credential`."""
-    return config.credential_file or config.data_dir / DEFAULT_CREDENTIAL_FILE
-
-
 def _refuse_unknown(table: dict[str, Any], known: tuple[str, ...], where: str) -> None:
     unknown = sorted(set(table) - set(known))
     if unknown:
@@ -172,10 +163,10 @@ def _refuse_unknown(table: dict[str, Any], known: tuple[str, ...], where: str) -
 
 
 def _read_secret(path: Path) -> str:
-    """The credential, or "" before enrollment (`ota-agent enroll` writes it)."""
+    """The broker secret in `path`, or "" when there is none yet."""
     try:
         return path.read_text().strip()
     except FileNotFoundError:
         return ""
     except OSError as exc:
-        raise ConfigError(f"cannot read credential file {path}: {exc.strerror}") from None
+        raise ConfigError(f"cannot read broker secret file {path}: {exc.strerror}") from None

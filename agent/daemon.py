@@ -22,11 +22,12 @@ from agent.doorbell import Doorbell
 from agent.errors import AgentError
 from agent.fetcher import make_fetcher
 from agent.health import CallableCheck, HealthCheck, health_checks_from_config
+from agent.identity import broker_secret
 from agent.journal import Journal
 from agent.outbox import Outbox
 from agent.policy import policies_from_config
 from agent.runner import Agent, AgentParts, jittered
-from agent.server_api import ServerApi
+from agent.server_api import device_api
 from agent.trusted_clock import TrustedClock
 from agent.tuf_client import TufClient
 from durable import atomic_write, ensure_dir, move_aside, replace
@@ -71,7 +72,7 @@ def build_agent(config: AgentConfig, boot: BootControl | None = None) -> Agent:
         boot=boot,
         tuf=tuf,
         fetcher=fetcher,
-        server=ServerApi(config.server_url, config.device_id, config.credential),
+        server=device_api(config),
         journal=Journal(config.data_dir / "journal.json"),
         outbox=Outbox(config.data_dir / "outbox"),
         channel=functools.partial(current_channel, config),
@@ -125,6 +126,7 @@ class AgentDaemon:
         self._inbox: queue.SimpleQueue[AvailabilityNotice | Command] = queue.SimpleQueue()
         self.doorbell: Doorbell | None = None
         if config.broker_url:
+            secret = config.broker_secret or broker_secret(config.data_dir)
             self.doorbell = Doorbell(
                 config.broker_url,
                 device_id=config.device_id,
@@ -132,9 +134,9 @@ class AgentDaemon:
                 model=config.model,
                 on_message=self._heard,
                 on_connected=self._wake.set,
-                # the broker knows each device by its id and its HTTP credential (ACLs)
-                username=config.device_id if config.credential else "",
-                password=config.credential,
+                # the broker knows each device by its id and its own broker secret (ACLs)
+                username=config.device_id if secret else "",
+                password=secret,
                 ca_file=config.broker_ca,
             )
             agent.parts.reporter = self.doorbell

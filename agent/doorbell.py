@@ -18,7 +18,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from agent.errors import ConfigError
-from wire import channel_topic, device_cmd_topic, device_status_topic
+from wire import channel_topic, device_client_id, device_cmd_topic, device_status_topic
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +57,7 @@ class Doorbell:
         self._on_connected = on_connected
         self._client = mqtt.Client(
             CallbackAPIVersion.VERSION2,
-            client_id=f"ota-agent-{device_id}",
+            client_id=device_client_id(device_id),  # the only one brokers admit for it
             clean_session=False,
             manual_ack=True,
         )

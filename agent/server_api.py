@@ -1,5 +1,6 @@
-"""The agent's HTTP side of the wire contract: enroll, poll, send reports, and the beta
-tester's calls (redeem an F-code, leave preview, feedback, votes).
+"""The agent's HTTP side of the wire contract: enroll with the device's key, sign in by proof
+of it, poll, send reports, and the beta tester's calls (redeem an F-code, leave preview,
+feedback, votes).
 
 All outside failures are mapped to TransportError here, at this one boundary.
 """
@@ -7,12 +8,15 @@ All outside failures are mapped to TransportError here, at this one boundary.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import urllib3
 
+from agent.config import AgentConfig
 from agent.errors import TransportError
+from agent.identity import DeviceKey, device_key
 from wire import (
     ENROLL_PATH,
     FEEDBACK_PATH,
@@ -21,40 +25,120 @@ from wire import (
     ProtocolError,
     ReportsAck,
     StatusReport,
+    broker_secret_path,
+    challenge_path,
     command_ack_path,
+    device_token_path,
+    enroll_statement,
     leave_preview_path,
     poll_path,
     redeem_path,
     reports_path,
+    token_statement,
     vote_path,
 )
 
 _TIMEOUT = urllib3.Timeout(connect=5.0, read=20.0)
+RENEW_SHARE = 0.8  # an access token is renewed after this share of its lifetime
 # The server refused what we sent (conflict, invalid, too large): sending it again won't help.
 REFUSED_STATUSES = frozenset({409, 413, 422})
 
 
 class ServerApi:
-    def __init__(self, server_url: str, device_id: str, credential: str = "") -> None:
+    """The device's client. With the device's key it authenticates by proof of that key: it
+    signs a server challenge for a short-lived access token, renews the token before it
+    expires and once more on a 401. Without a key, `bearer` (a beta tester's token) is sent
+    as it is."""
+
+    def __init__(
+        self,
+        server_url: str,
+        device_id: str,
+        key: DeviceKey | None = None,
+        *,
+        bearer: str = "",
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._base = server_url.rstrip("/")
         self._device_id = device_id
-        self.credential = credential
+        self._key = key
+        self._bearer = bearer
+        self._clock = clock
+        self._token = ""
+        self._renew_at = 0.0
         self._http = urllib3.PoolManager(retries=False, timeout=_TIMEOUT)
 
-    def enroll(self, enrollment_token: str, model: str, channel: str) -> str:
-        """Trade an enrollment token for this device's own credential."""
+    def enroll(
+        self,
+        enrollment_token: str,
+        model: str,
+        channel: str,
+        *,
+        previous_key: DeviceKey | None = None,
+    ) -> str:
+        """Enroll this device with its key (re-enrolling an id enrolled with another key
+        takes `previous_key`); returns the broker secret. The answer's token is kept."""
+        key = self._require_key()
+        nonce = self._challenge()
+        statement = enroll_statement(
+            nonce=nonce,
+            device_id=self._device_id,
+            model=model,
+            channel=channel,
+            public_key=key.public_key,
+        )
         body = {
             "enrollment_token": enrollment_token,
             "device_id": self._device_id,
             "model": model,
             "channel": channel,
+            "nonce": nonce,
+            "public_key": key.public_key,
+            "proof": key.sign(statement),
         }
+        if previous_key is not None:
+            body["previous_proof"] = previous_key.sign(statement)
         data = self._request("POST", ENROLL_PATH, body, auth=False)
-        credential = data.get("credential")
-        if not isinstance(credential, str) or not credential:
-            raise TransportError("enrollment answer carries no credential")
-        self.credential = credential
-        return credential
+        self._keep_token(data)
+        return _text(data, "broker_secret", "enrollment")
+
+    def fetch_broker_secret(self) -> str:
+        """A new broker secret from the server (the old one stops working)."""
+        data = self._request("POST", broker_secret_path(self._device_id), {})
+        return _text(data, "broker_secret", "broker secret")
+
+    def access_token(self) -> str:
+        """A valid access token (signing a fresh challenge when due), or the fixed bearer."""
+        if self._key is None:
+            return self._bearer
+        if not self._token or self._clock() >= self._renew_at:
+            self._sign_in()
+        return self._token
+
+    def _require_key(self) -> DeviceKey:
+        if self._key is None:
+            raise TransportError("this needs the device's key, and there is none")
+        return self._key
+
+    def _challenge(self) -> str:
+        data = self._request("GET", challenge_path(self._device_id), None, auth=False)
+        return _text(data, "nonce", "challenge")
+
+    def _sign_in(self) -> None:
+        key = self._require_key()
+        nonce = self._challenge()
+        signature = key.sign(token_statement(nonce=nonce, device_id=self._device_id))
+        body = {"nonce": nonce, "signature": signature}
+        self._keep_token(
+            self._request("POST", device_token_path(self._device_id), body, auth=False)
+        )
+
+    def _keep_token(self, data: dict[str, Any]) -> None:
+        token, lifetime = data.get("token"), data.get("expires_in_s")
+        if not isinstance(token, str) or not token or not isinstance(lifetime, int | float):
+            raise TransportError("the server's answer carries no access token")
+        self._token = token
+        self._renew_at = self._clock() + max(0.0, float(lifetime) * RENEW_SHARE)
 
     def poll(self) -> PollAnswer:
         raw = self._request_raw("GET", poll_path(self._device_id), None)
@@ -101,23 +185,43 @@ class ServerApi:
         return data
 
     def _request_raw(self, method: str, path: str, body: Any, *, auth: bool = True) -> bytes:
-        headers = {"Accept": "application/json"}
-        if auth and self.credential:
-            headers["Authorization"] = f"Bearer {self.credential}"
-        payload = None
-        if body is not None:
-            payload = json.dumps(body).encode()
-            headers["Content-Type"] = "application/json"
-        try:
-            resp = self._http.request(method, self._base + path, body=payload, headers=headers)
-        except urllib3.exceptions.HTTPError as exc:
-            raise TransportError(f"{method} {path}: {exc}") from None
+        payload = None if body is None else json.dumps(body).encode()
+        resp = self._send(method, path, payload, auth=auth)
+        if resp.status == 401 and auth and self._key is not None:
+            self._token = ""  # expired or revoked: sign a fresh challenge, once
+            resp = self._send(method, path, payload, auth=auth)
         if resp.status >= 400:
             raise TransportError(
                 f"{method} {path}: HTTP {resp.status}: {_detail(resp.data)}",
                 retryable=resp.status not in REFUSED_STATUSES,
             )
         return bytes(resp.data)
+
+    def _send(
+        self, method: str, path: str, payload: bytes | None, *, auth: bool
+    ) -> urllib3.BaseHTTPResponse:
+        headers = {"Accept": "application/json"}
+        token = self.access_token() if auth else ""
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        if payload is not None:
+            headers["Content-Type"] = "application/json"
+        try:
+            return self._http.request(method, self._base + path, body=payload, headers=headers)
+        except urllib3.exceptions.HTTPError as exc:
+            raise TransportError(f"{method} {path}: {exc}") from None
+
+
+def device_api(config: AgentConfig) -> ServerApi:
+    """The device's HTTP client, authenticated by its key (none before it enrolled)."""
+    return ServerApi(config.server_url, config.device_id, device_key(config.data_dir))
+
+
+def _text(data: dict[str, Any], key: str, what: str) -> str:
+    value = data.get(key)
+    if not isinstance(value, str) or not value:
+        raise TransportError(f"the {what} answer carries no {key}")
+    return value
 
 
 def _detail(raw: bytes) -> str:

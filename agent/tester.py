@@ -5,7 +5,7 @@ The channel a tester joins is kept in `<data_dir>/channel` (written atomically),
 `agent.config` prefers over the config file's channel, so polls and the MQTT subscription
 follow it after a restart. The tester token from the redeem answer is kept, private, in
 `<data_dir>/tester_token`; feedback and votes use it (feedback falls back to the device's own
-credential)."""
+key)."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from agent.config import CHANNEL_OVERRIDE_FILE, AgentConfig, load_config
 from agent.errors import AgentError
 from agent.journal import Journal
 from agent.outbox import Outbox
-from agent.server_api import ServerApi
+from agent.server_api import ServerApi, device_api
 from durable import atomic_write, ensure_dir
 from wire import UpdateState
 
@@ -31,7 +31,7 @@ CUT_MARK: Final = "[... {n} earlier bytes cut ...]\n"
 
 def join_preview(config: AgentConfig, code: str) -> dict[str, Any]:
     """Spend an F-code; on success the device's channel and tester token are stored."""
-    answer = ServerApi(config.server_url, config.device_id, config.credential).redeem_fcode(code)
+    answer = device_api(config).redeem_fcode(code)
     channel, token = answer.get("channel"), answer.get("tester_token")
     if not isinstance(channel, str) or not channel or not isinstance(token, str):
         raise AgentError("the server's redeem answer carries no channel or tester token")
@@ -43,8 +43,8 @@ def join_preview(config: AgentConfig, code: str) -> dict[str, Any]:
 def leave_preview(config: AgentConfig) -> dict[str, Any]:
     """Back to stable on the server, then here; the running build stays until stable
     passes it (the agent never installs a version older than the one it runs). The tester
-    token is gone: feedback goes on with the device's own credential, votes stop."""
-    answer = ServerApi(config.server_url, config.device_id, config.credential).leave_preview()
+    token is gone: feedback goes on with the device's own key, votes stop."""
+    answer = device_api(config).leave_preview()
     channel = answer.get("channel")
     if not isinstance(channel, str) or not channel:
         raise AgentError("the server's leave-preview answer carries no channel")
@@ -95,8 +95,10 @@ def vote(config: AgentConfig, group_id: int) -> dict[str, Any]:
 
 
 def _tester_api(config: AgentConfig) -> ServerApi:
-    token = tester_token(config.data_dir) or config.credential
-    return ServerApi(config.server_url, config.device_id, token)
+    token = tester_token(config.data_dir)
+    if not token:
+        return device_api(config)
+    return ServerApi(config.server_url, config.device_id, bearer=token)
 
 
 def running_version(data_dir: Path) -> str:

@@ -237,6 +237,7 @@ def provision(hw: Path, size: int) -> None:
 
 
 def bench(size_mb: int, server_kind: str, work: Path) -> dict[str, Any]:
+    from agent.identity import device_key_or_new, save_broker_secret
     from agent.server_api import ServerApi
     from lab.net import free_port
     from server.api_client import OtaApi
@@ -266,7 +267,9 @@ def bench(size_mb: int, server_kind: str, work: Path) -> dict[str, Any]:
             wait_for(f"{tuf_url}/metadata/timestamp.json")
         with OtaApi(api_url, ADMIN) as admin:
             admin.register_release(ReleaseIn.model_validate(release.to_dict()))
-        credential = ServerApi(api_url, DEVICE).enroll(ENROLL, MODEL, "stable")
+        key = device_key_or_new(work / "agent")
+        secret = ServerApi(api_url, DEVICE, key).enroll(ENROLL, MODEL, "stable")
+        save_broker_secret(work / "agent", secret)
 
         target_url = f"{tuf_url}/{target_storage_name(release.target_path, release.sha256)}"
         fetch_s = timed(["curl", "-sS", "-o", "/dev/null", target_url])
@@ -280,7 +283,6 @@ def bench(size_mb: int, server_kind: str, work: Path) -> dict[str, Any]:
             "model": MODEL,
             "channel": "stable",
             "server_url": api_url,
-            "credential": credential,
             "data_dir": str(work / "agent"),
             "trusted_root": str(repo / "root.json"),
             "health_deadline_s": 5.0,

@@ -30,7 +30,7 @@ from agent.daemon import AgentDaemon, build_agent
 from agent.errors import AgentError
 from agent.tester import FeedbackRequest, join_preview, send_feedback, vote
 from hardware.sim import SimDevice
-from lab.fleet import MIB, Backend, Board, daemons_running, running_backend
+from lab.fleet import MIB, Backend, Board, daemons_running, running_backend, server_settings
 from lab.processes import embedded_broker
 from server.api_models import Device, Role, RolloutStatus
 from server.schemas import FCodeIssue, GatesIn, RolloutIn, TokenIn, TrainAdvanceIn, TrainIn
@@ -328,7 +328,7 @@ def _testers_speak(env: Backend, view: _LiveView, testers: list[FleetDevice]) ->
 def _services(workdir: Path) -> Iterator[Backend]:
     """The embedded broker and the server (SQLite in `workdir`), each on a free port."""
     with (
-        embedded_broker() as broker_url,
+        embedded_broker(server_settings(workdir).db_url) as broker_url,
         running_backend(
             workdir,
             BOARD,

@@ -22,10 +22,11 @@ from typing import Any
 
 from agent.config import AgentConfig
 from agent.daemon import AgentDaemon, build_agent
+from agent.identity import device_key_or_new, save_broker_secret
 from agent.runner import Agent
 from agent.server_api import ServerApi
 from hardware.sim import SimDevice
-from lab.processes import live_server
+from lab.processes import live_server, without_login
 from server.api_client import OtaApi
 from server.api_models import Device, Release, Report
 from server.schemas import ReleaseIn
@@ -56,7 +57,8 @@ class Board:
 @dataclass(frozen=True)
 class Backend:
     """What devices and the release engineer talk to: keys in `repo`, the server (its
-    SQLite file in `workdir`) at `server_url`, and the broker at `broker_url` if any."""
+    SQLite file in `workdir`) at `server_url`, and the broker at `broker_url` if any (as
+    devices reach it: they log in with their own id and broker secret)."""
 
     workdir: Path
     server_url: str
@@ -135,20 +137,28 @@ class Backend:
 
     # ------------------------------------------------------------ the devices
 
-    def enroll(self, device_id: str, channel: str = "stable") -> str:
-        """Enroll `device_id` with the enrollment token; returns its credential."""
-        api = ServerApi(self.server_url, device_id)
-        return api.enroll(self.enrollment_token, self.board.model, channel)
+    def enroll(
+        self, device_id: str, channel: str = "stable", data_dir: Path | None = None
+    ) -> ServerApi:
+        """Enroll `device_id` with the enrollment token and a key of its own, made once in
+        its agent's data directory (with the broker secret the server gave it); returns the
+        device's client, signed in."""
+        data_dir = data_dir or self.device_dir(device_id) / "agent"
+        api = ServerApi(self.server_url, device_id, device_key_or_new(data_dir))
+        secret = api.enroll(self.enrollment_token, self.board.model, channel)
+        save_broker_secret(data_dir, secret)
+        return api
 
     def agent_config(self, device_id: str, **fields: Any) -> AgentConfig:
         """An enrolled device's agent config on this backend; `fields` add or override."""
+        data_dir = Path(fields.get("data_dir", self.device_dir(device_id) / "agent"))
+        self.enroll(device_id, data_dir=data_dir)
         defaults: dict[str, Any] = {
             "device_id": device_id,
             "model": self.board.model,
             "channel": "stable",
             "server_url": self.server_url,
-            "credential": self.enroll(device_id),
-            "data_dir": self.device_dir(device_id) / "agent",
+            "data_dir": data_dir,
             "trusted_root": self.repo / "root.json",
         }
         return AgentConfig(**{**defaults, **fields})
@@ -208,7 +218,7 @@ def running_backend(
             board or Board(),
             admin_token=config.admin_token,
             enrollment_token=config.enrollment_token,
-            broker_url=config.broker_url or "",
+            broker_url=without_login(config.broker_url or ""),
         )
         try:
             yield backend

@@ -3,6 +3,7 @@ a thread), the embedded broker (amqtt in a thread) and a mosquitto process."""
 
 from __future__ import annotations
 
+import secrets
 import shutil
 import subprocess
 import threading
@@ -10,12 +11,15 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from urllib.parse import quote
 
 import uvicorn
 
 from lab.net import LOOPBACK, free_port, wait_for_port
 from server.app import create_app
 from server.broker import EmbeddedBroker
+from server.broker_access import BrokerAccess
+from server.mosquitto import hash_password
 from server.settings import Settings
 
 START_TIMEOUT_S = 20.0
@@ -56,10 +60,27 @@ def _wait_started(server: uvicorn.Server, thread: threading.Thread) -> None:
 
 
 @contextmanager
-def embedded_broker(port: int | None = None) -> Iterator[str]:
-    """The embedded amqtt broker on a free port (or `port`); yields its mqtt:// URL."""
-    with EmbeddedBroker(LOOPBACK, port or free_port()) as broker:
-        yield broker.url
+def embedded_broker(db_url: str, port: int | None = None, *, password: str = "") -> Iterator[str]:
+    """The embedded amqtt broker on a free port (or `port`), checking device logins against
+    the server database at `db_url`; yields the server's mqtt:// URL, with the login of the
+    server's user (`password`, or one made up here) in it. Devices connect to the same host
+    and port with their own (`without_login`)."""
+    password = password or secrets.token_urlsafe(16)
+    access = BrokerAccess(db_url, hash_password(password))
+    with EmbeddedBroker(LOOPBACK, port or free_port(), access) as broker:
+        yield with_login(broker.url, access.server_user, password)
+
+
+def with_login(url: str, user: str, password: str) -> str:
+    """`mqtt://host:port` with `user:password@` in it (both quoted)."""
+    scheme, _, rest = url.partition("://")
+    return f"{scheme}://{quote(user, safe='')}:{quote(password, safe='')}@{rest}"
+
+
+def without_login(url: str) -> str:
+    """The broker URL devices use: `url` without any `user:password@`."""
+    scheme, _, rest = url.partition("://")
+    return f"{scheme}://{rest.rpartition('@')[2]}" if rest else url
 
 
 def mosquitto_binary() -> str | None:

@@ -19,10 +19,13 @@ from server.api_models import (
     Caller,
     ChannelChange,
     Device,
+    DeviceAuditEntry,
+    EnrollmentTokenInfo,
     FeedbackGroup,
     FeedbackReceipt,
     Health,
     IssuedCodes,
+    IssuedEnrollmentToken,
     IssuedToken,
     QueuedCommand,
     Redemption,
@@ -39,6 +42,8 @@ from server.api_models import (
 from server.schemas import (
     BlockingBody,
     CommandIn,
+    DeviceResetIn,
+    EnrollmentTokenIn,
     FCodeIssue,
     FeedbackBody,
     ReasonIn,
@@ -55,6 +60,7 @@ from wire.paths import (
     ADVANCE_TRAIN_PATH,
     ANNOUNCEMENTS_PATH,
     DEVICES_PATH,
+    ENROLLMENT_TOKENS_PATH,
     EVALUATE_ROLLOUTS_PATH,
     FCODES_PATH,
     HEALTH_PATH,
@@ -66,6 +72,9 @@ from wire.paths import (
     TRAIN_PATH,
     WHOAMI_PATH,
     commands_path,
+    device_audit_path,
+    device_reset_path,
+    enrollment_token_path,
     group_action_path,
     rollout_action_path,
     rollout_path,
@@ -282,3 +291,21 @@ class OtaApi:
 
     def revoke_token(self, name: str) -> RevokedToken:
         return self._one(RevokedToken, "DELETE", token_path(name))
+
+    # ----------------------------------------------------------------------- device identity
+
+    def reset_device(self, device_id: str, reason: str) -> DeviceAuditEntry:
+        body = DeviceResetIn(reason=reason)
+        return self._one(DeviceAuditEntry, "POST", device_reset_path(device_id), body=body)
+
+    def device_audit(self, device_id: str) -> list[DeviceAuditEntry]:
+        return self._many(DeviceAuditEntry, "GET", device_audit_path(device_id))
+
+    def create_enrollment_token(self, token: EnrollmentTokenIn) -> IssuedEnrollmentToken:
+        return self._one(IssuedEnrollmentToken, "POST", ENROLLMENT_TOKENS_PATH, body=token)
+
+    def enrollment_tokens(self) -> list[EnrollmentTokenInfo]:
+        return self._many(EnrollmentTokenInfo, "GET", ENROLLMENT_TOKENS_PATH)
+
+    def revoke_enrollment_token(self, name: str) -> EnrollmentTokenInfo:
+        return self._one(EnrollmentTokenInfo, "DELETE", enrollment_token_path(name))

@@ -300,6 +300,73 @@ class RevokedToken(BaseModel):
     revoked: bool
 
 
+# --------------------------------------------------------------------------- device identity
+
+
+class Challenge(BaseModel):
+    """A single-use nonce for one device id to sign; worthless after `expires_at`."""
+
+    device_id: str
+    nonce: str
+    expires_at: IsoTime
+
+
+class DeviceAccess(BaseModel):
+    """A short-lived access token, obtained by signing a challenge with the device's key."""
+
+    device_id: str
+    token: str
+    expires_at: IsoTime
+    expires_in_s: float
+
+
+class BrokerSecret(BaseModel):
+    """The device's broker password (shown once: the server keeps a `$7$` hash)."""
+
+    device_id: str
+    broker_user: str
+    broker_secret: str
+
+
+class Enrolled(BaseModel):
+    """What enrollment answers: the first access token and the broker secret."""
+
+    device_id: str
+    token: str
+    expires_at: IsoTime
+    expires_in_s: float
+    broker_user: str
+    broker_secret: str
+    reenrolled: bool
+
+
+class EnrollmentTokenInfo(BaseModel):
+    """An admin-made enrollment token as the admin sees it: never the secret or its hash."""
+
+    name: str
+    model: str | None
+    channel: str | None
+    max_uses: int | None
+    uses: int
+    created_by: str
+    created_at: IsoTime
+    expires_at: IsoTime
+    revoked_at: IsoTime | None
+
+
+class IssuedEnrollmentToken(EnrollmentTokenInfo):
+    token: str  # shown once
+
+
+class DeviceAuditEntry(BaseModel):
+    device_id: str
+    at: IsoTime
+    actor: str
+    action: str
+    reason: str
+    detail: dict[str, Any]
+
+
 # --------------------------------------------------------------------------- health
 
 

@@ -35,7 +35,17 @@ from server.mqtt_bridge import MqttBridge
 from server.online_signing import OnlineRoleRenewer
 from server.publisher import NoPublisher, Publisher
 from server.rate_limits import AuthFailureLimit, RateLimits
-from server.routes import admin, devices, health, metrics, rollouts, testers, tokens, tuf
+from server.routes import (
+    admin,
+    devices,
+    health,
+    identity,
+    metrics,
+    rollouts,
+    testers,
+    tokens,
+    tuf,
+)
 from server.scheduler import RolloutScheduler
 from server.services.releases import current_notices
 from server.services.reports import ingest_reports
@@ -71,7 +81,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.add_middleware(AccessLog, routes=app.router.routes)  # outermost: logs all refusals
     app.add_exception_handler(ServiceError, _service_error)
     app.add_exception_handler(RequestValidationError, invalid_request)
-    for module in (tuf, devices, rollouts, admin, tokens, testers, health, metrics):
+    for module in (tuf, devices, identity, rollouts, admin, tokens, testers, health, metrics):
         app.include_router(module.router)
     install_dashboard(app, settings)
     return app

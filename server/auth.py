@@ -3,11 +3,12 @@
 A bearer token resolves to one `Principal` (role + subject) from one of three sources, tried
 in order: the settings' admin token (ADMIN, subject "admin"), an API token issued by
 `issue_token` (its role and subject; only the sha256 is stored, in `api_tokens`; it expires,
-and its last use is noted), or a device credential from enrollment (DEVICE, subject = device
-id). `require_role(*roles)` turns that
-into a route dependency: no or unknown token -> 401, a known token of another role -> 403
-naming the roles allowed. ADMIN passes every role check. Endpoints about one device add
-`require_device_self`, so a device (or a tester bound to a device) acts only as itself.
+and its last use is noted; never the DEVICE role), or a device's short-lived access token,
+obtained by signing a challenge with its own key (DEVICE, subject = device id;
+`server.services.device_keys`). `require_role(*roles)` turns that into a route dependency:
+no or unknown token -> 401, a known token of another role -> 403 naming the roles allowed.
+ADMIN passes every role check. Endpoints about one device add `require_device_self`, so a
+device (or a tester bound to a device) acts only as itself.
 """
 
 from __future__ import annotations
@@ -31,9 +32,10 @@ from server.errors import (
     NotAuthenticatedError,
 )
 from server.input_bounds import NameInPath
-from server.models import ApiToken, Device, utcnow
+from server.models import ApiToken, utcnow
 from server.request_scope import SessionDep, StateDep, TokenDep
 from server.schemas import DEFAULT_TOKEN_LIFETIME_S, MAX_NAME_CHARS, MAX_TOKEN_LIFETIME_S
+from server.services.device_keys import device_of_token
 from server.services.devices import hash_credential, tokens_match
 from server.services.views import each_view
 from server.settings import Settings
@@ -72,7 +74,9 @@ def issue_token(
     The caller commits. Issuing again under the name of an active token of the same role and
     subject rotates that token (the old one stops working). A name is never reused otherwise:
     another holder's or a revoked token's name is a conflict, so a revoked row stays as it was
-    revoked. Without a name, a unique one is made up."""
+    revoked. Without a name, a unique one is made up. No token acts as a device."""
+    if role is Role.DEVICE:
+        raise ForbiddenError("no token acts as a device: a device proves itself with its own key")
     if not timedelta(0) < lifetime <= MAX_TOKEN_LIFETIME:
         raise InvalidInputError(f"a token lives more than 0 s and at most {MAX_TOKEN_LIFETIME}")
     name = name or _made_up_name(role, subject)
@@ -180,9 +184,9 @@ def principal_for_digest(
     row = session.scalar(
         select(ApiToken).where(ApiToken.token_hash == digest, ApiToken.revoked_at.is_(None))
     )
-    if row is not None:
+    if row is not None and row.role != Role.DEVICE.value:  # no API token acts as a device
         return _api_token_principal(session, row, now or utcnow())
-    device_id = session.scalar(select(Device.device_id).where(Device.credential_hash == digest))
+    device_id = device_of_token(session, digest)  # obtained by signing with the device's key
     return Principal(Role.DEVICE, device_id) if device_id is not None else None
 
 

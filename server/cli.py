@@ -28,7 +28,16 @@ LAZY_GROUPS: dict[str, tuple[str, str, str]] = {
     "repo": ("signing.cli", "repo_app", "Inspect the signed repository; how long until expiry."),
     "releases": ("server.cli_fleet", "releases_command", "The releases the server knows."),
     "devices": ("server.cli_fleet", "devices_command", "The fleet: filter and list devices."),
-    "device": ("server.cli_fleet", "device_app", "One device: its state and its reports."),
+    "device": (
+        "server.cli_identity",
+        "device_app",
+        "One device: its state, its reports, its identity (reset, audit).",
+    ),
+    "enroll-token": (
+        "server.cli_identity",
+        "enroll_token_app",
+        "Enrollment tokens limited in uses, lifetime, model and channel.",
+    ),
     "rollout": ("server.cli_train", "rollout_app", "Staged rollouts: waves, gates, watch."),
     "train": ("server.cli_train", "train_app", "The weekly train: announce to stable."),
     "fcode": ("server.cli_testers", "fcode_app", "Invite codes to the preview channel."),
@@ -177,12 +186,31 @@ def _serve(settings: Any, host: str, port: int) -> None:
 def broker_run(
     host: HostOpt = "127.0.0.1",
     port: Annotated[int, typer.Option(envvar="OTA_MQTT_PORT", help="Port to listen on.")] = 1883,
+    db_url: Annotated[
+        str | None,
+        typer.Option(
+            envvar="OTA_DB_URL",
+            help="The server's database: device logins (default: ./ota-server.db)",
+        ),
+    ] = None,
+    server_user: Annotated[str, typer.Option(help="The server's broker login.")] = "ota-server",
+    server_password_env: Annotated[
+        str, typer.Option(help="Environment variable holding the server user's password.")
+    ] = "OTA_BROKER_PASSWORD",  # noqa: S107  # the variable's name, not a password
 ) -> None:
-    """Start the embedded MQTT broker (amqtt) for zero-setup use."""
+    """Start the embedded MQTT broker (amqtt): logins only, each device's checked against the
+    server's database; the server connects as `server_user` (mqtt://USER:PASSWORD@HOST:PORT)."""
     port_free(host, port, "--port")
+    password = os.environ.get(server_password_env, "")
+    if not password:
+        raise fail(f"${server_password_env} is unset or empty: the server's broker login needs it")
     from server.broker import run_embedded_broker
+    from server.broker_access import BrokerAccess
+    from server.mosquitto import hash_password
+    from server.settings import Settings
 
-    run_embedded_broker(host, port)
+    url = db_url or Settings.from_env().db_url
+    run_embedded_broker(host, port, BrokerAccess(url, hash_password(password), server_user))
 
 
 def main() -> None:

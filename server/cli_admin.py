@@ -22,7 +22,7 @@ from server.cli_testers import parse_duration
 from server.db import make_engine, make_sessions, upgrade_to_head
 from server.errors import ServiceError
 from server.models import Device, utcnow
-from server.mosquitto import BrokerConfigError, BrokerDevice, write_broker_config
+from server.mosquitto import BrokerConfigError, BrokerDevice, usable_devices, write_broker_config
 from server.settings import DEFAULT_DB_URL, Settings
 
 token_app = typer.Typer(help="API tokens and their roles.", no_args_is_help=True)
@@ -165,6 +165,9 @@ def broker_mosquitto_config(
         devices, missing = registry_broker_devices(session)
     for device_id in missing:
         typer.echo(f"ota: warning: {device_id} has no broker login yet (re-enroll it)", err=True)
+    devices, refused = usable_devices(devices, server_user)
+    for device_id, reason in refused.items():
+        typer.echo(f"ota: warning: {device_id!r} left out of the broker: {reason}", err=True)
     try:
         paths = write_broker_config(
             out_dir,

@@ -68,7 +68,11 @@ class Device(Base):
     device_id: Mapped[str] = mapped_column(String(128), primary_key=True)
     model: Mapped[str] = mapped_column(String(128))
     channel: Mapped[str] = mapped_column(String(128))
-    credential_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    # The device's own ed25519 public key (URL-safe base64); None after an admin reset, or
+    # for a device enrolled before keys (docs/decisions/0017-device-identity.md).
+    public_key: Mapped[str | None] = mapped_column(String(64))
+    # An admin reset opened this id to a fresh enrollment with the enrollment token alone.
+    enrollment_open: Mapped[bool] = mapped_column(Boolean, default=False)
     enrolled_at: Mapped[datetime] = mapped_column(UTCDateTime())
     last_seen: Mapped[datetime | None] = mapped_column(UTCDateTime())
     # The latest report (highest seq) decides these; duplicates and stragglers never do.
@@ -79,7 +83,8 @@ class Device(Base):
     slot: Mapped[str] = mapped_column(String(32), default="")
     reason: Mapped[str] = mapped_column(String(32), default="")
     last_report_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
-    # mosquitto's `$7$` hash of the credential, for rewriting the broker's password file
+    # mosquitto's `$7$` hash of the device's broker secret (the broker's password file, and
+    # the embedded broker's login check); only the device ever saw the secret
     broker_password_hash: Mapped[str | None] = mapped_column(String(256))
 
 
@@ -281,3 +286,60 @@ class ApiToken(Base):
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
     last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+# --- device identity (keys, challenges, access tokens, enrollment tokens; services/identity)
+
+
+class DeviceChallenge(Base):
+    """A nonce handed out for one device id to sign; deleted when used, useless once expired."""
+
+    __tablename__ = "device_challenges"
+
+    nonce: Mapped[str] = mapped_column(String(64), primary_key=True)
+    device_id: Mapped[str] = mapped_column(String(128), index=True)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+
+
+class DeviceToken(Base):
+    """A short-lived access token a device obtained by signing a challenge: only its sha256."""
+
+    __tablename__ = "device_tokens"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    device_id: Mapped[str] = mapped_column(String(128), ForeignKey("devices.device_id"), index=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class EnrollmentToken(Base):
+    """An admin-made enrollment token, limited in uses, time, model and channel: its sha256."""
+
+    __tablename__ = "enrollment_tokens"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(128), unique=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    model: Mapped[str | None] = mapped_column(String(128))  # None: any model
+    channel: Mapped[str | None] = mapped_column(String(128))  # None: any channel
+    max_uses: Mapped[int | None] = mapped_column(Integer)  # None: unlimited until it expires
+    uses: Mapped[int] = mapped_column(Integer, default=0)
+    created_by: Mapped[str] = mapped_column(String(160))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+
+
+class DeviceAudit(Base):
+    """What happened to a device's identity: enrolled, re-enrolled, reset (and by whom)."""
+
+    __tablename__ = "device_audit"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    device_id: Mapped[str] = mapped_column(String(128), index=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime())
+    actor: Mapped[str] = mapped_column(String(160))
+    action: Mapped[str] = mapped_column(String(32))
+    reason: Mapped[str] = mapped_column(Text, default="")
+    detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)

@@ -27,7 +27,14 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from durable import atomic_write, ensure_dir
-from wire import TOPIC_PREFIX, channel_topic, device_cmd_topic, device_status_topic
+from wire import (
+    TOPIC_PREFIX,
+    ProtocolError,
+    channel_topic,
+    check_device_id,
+    device_cmd_topic,
+    device_status_topic,
+)
 
 PBKDF2_SHA512_ID = "7"  # mosquitto 2.x's `$7$` password hashes
 SALT_BYTES = 12
@@ -255,15 +262,52 @@ def _check_devices(devices: Sequence[BrokerDevice], server_user: str) -> None:
     _check_name("server user", server_user)
     seen = {server_user}
     for device in devices:
-        _check_name("device id", device.device_id)
-        _check_name("channel", device.channel)
-        _check_name("model", device.model)
-        # the contract's own checks (length, reserved characters) raise ProtocolError
-        device_status_topic(device.device_id)
-        _notice_topic(device)
+        _check_device(device)
         if device.device_id in seen:
             raise BrokerConfigError(f"login {device.device_id!r} appears twice")
         seen.add(device.device_id)
+
+
+def _check_device(device: BrokerDevice) -> None:
+    _check_name("device id", device.device_id)
+    _check_name("channel", device.channel)
+    _check_name("model", device.model)
+    # the contract's own checks (the device id rule, lengths, reserved characters)
+    try:
+        check_device_id(device.device_id)
+    except ProtocolError as exc:
+        raise BrokerConfigError(str(exc)) from None
+    device_status_topic(device.device_id)
+    _notice_topic(device)
+    if device.password_hash:
+        _parse_hash(device.password_hash)
+    elif not device.password:
+        raise BrokerConfigError(f"device {device.device_id!r} has no password nor password hash")
+
+
+def usable_devices(
+    devices: Sequence[BrokerDevice], server_user: str
+) -> tuple[list[BrokerDevice], dict[str, str]]:
+    """The devices that make sound logins, and why each other one does not (by device id).
+
+    For a configuration made from the registry: one bad row (an id from before the device
+    id rule, a damaged hash, the server's own name) is left out and named, and never stops
+    the configuration of the rest of the fleet."""
+    usable: list[BrokerDevice] = []
+    refused: dict[str, str] = {}
+    seen = {server_user}
+    for device in devices:
+        try:
+            _check_device(device)
+        except (BrokerConfigError, ProtocolError) as exc:
+            refused[device.device_id] = str(exc)
+            continue
+        if device.device_id in seen:
+            refused[device.device_id] = "the login is taken (the server's, or twice)"
+            continue
+        seen.add(device.device_id)
+        usable.append(device)
+    return usable, refused
 
 
 def _check_name(what: str, value: str) -> None:

@@ -33,6 +33,7 @@ from wire import (
     ProtocolError,
     bounds,
     channel_topic,
+    check_device_id,
     device_cmd_topic,
 )
 from wire.bounds import MAX_PATH_CHARS, MAX_SHORT_CHARS
@@ -62,18 +63,83 @@ def _topic_safe(value: str, what: str) -> str:
     return value
 
 
+_B64: Final = r"^[A-Za-z0-9_=-]*$"  # URL-safe base64 (keys, signatures, nonces)
+
+
+def _device_id(value: str) -> str:
+    """The one rule for device ids (wire.identity): broker logins, topics and file names."""
+    try:
+        return check_device_id(value)
+    except ProtocolError as exc:
+        raise ValueError(str(exc)) from None
+
+
 class EnrollRequest(BaseModel):
+    """A device enrolling: an enrollment token, who it is, and proof that it holds the key it
+    brings (`proof`: its signature over `wire.enroll_statement` with a fresh challenge's
+    nonce). An id enrolled with another key also needs `previous_proof`, the same statement
+    signed by that key, unless an admin reset the id. The key fields are checked after the
+    enrollment token, so a wrong token is a 403 whatever else the body holds."""
+
     model_config = ConfigDict(extra="forbid")
 
     enrollment_token: Secret
     device_id: Name
     model: Name
     channel: Name
+    nonce: str = Field(default="", max_length=64, pattern=_B64)
+    public_key: str = Field(default="", max_length=64, pattern=_B64)
+    proof: str = Field(default="", max_length=128, pattern=_B64)
+    previous_proof: str = Field(default="", max_length=128, pattern=_B64)
 
-    @field_validator("device_id", "model", "channel")
+    @field_validator("device_id")
+    @classmethod
+    def _valid_device_id(cls, value: str) -> str:
+        return _device_id(value)
+
+    @field_validator("model", "channel")
     @classmethod
     def _segment(cls, value: str, info: Any) -> str:
         return _topic_safe(value, str(info.field_name))
+
+
+class SignedChallenge(BaseModel):
+    """A challenge's nonce and the device key's signature over `wire.token_statement`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    nonce: str = Field(min_length=1, max_length=64, pattern=_B64)
+    signature: str = Field(min_length=1, max_length=128, pattern=_B64)
+
+
+class DeviceResetIn(BaseModel):
+    """Why an admin resets a device's identity (kept in the device audit)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    reason: Annotated[Text, Field(min_length=1, max_length=2000)]
+
+
+MAX_ENROLLMENT_TOKEN_LIFETIME_S: Final = 366 * 24 * 3600
+MAX_ENROLLMENT_TOKEN_USES: Final = 1_000_000
+
+
+class EnrollmentTokenIn(BaseModel):
+    """An enrollment token limited to `max_uses` enrollments (None: any number) before it
+    expires, to one model and one channel if given."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: Annotated[Name, Field(pattern=r"^[^/\s]+$")]
+    expires_in_s: float = Field(gt=0, le=MAX_ENROLLMENT_TOKEN_LIFETIME_S, allow_inf_nan=False)
+    max_uses: int | None = Field(default=None, ge=1, le=MAX_ENROLLMENT_TOKEN_USES)
+    model: Name | None = None
+    channel: Name | None = None
+
+    @field_validator("model", "channel")
+    @classmethod
+    def _segment(cls, value: str | None, info: Any) -> str | None:
+        return None if value is None else _topic_safe(value, str(info.field_name))
 
 
 class ReleaseIn(BaseModel):
@@ -243,3 +309,10 @@ class TokenIn(BaseModel):
     expires_in_s: float = Field(  # default: 90 days; at most 400
         default=DEFAULT_TOKEN_LIFETIME_S, gt=0, le=MAX_TOKEN_LIFETIME_S, allow_inf_nan=False
     )
+
+    @field_validator("role")
+    @classmethod
+    def _not_a_device(cls, value: Role) -> Role:
+        if value is Role.DEVICE:
+            raise ValueError("no token acts as a device: a device proves itself with its own key")
+        return value

@@ -47,7 +47,9 @@ class Settings:
     broker_url: str | None = None  # mqtt[s]://[user:password@]host:port, or None: HTTP only
     broker_ca: Path | None = None  # CA file for mqtts:// (e.g. server.mosquitto's); None: system
     admin_token: str = ""  # "" = admin API off
-    enrollment_token: str = ""  # "" = enrollment off
+    enrollment_token: str = ""  # the fleet-wide one; "" = only admin-made enrollment tokens
+    challenge_ttl_s: float = 60.0  # a device's challenge nonce is worthless after this
+    device_token_ttl_s: float = 3600.0  # a device's access token (bought with a signature)
     report_timeout_s: float = 3600.0  # a device silent for longer is shown as silent
     mqtt_client_id: str = "ota-server"  # fixed: the broker keeps our session (QoS 1 backlog)
     mqtt_connect_wait_s: float = 5.0  # how long startup waits for the first MQTT connection
@@ -73,6 +75,10 @@ class Settings:
             broker_ca=Path(broker_ca) if broker_ca else None,
             admin_token=env.get("OTA_ADMIN_TOKEN", ""),
             enrollment_token=env.get("OTA_ENROLLMENT_TOKEN", ""),
+            challenge_ttl_s=float(env.get("OTA_CHALLENGE_TTL_S", defaults.challenge_ttl_s)),
+            device_token_ttl_s=float(
+                env.get("OTA_DEVICE_TOKEN_TTL_S", defaults.device_token_ttl_s)
+            ),
             report_timeout_s=float(env.get("OTA_REPORT_TIMEOUT_S", defaults.report_timeout_s)),
             mqtt_client_id=env.get("OTA_MQTT_CLIENT_ID") or defaults.mqtt_client_id,
             mqtt_connect_wait_s=float(
@@ -88,3 +94,11 @@ class Settings:
             rate_limits=RateLimitConfig.from_env(env),
             web_session_key=env.get("OTA_WEB_SESSION_KEY", ""),
         )
+
+
+def server_broker_user(settings: Settings) -> str:
+    """The server's own broker login (from `broker_url`), which no device id may take."""
+    from urllib.parse import unquote, urlparse
+
+    username = urlparse(settings.broker_url or "").username
+    return unquote(username) if username else ""

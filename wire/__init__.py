@@ -8,6 +8,15 @@ every deployed device understands.
 
 from wire.enums import CommandKind, FailureReason, UpdateState
 from wire.errors import ProtocolError
+from wire.identity import (
+    DEVICE_ID_PATTERN,
+    check_device_id,
+    decode_b64,
+    device_client_id,
+    encode_b64,
+    enroll_statement,
+    token_statement,
+)
 from wire.messages import (
     AvailabilityNotice,
     Command,
@@ -22,7 +31,10 @@ from wire.paths import (
     FEEDBACK_PATH,
     TUF_METADATA_PATH,
     TUF_TARGETS_PATH,
+    broker_secret_path,
+    challenge_path,
     command_ack_path,
+    device_token_path,
     leave_preview_path,
     poll_path,
     redeem_path,
@@ -43,6 +55,7 @@ from wire.topics import (
 
 __all__ = [
     "API_PREFIX",
+    "DEVICE_ID_PATTERN",
     "ENROLL_PATH",
     "FEEDBACK_PATH",
     "PROTOCOL_VERSION",
@@ -62,16 +75,25 @@ __all__ = [
     "TargetCustom",
     "UpdateState",
     "announce_topic",
+    "broker_secret_path",
+    "challenge_path",
     "channel_topic",
+    "check_device_id",
     "command_ack_path",
+    "decode_b64",
+    "device_client_id",
     "device_cmd_topic",
     "device_id_from_status_topic",
     "device_status_topic",
+    "device_token_path",
+    "encode_b64",
+    "enroll_statement",
     "is_rom_target",
     "leave_preview_path",
     "poll_path",
     "redeem_path",
     "reports_path",
     "target_name",
+    "token_statement",
     "vote_path",
 ]

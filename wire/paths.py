@@ -87,3 +87,40 @@ def group_action_path(group_id: int | str, action: str) -> str:
 def token_path(name: str) -> str:
     """DELETE: revoke the active token with this name."""
     return f"{TOKENS_PATH}/{name}"
+
+
+# ---------------------------------------------------------------------- device identity
+# A device proves it holds its key: GET a challenge, sign it, trade it for a short-lived token.
+
+
+def challenge_path(device_id: str) -> str:
+    """GET: a single-use nonce (expiring soon) for this device id to sign."""
+    return f"{API_PREFIX}/devices/{device_id}/challenge"
+
+
+def device_token_path(device_id: str) -> str:
+    """POST {"nonce", "signature"}: the signed challenge for a short-lived access token."""
+    return f"{API_PREFIX}/devices/{device_id}/token"
+
+
+def broker_secret_path(device_id: str) -> str:
+    """POST (the device's token): a new broker secret, replacing the old one."""
+    return f"{API_PREFIX}/devices/{device_id}/broker-secret"
+
+
+def device_reset_path(device_id: str) -> str:
+    """POST {"reason"} (admin): forget the device's key so it may enroll afresh; audited."""
+    return f"{DEVICES_PATH}/{device_id}/reset"
+
+
+def device_audit_path(device_id: str) -> str:
+    """GET (admin): what happened to a device's identity: enrollments, resets."""
+    return f"{DEVICES_PATH}/{device_id}/audit"
+
+
+ENROLLMENT_TOKENS_PATH: Final = f"{API_PREFIX}/enrollment-tokens"  # POST, GET (admin)
+
+
+def enrollment_token_path(name: str) -> str:
+    """DELETE (admin): revoke the enrollment token with this name."""
+    return f"{ENROLLMENT_TOKENS_PATH}/{name}"

@@ -1,4 +1,5 @@
-"""What devices call: enroll, poll, report. Each device only ever as itself."""
+"""What devices call: enroll, prove their key for an access token, poll, report. Each device
+only ever as itself."""
 
 from __future__ import annotations
 
@@ -6,24 +7,62 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Body
 
-from server.api_models import AckedCommands
+from server.api_models import AckedCommands, BrokerSecret, Challenge, DeviceAccess, Enrolled
 from server.deps import DeviceDep, SessionDep, StateDep
+from server.input_bounds import NameInPath
 from server.rate_limits import ClientAddress
-from server.schemas import CommandAckIn, EnrollRequest
+from server.schemas import CommandAckIn, EnrollRequest, SignedChallenge
 from server.services.commands import acknowledge_commands, poll_for_device
-from server.services.devices import enroll_device
+from server.services.device_keys import issue_challenge, sign_in
+from server.services.enrollment import EnrollmentPolicy, enroll_device, reissue_broker_secret
 from server.services.reports import ingest_reports, parse_reports
-from wire import ENROLL_PATH, command_ack_path, poll_path, reports_path
+from server.settings import Settings, server_broker_user
+from wire import (
+    ENROLL_PATH,
+    broker_secret_path,
+    challenge_path,
+    command_ack_path,
+    device_token_path,
+    poll_path,
+    reports_path,
+)
 
 router = APIRouter(tags=["devices"])
 
 
-@router.post(ENROLL_PATH)
+def enrollment_policy(settings: Settings) -> EnrollmentPolicy:
+    reserved = {server_broker_user(settings)} - {""}
+    return EnrollmentPolicy(
+        fleet_token=settings.enrollment_token,
+        token_ttl_s=settings.device_token_ttl_s,
+        reserved_ids=frozenset(reserved),
+    )
+
+
+@router.post(ENROLL_PATH, response_model=Enrolled)
 def enroll(
     body: EnrollRequest, session: SessionDep, state: StateDep, address: ClientAddress
-) -> dict[str, str]:
+) -> Enrolled:
     state.rate_limits.hit(state.rate_limits.enroll, address, body.device_id)
-    return enroll_device(session, body, state.settings.enrollment_token).to_dict()
+    return enroll_device(session, body, enrollment_policy(state.settings))
+
+
+@router.get(challenge_path("{device_id}"), response_model=Challenge)
+def get_challenge(device_id: NameInPath, session: SessionDep, state: StateDep) -> Challenge:
+    return issue_challenge(session, device_id, state.settings.challenge_ttl_s)
+
+
+@router.post(device_token_path("{device_id}"), response_model=DeviceAccess)
+def post_token(
+    device_id: NameInPath, body: SignedChallenge, session: SessionDep, state: StateDep
+) -> DeviceAccess:
+    ttl_s = state.settings.device_token_ttl_s
+    return sign_in(session, device_id, body.nonce, body.signature, ttl_s)
+
+
+@router.post(broker_secret_path("{device_id}"), response_model=BrokerSecret)
+def post_broker_secret(device: DeviceDep, session: SessionDep) -> BrokerSecret:
+    return reissue_broker_secret(session, device.device_id)
 
 
 @router.get(poll_path("{device_id}"))

@@ -1,32 +1,18 @@
-"""Enrollment, per-device credentials, the device registry."""
+"""The device registry, and the hashing every stored secret goes through (enrollment and a
+device's key: `server.services.enrollment`, `server.services.device_keys`)."""
 
 from __future__ import annotations
 
 import hashlib
 import hmac
-import secrets
-from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from server.api_models import Device as DeviceView
-from server.errors import ConflictError, ForbiddenError, NotAuthenticatedError
 from server.models import Device, utcnow
-from server.mosquitto import hash_password
-from server.schemas import EnrollRequest
 from server.services.views import each_view
-
-
-@dataclass(frozen=True)
-class Enrollment:
-    device_id: str
-    credential: str  # shown once; the server keeps only its sha256
-
-    def to_dict(self) -> dict[str, str]:
-        return {"device_id": self.device_id, "credential": self.credential}
 
 
 def hash_credential(credential: str) -> str:
@@ -35,47 +21,6 @@ def hash_credential(credential: str) -> str:
 
 def tokens_match(given: str, expected: str) -> bool:
     return hmac.compare_digest(given.encode(), expected.encode())
-
-
-def enroll_device(session: Session, request: EnrollRequest, enrollment_token: str) -> Enrollment:
-    """Trade the fleet's enrollment token for a device credential; re-enrolling rotates it."""
-    if not enrollment_token:
-        raise ForbiddenError(
-            "enrollment is switched off on this server (OTA_ENROLLMENT_TOKEN unset)"
-        )
-    if not tokens_match(request.enrollment_token, enrollment_token):
-        raise ForbiddenError("invalid enrollment token")
-    credential = secrets.token_urlsafe(32)
-    device = session.get(Device, request.device_id)
-    if device is None:
-        device = Device(device_id=request.device_id, enrolled_at=utcnow())
-        session.add(device)
-    device.model = request.model
-    device.channel = request.channel
-    device.credential_hash = hash_credential(credential)
-    device.broker_password_hash = hash_password(credential)  # the broker login is the same
-    try:
-        session.commit()
-    except IntegrityError:  # the same new device enrolled concurrently and won
-        session.rollback()
-        raise ConflictError(f"device {request.device_id!r} is enrolling already; retry") from None
-    return Enrollment(request.device_id, credential)
-
-
-def authenticate_device(session: Session, device_id: str, credential: str) -> Device:
-    """The device a bearer credential belongs to, if that is `device_id`; raises otherwise."""
-    if not credential:
-        raise NotAuthenticatedError(
-            "missing device credential (Authorization: Bearer <credential>)"
-        )
-    owner = session.scalar(
-        select(Device).where(Device.credential_hash == hash_credential(credential))
-    )
-    if owner is None:
-        raise NotAuthenticatedError("invalid device credential")
-    if owner.device_id != device_id:
-        raise ForbiddenError(f"this credential is not the credential of device {device_id!r}")
-    return owner
 
 
 def is_silent(device: Device, now: datetime, report_timeout_s: float) -> bool:

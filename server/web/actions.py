@@ -30,7 +30,8 @@ from server.rate_limits import ClientAddress
 from server.request_scope import SessionDep, StateDep
 from server.routes.testers import new_tester_token
 from server.schemas import BlockingBody, FeedbackBody, ReasonIn, Redeem
-from server.services.devices import authenticate_device, hash_credential
+from server.services.device_keys import authenticate_device
+from server.services.devices import hash_credential
 from server.services.fcodes import redeem_fcode
 from server.services.feedback import FeedbackIn, close_group, mark_blocking, submit_feedback, vote
 from server.services.rollout_rules import RolloutEvent

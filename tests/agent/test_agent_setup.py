@@ -1,5 +1,5 @@
-"""Setting a device up from its config alone: unknown keys refused, no credential before
-enrollment, the simulated device provisioned by `ota-agent sim provision`, and every
+"""Setting a device up from its config alone: unknown keys refused, no key or broker secret
+before enrollment, the simulated device provisioned by `ota-agent sim provision`, and every
 backend problem one line that says where it is documented."""
 
 from __future__ import annotations
@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 
 from agent.cli import main
-from agent.config import credential_path, load_config
+from agent.config import load_config
 from agent.errors import ConfigError
+from agent.identity import KEY_FILE, DeviceKey, device_key
 from hardware.sim import SimDevice
 
 CONFIG = """\
@@ -33,17 +34,18 @@ def write_config(folder: Path, text: str = CONFIG) -> Path:
     return path
 
 
-def test_before_enrollment_the_config_loads_without_a_credential(tmp_path: Path) -> None:
+def test_before_enrollment_the_config_loads_without_a_key(tmp_path: Path) -> None:
     config = load_config(write_config(tmp_path))
-    assert config.credential == ""
-    assert credential_path(config) == tmp_path / "data" / "credential"
+    assert config.broker_secret == ""
+    assert device_key(config.data_dir) is None
+    assert config.data_dir / KEY_FILE == tmp_path / "data" / "device_key"
 
 
-def test_a_credential_file_named_in_the_config_is_read_once_it_exists(tmp_path: Path) -> None:
-    path = write_config(tmp_path, CONFIG.replace("[slot]", 'credential_file = "c"\n[slot]'))
-    assert load_config(path).credential == ""
+def test_a_broker_secret_file_named_in_the_config_is_read_once_it_exists(tmp_path: Path) -> None:
+    path = write_config(tmp_path, CONFIG.replace("[slot]", 'broker_secret_file = "c"\n[slot]'))
+    assert load_config(path).broker_secret == ""
     (tmp_path / "c").write_text("secret\n")
-    assert load_config(path).credential == "secret"
+    assert load_config(path).broker_secret == "secret"
 
 
 @pytest.mark.parametrize(
@@ -75,15 +77,14 @@ def test_run_before_enrollment_says_how_to_enroll(
 ) -> None:
     assert main(["run", "--config", str(write_config(tmp_path))]) == 1
     (line,) = capsys.readouterr().err.splitlines()
-    assert line.startswith("ota-agent: error: no device credential at ")
+    assert line.startswith("ota-agent: error: no device key in ")
     assert "ota-agent enroll --config" in line
 
 
 def test_a_missing_simulated_device_is_one_line_saying_how_to_make_it(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    (tmp_path / "data").mkdir()
-    (tmp_path / "data" / "credential").write_text("secret")
+    DeviceKey.generate().save(tmp_path / "data" / KEY_FILE)  # enrolled
     (tmp_path / "root.json").write_text("{}")
     assert main(["run", "--config", str(write_config(tmp_path))]) == 1
     (line,) = capsys.readouterr().err.splitlines()

@@ -66,11 +66,14 @@ def test_ota_server_run_serves_the_repository(tmp_path: Path) -> None:
             assert resp.read() == (repo / "root.json").read_bytes()
 
 
-def test_ota_broker_run_accepts_mqtt_clients() -> None:
+def test_ota_broker_run_accepts_mqtt_clients(tmp_path: Path) -> None:
     port = free_port()
-    with running([str(BIN / "ota"), "broker", "run", "--port", str(port)]):
+    args = [str(BIN / "ota"), "broker", "run", "--port", str(port)]
+    args += ["--db-url", f"sqlite:///{tmp_path / 's.db'}"]
+    with running(args, {"OTA_BROKER_PASSWORD": "pw"}):  # logins only: the server's user here
         wait_for_port(port, timeout=30)
         client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="probe")
+        client.username_pw_set("ota-server", "pw")
         client.connect("127.0.0.1", port)
         client.loop_start()
         try:

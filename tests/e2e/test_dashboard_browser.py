@@ -103,7 +103,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
             agent.poll_once()
         engineer = backend.admin.create_token(TokenIn(role=Role.RELEASE_ENGINEER, name="erin"))
         codes = backend.admin.issue_fcodes(FCodeIssue(count=2, expires_in_s=86400)).codes
-        testers = {f"tester-{n}": backend.enroll(f"tester-{n}") for n in (1, 2)}
+        testers = {f"tester-{n}": backend.enroll(f"tester-{n}").access_token() for n in (1, 2)}
         backend.admin.start_train(TrainIn(version="2026.12", model=BOARD.model))
         yield World(
             backend,

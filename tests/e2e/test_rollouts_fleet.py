@@ -13,7 +13,6 @@ from typing import Any
 import pytest
 
 from agent.runner import Agent
-from agent.server_api import ServerApi
 from hardware.sim import SimDevice
 from lab.fleet import KIB, Backend, Board, running_backend
 from server.api_client import ApiError
@@ -132,7 +131,7 @@ def test_a_build_failing_health_checks_pauses_at_the_first_wave(fleet: Fleet) ->
 
 def test_a_device_that_starts_and_goes_silent_counts_as_failed(fleet: Fleet) -> None:
     silent = "dev-silent"
-    credential = fleet.backend.enroll(silent)
+    device = fleet.backend.enroll(silent)
     release_id = fleet.publish("1.0", percentage=0)
     rollout = staged(
         fleet,
@@ -149,7 +148,7 @@ def test_a_device_that_starts_and_goes_silent_counts_as_failed(fleet: Fleet) -> 
         current_version="",
         target_version="1.0",
     )
-    ServerApi(fleet.backend.server_url, silent, credential).send_reports([report])
+    device.send_reports([report])
     status = fleet.evaluate(rollout["rollout_id"])
     assert (status["state"], status["numbers"]["gate"]) == ("active", "min_devices")
     assert status["numbers"]["in_progress"] == 1

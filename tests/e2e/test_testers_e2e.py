@@ -44,14 +44,12 @@ def role_token(env: Backend, role: Role) -> str:
 
 
 def device_config(env: Backend, device_id: str) -> Path:
-    credential = env.enroll(device_id)
-    env.device_dir(device_id).mkdir(parents=True)
-    (env.device_dir(device_id) / "credential").write_text(credential)
+    env.enroll(device_id)  # its key and broker secret are in its data_dir
     path = env.device_dir(device_id) / "agent.toml"
     path.write_text(
         f'device_id = "{device_id}"\nmodel = "{env.board.model}"\nchannel = "stable"\n'
         f'server_url = "{env.server_url}"\ndata_dir = "agent"\n'
-        f'trusted_root = "{env.repo / "root.json"}"\ncredential_file = "credential"\n'
+        f'trusted_root = "{env.repo / "root.json"}"\n'
         "[health]\ndeadline_s = 5.0\n"
     )
     return path

@@ -15,6 +15,7 @@ import httpx
 import pytest
 
 from agent.errors import TransportError
+from agent.identity import DeviceKey
 from agent.server_api import ServerApi
 from lab.net import free_port, wait_for_port
 from lab.processes import live_server
@@ -79,12 +80,14 @@ def test_the_agent_never_logs_its_credential(
 ) -> None:
     settings = Settings(db_url=f"sqlite:///{tmp_path / 'ota.db'}", enrollment_token=ENROLL)
     with caplog.at_level(logging.DEBUG), live_server(settings) as url:
-        api = ServerApi(url, "phone-1")
-        credential = api.enroll(ENROLL, "sim", "stable")
+        api = ServerApi(url, "phone-1", DeviceKey.generate())
+        broker_secret = api.enroll(ENROLL, "sim", "stable")
+        credential = api.access_token()
         api.poll()
         with pytest.raises(TransportError) as refused:
-            ServerApi(url, "phone-1", credential + "-guessed").poll()
+            ServerApi(url, "phone-1", bearer=credential + "-guessed").poll()
     agent_side = [r.getMessage() for r in caplog.records if not r.name.startswith("server")]
     assert agent_side  # urllib3 logs each request at DEBUG
     assert not [line for line in agent_side if credential in line or ENROLL in line]
+    assert not [line for line in agent_side if broker_secret in line]
     assert credential not in str(refused.value)

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 import pytest
 
+from agent.identity import DeviceKey
 from agent.server_api import ServerApi
 from lab.net import free_port
 from lab.processes import live_server
@@ -48,7 +49,7 @@ class Server:
     def enrolled(self) -> tuple[str, ServerApi]:
         """A device that enrolled on stable, speaking through the device's own client."""
         device_id = new_id("phone")
-        device = ServerApi(self.url, device_id)
+        device = ServerApi(self.url, device_id, DeviceKey.generate())
         device.enroll(ENROLL, "sim", "stable")
         return device_id, device
 
@@ -125,7 +126,7 @@ def test_the_train_starts_advances_and_announces(server: Server) -> None:
 def test_testers_redeem_send_feedback_vote_and_the_group_blocks(server: Server) -> None:
     (code,) = server.admin.issue_fcodes(FCodeIssue(count=1, expires_in_s=3600)).codes
     device_id, device = server.enrolled()
-    with server.as_(device.credential) as as_device:
+    with server.as_(device.access_token()) as as_device:
         joined = as_device.redeem(device_id, code)
         assert (joined.channel, joined.previous_channel) == ("preview", "stable")
         build = new_id("build")
@@ -137,7 +138,7 @@ def test_testers_redeem_send_feedback_vote_and_the_group_blocks(server: Server) 
     mark = BlockingBody(blocking=True, reason="no navigation")
     assert server.admin.mark_blocking(sent.group_id, mark).blocking is True
     assert server.admin.close_group(sent.group_id).closed is True
-    with server.as_(device.credential) as as_device:
+    with server.as_(device.access_token()) as as_device:
         left = as_device.leave_preview(device_id)
     assert (left.channel, left.previous_channel) == ("stable", "preview")
 

@@ -22,8 +22,7 @@ from schemathesis.specs.openapi.checks import (
 from lab.processes import live_server
 from server.app import create_app
 from server.settings import Settings
-from server.testing import MOSQUITTO_PIPE_LEAK, new_id, sample_release
-from wire import ENROLL_PATH
+from server.testing import MOSQUITTO_PIPE_LEAK, enroll_keyed, new_id, sample_release
 
 ADMIN = "admin-secret"
 ENROLL = "enroll-secret"
@@ -56,9 +55,7 @@ def _token(client: httpx.Client, role: str) -> str:
     if role == "admin":
         return ADMIN
     if role == "device":
-        body = {"enrollment_token": ENROLL, "device_id": new_id("d"), "model": "sim"}
-        answer = client.post(ENROLL_PATH, json={**body, "channel": "stable"})
-        return str(answer.json()["credential"])
+        return enroll_keyed(client, new_id("d"), ENROLL).token
     answer = client.post(
         "/api/v1/tokens",
         json={"role": role, "name": new_id(role)},

@@ -19,8 +19,15 @@ from lab.processes import live_server
 from server.app import create_app
 from server.models import ApiToken, Device, DeviceCommand, Report, Train, utcnow
 from server.settings import Settings
-from server.testing import MOSQUITTO_PIPE_LEAK, database_url, new_id, sample_release, sample_report
-from wire import ENROLL_PATH, CommandAck, PollAnswer, command_ack_path, poll_path, reports_path
+from server.testing import (
+    MOSQUITTO_PIPE_LEAK,
+    database_url,
+    enroll_keyed,
+    new_id,
+    sample_release,
+    sample_report,
+)
+from wire import CommandAck, PollAnswer, command_ack_path, poll_path, reports_path
 from wire.bounds import MAX_SEQ_AHEAD
 
 ADMIN = "admin-secret"
@@ -49,10 +56,7 @@ def api(shared_db_url: str) -> Iterator[httpx.Client]:
 
 
 def enroll(api: httpx.Client, device_id: str) -> dict[str, str]:
-    body = {"enrollment_token": ENROLL, "device_id": device_id, "model": "sim", "channel": "stable"}
-    answer = api.post(ENROLL_PATH, json=body)
-    assert answer.status_code == 200, answer.text
-    return {"Authorization": f"Bearer {answer.json()['credential']}"}
+    return {"Authorization": f"Bearer {enroll_keyed(api, device_id, ENROLL).token}"}
 
 
 def raw_post(api: httpx.Client, path: str, text: str, headers: dict[str, str]) -> httpx.Response:

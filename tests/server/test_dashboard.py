@@ -22,12 +22,18 @@ from server.api_models import Device, RolloutStatus, TrainStatus
 from server.json_logs import JsonFormatter
 from server.schemas import ReleaseIn, RolloutIn, TokenIn
 from server.settings import Settings
-from server.testing import MOSQUITTO_PIPE_LEAK, dashboard_client, new_id, sample_release
+from server.testing import (
+    MOSQUITTO_PIPE_LEAK,
+    dashboard_client,
+    enroll_keyed,
+    new_id,
+    sample_release,
+)
 from server.web.charts import bar_chart, line_chart
 from server.web.cookie import Role, WebSession, seal, unseal
 from server.web.progress import ReportPoint, WaveChange, progress_over_time
 from server.web.views import find_problems, gate_rows, week_calendar
-from wire import ENROLL_PATH, reports_path
+from wire import reports_path
 
 pytestmark = pytest.mark.filterwarnings(MOSQUITTO_PIPE_LEAK)
 
@@ -250,8 +256,8 @@ def samples(text: str, name: str) -> list[dict[str, str]]:
 
 def test_metrics_count_by_route_template_and_group_the_fleet(url: str) -> None:
     phone = new_id("phone")
-    body = {"enrollment_token": ENROLL, "device_id": phone, "model": "sim", "channel": "stable"}
-    credential = httpx.post(f"{url}{ENROLL_PATH}", json=body).json()["credential"]
+    with httpx.Client(base_url=url, timeout=20) as client:
+        credential = enroll_keyed(client, phone, ENROLL).token
     device = {"Authorization": f"Bearer {credential}"}
     bad = httpx.post(f"{url}{reports_path(phone)}", json=[{"v": 999}], headers=device)
     assert bad.status_code == 422

@@ -9,7 +9,6 @@ import dataclasses
 import getpass
 import hashlib
 import os
-import queue
 import shutil
 import signal
 import socket
@@ -20,13 +19,9 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-import paho.mqtt.client as mqtt
 import pytest
 from conftest import IN_CI
-from paho.mqtt.enums import CallbackAPIVersion
-from paho.mqtt.reasoncodes import ReasonCode
 
 from lab.net import free_port
 from lab.processes import mosquitto, mosquitto_binary
@@ -42,6 +37,7 @@ from server.mosquitto import (
     verify_password,
     write_broker_config,
 )
+from server.testing import MqttPeer, only_the_allowed_arrives
 from wire import (
     STATUS_WILDCARD,
     ProtocolError,
@@ -51,7 +47,6 @@ from wire import (
 )
 
 WAIT_S = 5.0
-QUIET_S = 0.3  # how long "nothing else arrived" is watched after a later message did arrive
 SERVER_USER = "ota-server"
 needs_mosquitto = pytest.mark.mosquitto
 
@@ -117,51 +112,7 @@ def _stored_hash(device: BrokerDevice, scratch: Path) -> str:
     return encoded
 
 
-class Peer:
-    """One paho client in its own loop thread; what it hears lands in queues."""
-
-    def __init__(
-        self, username: str | None, password: str | None, ca: Path | None, client_id: str = ""
-    ) -> None:
-        client_id = client_id or f"test-{uuid.uuid4().hex[:10]}"
-        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id)
-        self.connacks: queue.Queue[ReasonCode] = queue.Queue()
-        self.subacks: queue.Queue[list[ReasonCode]] = queue.Queue()
-        self.messages: queue.Queue[tuple[str, bytes]] = queue.Queue()
-        self.disconnected = queue.Queue[Any]()
-        if username is not None:
-            self.client.username_pw_set(username, password)
-        if ca is not None:
-            self.client.tls_set(ca_certs=str(ca))
-        self.client.on_connect = lambda _c, _u, _f, rc, _p: self.connacks.put(rc)
-        self.client.on_subscribe = lambda _c, _u, _m, rcs, _p: self.subacks.put(rcs)
-        self.client.on_message = lambda _c, _u, m: self.messages.put((m.topic, bytes(m.payload)))
-        self.client.on_disconnect = lambda _c, _u, _f, rc, _p: self.disconnected.put(rc)
-
-    def connect(self, port: int) -> ReasonCode:
-        self.client.connect("127.0.0.1", port, keepalive=10)
-        self.client.loop_start()
-        return self.connacks.get(timeout=WAIT_S)
-
-    def subscribe(self, *topics: str) -> list[ReasonCode]:
-        self.client.subscribe([(topic, 1) for topic in topics])
-        return self.subacks.get(timeout=WAIT_S)
-
-    def publish(self, topic: str, payload: bytes, *, retain: bool = False) -> None:
-        self.client.publish(topic, payload, qos=1, retain=retain).wait_for_publish(WAIT_S)
-
-    def next_message(self) -> tuple[str, bytes]:
-        return self.messages.get(timeout=WAIT_S)
-
-    def assert_quiet(self) -> None:
-        time.sleep(QUIET_S)
-        assert self.messages.empty(), self.messages.get_nowait()
-
-    def close(self) -> None:
-        self.client.disconnect()
-        self.client.loop_stop()
-
-
+Peer = MqttPeer
 PeerFactory = Callable[..., Peer]
 
 
@@ -208,26 +159,13 @@ def test_device_status_reaches_the_server(broker: Broker, peer: PeerFactory) -> 
     assert server.next_message() == (device_status_topic(broker.a.device_id), payload)
 
 
-def _only_the_allowed_arrives(
-    sender: Peer, receiver: Peer, blocked: tuple[str, ...], allowed: str
-) -> None:
-    """Publish to every blocked topic, then to `allowed`: the broker keeps one client's
-    messages in order, so when `allowed` has arrived and nothing follows, none was let through."""
-    for topic in blocked:
-        sender.publish(topic, b"must not arrive")  # acked by the broker, then dropped
-    payload = uuid.uuid4().bytes
-    sender.publish(allowed, payload)
-    assert receiver.next_message() == (allowed, payload)
-    receiver.assert_quiet()
-
-
 @needs_mosquitto
 def test_device_cannot_publish_as_another_device(broker: Broker, peer: PeerFactory) -> None:
     server = _server(peer, broker)
     server.subscribe(STATUS_WILDCARD)
     a = _as(peer, broker, broker.a)
     own, other = device_status_topic(broker.a.device_id), device_status_topic(broker.b.device_id)
-    _only_the_allowed_arrives(a, server, (other,), own)
+    only_the_allowed_arrives(a, server, (other,), own)
 
 
 @needs_mosquitto
@@ -237,7 +175,7 @@ def test_device_cannot_publish_notices_or_commands(broker: Broker, peer: PeerFac
     cmd = device_cmd_topic(broker.a.device_id)
     server.subscribe(notice, cmd, STATUS_WILDCARD)
     a = _as(peer, broker, broker.a)
-    _only_the_allowed_arrives(a, server, (notice, cmd), device_status_topic(broker.a.device_id))
+    only_the_allowed_arrives(a, server, (notice, cmd), device_status_topic(broker.a.device_id))
 
 
 @needs_mosquitto
@@ -259,7 +197,7 @@ def test_device_reads_its_own_commands_only(broker: Broker, peer: PeerFactory) -
     a = _as(peer, broker, broker.a)
     own, other = device_cmd_topic(broker.a.device_id), device_cmd_topic(broker.b.device_id)
     a.subscribe(other, own)
-    _only_the_allowed_arrives(server, a, (other,), own)
+    only_the_allowed_arrives(server, a, (other,), own)
 
 
 @needs_mosquitto
@@ -273,7 +211,7 @@ def test_wildcard_subscription_sees_only_what_the_device_may_read(
     a.subscribe("ota/v1/#")
     assert a.next_message() == (channel_topic(broker.a.channel, broker.a.model), b"a notice")
     others = (device_status_topic(broker.b.device_id), device_cmd_topic(broker.b.device_id))
-    _only_the_allowed_arrives(server, a, others, device_cmd_topic(broker.a.device_id))
+    only_the_allowed_arrives(server, a, others, device_cmd_topic(broker.a.device_id))
 
 
 @needs_mosquitto

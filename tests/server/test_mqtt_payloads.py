@@ -19,8 +19,8 @@ from paho.mqtt.enums import CallbackAPIVersion
 from lab.processes import live_server
 from server.mqtt_bridge import MAX_STATUS_BYTES, parse_broker_url
 from server.settings import Settings
-from server.testing import MOSQUITTO_PIPE_LEAK, new_id, sample_report
-from wire import ENROLL_PATH, device_status_topic
+from server.testing import MOSQUITTO_PIPE_LEAK, enroll_keyed, new_id, sample_report
+from wire import device_status_topic
 
 pytestmark = [pytest.mark.mosquitto, pytest.mark.filterwarnings(MOSQUITTO_PIPE_LEAK)]
 
@@ -68,8 +68,7 @@ def stage(mosquitto_url: str, tmp_path_factory: pytest.TempPathFactory) -> Itera
         mqtt_client_id=new_id("ota-server"),
     )
     with live_server(settings) as url, httpx.Client(base_url=url, timeout=20) as http:
-        body = {"enrollment_token": ENROLL, "device_id": PHONE, "model": "sim"}
-        assert http.post(ENROLL_PATH, json={**body, "channel": "stable"}).status_code == 200
+        enroll_keyed(http, PHONE, ENROLL)
         stage = Stage(http, mosquitto_url)
         try:
             yield stage

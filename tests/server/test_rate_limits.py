@@ -14,8 +14,8 @@ import pytest
 from lab.processes import live_server
 from server.rate_limits import RateLimits, path_device_id
 from server.settings import RateLimitConfig, Settings
-from server.testing import MOSQUITTO_PIPE_LEAK, new_id
-from wire import ENROLL_PATH, poll_path, redeem_path
+from server.testing import MOSQUITTO_PIPE_LEAK, KeyedDevice, new_id, try_enroll
+from wire import poll_path, redeem_path
 from wire.paths import DEVICES_PATH, FCODES_PATH
 
 pytestmark = pytest.mark.filterwarnings(MOSQUITTO_PIPE_LEAK)  # see server.testing
@@ -61,10 +61,12 @@ def client(tmp_path: Path) -> Iterator[Client]:
             one.close()
 
 
+_DEVICES: dict[str, KeyedDevice] = {}  # one key per device id, as a real device keeps it
+
+
 def enroll(http: httpx.Client, device_id: str) -> httpx.Response:
-    body = {"enrollment_token": ENROLL, "device_id": device_id, "model": "sim",
-            "channel": "stable"}  # fmt: skip
-    return http.post(ENROLL_PATH, json=body)
+    """A signed enrollment with the device's own key (the answer holds its access token)."""
+    return try_enroll(http, _DEVICES.setdefault(device_id, KeyedDevice(device_id)), ENROLL)
 
 
 def assert_too_many(answer: httpx.Response) -> None:
@@ -91,8 +93,8 @@ def test_failed_device_logins_are_counted_per_device_whatever_the_address(
     client: Client,
 ) -> None:
     phone, other = new_id("phone"), new_id("phone")
-    credential = enroll(client(), phone).json()["credential"]
-    other_credential = enroll(client(), other).json()["credential"]
+    credential = enroll(client(), phone).json()["token"]
+    other_credential = enroll(client(), other).json()["token"]
     for _ in range(2):  # from two addresses, neither over its own limit
         assert client().get(poll_path(phone), headers=bearer("guess")).status_code == 401
     assert_too_many(client().get(poll_path(phone), headers=bearer(credential)))
@@ -113,7 +115,7 @@ def test_enrollment_is_limited_per_device_and_per_address(client: Client) -> Non
 
 def test_fcode_redemption_is_limited_per_device(client: Client) -> None:
     phone, http = new_id("phone"), client()
-    credential = enroll(http, phone).json()["credential"]
+    credential = enroll(http, phone).json()["token"]
     issued = http.post(FCODES_PATH, json={"count": 1, "expires_in_s": 60}, headers=bearer(ADMIN))
     for guess in ("F-AAAA-AAAA-AAAA-AAAA", "F-BBBB-BBBB-BBBB-BBBB"):
         answer = http.post(redeem_path(phone), json={"code": guess}, headers=bearer(credential))

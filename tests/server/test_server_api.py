@@ -16,6 +16,7 @@ import httpx
 import pytest
 
 from agent.errors import TransportError
+from agent.identity import DeviceKey
 from agent.server_api import ServerApi
 from lab.processes import live_server
 from server.settings import Settings
@@ -23,9 +24,11 @@ from server.testing import (
     MOSQUITTO_PIPE_LEAK,
     dashboard_client,
     database_url,
+    enroll_keyed,
     new_id,
     sample_release,
     sample_report,
+    try_enroll,
 )
 from wire import (
     ENROLL_PATH,
@@ -64,11 +67,8 @@ def api(shared_db_url: str) -> Iterator[httpx.Client]:
 
 
 def enroll(api: httpx.Client, device_id: str, channel: str = "stable", model: str = "sim") -> str:
-    body = {"enrollment_token": ENROLL, "device_id": device_id, "model": model, "channel": channel}
-    answer = api.post(ENROLL_PATH, json=body)
-    assert answer.status_code == 200, answer.text
-    assert answer.json()["device_id"] == device_id
-    return str(answer.json()["credential"])
+    """Enroll with a new key of the device's own; returns its access token."""
+    return enroll_keyed(api, device_id, ENROLL, model, channel).token
 
 
 def auth(credential: str) -> dict[str, str]:
@@ -132,10 +132,12 @@ def test_enrollment_refuses_a_bad_token_and_a_bad_device_id(api: httpx.Client) -
     assert device_row(api, phone) is None
 
 
-def test_reenrolling_rotates_the_credential(api: httpx.Client) -> None:
+def test_reenrolling_with_the_devices_key_rotates_its_token(api: httpx.Client) -> None:
     phone = new_id("phone")
-    old = enroll(api, phone)
-    new = enroll(api, phone, channel="preview")
+    device = enroll_keyed(api, phone, ENROLL)
+    old = device.token
+    assert try_enroll(api, device, ENROLL, channel="preview").status_code == 200
+    new = device.token
     assert old != new
     assert api.get(poll_path(phone), headers=auth(old)).status_code == 401
     poll(api, phone, new)
@@ -356,8 +358,8 @@ def test_commands_need_a_known_device_and_a_known_kind(api: httpx.Client) -> Non
 
 
 def test_the_dashboard_shows_devices_and_releases(api: httpx.Client) -> None:
-    phone = new_id("phone<b>")
-    credential = enroll(api, phone)
+    phone, channel = new_id("phone"), new_id("ch<b>")  # device ids cannot hold markup
+    credential = enroll(api, phone, channel)
     committed = [report(phone, 0, UpdateState.COMMITTED)]
     api.post(reports_path(phone), json=committed, headers=auth(credential))
     post_release(api, sample_release("2026.48", 3, new_id("ch")))
@@ -367,7 +369,8 @@ def test_the_dashboard_shows_devices_and_releases(api: httpx.Client) -> None:
         releases = web.get("/rollouts")
     assert page.status_code == 200
     assert page.headers["content-type"].startswith("text/html")
-    assert phone.replace("<b>", "&lt;b&gt;") in page.text
+    assert phone in page.text
+    assert channel.replace("<b>", "&lt;b&gt;") in page.text
     assert '<tr class="state-committed">' in page.text
     assert "2026.48" in releases.text
     assert api.get("/fleet", headers=ADMIN_AUTH).status_code == 303  # a cookie, not a header
@@ -403,9 +406,8 @@ def test_settings_come_from_the_environment(tmp_path: Path) -> None:
 def test_the_agents_own_client_speaks_to_this_server(api: httpx.Client) -> None:
     """The wire contract end to end: agent.server_api against the real server."""
     phone, channel = new_id("phone"), new_id("ch")
-    device = ServerApi(str(api.base_url), phone)
-    credential = device.enroll(ENROLL, "sim", channel)
-    assert device.credential == credential
+    device = ServerApi(str(api.base_url), phone, DeviceKey.generate())
+    assert device.enroll(ENROLL, "sim", channel)  # the broker secret
     assert device.poll().notice is None
     assert post_release(api, sample_release("2026.47", 1, channel)).status_code == 201
     notice = device.poll().notice
@@ -415,7 +417,7 @@ def test_the_agents_own_client_speaks_to_this_server(api: httpx.Client) -> None:
     assert device.send_reports(reports) == {0, 1}
     assert device.send_reports(reports) == {0, 1}
     assert len(reports_held(api, phone)) == 2
-    stranger = ServerApi(str(api.base_url), phone, credential="stolen?")
+    stranger = ServerApi(str(api.base_url), phone, bearer="stolen?")
     with pytest.raises(TransportError, match="401"):
         stranger.poll()
 

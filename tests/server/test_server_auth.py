@@ -46,8 +46,8 @@ from server.errors import (
 from server.models import ApiToken, Device, utcnow
 from server.mosquitto import verify_password
 from server.settings import Settings
-from server.testing import MOSQUITTO_PIPE_LEAK, dashboard_client, new_id
-from wire import API_PREFIX, ENROLL_PATH, poll_path
+from server.testing import MOSQUITTO_PIPE_LEAK, dashboard_client, enroll_keyed, new_id
+from wire import API_PREFIX, poll_path
 
 pytestmark = pytest.mark.filterwarnings(MOSQUITTO_PIPE_LEAK)  # see server.testing
 
@@ -191,11 +191,8 @@ def api(db_url: str) -> Iterator[httpx.Client]:
 
 
 def _enroll(client: httpx.Client, device_id: str) -> str:
-    body = {"enrollment_token": ENROLL, "device_id": device_id, "model": "sim",
-            "channel": "stable"}  # fmt: skip
-    answer = client.post(ENROLL_PATH, json=body)
-    assert answer.status_code == 200, answer.text
-    return str(answer.json()["credential"])
+    """Enroll with a key of the device's own; returns its access token."""
+    return enroll_keyed(client, device_id, ENROLL).token
 
 
 def test_token_admin_api_issues_lists_without_secrets_and_revokes(api: httpx.Client) -> None:
@@ -357,7 +354,7 @@ def test_broker_config_from_the_registry_admits_enrolled_devices(
         live_server(Settings(db_url=db, enrollment_token=ENROLL)) as url,
         httpx.Client(base_url=url) as client,
     ):
-        credential = _enroll(client, phone)
+        credential = enroll_keyed(client, phone, ENROLL).broker_secret
     engine = make_engine(db)
     with make_sessions(engine)() as s:
         stored = s.get_one(Device, phone).broker_password_hash

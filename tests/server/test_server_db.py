@@ -15,10 +15,9 @@ from sqlalchemy import func, select
 from server.db import make_engine, make_sessions, upgrade_to_head
 from server.errors import UnknownDeviceError
 from server.models import Base, Device, Report
-from server.schemas import EnrollRequest
-from server.services.devices import enroll_device, is_silent
+from server.services.devices import is_silent
 from server.services.reports import ingest_reports
-from server.testing import MOSQUITTO_PIPE_LEAK, sample_report
+from server.testing import MOSQUITTO_PIPE_LEAK, enroll_in_session, sample_report
 from wire import ReportsAck, UpdateState
 
 WRITERS = 6
@@ -43,10 +42,7 @@ def test_concurrent_duplicate_reports_are_stored_once(db_url: str) -> None:
     sessions = make_sessions(engine)
     try:
         with sessions() as session:
-            request = EnrollRequest(
-                enrollment_token="t", device_id="phone-1", model="sim", channel="stable"
-            )
-            enroll_device(session, request, "t")
+            enroll_in_session(session, "phone-1", "sim", "stable", "t")
         reports = [sample_report("phone-1", seq) for seq in range(20)]
         reports.append(sample_report("phone-1", 20, UpdateState.COMMITTED))
         acks: list[ReportsAck] = []

@@ -20,8 +20,6 @@ from server.errors import (
     TooLargeError,
 )
 from server.models import Device, FCode, Feedback, FeedbackGroup, Release, utcnow
-from server.schemas import EnrollRequest
-from server.services.devices import enroll_device
 from server.services.fcodes import issue_fcodes, leave_preview, redeem_fcode
 from server.services.feedback import (
     MAX_LOG_BYTES,
@@ -34,7 +32,7 @@ from server.services.feedback import (
     vote,
 )
 from server.services.reports import ingest_reports
-from server.testing import MOSQUITTO_PIPE_LEAK
+from server.testing import MOSQUITTO_PIPE_LEAK, enroll_in_session
 from wire import FailureReason, StatusReport, UpdateState
 
 pytestmark = pytest.mark.filterwarnings(MOSQUITTO_PIPE_LEAK)  # see server.testing
@@ -50,10 +48,7 @@ def session(db_url: str) -> Iterator[Session]:
     try:
         with make_sessions(engine)() as s:
             for n in range(1, 7):
-                request = EnrollRequest(
-                    enrollment_token="t", device_id=f"phone-{n}", model="sim", channel="preview"
-                )
-                enroll_device(s, request, "t")
+                enroll_in_session(s, f"phone-{n}", "sim", "preview", "t")
             yield s
     finally:
         engine.dispose()
@@ -195,9 +190,7 @@ def test_a_code_raced_by_many_devices_is_spent_exactly_once(db_url: str) -> None
     try:
         with sessions() as s:
             for n in range(RACERS):
-                request = EnrollRequest(enrollment_token="t", device_id=f"racer-{n}", model="sim",
-                                        channel="stable")  # fmt: skip
-                enroll_device(s, request, "t")
+                enroll_in_session(s, f"racer-{n}", "sim", "stable", "t")
             (code,) = issue_fcodes(s, count=1, expires_in_s=60).codes
         outcomes: list[str] = []
         barrier = threading.Barrier(RACERS)

@@ -7,6 +7,7 @@ device's topic, and a report heard over MQTT is stored exactly once however ofte
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import signal
 import socket
@@ -26,15 +27,23 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from lab.net import free_port, is_listening, wait_for_port
-from lab.processes import embedded_broker, live_server
+from lab.processes import embedded_broker, live_server, with_login
 from server.api_client import OtaApi
 from server.api_models import Device, Report
 from server.broker import EmbeddedBroker
+from server.broker_access import BrokerAccess
+from server.mosquitto import hash_password
 from server.mqtt_bridge import parse_broker_url
 from server.settings import Settings
-from server.testing import MOSQUITTO_PIPE_LEAK, database_url, new_id, sample_release, sample_report
+from server.testing import (
+    MOSQUITTO_PIPE_LEAK,
+    database_url,
+    enroll_keyed,
+    new_id,
+    sample_release,
+    sample_report,
+)
 from wire import (
-    ENROLL_PATH,
     AvailabilityNotice,
     Command,
     ReportsAck,
@@ -57,11 +66,13 @@ class MqttClient:
     """A throw-away paho client: subscribes in on_connect, queues what it hears."""
 
     def __init__(self, broker_url: str, *topics: str) -> None:
-        self._host, self._port, *_ = parse_broker_url(broker_url)
+        self._host, self._port, _, user, password = parse_broker_url(broker_url)
         self._topics = topics
         self.messages: queue.Queue[mqtt.MQTTMessage] = queue.Queue()
         self._subscribed: queue.Queue[bool] = queue.Queue()
         self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=new_id("test"))
+        if user:
+            self.client.username_pw_set(user, password)
         self.client.on_connect = self._on_connect
         self.client.on_subscribe = lambda *_: self._subscribed.put(True)
         self.client.on_message = lambda _c, _u, msg: self.messages.put(msg)
@@ -106,15 +117,8 @@ class Server:
         self.broker_url = broker_url
 
     def enroll(self, device_id: str, channel: str = "stable", model: str = "sim") -> str:
-        body = {
-            "enrollment_token": ENROLL,
-            "device_id": device_id,
-            "model": model,
-            "channel": channel,
-        }
-        answer = self.http.post(ENROLL_PATH, json=body)
-        assert answer.status_code == 200, answer.text
-        return str(answer.json()["credential"])
+        """Enroll with a key of the device's own; returns its access token."""
+        return enroll_keyed(self.http, device_id, ENROLL, model, channel).token
 
     def reports(self, device_id: str) -> list[Report]:
         return self.admin.reports(device_id)
@@ -267,13 +271,15 @@ def test_reports_that_break_the_rules_are_dropped(
 # ---------------------------------------------------------------------- the embedded broker
 
 
-def test_embedded_broker_round_trip_and_stop() -> None:
+def test_embedded_broker_round_trip_and_stop(tmp_path: Path) -> None:
     port = free_port()
-    with EmbeddedBroker("127.0.0.1", port) as broker:
+    access = BrokerAccess(f"sqlite:///{tmp_path / 'ota.db'}", hash_password("pw"))
+    with EmbeddedBroker("127.0.0.1", port, access) as broker:
         assert broker.url == f"mqtt://127.0.0.1:{port}"
+        login = with_login(broker.url, access.server_user, "pw")
         with (
-            MqttClient(broker.url, "ota/v1/test/#") as listener,
-            MqttClient(broker.url) as talker,
+            MqttClient(login, "ota/v1/test/#") as listener,
+            MqttClient(login) as talker,
         ):
             talker.publish("ota/v1/test/hello", b"world")
             message = listener.next()
@@ -285,15 +291,17 @@ def test_embedded_broker_reports_a_busy_port() -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
-        broker = EmbeddedBroker("127.0.0.1", taken.getsockname()[1])
+        access = BrokerAccess("sqlite://", hash_password("pw"))
+        broker = EmbeddedBroker("127.0.0.1", taken.getsockname()[1], access)
         with pytest.raises(Exception, match="can't be started"):
             broker.start()
         broker.stop()
 
 
 def test_the_server_works_with_the_embedded_broker(tmp_path: Path) -> None:
-    with embedded_broker() as broker_url:
-        settings = server_settings(f"sqlite:///{tmp_path / 'ota.db'}", broker_url)
+    db_url = f"sqlite:///{tmp_path / 'ota.db'}"
+    with embedded_broker(db_url) as broker_url:
+        settings = server_settings(db_url, broker_url)
         with (
             live_server(settings) as url,
             httpx.Client(base_url=url, timeout=20) as http,
@@ -311,16 +319,17 @@ def test_the_server_works_with_the_embedded_broker(tmp_path: Path) -> None:
             wait_until(lambda: len(server.reports(phone)) == 1, "the report over amqtt")
 
 
-def test_ota_broker_run_serves_until_sigterm() -> None:
+def test_ota_broker_run_serves_until_sigterm(tmp_path: Path) -> None:
     port = free_port()
-    code = (
-        f"from server.broker import run_embedded_broker; run_embedded_broker('127.0.0.1', {port})"
-    )
-    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    db_url = f"sqlite:///{tmp_path / 'ota.db'}"
+    command = ["ota", "broker", "run", "--port", str(port), "--db-url", db_url]
+    env = {**os.environ, "OTA_BROKER_PASSWORD": "pw"}
+    ota = [sys.executable, "-c", "from server.cli import main; main()", *command[1:]]
+    proc = subprocess.Popen(ota, stdout=subprocess.PIPE, text=True, env=env)
     try:
         wait_for_port(port)
-        with MqttClient(f"mqtt://127.0.0.1:{port}", "t/#") as listener:
-            listener.publish("t/1", b"ping")
+        with MqttClient(f"mqtt://ota-server:pw@127.0.0.1:{port}", "ota/v1/t/#") as listener:
+            listener.publish("ota/v1/t/1", b"ping")
             assert listener.next().payload == b"ping"
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=20) == 0
@@ -336,8 +345,9 @@ def test_ota_broker_run_serves_until_sigterm() -> None:
 
 def test_a_server_whose_broker_is_away_still_works_and_catches_up(tmp_path: Path) -> None:
     port = free_port()
+    db_url = f"sqlite:///{tmp_path / 'ota.db'}"
     settings = replace(
-        server_settings(f"sqlite:///{tmp_path / 'ota.db'}", f"mqtt://127.0.0.1:{port}"),
+        server_settings(db_url, f"mqtt://ota-server:pw@127.0.0.1:{port}"),
         mqtt_connect_wait_s=0.2,
     )
     with live_server(settings) as url, httpx.Client(base_url=url, timeout=20) as http:
@@ -345,5 +355,5 @@ def test_a_server_whose_broker_is_away_still_works_and_catches_up(tmp_path: Path
         body = sample_release("2026.47", 1, "stable", "sim")
         assert http.post("/api/v1/releases", json=body, headers=ADMIN_AUTH).status_code == 201
         assert time.monotonic() - started < 2.0  # nothing waits for a broker that is not there
-        with embedded_broker(port) as broker_url:  # the broker comes back
+        with embedded_broker(db_url, port, password="pw") as broker_url:  # the broker comes back
             wait_until(lambda: _retained(broker_url, channel_topic("stable", "sim")), "notice")

@@ -23,8 +23,8 @@ from server.api_client import OtaApi
 from server.api_models import Report
 from server.mosquitto import BrokerDevice, write_broker_config
 from server.settings import Settings
-from server.testing import MOSQUITTO_PIPE_LEAK, new_id, sample_release, sample_report
-from wire import ENROLL_PATH, AvailabilityNotice, channel_topic, device_status_topic
+from server.testing import MOSQUITTO_PIPE_LEAK, enroll_keyed, new_id, sample_release, sample_report
+from wire import AvailabilityNotice, channel_topic, device_status_topic
 
 pytestmark = [pytest.mark.mosquitto, pytest.mark.filterwarnings(MOSQUITTO_PIPE_LEAK)]
 
@@ -84,8 +84,7 @@ def test_the_server_speaks_tls_and_its_acl(tls_broker: TlsBroker, tmp_path: Path
     )
     phone = tls_broker.device.device_id
     with live_server(settings) as url, httpx.Client(base_url=url, timeout=20) as http:
-        body = {"enrollment_token": ENROLL, "device_id": phone, "model": "sim", "channel": "stable"}
-        assert http.post(ENROLL_PATH, json=body).status_code == 200
+        enroll_keyed(http, phone, ENROLL)
         release = sample_release("2026.47", 1, "stable", "sim")
         admin = {"Authorization": f"Bearer {ADMIN}"}
         assert http.post("/api/v1/releases", json=release, headers=admin).status_code == 201

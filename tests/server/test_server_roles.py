@@ -24,14 +24,17 @@ from lab.processes import live_server
 from server.app import create_app
 from server.auth import Role
 from server.settings import RateLimitConfig, Settings
-from server.testing import MOSQUITTO_PIPE_LEAK, new_id, sample_release
+from server.testing import MOSQUITTO_PIPE_LEAK, enroll_keyed, new_id, sample_release
 from wire import (
     API_PREFIX,
     ENROLL_PATH,
     FEEDBACK_PATH,
     TUF_METADATA_PATH,
     TUF_TARGETS_PATH,
+    broker_secret_path,
+    challenge_path,
     command_ack_path,
+    device_token_path,
     leave_preview_path,
     poll_path,
     redeem_path,
@@ -85,6 +88,15 @@ EXPECTED: dict[tuple[str, str], Rule] = {
     # devices: enrollment takes the fleet's enrollment token in the body
     ("POST", ENROLL_PATH): PUBLIC,
     ("GET", poll_path("{device_id}")): allow(D, own_device=True),
+    # a device's key: a challenge for anyone, a token for its signature (the body proves it)
+    ("GET", challenge_path("{device_id}")): PUBLIC,
+    ("POST", device_token_path("{device_id}")): PUBLIC,
+    ("POST", broker_secret_path("{device_id}")): allow(D, own_device=True),
+    ("POST", f"{P}/devices/{{device_id}}/reset"): allow(A),
+    ("GET", f"{P}/devices/{{device_id}}/audit"): allow(A),
+    ("POST", f"{P}/enrollment-tokens"): allow(A),
+    ("GET", f"{P}/enrollment-tokens"): allow(A),
+    ("DELETE", f"{P}/enrollment-tokens/{{name}}"): allow(A),
     ("POST", command_ack_path("{device_id}")): allow(D, own_device=True),
     ("POST", reports_path("{device_id}")): allow(D, own_device=True),
     # the release engineer's API and the fleet view
@@ -208,11 +220,7 @@ class World:
 
 
 def _enroll(client: httpx.Client, device_id: str) -> str:
-    body = {"enrollment_token": ENROLL, "device_id": device_id, "model": "sim",
-            "channel": "stable"}  # fmt: skip
-    answer = client.post(ENROLL_PATH, json=body)
-    assert answer.status_code == 200, answer.text
-    return str(answer.json()["credential"])
+    return enroll_keyed(client, device_id, ENROLL).token
 
 
 def _token(client: httpx.Client, role: Role, subject: str = "") -> str:

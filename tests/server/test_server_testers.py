@@ -25,8 +25,8 @@ from server.models import Device, FCode, utcnow
 from server.schemas import FCodeIssue
 from server.services.fcodes import hash_code
 from server.settings import Settings
-from server.testing import MOSQUITTO_PIPE_LEAK, database_url, new_id
-from wire import ENROLL_PATH, leave_preview_path, poll_path
+from server.testing import MOSQUITTO_PIPE_LEAK, database_url, enroll_keyed, new_id
+from wire import leave_preview_path, poll_path
 
 ENROLL = "enroll-secret"
 pytestmark = pytest.mark.filterwarnings(MOSQUITTO_PIPE_LEAK)  # see server.testing
@@ -45,12 +45,8 @@ class Api:
         return token
 
     def enroll(self, channel: str = "stable") -> tuple[str, str]:
-        device_id = new_id("phone")
-        body = {"enrollment_token": ENROLL, "device_id": device_id, "model": "sim",
-                "channel": channel}  # fmt: skip
-        answer = self.http.post(ENROLL_PATH, json=body)
-        assert answer.status_code == 200, answer.text
-        return device_id, str(answer.json()["credential"])
+        device = enroll_keyed(self.http, new_id("phone"), ENROLL, channel=channel)
+        return device.device_id, device.token
 
     def device(self, device_id: str) -> Device:
         with self.sessions() as session:

@@ -21,7 +21,7 @@ from wire.paths import (
     reports_path,
     vote_path,
 )
-from wire.target import TargetCustom, is_rom_target, target_name
+from wire.target import DeltaCustom, TargetCustom, delta_target_name, is_rom_target, target_name
 from wire.topics import (
     PROTOCOL_VERSION,
     STATUS_WILDCARD,
@@ -45,6 +45,7 @@ __all__ = [
     "AvailabilityNotice",
     "Command",
     "CommandKind",
+    "DeltaCustom",
     "FailureReason",
     "PollAnswer",
     "ProtocolError",
@@ -54,6 +55,7 @@ __all__ = [
     "UpdateState",
     "announce_topic",
     "channel_topic",
+    "delta_target_name",
     "device_cmd_topic",
     "device_id_from_status_topic",
     "device_status_topic",

@@ -2,9 +2,9 @@
 
 The ops are read from the header; copies read the source by offset (the running slot, on a
 device) and go straight to the sink; literal blocks come from one segment at a time, each
-decompressed with its reference ranges of the source as zstd's prefix. At most one
-segment's literal bytes and its reference are held at once (`MAX_SEGMENT`, `MAX_REFERENCE`),
-plus `PIECE` for copies, whatever the image size.
+patched (HDiffPatch) from its reference ranges of the source. At most one segment's literal
+bytes, its diff and its reference are held at once (`MAX_SEGMENT`, `MAX_REFERENCE`), plus
+`PIECE` for copies, whatever the image size.
 
 This module checks the patch's structure (`PatchError`); whether the output is the signed
 image is for the caller to check, on the bytes as they are written (`sink`).
@@ -13,11 +13,14 @@ image is for the caller to check, on the bytes as they are written (`sink`).
 from __future__ import annotations
 
 import errno
+import lzma
+import zlib
 from collections.abc import Iterator
 from typing import BinaryIO, Final, Protocol
 
-from romdelta.codec import zstd
-from romdelta.format import WINDOW_LOG, Op, PatchError, PatchHeader, Segment, read_header
+import hdiffpatch
+
+from romdelta.format import DICT_SIZE, Op, PatchError, PatchHeader, Segment, read_header
 
 PIECE: Final = 1024 * 1024
 _ZEROS: Final = bytes(PIECE)
@@ -44,7 +47,8 @@ def apply_patch(patch: BinaryIO, source: Source, sink: Sink) -> PatchHeader:
     whatever `sink.write` raises (OSError, or the caller's check of the output).
     """
     header = read_header(patch)
-    literals = _literal_pieces(patch, source, header.segments)
+    diffs = DiffStream(patch)
+    literals = _LiteralPieces(decompress_segment(diffs, source, s) for s in header.segments)
     left = header.target_length
     for op, count, first in header.ops:
         size = min(count * header.block_size, left)
@@ -55,6 +59,7 @@ def apply_patch(patch: BinaryIO, source: Source, sink: Sink) -> PatchHeader:
         else:
             _literal(literals, size, sink)
         left -= size
+    diffs.finish()
     return header
 
 
@@ -98,27 +103,57 @@ class _LiteralPieces:
         return piece
 
 
-def _literal_pieces(
-    patch: BinaryIO, source: Source, segments: tuple[Segment, ...]
-) -> _LiteralPieces:
-    return _LiteralPieces(decompress_segment(patch, source, s) for s in segments)
+class DiffStream:
+    """The xz stream of the segments' diffs, read in order, a diff at a time."""
+
+    def __init__(self, patch: BinaryIO) -> None:
+        self._patch = patch
+        self._decoder = lzma.LZMADecompressor(lzma.FORMAT_XZ, memlimit=2 * DICT_SIZE)
+
+    def read(self, size: int) -> bytes:
+        """Exactly the next `size` bytes; PatchError when the stream ends first."""
+        pieces: list[bytes] = []
+        left = size
+        while left > 0:
+            if self._decoder.eof:
+                raise PatchError("the diffs end before the segments do")
+            data = self._patch.read(PIECE) if self._decoder.needs_input else b""
+            if self._decoder.needs_input and not data:
+                raise PatchError("the patch ends inside the diffs")
+            try:
+                piece = self._decoder.decompress(data, max_length=left)
+            except lzma.LZMAError as exc:
+                raise PatchError(f"the diffs do not decompress: {exc}") from None
+            pieces.append(piece)
+            left -= len(piece)
+        return b"".join(pieces)
+
+    def finish(self) -> None:
+        """PatchError unless the stream ends here, intact (its index and footer checked)."""
+        if self._decoder.eof:
+            return
+        while not self._decoder.eof:
+            data = self._patch.read(PIECE)
+            if not data:
+                raise PatchError("the patch ends inside the diffs")
+            try:
+                extra = self._decoder.decompress(data, max_length=1)
+            except lzma.LZMAError as exc:
+                raise PatchError(f"the diffs do not decompress: {exc}") from None
+            if extra:
+                raise PatchError("the diffs hold more than the segments")
 
 
-def decompress_segment(patch: BinaryIO, source: Source, segment: Segment) -> bytes:
-    """The literal bytes of `segment`, whose frame is next in `patch`."""
-    frame = patch.read(segment.frame)
-    if len(frame) != segment.frame:
-        raise PatchError("the patch ends inside a frame")
-    options: dict[int, int] = {zstd.DecompressionParameter.window_log_max: WINDOW_LOG}
+def decompress_segment(diffs: DiffStream, source: Source, segment: Segment) -> bytes:
+    """The literal bytes of `segment`, whose diff is next in `diffs`."""
+    frame = diffs.read(segment.frame)
     reference = _reference(source, segment.refs)
-    prefix = zstd.ZstdDict(reference, is_raw=True).as_prefix if reference else None
-    decompressor = zstd.ZstdDecompressor(zstd_dict=prefix, options=options)
     try:
-        data = decompressor.decompress(frame, max_length=segment.size + 1)
-    except zstd.ZstdError as exc:
-        raise PatchError(f"a literal segment does not decompress: {exc}") from None
-    if len(data) != segment.size or not decompressor.eof:
-        raise PatchError(f"a literal segment holds {len(data)} bytes, not {segment.size}")
+        data = hdiffpatch.apply(reference, frame)
+    except hdiffpatch.HDiffPatchError as exc:
+        raise PatchError(f"a literal segment does not apply: {exc}") from None
+    if len(data) != segment.size or zlib.crc32(data) != segment.crc32:
+        raise PatchError(f"a literal segment does not apply to {segment.size} good bytes")
     return data
 
 

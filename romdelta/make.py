@@ -4,27 +4,31 @@
    becomes a COPY of it, an all-zero block a ZERO, the rest LITERAL (runs are merged).
 2. The old blocks that the new image no longer holds are, mostly, the old versions of the
    files that changed; file systems lay files out in about the same order from one build to
-   the next. Each segment of the literal stream is compressed with zstd against the matching
-   stretch of those old blocks as its prefix, with long-distance matching.
-3. Segments are compressed in parallel (`workers` processes), each reading its blocks itself.
+   the next. Each segment of the literal stream is diffed (HDiffPatch) against the
+   matching stretch of those old blocks.
+3. Segments are diffed in parallel (`workers` processes), each reading its blocks itself;
+   the diffs are then compressed as one xz stream.
 """
 
 from __future__ import annotations
 
 import hashlib
+import lzma
 import os
+import zlib
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Final
 
-from romdelta.codec import zstd
+import hdiffpatch
+
 from romdelta.format import (
     BLOCK_SIZE,
+    DIFF_FILTERS,
     MAX_REFERENCE,
     MAX_SEGMENT,
-    WINDOW_LOG,
     Op,
     PatchHeader,
     Segment,
@@ -37,11 +41,9 @@ Runs = list[tuple[int, int]]  # (first block, count)
 @dataclass(frozen=True)
 class MakeOptions:
     block_size: int = BLOCK_SIZE
-    # Measured on the ROM pair (docs/benchmarks.md): 4 MiB segments against 8 MiB of old
-    # blocks make a smaller patch than 8/24 or 16/32, and apply holds less at once.
-    segment_size: int = 4 * 1024 * 1024  # literal bytes per frame
-    reference_size: int = 8 * 1024 * 1024  # old bytes each frame compresses against
-    level: int = 12  # zstd level: lazy2 + long-distance matching; higher is slower, not smaller
+    # Measured on the ROM pair (decision 0016): 4 MiB segments against 8 MiB of old blocks.
+    segment_size: int = 4 * 1024 * 1024  # literal bytes per diff
+    reference_size: int = 8 * 1024 * 1024  # old bytes each segment is diffed against
     workers: int = 2
 
     def __post_init__(self) -> None:
@@ -70,7 +72,6 @@ class _Job:
     new_length: int
     blocks: Runs
     refs: tuple[tuple[int, int], ...]
-    level: int
 
 
 def make_patch(old: Path, new: Path, out: Path, options: MakeOptions | None = None) -> PatchStats:
@@ -83,20 +84,19 @@ def make_patch(old: Path, new: Path, out: Path, options: MakeOptions | None = No
     ops, literal = plan_ops(old_digests, new_digests, bs, new_length)
     unused = unused_blocks(old_digests, set(new_digests), bs)
     jobs = [
-        _Job(Path(old), Path(new), bs, new_length, blocks, refs, opts.level)
+        _Job(Path(old), Path(new), bs, new_length, blocks, refs)
         for blocks, refs in plan_segments(literal, unused, opts)
     ]
     frames = _compress_all(jobs, opts.workers)
     segments = tuple(
-        Segment(job.refs, _literal_size(job), len(frame))
-        for job, frame in zip(jobs, frames, strict=True)
+        Segment(job.refs, _literal_size(job), len(frame), crc)
+        for job, (frame, crc) in zip(jobs, frames, strict=True)
     )
     header = PatchHeader(bs, Path(old).stat().st_size, new_length, tuple(ops), segments)
     header.check()
     with Path(out).open("wb") as sink:
         sink.write(header.to_bytes())
-        for frame in frames:
-            sink.write(frame)
+        sink.write(compress_diffs(frame for frame, _ in frames))
         size = sink.tell()
     counts = {op: sum(c for o, c, _ in ops if o is op) for op in Op}
     return PatchStats(size, counts[Op.COPY], counts[Op.ZERO], counts[Op.LITERAL], len(segments))
@@ -215,7 +215,7 @@ def _runs(blocks: Iterable[int]) -> Runs:
 # --------------------------------------------------------------------------- compressing
 
 
-def _compress_all(jobs: list[_Job], workers: int) -> list[bytes]:
+def _compress_all(jobs: list[_Job], workers: int) -> list[tuple[bytes, int]]:
     """Every segment's frame, in order; on `workers` processes when there is work for them."""
     if workers <= 1 or len(jobs) <= 1:
         return [compress_segment(job) for job in jobs]
@@ -223,21 +223,19 @@ def _compress_all(jobs: list[_Job], workers: int) -> list[bytes]:
         return list(pool.map(compress_segment, jobs))
 
 
-def compress_segment(job: _Job) -> bytes:
-    """One zstd frame of the segment's literal bytes, with its reference as the prefix."""
+def compress_diffs(diffs: Iterable[bytes]) -> bytes:
+    """The diffs, in order, as one xz stream."""
+    compressor = lzma.LZMACompressor(lzma.FORMAT_XZ, filters=DIFF_FILTERS)
+    return b"".join(compressor.compress(diff) for diff in diffs) + compressor.flush()
+
+
+def compress_segment(job: _Job) -> tuple[bytes, int]:
+    """The HDiffPatch diff (uncompressed: `compress_diffs` does it for all at once) from the
+    segment's reference to its bytes, and the crc32 of those bytes."""
     with job.new.open("rb") as new, job.old.open("rb") as old:
         data = b"".join(_read_runs(new, job.blocks, job.block_size, job.new_length))
         reference = b"".join(_read(old, offset, length) for offset, length in job.refs)
-    options: dict[int, int] = {
-        zstd.CompressionParameter.compression_level: job.level,
-        zstd.CompressionParameter.window_log: WINDOW_LOG,
-        zstd.CompressionParameter.enable_long_distance_matching: 1,
-        zstd.CompressionParameter.checksum_flag: 1,  # 4 bytes a frame: a damaged one is caught
-    }
-    prefix = zstd.ZstdDict(reference, is_raw=True).as_prefix if reference else None
-    compressor = zstd.ZstdCompressor(options=options, zstd_dict=prefix)
-    compressor.set_pledged_input_size(len(data))
-    return compressor.compress(data, mode=zstd.ZstdCompressor.FLUSH_FRAME)
+    return hdiffpatch.diff(reference, data, None, validate=False), zlib.crc32(data)
 
 
 def _literal_size(job: _Job) -> int:

@@ -7,7 +7,8 @@ output's sha256 is compared with NEW's. Tools: `orangefriday` (romdelta, this pr
 lzma) and detools (PyPI, its hdiffpatch algorithm, lzma), and the full image as `zstd -19`.
 
 The Debian tools: `apt-get install bsdiff xdelta3 zstd`. HDiffPatch and detools live in the
-bench's own environment, never the agent's: `make .venv-bench` (bench/requirements-delta.txt).
+bench's own environment, never the agent's: `make .venv-bench/.installed`
+(bench/requirements-delta.txt).
 A tool that is missing gets a row with `ok: false` and a `missing` hint.
 
 Prints a JSON list of rows: tool, patch_bytes, generate_s, apply_s, apply_peak_rss_mb, ok.
@@ -32,6 +33,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 BENCH_PYTHON = ROOT / ".venv-bench" / "bin" / "python"
 HERE = Path(__file__).resolve()
+BENCH_VENV = "make .venv-bench/.installed"
 
 Commands = Callable[[Path, Path, Path, Path], tuple[list[str], list[str]]]
 
@@ -98,8 +100,16 @@ TOOLS: dict[str, tuple[Commands, str, str]] = {  # name: (commands, needs, how t
     "bsdiff": (bsdiff, "bsdiff", "apt-get install bsdiff"),
     "xdelta3 -9": (xdelta3, "xdelta3", "apt-get install xdelta3"),
     "zstd -19 --long=30 --patch-from": (zstd_patch_from, "zstd", "apt-get install zstd"),
-    "hdiffpatch (lzma)": (python_peer("hdiffpatch"), str(BENCH_PYTHON), "make .venv-bench"),
-    "detools (hdiffpatch, lzma)": (python_peer("detools"), str(BENCH_PYTHON), "make .venv-bench"),
+    "hdiffpatch (lzma)": (
+        python_peer("hdiffpatch"),
+        str(BENCH_PYTHON),
+        "make .venv-bench/.installed",
+    ),
+    "detools (hdiffpatch, lzma)": (
+        python_peer("detools"),
+        str(BENCH_PYTHON),
+        "make .venv-bench/.installed",
+    ),
     "zstd -19 (full image)": (zstd_full, "zstd", "apt-get install zstd"),
 }
 

@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint types pytest bench bench-delta clean
+.PHONY: demo dashboard test lint types pytest slow bootloader bench bench-delta clean
 
 $(STAMP): pyproject.toml
 	@test -n "$(PYTHON)" || { echo "error: need Python 3.11 or newer on PATH" >&2; exit 1; }
@@ -15,7 +15,11 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/ota demo
+	$(BIN)/ota-lab demo
+
+# the demo, then the server and the fleet keep running: it prints the dashboard's URL and a token
+dashboard: $(STAMP)
+	$(BIN)/ota-lab demo --serve
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -26,13 +30,23 @@ types: $(STAMP)
 	$(BIN)/mypy
 
 # Branch coverage of the packages, with a floor (pyproject's fail_under) that only goes up;
-# the report is the last thing `make test` prints.
+# the report is the last thing `make test` prints, with where the dashboard's screenshots are.
 pytest: $(STAMP)
 	$(BIN)/coverage erase
-	$(BIN)/coverage run -m pytest -q -m "not slow"
+	$(BIN)/coverage run -m pytest -q -m "not slow and not bootloader"
 	$(BIN)/coverage report
+	@echo "browser screenshots of the dashboard: test-artifacts/screens/"
+
+# Our boot script in a real U-Boot under QEMU (u-boot-qemu, qemu-system-arm, mtools, ...).
+bootloader: $(STAMP)
+	$(BIN)/pytest -q -m bootloader
 
 test: lint types pytest
+
+# The long runs `make test` leaves out (the torture run on the page-cache disk, the QEMU boots);
+# CI runs them after `make test`.
+slow: $(STAMP)
+	$(BIN)/pytest -q -m "slow or bootloader"
 
 bench: $(STAMP)
 	$(BIN)/python bench/install.py --size-mb 256

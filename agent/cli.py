@@ -11,9 +11,12 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from agent.config import load_config
-from agent.errors import AgentError
+from agent.config import AgentConfig, credential_path, load_config
+from agent.errors import AgentError, ConfigError
 from agent.tester import add_commands as add_tester_commands
+from hardware.bootcontrol import BootControlError
+
+BACKEND_DOCS = "docs/agent.md"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -33,6 +36,9 @@ def main(argv: list[str] | None = None) -> int:
     except AgentError as exc:
         print(f"ota-agent: error: {exc}", file=sys.stderr)
         return 1
+    except BootControlError as exc:
+        print(f"ota-agent: error: [slot] {exc} (see {BACKEND_DOCS})", file=sys.stderr)
+        return 1
     return result
 
 
@@ -49,22 +55,44 @@ def _parser() -> argparse.ArgumentParser:
     enroll = sub.add_parser("enroll", help="trade an enrollment token for a device credential")
     enroll.add_argument("--config", type=Path, required=True)
     enroll.add_argument("--token", required=True)
-    enroll.add_argument("--credential-out", type=Path, required=True)
+    enroll.add_argument(
+        "--credential-out",
+        type=Path,
+        help="where to keep it (default: the config's credential_file, else <data_dir>/credential)",
+    )
     enroll.set_defaults(func=_cmd_enroll)
+    _add_sim_commands(sub)
     sub.add_parser("tuf-client", help="TUF conformance client (see --help of it)")
     add_tester_commands(sub)  # join-preview, leave-preview, feedback, vote
     return parser
+
+
+class StopRequested(BaseException):
+    """SIGTERM or Ctrl-C: stop now, whatever runs. Every step of the agent is safe to cut
+    short (it is journaled first, as for a power cut) and resumes at the next start."""
 
 
 def _cmd_run(ns: argparse.Namespace) -> int:
     from agent.daemon import AgentDaemon, build_agent
 
     config = load_config(ns.config)
+    _require_credential(config, ns.config)
     daemon = AgentDaemon(config, build_agent(config))
     stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
-    daemon.run(stop)
+
+    def on_signal(signum: int, _frame: object) -> None:
+        if stop.is_set():
+            return  # already stopping: let the doorbell close
+        stop.set()
+        daemon.wake()
+        raise StopRequested(signal.Signals(signum).name)
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    try:
+        daemon.run(stop)
+    except StopRequested as why:
+        logging.getLogger("agent").info("%s: stopped on %s", config.device_id, why)
     return 0
 
 
@@ -88,8 +116,48 @@ def _cmd_enroll(ns: argparse.Namespace) -> int:
     from durable import atomic_write
 
     config = load_config(ns.config)
+    out = ns.credential_out or credential_path(config)
     api = ServerApi(config.server_url, config.device_id)
     credential = api.enroll(ns.token, config.model, config.channel)
-    atomic_write(ns.credential_out, credential.encode())  # 0600: a secret
-    print(f"enrolled {config.device_id}; credential written to {ns.credential_out}")
+    config.data_dir.mkdir(parents=True, exist_ok=True)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(out, credential.encode())  # 0600: a secret
+    print(f"enrolled {config.device_id}; credential written to {out}")
+    return 0
+
+
+def _require_credential(config: AgentConfig, path: Path) -> None:
+    if not config.credential:
+        raise ConfigError(
+            f"no device credential at {credential_path(config)}: enroll first with "
+            f"`ota-agent enroll --config {path} --token ENROLLMENT_TOKEN`"
+        )
+
+
+def _add_sim_commands(sub: Any) -> None:
+    sim = sub.add_parser("sim", help='the simulated device (`[slot] backend = "sim"`)')
+    sim_sub = sim.add_subparsers(required=True, metavar="COMMAND")
+    provision = sim_sub.add_parser(
+        "provision", help="create the simulated device at [slot] root: two slots, a running"
+    )
+    provision.add_argument("--config", type=Path, required=True)
+    provision.add_argument(
+        "--slot-size-mb", type=int, default=64, help="size of each slot (sparse; default 64)"
+    )
+    provision.set_defaults(func=_cmd_sim_provision)
+
+
+def _cmd_sim_provision(ns: argparse.Namespace) -> int:
+    from hardware.options import required_str
+    from hardware.sim import ENV_FILE, SimDevice
+
+    config = load_config(ns.config)
+    if config.slot_backend != "sim":
+        raise ConfigError(f'[slot] backend is {config.slot_backend!r}, not "sim"')
+    root = Path(required_str(config.slot_options, "root", "sim"))
+    if (root / ENV_FILE).exists():
+        print(f"a simulated device already exists at {root}; left as it is")
+        return 0
+    SimDevice.provision(root, slot_size=ns.slot_size_mb * 1024 * 1024, model=config.model)
+    print(f"simulated device {config.model} at {root}: slot a running, slot b empty")
     return 0

@@ -20,6 +20,7 @@ class AgentConfig:
     data_dir: Path
     trusted_root: Path  # the root.json the device was provisioned with
     credential: str = ""
+    credential_file: Path | None = None  # where `ota-agent enroll` keeps the credential
     broker_url: str = ""  # mqtt://host:port or mqtts://; empty = HTTP polling only
     broker_ca: str = ""  # CA file for mqtts:// (the generated broker CA); default: system CAs
     metadata_url: str = ""  # default: <server_url>/tuf/metadata/
@@ -51,6 +52,23 @@ def _with_slash(url: str) -> str:
 CHANNEL_OVERRIDE_FILE = "channel"
 
 _REQUIRED = ("device_id", "model", "channel", "server_url", "data_dir", "trusted_root")
+_OPTIONAL = (
+    "credential",
+    "credential_file",
+    "broker_url",
+    "broker_ca",
+    "metadata_url",
+    "targets_url",
+    "poll_interval_s",
+    "poll_jitter",
+    "version_file",
+    "slot",
+    "health",
+    "policy",
+)
+_HEALTH_KEYS = ("deadline_s", "retry_interval_s", "check")
+CONFIG_DOCS = "docs/agent.md#configuration"
+DEFAULT_CREDENTIAL_FILE = "credential"  # in data_dir, when the config names none
 
 
 def load_config(path: Path) -> AgentConfig:
@@ -67,15 +85,18 @@ def load_config(path: Path) -> AgentConfig:
 def config_from_dict(raw: dict[str, Any], base: Path = Path()) -> AgentConfig:
     missing = [k for k in _REQUIRED if not raw.get(k)]
     if missing:
-        raise ConfigError(f"config is missing: {', '.join(missing)}")
+        raise ConfigError(f"config is missing: {', '.join(missing)} (see {CONFIG_DOCS})")
     slot = raw.get("slot", {})
     health = raw.get("health", {})
     if not isinstance(slot, dict) or not isinstance(health, dict):
         raise ConfigError("[slot] and [health] must be tables")
-    credential = str(raw.get("credential", ""))
-    if not credential and raw.get("credential_file"):
-        credential = _read_secret(base / str(raw["credential_file"]))
+    _refuse_unknown(raw, (*_REQUIRED, *_OPTIONAL), "")
+    _refuse_unknown(health, _HEALTH_KEYS, "[health] ")
     data_dir = base / str(raw["data_dir"])
+    credential_file = base / str(raw["credential_file"]) if raw.get("credential_file") else None
+    credential = str(raw.get("credential", "")) or _read_secret(
+        credential_file or data_dir / DEFAULT_CREDENTIAL_FILE
+    )
     try:
         return AgentConfig(
             device_id=str(raw["device_id"]),
@@ -85,6 +106,7 @@ def config_from_dict(raw: dict[str, Any], base: Path = Path()) -> AgentConfig:
             data_dir=data_dir,
             trusted_root=base / str(raw["trusted_root"]),
             credential=credential,
+            credential_file=credential_file,
             broker_url=str(raw.get("broker_url", "")),
             broker_ca=str(base / str(raw["broker_ca"])) if raw.get("broker_ca") else "",
             metadata_url=str(raw.get("metadata_url", "")),
@@ -94,13 +116,22 @@ def config_from_dict(raw: dict[str, Any], base: Path = Path()) -> AgentConfig:
             health_deadline_s=float(health.get("deadline_s", 60.0)),
             health_retry_s=float(health.get("retry_interval_s", 1.0)),
             slot_backend=str(slot.get("backend", "sim")),
-            slot_options={k: v for k, v in slot.items() if k != "backend"},
+            slot_options=_slot_options(slot, base),
             health_checks=list(health.get("check", [])),
             policy=dict(raw.get("policy", {})),
             version_file=str(raw.get("version_file", "")),
         )
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"config has a value of the wrong type: {exc}") from None
+
+
+def _slot_options(slot: dict[str, Any], base: Path) -> dict[str, Any]:
+    """The [slot] table but `backend`; a relative `root` (the simulated device's folder) is
+    relative to the config file, as every other path in it."""
+    options = {k: v for k, v in slot.items() if k != "backend"}
+    if isinstance(options.get("root"), str) and options["root"]:
+        options["root"] = str(base / options["root"])
+    return options
 
 
 def channel_override(data_dir: Path) -> str:
@@ -125,8 +156,26 @@ def current_channel(config: AgentConfig) -> str:
     return channel_override(config.data_dir) or config.channel
 
 
+def credential_path(config: AgentConfig) -> Path:
+    """Where the device credential is kept: the config's `credential_file`, else
+    `<data_dir>/credential`."""
+    return config.credential_file or config.data_dir / DEFAULT_CREDENTIAL_FILE
+
+
+def _refuse_unknown(table: dict[str, Any], known: tuple[str, ...], where: str) -> None:
+    unknown = sorted(set(table) - set(known))
+    if unknown:
+        raise ConfigError(
+            f"unknown {where}key(s) in config: {', '.join(unknown)} "
+            f"(known: {', '.join(sorted(known))}; see {CONFIG_DOCS})"
+        )
+
+
 def _read_secret(path: Path) -> str:
+    """The credential, or "" before enrollment (`ota-agent enroll` writes it)."""
     try:
         return path.read_text().strip()
+    except FileNotFoundError:
+        return ""
     except OSError as exc:
         raise ConfigError(f"cannot read credential file {path}: {exc.strerror}") from None

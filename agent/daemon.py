@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import importlib.metadata
 import logging
 import queue
 import random
@@ -28,7 +29,7 @@ from agent.runner import Agent, AgentParts, jittered
 from agent.server_api import ServerApi
 from agent.trusted_clock import TrustedClock
 from agent.tuf_client import TufClient
-from durable import atomic_write, move_aside
+from durable import atomic_write, ensure_dir, move_aside, replace
 from hardware.bootcontrol import BootControl
 from hardware.registry import open_boot_control
 from wire import (
@@ -41,6 +42,8 @@ from wire import (
 
 log = logging.getLogger(__name__)
 _SAFE_ID = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+DONE_SUFFIX = ".done"  # a command that ran: `<command_id>.done` in the commands directory
+KEEP_DONE = 200
 
 
 def build_agent(config: AgentConfig, boot: BootControl | None = None) -> Agent:
@@ -91,6 +94,14 @@ def _health_checks(config: AgentConfig, boot: BootControl) -> list[HealthCheck]:
     return checks
 
 
+def agent_version() -> str:
+    """This agent's own version (the installed package's)."""
+    try:
+        return importlib.metadata.version("orangefriday")
+    except importlib.metadata.PackageNotFoundError:
+        return "(not installed)"
+
+
 def _initial_version(config: AgentConfig) -> str:
     if not config.version_file:
         return ""
@@ -107,8 +118,11 @@ class AgentDaemon:
         self.config = dataclasses.replace(config, channel=override) if override else config
         config = self.config
         self.agent = agent
-        self._rng = rng or random.Random()
+        self._rng = rng or random.Random()  # noqa: S311  # poll jitter spreads load, guards nothing
         self._wake = threading.Event()
+        # Storing a heard command and marking a handled one done must not interleave: a
+        # redelivery checked between the two would be stored again and run twice.
+        self._commands_lock = threading.Lock()
         self._inbox: queue.SimpleQueue[AvailabilityNotice | Command] = queue.SimpleQueue()
         self.doorbell: Doorbell | None = None
         if config.broker_url:
@@ -127,6 +141,8 @@ class AgentDaemon:
             agent.parts.reporter = self.doorbell
 
     def run(self, stop: threading.Event) -> None:
+        """Until `stop` is set (and the daemon woken: `wake`), or an exception ends it."""
+        self._log_start()
         self.agent.resume()
         if self.doorbell is not None:
             self.doorbell.start()
@@ -140,6 +156,18 @@ class AgentDaemon:
             if self.doorbell is not None:
                 self.doorbell.stop()
 
+    def _log_start(self) -> None:
+        config, agent = self.config, self.agent
+        log.info(
+            "%s: ota-agent %s started: slot %s, channel %s, server %s, broker %s",
+            config.device_id,
+            agent_version(),
+            agent.parts.boot.status().active.value,
+            config.channel,
+            config.server_url,
+            config.broker_url or "(none: HTTP polls only)",
+        )
+
     def wake(self) -> None:
         self._wake.set()
 
@@ -147,7 +175,7 @@ class AgentDaemon:
         """Handle what MQTT brought, then ask the server over HTTP, then send reports."""
         for command in self._stored_commands():
             self.agent.handle_command(command)
-            (self._commands_dir / f"{command.command_id}.json").unlink(missing_ok=True)
+            self._mark_done(command)
         while not self._inbox.empty():
             item = self._inbox.get_nowait()
             if isinstance(item, AvailabilityNotice):
@@ -162,11 +190,35 @@ class AgentDaemon:
     def _commands_dir(self) -> Path:
         return self.config.data_dir / "commands"
 
-    def _store_command(self, command: Command) -> None:
+    def _store_command(self, command: Command) -> bool:
+        """Keep `command` on disk until it is run; False when it was run already (the broker
+        delivers again what it never saw acknowledged)."""
         if not _SAFE_ID.fullmatch(command.command_id):
             raise ProtocolError(f"unusable command id {command.command_id!r}")
-        self._commands_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write(self._commands_dir / f"{command.command_id}.json", command.to_json())
+        with self._commands_lock:
+            if self._done_path(command).exists():
+                log.info(
+                    "%s: command %s was run already", self.config.device_id, command.command_id
+                )
+                return False
+            stored = self._commands_dir / f"{command.command_id}.json"
+            if stored.exists():  # heard before a crash and not yet run: it runs once, from disk
+                return False
+            ensure_dir(self._commands_dir)
+            atomic_write(stored, command.to_json())
+            return True
+
+    def _done_path(self, command: Command) -> Path:
+        return self._commands_dir / f"{command.command_id}{DONE_SUFFIX}"
+
+    def _mark_done(self, command: Command) -> None:
+        """Remember that `command` ran (a redelivery must not run it again); the oldest
+        marks go once there are more than `KEEP_DONE`."""
+        with self._commands_lock:
+            replace(self._commands_dir / f"{command.command_id}.json", self._done_path(command))
+        done = sorted(self._commands_dir.glob(f"*{DONE_SUFFIX}"), key=lambda p: p.stat().st_mtime)
+        for old in done[:-KEEP_DONE]:
+            old.unlink(missing_ok=True)
 
     def _stored_commands(self) -> list[Command]:
         """Commands heard over MQTT, oldest first; they survive a crash until handled."""
@@ -188,7 +240,8 @@ class AgentDaemon:
                     self._inbox.put(AvailabilityNotice.from_json(payload))
             elif topic == device_cmd_topic(self.config.device_id):
                 command = Command.from_json(payload)
-                self._store_command(command)  # durable before the broker gets its ack
+                if not self._store_command(command):  # durable before the broker gets its ack
+                    return
                 self.agent.note_command(command)  # a cancel stops a running download now
                 self._inbox.put(command)
         except ProtocolError as exc:

@@ -114,11 +114,13 @@ class DeltaInstaller:
 
     def _apply(self, patch_path: Path, full: TargetInfo, sink: SlotSink) -> None:
         verifier = StreamVerifier(full)
-        active = self.boot.status().active
-        assert isinstance(self.boot, SlotReader)  # find() returned a delta
+        reader = self.boot
+        if not isinstance(reader, SlotReader):
+            raise InstallError("this boot backend cannot read the running slot")
+        active = reader.status().active
         sink.seek(0)
         try:
-            with patch_path.open("rb") as patch, self.boot.open_slot_for_read(active) as source:
+            with patch_path.open("rb") as patch, reader.open_slot_for_read(active) as source:
                 apply_patch(patch, source, _VerifyingSink(verifier, sink))
             verifier.finish()
             sink.flush()

@@ -67,6 +67,7 @@ class Doorbell:
             self._client.tls_set(ca_certs=ca_file or None)
         self._client.reconnect_delay_set(min_delay=1, max_delay=60)
         self._client.on_connect = self._handle_connect
+        self._client.on_disconnect = self._handle_disconnect
         self._client.on_message = self._handle_message
 
     def start(self) -> None:
@@ -96,10 +97,29 @@ class Doorbell:
         properties: Any,
     ) -> None:
         if getattr(reason_code, "is_failure", False):
-            log.warning("broker refused the connection: %s", reason_code)
+            log.warning("broker %s refused the connection: %s", self._where, reason_code)
             return
+        resumed = " (session resumed)" if flags.session_present else ""
+        log.info("broker %s connected%s", self._where, resumed)
         client.subscribe([(topic, 1) for topic in self._topics])
         self._on_connected()
+
+    def _handle_disconnect(
+        self,
+        client: mqtt.Client,
+        userdata: Any,
+        flags: mqtt.DisconnectFlags,
+        reason_code: Any,
+        properties: Any,
+    ) -> None:
+        if getattr(reason_code, "is_failure", False):
+            log.info("broker %s lost (%s); reconnecting", self._where, reason_code)
+        else:
+            log.info("broker %s disconnected", self._where)
+
+    @property
+    def _where(self) -> str:
+        return f"{self._host}:{self._port}"
 
     def _handle_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
         self._on_message(msg.topic, bytes(msg.payload))

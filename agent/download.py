@@ -56,7 +56,7 @@ def keep_going() -> bool:
 def exponential_backoff(attempt: int, *, base: float = 1.0, cap: float = 60.0) -> float:
     """Seconds to wait before retry `attempt` (1, 2, ...): doubling, capped, half jittered."""
     ceiling: float = min(cap, base * 2.0 ** (attempt - 1))
-    return ceiling / 2 + random.uniform(0, ceiling / 2)
+    return ceiling / 2 + random.uniform(0, ceiling / 2)  # noqa: S311  # retry jitter, no secret
 
 
 # --------------------------------------------------------------------------- checking
@@ -403,10 +403,12 @@ def _rehash_sink(sink: SlotSink, verifier: StreamVerifier, upto: int) -> None:
     except VerificationError as exc:
         if exc.reason is not FailureReason.HASH_MISMATCH:
             raise
-        log.info("slot holds a bad chunk, fetching again from it: %s", exc)
+        if verifier.verified > 0:  # a first chunk that differs is just an older image
+            log.info("slot holds a bad chunk, fetching again from it: %s", exc)
     verifier.rollback()
     target = verifier.target
-    log.info("resuming %s at byte %d of %d", target.path, verifier.verified, target.length)
+    if verifier.verified > 0:
+        log.info("resuming %s at byte %d of %d", target.path, verifier.verified, target.length)
 
 
 def _read_pieces(source: Readable, upto: int) -> Iterator[bytes]:

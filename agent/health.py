@@ -51,12 +51,31 @@ class HealthCheck(Protocol):
     def run(self, timeout_s: float) -> str | None: ...
 
 
+WHAT_TO_DO: Final = (
+    "the new slot is rolled back; run that check by hand on a device with the new build to see"
+    " why, then fix the build or the check (a check must pass on a healthy device:"
+    " `systemctl is-system-running` says degraded on many healthy ones, where"
+    " `systemctl is-active --quiet multi-user.target` passes)"
+)
+
+
 @dataclass(frozen=True)
 class HealthResult:
     ok: bool
     failed_check: str = ""
     problem: str = ""  # one line
     log_excerpt: str = ""  # what ran, and the failing check's output; bounded
+    output: str = ""  # the failing check's output (what its problem said past the first line)
+
+    def explanation(self) -> str:
+        """For the log, on one line: which check failed, its output, and what to do."""
+        if self.ok:
+            return "all health checks passed"
+        output = " | ".join(line for line in self.output.splitlines() if line.strip())
+        return (
+            f"health check {self.failed_check!r} failed: {self.problem}"
+            f"; its output: {output or '(none)'}; {WHAT_TO_DO}"
+        )
 
 
 # --------------------------------------------------------------------------- checks
@@ -96,7 +115,7 @@ class CommandCheck:
 
     def run(self, timeout_s: float) -> str | None:
         try:
-            proc = subprocess.Popen(
+            proc = subprocess.Popen(  # noqa: S603  # argv from the owner's config, no shell
                 self.argv,
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
@@ -105,7 +124,8 @@ class CommandCheck:
             )
         except OSError as exc:
             return f"cannot run {self.argv[0]}: {exc.strerror or exc}"
-        assert proc.stdout is not None
+        if proc.stdout is None:  # Popen(stdout=PIPE) always has one; -O must not hide a change
+            raise RuntimeError(f"{self.argv[0]}: no output pipe")
         output = _OutputTail(proc.stdout)
         try:
             code = proc.wait(timeout=max(timeout_s, 0.0))
@@ -258,9 +278,13 @@ class _Run:
         return problem
 
     def failed(self, name: str, problem: str) -> HealthResult:
-        first_line = problem.strip().splitlines()[0] if problem.strip() else "unhealthy"
+        lines = problem.strip().splitlines() or ["unhealthy"]
         return HealthResult(
-            ok=False, failed_check=name, problem=first_line[:300], log_excerpt=self.excerpt()
+            ok=False,
+            failed_check=name,
+            problem=lines[0][:300],
+            log_excerpt=self.excerpt(),
+            output=bounded_tail("\n".join(lines[1:]), OUTPUT_TAIL_LIMIT),
         )
 
     def excerpt(self) -> str:

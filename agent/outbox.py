@@ -12,7 +12,8 @@ silently dropped as a duplicate. Two things on disk guard that:
 A power cut at any instant loses no report that `add` returned and doubles none: files are
 written with `atomic_write`, and a number whose report never became durable is simply
 skipped. A report file that cannot be read is moved aside (`<seq>.json.corrupt-<unix_ns>`),
-listed by `quarantined()`, and never silently lost.
+listed by `quarantined()`, and never silently lost. So is a report the server refused
+outright (`set_aside`: a conflicting or far-ahead seq), so that it cannot block the others.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ log = logging.getLogger(__name__)
 
 COUNTER_NAME: Final = "next-seq"
 _REPORT_NAME = re.compile(r"^(\d{20})\.json$")
-_ASIDE_NAME = re.compile(r"^(\d{20})\.json\.corrupt-\d+$|^next-seq\.corrupt-\d+$")
+_ASIDE_NAME = re.compile(r"^(\d{20})\.json\.(?:corrupt|refused)-\d+$|^next-seq\.corrupt-\d+$")
 _SEQ_DIGITS: Final = 20
 
 
@@ -82,8 +83,19 @@ class Outbox:
             if removed:
                 durable.fsync_dir(self.directory)
 
+    def set_aside(self, seq: int, why: str) -> None:
+        """The server refused this report for good: keep it aside (its number stays used),
+        out of the reports sent."""
+        with self._lock:
+            path = self._path(seq)
+            if path.exists():
+                aside = durable.move_aside(path, "refused")
+                log.warning(
+                    "outbox report %d refused by the server (%s); kept as %s", seq, why, aside
+                )
+
     def quarantined(self) -> list[Path]:
-        """Report (or counter) files that could not be read and were moved aside."""
+        """Report (or counter) files that could not be read, or were refused, moved aside."""
         if not self.directory.is_dir():
             return []
         return sorted(p for p in self.directory.iterdir() if _ASIDE_NAME.match(p.name))

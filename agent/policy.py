@@ -234,7 +234,9 @@ class CommandAsker:
 
 def _command_says_yes(argv: list[str], timeout_s: float, *, if_broken: bool) -> bool:
     try:
-        done = subprocess.run(argv, capture_output=True, timeout=timeout_s, check=False)
+        done = subprocess.run(  # noqa: S603  # argv from the owner's config, no shell
+            argv, capture_output=True, timeout=timeout_s, check=False
+        )
     except (OSError, subprocess.TimeoutExpired) as exc:
         log.warning("policy command %s failed (%s); taking it as %s", argv[0], exc, if_broken)
         return if_broken

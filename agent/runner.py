@@ -31,7 +31,13 @@ from agent import decide
 from agent.decide import DeviceFacts
 from agent.delta import delta_installer
 from agent.download import download_into
-from agent.errors import AgentError, InstallError, UpdateCancelledError, VerificationError
+from agent.errors import (
+    AgentError,
+    InstallError,
+    TransportError,
+    UpdateCancelledError,
+    VerificationError,
+)
 from agent.fetcher import RangeFetcher
 from agent.health import HealthCheck, run_health_checks
 from agent.installed import InstalledRelease
@@ -39,6 +45,7 @@ from agent.journal import Journal, JournalRecord
 from agent.machine import Event, is_resting, next_state
 from agent.outbox import Outbox
 from agent.policy import UpdatePolicy, evaluate_policies
+from agent.progress import DownloadProgress
 from agent.tuf_client import TargetInfo, TufClient, check_target
 from hardware.bootcontrol import BootControl, BootControlError, Slot, SlotSink
 from wire import (
@@ -69,6 +76,8 @@ class ServerLink(Protocol):
     def send_reports(self, reports: Sequence[StatusReport]) -> set[int]: ...
 
     def poll(self) -> PollAnswer: ...
+
+    def ack_commands(self, command_ids: Sequence[str]) -> None: ...
 
 
 @dataclass
@@ -124,6 +133,7 @@ class Agent:
         self._abandon = AbandonRequest()
         self._driving = False  # a step runs on the thread that holds the lock
         self._last_command_poll = 0.0
+        self._taken_commands: list[str] = []  # handled or noted, not yet acknowledged
         self._deltas = delta_installer(parts)
 
     @property
@@ -175,6 +185,7 @@ class Agent:
         next check."""
         log.info("%s: command %s (%s)", self.parts.device_id, command.kind, command.command_id)
         self.note_command(command)
+        self._taken_commands.append(command.command_id)
         if not self._lock.acquire(blocking=False):
             return  # an update runs on another thread; it sees the request at its next check
         try:
@@ -198,18 +209,53 @@ class Agent:
             self.handle_command(command)
         if answer.notice is not None:
             self.consider(answer.notice, force=force)
+        self.ack_taken_commands()
+
+    def ack_taken_commands(self) -> None:
+        """Tell the server which commands were handled (or noted by the running update), so
+        its polls stop repeating them; on failure they come again and are handled again,
+        which every command allows."""
+        taken, self._taken_commands = self._taken_commands, []
+        if not taken:
+            return
+        try:
+            self.parts.server.ack_commands(list(dict.fromkeys(taken)))
+        except AgentError as exc:
+            log.info("%s: commands not acknowledged yet: %s", self.parts.device_id, exc)
+            self._taken_commands = taken + self._taken_commands
 
     def flush_reports(self) -> None:
-        """Send what the outbox holds, in order; keep anything not acknowledged."""
+        """Send what the outbox holds, in order; keep anything not acknowledged. Reports the
+        server refuses outright (a conflicting or far-ahead seq) are set aside, one by one,
+        so that one of them cannot hold back all the others forever."""
         pending = self.parts.outbox.pending()
         if not pending:
             return
         try:
             acked = self.parts.server.send_reports(pending)
+        except TransportError as exc:
+            if exc.retryable:
+                log.info("%s: reports kept for later: %s", self.parts.device_id, exc)
+                return
+            acked = self._send_one_by_one(pending)
         except AgentError as exc:
-            log.info("%s: reports kept for later: %s", self.parts.device_id, exc)
+            log.info("%s: reports kept for later: %d (%s)", self.parts.device_id, len(pending), exc)
             return
         self.parts.outbox.ack(acked)
+        log_delivery(self.parts.device_id, [r.seq for r in pending], acked)
+
+    def _send_one_by_one(self, pending: Sequence[StatusReport]) -> set[int]:
+        acked: set[int] = set()
+        for report in pending:
+            try:
+                acked |= self.parts.server.send_reports([report])
+            except TransportError as exc:
+                if exc.retryable:
+                    break
+                self.parts.outbox.set_aside(report.seq, str(exc))
+            except AgentError:
+                break
+        return acked
 
     # ------------------------------------------------------------------ what is
 
@@ -308,6 +354,10 @@ class Agent:
 
     def _begin(self, notice: AvailabilityNotice) -> None:
         target = self.parts.boot.status().active.other
+        log.info(
+            "%s: update found: %s (%s), installing into slot %s",
+            *(self.parts.device_id, notice.release_version, notice.target_path, target.value),
+        )
         self._transition(
             Event.UPDATE_FOUND,
             current_version=self.current_version,
@@ -401,6 +451,7 @@ class Agent:
                 *(self.parts.device_id, command.kind, command.command_id),
             )
             self.note_command(command)
+            self._taken_commands.append(command.command_id)
 
     def _crash_looping(self) -> bool:
         """Count step starts durably; give up a step that keeps dying (crash loop)."""
@@ -436,6 +487,7 @@ class Agent:
                         sink,
                         resume_from=resume,
                         keep_going=self._keep_downloading,
+                        progress=DownloadProgress(self.parts.device_id, info.path, info.length),
                     )
         except UpdateCancelledError as exc:
             log.info("%s: %s", self.parts.device_id, exc)
@@ -443,6 +495,10 @@ class Agent:
         except (AgentError, BootControlError) as exc:
             self._fail_download(exc)
             return
+        log.info(
+            "%s: verified %s: %d bytes in slot %s match the signed hashes",
+            *(self.parts.device_id, info.path, info.length, slot.value),
+        )
         signed = InstalledRelease.of(info.rom) if info.rom else None
         self._transition(
             Event.DOWNLOAD_DONE,
@@ -512,6 +568,10 @@ class Agent:
             )
             return
         self._transition(Event.TRIAL_ARMED)
+        log.info(
+            "%s: trial armed: slot %s boots %s on trial; rebooting",
+            *(self.parts.device_id, self.record.target_slot, self.record.target_version),
+        )
         self.parts.boot.reboot()
 
     def _step_after_reboot(self) -> None:
@@ -539,6 +599,10 @@ class Agent:
             self.parts.health_deadline_s,
             retry_interval_s=self.parts.health_retry_s,
         )
+        if result.ok:
+            log.info("%s: health checks passed on slot %s", self.parts.device_id, slot.value)
+        else:
+            log.warning("%s: %s", self.parts.device_id, result.explanation())
         if self._abandon.is_set():
             return  # cancelled during the trial: never commit; the drive loop rolls back
         if result.ok:
@@ -555,6 +619,10 @@ class Agent:
         self._transition(Event.HEALTH_FAILED, reason=FailureReason.HEALTH_CHECK, detail=detail)
 
     def _committed(self) -> None:
+        log.info(
+            "%s: committed %s on slot %s",
+            *(self.parts.device_id, self.record.target_version, self.record.target_slot),
+        )
         self._transition(
             Event.HEALTH_PASSED,
             current_version=self.record.target_version,
@@ -578,17 +646,30 @@ class Agent:
                 self.parts.device_id,
                 exc,
             )
+        log.info("%s: rebooting into the committed slot", self.parts.device_id)
         self.parts.boot.reboot()
 
     def _rolled_back(self, reason: FailureReason, detail: dict[str, Any]) -> None:
         slot = self.record.target_slot
         status = self.parts.boot.status()
+        log.info(
+            "%s: rolled back %s: slot %s runs again (%s: %s)",
+            *(self.parts.device_id, self.record.target_version, status.active.value, reason.value),
+            detail.get("why") or detail.get("problem") or detail.get("command") or "",
+        )
         self._transition(
             Event.BOOTED_OLD_SLOT,
             reason=reason,
             **self.record.without_slot(slot),
             detail={**detail, "slot": slot, "running_slot": status.active.value},
         )
+
+
+def log_delivery(device_id: str, sent: list[int], acked: set[int]) -> None:
+    """One line: which reports the server now holds, and which stay in the outbox."""
+    kept = [seq for seq in sent if seq not in acked]
+    unacked = f"; kept, not acknowledged: {len(kept)}" if kept else ""
+    log.info("%s: reports delivered: %d%s", device_id, len(sent) - len(kept), unacked)
 
 
 def jittered(interval: float, jitter: float, rng: random.Random | None = None) -> float:

@@ -16,10 +16,12 @@ from agent.errors import TransportError
 from wire import (
     ENROLL_PATH,
     FEEDBACK_PATH,
+    CommandAck,
     PollAnswer,
     ProtocolError,
     ReportsAck,
     StatusReport,
+    command_ack_path,
     leave_preview_path,
     poll_path,
     redeem_path,
@@ -28,6 +30,8 @@ from wire import (
 )
 
 _TIMEOUT = urllib3.Timeout(connect=5.0, read=20.0)
+# The server refused what we sent (conflict, invalid, too large): sending it again won't help.
+REFUSED_STATUSES = frozenset({409, 413, 422})
 
 
 class ServerApi:
@@ -68,6 +72,11 @@ class ServerApi:
         except ProtocolError as exc:
             raise TransportError(f"bad reports answer: {exc}") from None
 
+    def ack_commands(self, command_ids: Sequence[str]) -> None:
+        """Tell the server these commands are stored or handled: no poll repeats them."""
+        body = CommandAck(tuple(command_ids)).to_dict()
+        self._request_raw("POST", command_ack_path(self._device_id), body)
+
     def redeem_fcode(self, code: str) -> dict[str, Any]:
         """Join the channel an F-code opens; the answer holds `channel` and `tester_token`."""
         return self._request("POST", redeem_path(self._device_id), {"code": code})
@@ -104,7 +113,10 @@ class ServerApi:
         except urllib3.exceptions.HTTPError as exc:
             raise TransportError(f"{method} {path}: {exc}") from None
         if resp.status >= 400:
-            raise TransportError(f"{method} {path}: HTTP {resp.status}: {_detail(resp.data)}")
+            raise TransportError(
+                f"{method} {path}: HTTP {resp.status}: {_detail(resp.data)}",
+                retryable=resp.status not in REFUSED_STATUSES,
+            )
         return bytes(resp.data)
 
 

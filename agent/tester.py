@@ -23,7 +23,7 @@ from agent.server_api import ServerApi
 from durable import atomic_write, ensure_dir
 from wire import UpdateState
 
-TESTER_TOKEN_FILE: Final = "tester_token"
+TESTER_TOKEN_FILE: Final = "tester_token"  # noqa: S105  # a file name, not the token
 MAX_LOG_EXCERPT: Final = 64 * 1024  # bytes; the server refuses more (413)
 LAST_REPORTS: Final = 20
 CUT_MARK: Final = "[... {n} earlier bytes cut ...]\n"

@@ -7,7 +7,8 @@ the bootloader's `boot()`, and a new `Agent` built from the same data directory 
 process in all but name). The agent's journal and outbox writes go through the same
 `FaultPlan` as the device's own durable steps, so one plan cuts the power at any durable step
 of either: bootenv writes, slot writes and syncs, journal and outbox files (before or after
-their rename), outbox acknowledgements.
+their rename), outbox acknowledgements. What a cut does to the files is `power_loss`'s: nothing
+by default (every write lands in order); the lab's `CachedDisk.cut` loses what was not synced.
 
 The harness keeps, outside the device, a ledger of every report the outbox made durable; the
 `*_problems` functions compare it, the files on the device and the server's records, and
@@ -38,6 +39,7 @@ from wire import StatusReport, UpdateState
 
 AgentFactory = Callable[[SimDevice], Agent]  # one boot's agent, e.g. build_agent(config, boot=)
 Action = Callable[[Agent], None]
+PowerLoss = Callable[[], None]  # what the power going does to the device's files
 SETTLE_POLLS = 6  # polls after a power-on before a device must be at rest
 
 
@@ -104,6 +106,7 @@ class PoweredDevice:
     booted: list[Slot] = field(default_factory=list)  # each power_on's slot (not agent reboots)
     power_cuts: int = 0
     agent: Agent | None = None
+    power_loss: PowerLoss = field(default=lambda: None)  # e.g. the lab's CachedDisk.cut
 
     @property
     def sim(self) -> SimDevice:
@@ -122,6 +125,7 @@ class PoweredDevice:
             self.booted.append(sim.boot())
         except PowerCut:
             self.power_cuts += 1
+            self.power_loss()
             raise
         agent = self.build(sim)
         agent.parts.outbox = LedgerOutbox(agent.parts.outbox.directory, self.ledger, plan)
@@ -178,6 +182,7 @@ class PoweredDevice:
         """Note reports that became durable without `add` returning (cut after the rename)."""
         self.power_cuts += 1
         self.agent = None
+        self.power_loss()  # before the ledger looks: only what survived the cut counts
         outbox = self.data_dir / "outbox"
         for path in sorted(outbox.glob("*.json")) if outbox.is_dir() else []:
             try:

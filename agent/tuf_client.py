@@ -247,6 +247,7 @@ class TufClient:
         if self.clock is None:
             return
         now = self.clock.now()
+        expiries = []
         for role in ("root", "timestamp", "snapshot", "targets"):
             path = self.metadata_dir / f"{role}.json"
             try:
@@ -258,13 +259,15 @@ class TufClient:
                     f"{role} metadata expired at {signed.expires.isoformat()}; the device's"
                     f" clock says earlier, but it has seen {now.isoformat()}"
                 )
-        self.clock.vouch()
+            expiries.append(signed.expires)
+        self.clock.vouch(not_after=min(expiries))
 
     def get_target(self, path: str) -> TargetInfo:
         """The signed info of target `path` (refreshing first if this client has not)."""
         if self._updater is None:
             self.refresh()
-        assert self._updater is not None
+        if self._updater is None:  # refresh() sets it or raises
+            raise RuntimeError("TUF client has no updater after a refresh")
         with tuf_errors(f"look up {path}"):
             found = self._updater.get_targetinfo(path)
         if found is None:

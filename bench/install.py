@@ -46,15 +46,17 @@ DEVICE = "bench-dev"
 
 
 def serve_api(repo: Path, db: Path, port: int) -> None:
-    import uvicorn
+    """The real server, started the lab's way, until the parent terminates this process."""
+    import signal
 
-    from server.app import create_app
+    from lab.processes import live_server
     from server.settings import Settings
 
     settings = Settings(
         db_url=f"sqlite:///{db}", repo_dir=repo, admin_token=ADMIN, enrollment_token=ENROLL
     )
-    uvicorn.run(create_app(settings), host="127.0.0.1", port=port, log_level="warning")
+    with live_server(settings, port):
+        signal.pause()
 
 
 class _SendfileHandler(http.server.SimpleHTTPRequestHandler):
@@ -236,9 +238,10 @@ def provision(hw: Path, size: int) -> None:
 
 def bench(size_mb: int, server_kind: str, work: Path) -> dict[str, Any]:
     from agent.server_api import ServerApi
-    from server.testing import free_port
+    from lab.net import free_port
+    from server.api_client import OtaApi
+    from server.schemas import ReleaseIn
     from signing.keys import init_keys
-    from signing.notify import notify_server
     from signing.repo import publish_release, target_storage_name
 
     size = size_mb * MIB
@@ -261,7 +264,8 @@ def bench(size_mb: int, server_kind: str, work: Path) -> dict[str, Any]:
             procs.append(spawn("static", f"--repo={repo / 'repository'}", f"--port={static_port}"))
             tuf_url = f"http://127.0.0.1:{static_port}"
             wait_for(f"{tuf_url}/metadata/timestamp.json")
-        notify_server(api_url, ADMIN, release)
+        with OtaApi(api_url, ADMIN) as admin:
+            admin.register_release(ReleaseIn.model_validate(release.to_dict()))
         credential = ServerApi(api_url, DEVICE).enroll(ENROLL, MODEL, "stable")
 
         target_url = f"{tuf_url}/{target_storage_name(release.target_path, release.sha256)}"

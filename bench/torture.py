@@ -2,9 +2,11 @@
 
     .venv/bin/python bench/torture.py --seed 1 --updates 100 --devices 4
 
-A real server (live_server, SQLite) and a signed repository; each round publishes the next
-release and every device installs it while the power goes at random durable steps (of the
-install, of the boots and resumes after a cut, and of brown-out reboots between updates).
+A real server (live_server, SQLite) and a signed repository; the devices' files live on the
+lab's page-cache disk (lab.pagecache.CachedDisk), so a cut loses whatever was not synced.
+Each round publishes the next release and every device installs it while the power goes at
+random durable steps (of the install, of the boots and resumes after a cut, and of brown-out
+reboots between updates).
 Now and then a device's health check is switched to fail for a round, so it must roll back.
 After each round every device is settled and audited (agent.testing): a bootable good slot,
 no torn file, every durable report on the server once, the final state reported.
@@ -24,11 +26,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-# tests/powerlab.py is the lab the power-cut tests use too
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-
-from powerlab import Lab, lab
-
 from agent.runner import Agent
 from agent.testing import (
     PoweredDevice,
@@ -37,6 +34,7 @@ from agent.testing import (
     torn_files,
 )
 from hardware.sim import FaultPlan, SimDevice
+from lab.powerlab import Lab, lab  # the lab the power-cut tests use too
 from wire import FailureReason, UpdateState
 
 INSTALL_STEPS = 140  # an install has 103 to 128 durable steps: a cut drawn past them misses
@@ -96,7 +94,7 @@ def audit(the_lab: Lab, device: PoweredDevice, counts: Counts) -> UpdateState:
     counts.torn_files += len(torn_files(device))
     reports = ReportAudit.of(device.ledger, the_lab.reports(agent.parts.device_id), final)
     row = the_lab.device_row(agent.parts.device_id)
-    counts.lost_final_reports += (not reports.final_reported) or row["state"] != final.value
+    counts.lost_final_reports += (not reports.final_reported) or row.state != final.value
     counts.lost_reports += len(reports.lost)
     counts.duplicate_reports += len(reports.duplicated) + len(reports.reused)
     return final

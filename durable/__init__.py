@@ -23,20 +23,28 @@ step, so a test can cut the power between any two of them. The steps, in order:
 - `<tag>.replace`: the temp file is synced; the target is old;
 - `<tag>.fsync-dir`: the target is renamed into place, the rename not yet synced.
 
+The disk seam: every operation whose durability matters (creating a file, fsync of a file or a
+directory, a rename, a mkdir) goes through one `Disk`, the real OS (`OsDisk`) unless a test
+swaps in another with `using_disk`. The lab's `CachedDisk` (lab/pagecache.py) is one: it keeps
+a page cache, so a power cut loses every write and rename that was not synced. The real path
+costs one method call per operation.
+
 Standard library only: nothing here imports anything of ours; `hardware`, `agent`, `signing`
 and `server` all write through it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, BinaryIO, Final
+from typing import Any, BinaryIO, Final, Protocol
 
 TEMP_SUFFIX: Final = ".tmp"
 STEPS: Final = ("write-temp", "fsync-temp", "replace", "fsync-dir")  # in the order they happen
@@ -48,6 +56,72 @@ WriteTo = Callable[[BinaryIO], object]  # writes a file's content into the open 
 
 _CREATE_EXCLUSIVE: Final = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
 _UNMANAGED_MODE: Final = 0o644  # what `mode=None` creates, less the umask
+
+
+class Disk(Protocol):
+    """The operations durability rests on (the module docstring's disk seam)."""
+
+    def create(self, path: Path, mode: int) -> int:
+        """A new file at `path` (FileExistsError if one is there), open read-write; its fd."""
+        ...
+
+    def fsync(self, fd: int) -> None:
+        """Make the data of the open file `fd` durable."""
+        ...
+
+    def replace(self, source: Path, target: Path) -> None:
+        """Rename `source` over `target` (durable only once their directories are synced)."""
+        ...
+
+    def fsync_dir(self, path: Path) -> None:
+        """Make the entries of directory `path` (creations, renames, removals) durable."""
+        ...
+
+    def mkdir(self, path: Path, mode: int) -> None:
+        """Create directory `path` (durable only once its parent is synced)."""
+        ...
+
+
+class OsDisk:
+    """The real disk: the OS calls themselves."""
+
+    def create(self, path: Path, mode: int) -> int:
+        return os.open(path, _CREATE_EXCLUSIVE, mode)
+
+    def fsync(self, fd: int) -> None:
+        os.fsync(fd)
+
+    def replace(self, source: Path, target: Path) -> None:
+        os.replace(source, target)
+
+    def fsync_dir(self, path: Path) -> None:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def mkdir(self, path: Path, mode: int) -> None:
+        path.mkdir(mode=mode)
+
+
+_disk: Disk = OsDisk()
+
+
+def current_disk() -> Disk:
+    """The disk every durable operation goes through now."""
+    return _disk
+
+
+@contextmanager
+def using_disk(disk: Disk) -> Iterator[Disk]:
+    """Send every durable operation through `disk` (in every thread) until the block ends."""
+    global _disk
+    before, _disk = _disk, disk
+    try:
+        yield disk
+    finally:
+        _disk = before
 
 
 def no_step(_name: str) -> None:
@@ -111,7 +185,7 @@ def atomic_write_stream(
     try:
         _fill_temp(fd, write_to, mode, on_step, tag)
         on_step(f"{tag}.replace")
-        os.replace(temp, path)
+        _disk.replace(temp, path)
     except BaseException:  # also KeyboardInterrupt: never leave our temp file behind
         temp.unlink(missing_ok=True)
         raise
@@ -123,7 +197,7 @@ def _create_temp(path: Path, mode: int | None) -> tuple[int, Path]:
     """A new, empty temp file next to `path`: private until its mode is set."""
     temp = path.with_name(f".{path.name}.{secrets.token_hex(6)}{TEMP_SUFFIX}")
     create_mode = _UNMANAGED_MODE if mode is None else PRIVATE
-    return os.open(temp, _CREATE_EXCLUSIVE, create_mode), temp
+    return _disk.create(temp, create_mode), temp
 
 
 def _fill_temp(fd: int, write_to: WriteTo, mode: int | None, on_step: StepHook, tag: str) -> None:
@@ -134,7 +208,7 @@ def _fill_temp(fd: int, write_to: WriteTo, mode: int | None, on_step: StepHook, 
         write_to(out)
         out.flush()
         on_step(f"{tag}.fsync-temp")
-        os.fsync(out.fileno())
+        fsync_file(out.fileno())
 
 
 # --------------------------------------------------------------------------- new files, renames
@@ -148,13 +222,13 @@ def create_file(path: Path, data: bytes, *, mode: int = PRIVATE) -> None:
     file. Use it where a later durable `replace` publishes the file (a staging folder, a
     `.new` name), never for a file readers use in place.
     """
-    fd = os.open(path, _CREATE_EXCLUSIVE, mode)
+    fd = _disk.create(path, mode)
     try:
         with os.fdopen(fd, "wb") as out:
             os.fchmod(out.fileno(), mode)
             out.write(data)
             out.flush()
-            os.fsync(out.fileno())
+            fsync_file(out.fileno())
     except BaseException:
         path.unlink(missing_ok=True)
         raise
@@ -163,7 +237,7 @@ def create_file(path: Path, data: bytes, *, mode: int = PRIVATE) -> None:
 
 def replace(source: Path, target: Path) -> None:
     """`os.replace(source, target)` (a file or a directory), durable when this returns."""
-    os.replace(source, target)
+    _disk.replace(source, target)
     fsync_dir(target.parent)
     if source.parent != target.parent:
         fsync_dir(source.parent)
@@ -180,13 +254,14 @@ def move_aside(path: Path, label: str = "corrupt") -> Path:
 # --------------------------------------------------------------------------- directories
 
 
+def fsync_file(fd: int) -> None:
+    """Make the data written to the open file `fd` durable."""
+    _disk.fsync(fd)
+
+
 def fsync_dir(path: Path) -> None:
     """Make creations, renames and removals of entries in directory `path` durable."""
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    _disk.fsync_dir(path)
 
 
 def ensure_dir(path: Path, *, mode: int = 0o777) -> None:
@@ -195,7 +270,8 @@ def ensure_dir(path: Path, *, mode: int = 0o777) -> None:
     if path.is_dir():
         return
     ensure_dir(path.parent)
-    path.mkdir(mode=mode, exist_ok=True)
+    with contextlib.suppress(FileExistsError):  # another writer made it meanwhile
+        _disk.mkdir(path, mode)
     fsync_dir(path.parent)
 
 

@@ -8,11 +8,16 @@ partitions and verifies it, so this backend has no `open_slot` (it raises) and a
 - write      = `update_engine_client --update --follow --payload=URL --offset=N --size=N
                --headers=...`, with `SWITCH_SLOT_ON_REBOOT=0` so the slot is not armed yet;
 - trial      = `bootctl set-active-boot-slot N`: the bootloader gives the slot a number of
-               tries (7 in AOSP's libboot_control) and falls back when they run out;
+               tries (6, kActiveTries in AOSP's libboot_control) and falls back when they
+               run out;
 - commit     = `bootctl mark-boot-successful` (what update_verifier does on a healthy boot).
 
 The committed slot is the running one once it is marked successful, otherwise the other one.
 bootctl does not expose the tries left: a running trial reports 0, a pending one `tries`.
+
+update_engine_client logs to stderr (brillo's kLogToStderr), and a payload applied without
+switching slots completes with kUpdatedButNotActive (52), which it counts as success: both
+as in AOSP's update_engine_client_android.cc, which the fake in hardware/fakes follows.
 """
 
 from __future__ import annotations
@@ -22,12 +27,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from hardware.bootcontrol import BootControlError, BootStatus, Slot, SlotSink
-from hardware.commands import reboot_and_wait, run_tool, tool_says_yes
+from hardware.commands import reboot_and_wait, run_tool, run_tool_logging, tool_says_yes
 from hardware.options import command_option, optional_int
 
 SLOT_NUMBER = {Slot.A: 0, Slot.B: 1}
 DEFAULT_MAX_PAYLOAD = 8 * 1024**3
 NO_SWITCH_HEADER = "SWITCH_SLOT_ON_REBOOT=0"
+# What update_engine_client exits 0 on: applied and armed, or applied and not armed (ours).
+APPLIED = ("ErrorCode::kSuccess", "ErrorCode::kUpdatedButNotActive")
+ACTIVE_TRIES = 6
 
 
 @dataclass(frozen=True)
@@ -38,7 +46,7 @@ class AndroidSettings:
     reboot_wait_s: float = 120.0
     apply_timeout_s: float = 3600.0
     max_payload_size: int = DEFAULT_MAX_PAYLOAD
-    tries: int = 7
+    tries: int = ACTIVE_TRIES
 
 
 class AndroidControl:
@@ -59,7 +67,7 @@ class AndroidControl:
                 reboot_wait_s=float(optional_int(options, "reboot_wait_s", 120)),
                 apply_timeout_s=float(optional_int(options, "apply_timeout_s", 3600)),
                 max_payload_size=optional_int(options, "max_payload_size", DEFAULT_MAX_PAYLOAD),
-                tries=optional_int(options, "tries", 7),
+                tries=optional_int(options, "tries", ACTIVE_TRIES),
             )
         )
 
@@ -120,9 +128,9 @@ class AndroidControl:
         if offset < 0 or size <= 0:
             raise BootControlError(f"bad payload range: offset={offset} size={size}")
         argv = self._payload_command(url, offset, size, [*headers, NO_SWITCH_HEADER])
-        output = run_tool(argv, timeout=self.settings.apply_timeout_s)
+        output = run_tool_logging(argv, timeout=self.settings.apply_timeout_s)
         outcome = completion_code(output)
-        if outcome != "ErrorCode::kSuccess":
+        if outcome not in APPLIED:
             raise BootControlError(f"update_engine did not apply the payload: {outcome}")
 
     def _payload_command(

@@ -19,29 +19,37 @@ def run_tool(
     argv: Sequence[str], *, stdin: str | None = None, timeout: float = TOOL_TIMEOUT_S
 ) -> str:
     """Run `argv`, return its stdout; any failure raises BootControlError."""
-    try:
-        done = subprocess.run(
-            list(argv), input=stdin, capture_output=True, text=True, timeout=timeout, check=False
-        )
-    except FileNotFoundError:
-        raise BootControlError(f"boot tool not found: {argv[0]}") from None
-    except subprocess.TimeoutExpired:
-        raise BootControlError(f"{_shown(argv)} did not finish within {timeout:.0f}s") from None
+    done = _finished(argv, stdin, timeout)
     if done.returncode != 0:
         problem = (done.stderr or done.stdout).strip()[-500:]
         raise BootControlError(f"{_shown(argv)} failed (exit {done.returncode}): {problem}")
     return done.stdout
 
 
+def run_tool_logging(argv: Sequence[str], *, timeout: float = TOOL_TIMEOUT_S) -> str:
+    """For tools that report on stderr (update_engine_client logs there): stdout and stderr
+    together, whatever the exit code; only a missing binary or a timeout raises."""
+    done = _finished(argv, None, timeout)
+    return done.stdout + done.stderr
+
+
 def tool_says_yes(argv: Sequence[str], *, timeout: float = TOOL_TIMEOUT_S) -> bool:
     """For tools that answer with their exit code ("returns 0 only if ..."), like bootctl."""
+    return _finished(argv, None, timeout).returncode == 0
+
+
+def _finished(
+    argv: Sequence[str], stdin: str | None, timeout: float
+) -> subprocess.CompletedProcess[str]:
+    """The finished run; a missing binary or a timeout raises BootControlError."""
     try:
-        done = subprocess.run(list(argv), capture_output=True, timeout=timeout, check=False)
+        return subprocess.run(  # noqa: S603  # boot tools named by the backend, no shell
+            list(argv), input=stdin, capture_output=True, text=True, timeout=timeout, check=False
+        )
     except FileNotFoundError:
         raise BootControlError(f"boot tool not found: {argv[0]}") from None
     except subprocess.TimeoutExpired:
         raise BootControlError(f"{_shown(argv)} did not finish within {timeout:.0f}s") from None
-    return done.returncode == 0
 
 
 def reboot_and_wait(argv: Sequence[str], wait_s: float) -> None:

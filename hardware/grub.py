@@ -18,8 +18,10 @@ The grub.cfg this expects (the boot-once recipe `grub-reboot` relies on):
 - mark bad       = clear `next_entry` if it names the slot, and list the slot's entry in
                    `orangefriday_unbootable` so a rolled-back trial cannot be committed.
 
-Each request is one `grub-editenv set` call, so one write of the 1 KiB block. The running slot
-comes from `root=` on the kernel command line.
+Each request is one `grub-editenv set` call, so one write of the 1 KiB block (the real tool
+writes FILE.new and renames it over FILE). The running slot comes from `root=` on the kernel
+command line. Checked against Debian's grub-editenv (grub-common 2.06), which creates a
+missing file without a word: a missing block is therefore refused here, not listed as empty.
 """
 
 from __future__ import annotations
@@ -128,7 +130,13 @@ class GrubControl:
     # ------------------------------------------------------------------ the env block
 
     def _read_env(self) -> GrubEnv:
-        raw = parse_assignments(run_tool(["grub-editenv", str(self.settings.env_file), "list"]))
+        path = self.settings.env_file
+        if not path.exists():  # the real grub-editenv would create an empty block and say 0
+            raise BootControlError(
+                f"cannot open {path}: no such file (create it: grub-editenv {path} create, "
+                "then grub-editenv set saved_entry=<slot a's entry>)"
+            )
+        raw = parse_assignments(run_tool(["grub-editenv", str(path), "list"]))
         saved = raw.get("saved_entry") or self.settings.entries[Slot.A]
         next_entry = raw.get("next_entry", "")
         bad = raw.get(UNBOOTABLE_VAR, "").split()

@@ -20,7 +20,9 @@ raises again, as a dead machine does nothing. Writes reach the disk in order, an
 slot write can tear it (the first half of that chunk lands). A cut before a bootenv rename
 leaves no temp file: `durable` removes it on the way out of any failure, so the stale-temp
 sweep in `boot()` is for real power cuts only. The harness then opens the root again with a new
-`SimDevice` (a fresh process) and calls `boot()`.
+`SimDevice` (a fresh process) and calls `boot()`. Every sync goes through `durable`'s disk, so
+under the lab's `CachedDisk` (lab/pagecache.py) a cut also loses each slot write, bootenv write
+and rename that was not synced yet, as a page cache does.
 
 To enumerate the cut points of an action, run it once with `FaultPlan.recording()` and read
 `plan.steps`; then run it again for each index N with `FaultPlan(cut_at=N)` (passed to the
@@ -104,7 +106,10 @@ class SimDevice:
         self.root = Path(root)
         self.faults = faults if faults is not None else FaultPlan.recording()
         if not self._env_path.exists():
-            raise BootControlError(f"no simulated device at {self.root} (missing {ENV_FILE})")
+            raise BootControlError(
+                f"no simulated device at {self.root} (missing {ENV_FILE}): "
+                "create it with `ota-agent sim provision --config AGENT.TOML`"
+            )
 
     @classmethod
     def provision(
@@ -188,11 +193,12 @@ class SimDevice:
 
     @health_failing.setter
     def health_failing(self, failing: bool) -> None:
-        flag = self.root / HEALTH_FLAG_FILE
+        flag = self.root / HEALTH_FLAG_FILE  # the switch is durable: a power cut keeps it
         if failing:
-            flag.write_text("the simulated health check is set to fail\n")
-        else:
-            flag.unlink(missing_ok=True)
+            durable.atomic_write(flag, b"the simulated health check is set to fail\n", mode=None)
+        elif flag.exists():
+            flag.unlink()
+            durable.fsync_dir(self.root)
 
     def check_health(self) -> str | None:
         """A problem description while `health_failing` is set; None when healthy."""
@@ -292,7 +298,7 @@ class SlotFile(io.RawIOBase):
 
     def fsync(self) -> None:
         self._faults.step("slot.fsync")
-        os.fsync(self._raw.fileno())
+        durable.fsync_file(self._raw.fileno())
 
     def drop_written(self, start: int, length: int) -> None:
         drop_from_page_cache(self._raw.fileno(), start, length)  # a hint: no fault step

@@ -10,8 +10,15 @@ partition and clears `upgrade_available`. So:
 - mark a pending or running trial bad: boot part = the committed slot, upgrade_available=0.
 
 The running slot is read from the kernel command line (`root=`), not from the environment.
-`fw_setenv -s` applies a whole script in one environment write (U-Boot keeps a redundant copy
-with a flag, so a power cut leaves the old or the new environment).
+`fw_setenv -s` applies a whole script in one environment write (with a redundant environment,
+two copies with a flags byte, a power cut leaves the old or the new environment).
+
+Checked against Debian's real libubootenv-tool (0.3.2): a script line must read `name=value`
+(lines without `=` are skipped without a word), a missing variable prints `name=` with exit 0
+and `-s` with a missing file succeeds having set nothing. So every write is read back, and a
+write the tool skipped is an error rather than a trial that was never armed. Numbers are
+read as U-Boot reads them (`setexpr`/`itest`): hexadecimal. The boot script that holds the
+other half of these rules is hardware/boot_scripts/uboot-ab.cmd (docs/agent.md).
 """
 
 from __future__ import annotations
@@ -110,7 +117,7 @@ class UBootControl:
         return ["-c", self.settings.fw_env_config]
 
     def _read_env(self) -> UBootEnv:
-        env = parse_assignments(run_tool(["fw_printenv", *self._config_args()]))
+        env = self._print_env()
         part_var = self.settings.boot_part_var
         if part_var not in env:
             raise BootControlError(f"the U-Boot environment has no {part_var}")
@@ -121,9 +128,17 @@ class UBootControl:
             bootlimit=_int_var(env, "bootlimit", 1),
         )
 
+    def _print_env(self) -> dict[str, str]:
+        return parse_assignments(run_tool(["fw_printenv", *self._config_args()]))
+
     def _set_env(self, values: Mapping[str, str]) -> None:
-        script = "".join(f"{name} {value}\n" for name, value in values.items())
+        """One `fw_setenv -s` write, then read back: the tool skips what it cannot parse."""
+        script = "".join(f"{name}={value}\n" for name, value in values.items())
         run_tool(["fw_setenv", *self._config_args(), "-s", "-"], stdin=script)
+        stored = self._print_env()
+        skipped = sorted(name for name, value in values.items() if stored.get(name, "") != value)
+        if skipped:
+            raise BootControlError(f"fw_setenv exited 0 but did not store {', '.join(skipped)}")
 
     def _boot_part_vars(self, slot: Slot) -> dict[str, str]:
         part = self.settings.partitions.part_of(slot)
@@ -138,9 +153,10 @@ def _counter_vars(*, upgrade: bool) -> dict[str, str]:
 
 
 def _int_var(env: Mapping[str, str], name: str, default: int) -> int:
-    raw = env.get(name, str(default)).strip()
+    """A counter as U-Boot's `setexpr` writes it and `itest` reads it: hexadecimal."""
+    raw = env.get(name, f"{default:x}").strip()
     try:
-        return int(raw, 0)
+        return int(raw, 16)
     except ValueError:
         raise BootControlError(f"U-Boot variable {name}={raw!r} is not a number") from None
 

@@ -10,10 +10,13 @@ from contextlib import asynccontextmanager
 from functools import partial
 
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
+from server.access_log import AccessLog
+from server.api_models import ERROR_RESPONSES
 from server.body_limit import BodyLimit
 from server.db import make_engine, make_sessions, upgrade_to_head
 from server.errors import (
@@ -25,16 +28,21 @@ from server.errors import (
     NotFoundError,
     ServiceError,
     TooLargeError,
+    TooManyRequestsError,
 )
+from server.input_bounds import invalid_request
 from server.mqtt_bridge import MqttBridge
 from server.online_signing import OnlineRoleRenewer
 from server.publisher import NoPublisher, Publisher
-from server.routes import admin, dashboard, devices, rollouts, testers, tokens, tuf
+from server.rate_limits import AuthFailureLimit, RateLimits
+from server.routes import admin, devices, health, metrics, rollouts, testers, tokens, tuf
 from server.scheduler import RolloutScheduler
 from server.services.releases import current_notices
 from server.services.reports import ingest_reports
 from server.settings import Settings
 from server.state import AppState
+from server.web.routes import install_dashboard
+from server.workers import HealthSource
 from wire import AvailabilityNotice, StatusReport
 
 log = logging.getLogger(__name__)
@@ -47,15 +55,25 @@ STATUS_BY_ERROR: dict[type[ServiceError], int] = {
     ConflictError: 409,
     GoneError: 410,
     TooLargeError: 413,
+    TooManyRequestsError: 429,
 }
 
 
 def create_app(settings: Settings) -> FastAPI:
-    app = FastAPI(title="Orange Friday", lifespan=partial(_lifespan, settings=settings))
+    rate_limits = RateLimits(settings.rate_limits)
+    app = FastAPI(
+        title="Orange Friday",
+        lifespan=partial(_lifespan, settings=settings, rate_limits=rate_limits),
+        responses=ERROR_RESPONSES,  # every refusal any route may answer, documented
+    )
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(AuthFailureLimit, limits=rate_limits)
+    app.add_middleware(AccessLog, routes=app.router.routes)  # outermost: logs all refusals
     app.add_exception_handler(ServiceError, _service_error)
-    for module in (tuf, devices, rollouts, admin, dashboard, tokens, testers):
+    app.add_exception_handler(RequestValidationError, invalid_request)
+    for module in (tuf, devices, rollouts, admin, tokens, testers, health, metrics):
         app.include_router(module.router)
+    install_dashboard(app, settings)
     return app
 
 
@@ -63,17 +81,21 @@ async def _service_error(request: Request, exc: Exception) -> JSONResponse:
     """The one place a service's refusal becomes an HTTP status; the message is the detail."""
     status = next((s for kind, s in STATUS_BY_ERROR.items() if isinstance(exc, kind)), 400)
     headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    if isinstance(exc, TooManyRequestsError):
+        headers = exc.headers()
     return JSONResponse({"detail": str(exc)}, status_code=status, headers=headers)
 
 
 @asynccontextmanager
-async def _lifespan(app: FastAPI, *, settings: Settings) -> AsyncIterator[None]:
+async def _lifespan(
+    app: FastAPI, *, settings: Settings, rate_limits: RateLimits
+) -> AsyncIterator[None]:
     engine = make_engine(settings.db_url)
     try:
         await asyncio.to_thread(upgrade_to_head, engine)
         sessions = make_sessions(engine)
         async with _publisher(settings, sessions) as publisher:
-            app.state.ota = AppState(settings, engine, sessions, publisher)
+            app.state.ota = state = AppState(settings, engine, sessions, publisher, rate_limits)
             scheduler = RolloutScheduler(
                 sessions, publisher, settings.train, interval_s=settings.rollout_tick_s
             )
@@ -81,6 +103,8 @@ async def _lifespan(app: FastAPI, *, settings: Settings) -> AsyncIterator[None]:
             renewer = _online_renewer(settings)
             if renewer is not None:
                 renewer.start()
+            workers = (scheduler, renewer, publisher)
+            state.workers = [w for w in workers if isinstance(w, HealthSource)]
             try:
                 yield
             finally:

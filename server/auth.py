@@ -2,8 +2,9 @@
 
 A bearer token resolves to one `Principal` (role + subject) from one of three sources, tried
 in order: the settings' admin token (ADMIN, subject "admin"), an API token issued by
-`issue_token` (its role and subject; only the sha256 is stored, in `api_tokens`), or a device
-credential from enrollment (DEVICE, subject = device id). `require_role(*roles)` turns that
+`issue_token` (its role and subject; only the sha256 is stored, in `api_tokens`; it expires,
+and its last use is noted), or a device credential from enrollment (DEVICE, subject = device
+id). `require_role(*roles)` turns that
 into a route dependency: no or unknown token -> 401, a known token of another role -> 403
 naming the roles allowed. ADMIN passes every role check. Endpoints about one device add
 `require_device_self`, so a device (or a tester bound to a device) acts only as itself.
@@ -11,32 +12,36 @@ naming the roles allowed. ADMIN passes every role check. Endpoints about one dev
 
 from __future__ import annotations
 
-import enum
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Annotated, Any
+from datetime import datetime, timedelta
+from typing import Annotated
 
-from fastapi import Depends, Query
-from sqlalchemy import select
+from fastapi import Depends
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from server.errors import ConflictError, ForbiddenError, NotAuthenticatedError
+from server.api_models import Role as Role  # its home is the API's models
+from server.api_models import TokenInfo
+from server.errors import (
+    ConflictError,
+    ForbiddenError,
+    InvalidInputError,
+    NotAuthenticatedError,
+)
+from server.input_bounds import NameInPath
 from server.models import ApiToken, Device, utcnow
 from server.request_scope import SessionDep, StateDep, TokenDep
+from server.schemas import DEFAULT_TOKEN_LIFETIME_S, MAX_NAME_CHARS, MAX_TOKEN_LIFETIME_S
 from server.services.devices import hash_credential, tokens_match
+from server.services.views import each_view
 from server.settings import Settings
 
 TOKEN_BYTES = 32
-MAX_NAME_CHARS = 128
-
-
-class Role(enum.StrEnum):
-    ADMIN = "admin"
-    RELEASE_ENGINEER = "release_engineer"
-    VIEWER = "viewer"
-    TESTER = "tester"
-    DEVICE = "device"
+DEFAULT_TOKEN_LIFETIME = timedelta(seconds=DEFAULT_TOKEN_LIFETIME_S)
+MAX_TOKEN_LIFETIME = timedelta(seconds=MAX_TOKEN_LIFETIME_S)
+LAST_USED_GRANULARITY = timedelta(minutes=1)  # a token's last use is written at most this often
 
 
 @dataclass(frozen=True)
@@ -52,24 +57,53 @@ DEVICE_BOUND = frozenset({Role.DEVICE, Role.TESTER})
 # ---------------------------------------------------------------------- tokens
 
 
-def issue_token(session: Session, *, role: Role, subject: str, name: str = "") -> str:
-    """A new API token; returns the plaintext (shown once) and stores only its sha256.
+def issue_token(
+    session: Session,
+    *,
+    role: Role,
+    subject: str,
+    name: str = "",
+    lifetime: timedelta = DEFAULT_TOKEN_LIFETIME,
+    now: datetime | None = None,
+) -> str:
+    """A new API token valid for `lifetime` (at most `MAX_TOKEN_LIFETIME`); returns the
+    plaintext (shown once) and stores only its sha256.
 
-    The caller commits. Issuing again under a name that already belongs to the same role and
-    subject rotates that token (the old one stops working); any other holder of the name is a
-    conflict. Without a name, a unique one is made up."""
-    name = name or f"{role.value}-{subject}-{secrets.token_hex(4)}"[:MAX_NAME_CHARS]
-    token = secrets.token_urlsafe(TOKEN_BYTES)
+    The caller commits. Issuing again under the name of an active token of the same role and
+    subject rotates that token (the old one stops working). A name is never reused otherwise:
+    another holder's or a revoked token's name is a conflict, so a revoked row stays as it was
+    revoked. Without a name, a unique one is made up."""
+    if not timedelta(0) < lifetime <= MAX_TOKEN_LIFETIME:
+        raise InvalidInputError(f"a token lives more than 0 s and at most {MAX_TOKEN_LIFETIME}")
+    name = name or _made_up_name(role, subject)
     row = session.scalar(select(ApiToken).where(ApiToken.name == name))
     if row is None:
-        row = ApiToken(name=name)
+        row = ApiToken(name=name, role=role.value, subject=subject)
         session.add(row)
-    elif row.revoked_at is None and (row.role, row.subject) != (role.value, subject):
-        raise ConflictError(f"a token named {name!r} exists already (for {row.role} {row.subject})")
-    row.role, row.subject = role.value, subject
-    row.token_hash, row.created_at, row.revoked_at = hash_credential(token), utcnow(), None
+    _check_reissue(row, role, subject)
+    token = secrets.token_urlsafe(TOKEN_BYTES)
+    row.created_at = now or utcnow()
+    row.token_hash, row.expires_at = hash_credential(token), row.created_at + lifetime
     session.flush()
     return token
+
+
+def _made_up_name(role: Role, subject: str) -> str:
+    suffix = "-" + secrets.token_hex(4)
+    return f"{role.value}-{subject}"[: MAX_NAME_CHARS - len(suffix)] + suffix
+
+
+def _check_reissue(row: ApiToken, role: Role, subject: str) -> None:
+    """Only an active token's own holder may have its name again (a rotation)."""
+    if row.revoked_at is not None:
+        raise ConflictError(
+            f"the token named {row.name!r} was revoked at {row.revoked_at.isoformat()}; "
+            "a token's name is never reused"
+        )
+    if (row.role, row.subject) != (role.value, subject):
+        raise ConflictError(
+            f"a token named {row.name!r} exists already (for {row.role} {row.subject})"
+        )
 
 
 def revoke_token(session: Session, name_or_hash: str) -> bool:
@@ -87,38 +121,80 @@ def revoke_token(session: Session, name_or_hash: str) -> bool:
     return True
 
 
-def token_to_dict(row: ApiToken) -> dict[str, Any]:
+def revoke_tokens_of(session: Session, role: Role, subject: str) -> None:
+    """Revoke every active token of `role` held by `subject` (the caller commits)."""
+    session.execute(
+        update(ApiToken)
+        .where(
+            ApiToken.role == role.value,
+            ApiToken.subject == subject,
+            ApiToken.revoked_at.is_(None),
+        )
+        .values(revoked_at=utcnow())
+    )
+
+
+def token_view(row: ApiToken) -> TokenInfo:
     """A token as the admin sees it: never the secret or its hash."""
-    return {
-        "name": row.name,
-        "role": row.role,
-        "subject": row.subject,
-        "created_at": row.created_at.isoformat(),
-        "revoked_at": row.revoked_at.isoformat() if row.revoked_at else None,
-    }
+    return TokenInfo(
+        name=row.name,
+        role=Role(row.role),
+        subject=row.subject,
+        created_at=row.created_at,
+        revoked_at=row.revoked_at,
+        expires_at=row.expires_at,
+        last_used_at=row.last_used_at,
+    )
 
 
-def list_tokens(session: Session) -> list[dict[str, Any]]:
-    return [token_to_dict(r) for r in session.scalars(select(ApiToken).order_by(ApiToken.name))]
+def token_info(session: Session, name: str) -> TokenInfo:
+    return token_view(session.scalars(select(ApiToken).where(ApiToken.name == name)).one())
+
+
+def list_tokens(session: Session) -> list[TokenInfo]:
+    rows = session.scalars(select(ApiToken).order_by(ApiToken.name))
+    return each_view(rows, token_view, "token")
 
 
 # ---------------------------------------------------------------------- checking
 
 
-def resolve_principal(session: Session, settings: Settings, token: str) -> Principal | None:
-    """Who a bearer token belongs to, or None if it matches nothing."""
+def resolve_principal(
+    session: Session, settings: Settings, token: str, now: datetime | None = None
+) -> Principal | None:
+    """Who a bearer token belongs to, or None if it matches nothing; an expired API token
+    is refused with its date (401). An API token's use is noted, at most once a minute."""
     if not token:
         return None
     if settings.admin_token and tokens_match(token, settings.admin_token):
         return ADMIN_PRINCIPAL
-    digest = hash_credential(token)
+    return principal_for_digest(session, settings, hash_credential(token), now)
+
+
+def principal_for_digest(
+    session: Session, settings: Settings, digest: str, now: datetime | None = None
+) -> Principal | None:
+    """Who the token with this sha256 belongs to (the dashboard's cookie keeps only that)."""
+    if settings.admin_token and tokens_match(digest, hash_credential(settings.admin_token)):
+        return ADMIN_PRINCIPAL
     row = session.scalar(
         select(ApiToken).where(ApiToken.token_hash == digest, ApiToken.revoked_at.is_(None))
     )
     if row is not None:
-        return Principal(Role(row.role), row.subject)
+        return _api_token_principal(session, row, now or utcnow())
     device_id = session.scalar(select(Device.device_id).where(Device.credential_hash == digest))
     return Principal(Role.DEVICE, device_id) if device_id is not None else None
+
+
+def _api_token_principal(session: Session, row: ApiToken, now: datetime) -> Principal:
+    if row.expires_at <= now:
+        raise NotAuthenticatedError(
+            f"this token expired at {row.expires_at.isoformat()}; ask an admin for a new one"
+        )
+    if row.last_used_at is None or now - row.last_used_at >= LAST_USED_GRANULARITY:
+        session.execute(update(ApiToken).where(ApiToken.id == row.id).values(last_used_at=now))
+        session.commit()
+    return Principal(Role(row.role), row.subject)
 
 
 def authorize(principal: Principal | None, roles: frozenset[Role]) -> Principal:
@@ -150,19 +226,9 @@ def require_role(*roles: Role) -> Callable[..., Principal]:
     return dependency
 
 
-def require_role_or_query_token(*roles: Role) -> Callable[..., Principal]:
-    """`require_role` that also takes `?token=` (a browser page cannot easily send a header)."""
-    allowed = frozenset(roles)
-
-    def dependency(
-        session: SessionDep, state: StateDep, header: TokenDep, token: Annotated[str, Query()] = ""
-    ) -> Principal:
-        return authorize(resolve_principal(session, state.settings, header or token), allowed)
-
-    return dependency
-
-
-def device_self(device_id: str, session: SessionDep, state: StateDep, token: TokenDep) -> Principal:
+def device_self(
+    device_id: NameInPath, session: SessionDep, state: StateDep, token: TokenDep
+) -> Principal:
     """The device of the path, authenticated by its own credential: only DEVICE principals
     (an admin or tester token cannot poll or report in a device's place)."""
     principal = resolve_principal(session, state.settings, token)

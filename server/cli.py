@@ -1,56 +1,139 @@
-"""`ota`: the release engineer's and the operator's command line."""
+"""`ota`: the release engineer's and the operator's command line.
+
+One tool over several modules: each command group (`ota keys`, `ota token`, ...) lives in
+its own module and is imported only when it runs, so `ota --help` and the commands that do
+not need FastAPI, SQLAlchemy or python-tuf start without loading them (tests/e2e asserts
+it). Errors are one line, `ota: error: ...`, with the exit codes of `server.cli_errors`.
+"""
 
 from __future__ import annotations
 
+import importlib
 import os
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
+from typer import _click as click  # typer >= 0.29 vendors click: its groups are these
+from typer.core import TyperGroup
 
-from server.cli_admin import broker_mosquitto_config, token_app
-from server.cli_testers import fcode_app, feedback_app
-from server.cli_train import rollout_app, train_app
-from signing.cli import keys_app, release_app, repo_app
+from server.cli_errors import EXIT_USER, fail, port_free
+
+# name: (module, typer app or command, one line of help). Kept here so `ota --help` can
+# list the groups without importing them.
+LAZY_GROUPS: dict[str, tuple[str, str, str]] = {
+    "keys": ("signing.cli", "keys_app", "Signing keys and the repository's first metadata."),
+    "release": ("signing.cli", "release_app", "Sign and publish ROM builds."),
+    "repo": ("signing.cli", "repo_app", "Inspect the signed repository; how long until expiry."),
+    "releases": ("server.cli_fleet", "releases_command", "The releases the server knows."),
+    "devices": ("server.cli_fleet", "devices_command", "The fleet: filter and list devices."),
+    "device": ("server.cli_fleet", "device_app", "One device: its state and its reports."),
+    "rollout": ("server.cli_train", "rollout_app", "Staged rollouts: waves, gates, watch."),
+    "train": ("server.cli_train", "train_app", "The weekly train: announce to stable."),
+    "fcode": ("server.cli_testers", "fcode_app", "Invite codes to the preview channel."),
+    "feedback": ("server.cli_testers", "feedback_app", "What beta testers report, ranked."),
+    "token": ("server.cli_admin", "token_app", "API tokens and their roles."),
+    "health": ("server.cli_fleet", "health_command", "Is the server up; when does it expire?"),
+}
+
+
+BROKER_LAZY: dict[str, tuple[str, str, str]] = {
+    "mosquitto-config": (
+        "server.cli_admin",
+        "broker_mosquitto_config",
+        "Write mosquitto's TLS files, logins and ACL for every enrolled device.",
+    ),
+}
+
+
+class LazyGroup(TyperGroup):
+    """A click group whose lazy sub-commands are imported when named, not when listed."""
+
+    lazy: dict[str, tuple[str, str, str]] = LAZY_GROUPS
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *self.lazy})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in self.lazy:
+            return super().get_command(ctx, cmd_name)
+        module, attribute, _ = self.lazy[cmd_name]
+        target = getattr(importlib.import_module(module), attribute)
+        holder = typer.Typer()  # mounted as `add_typer` would: a one-command app stays a group
+        if isinstance(target, typer.Typer):
+            holder.add_typer(target, name=cmd_name)
+        else:
+            holder.command(cmd_name)(target)
+        return typer.main.get_group(holder).get_command(ctx, cmd_name)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = [(name, help_line) for name, (_, _, help_line) in self.lazy.items()]
+        for name in super().list_commands(ctx):
+            command = super().get_command(ctx, name)
+            if command is not None and not command.hidden:
+                rows.append((name, command.get_short_help_str(limit=60)))
+        with formatter.section("Commands"):
+            formatter.write_dl(sorted(rows))
+
+
+class BrokerGroup(LazyGroup):
+    lazy = BROKER_LAZY
+
 
 app = typer.Typer(
     name="ota",
-    help="Orange Friday: sign weekly ROM builds, run the update server, run the demo.",
+    cls=LazyGroup,
+    help="Orange Friday: sign weekly ROM builds, run the update server and the broker.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # plain click help: listing the groups imports none of them
+    epilog="Exit codes: 0 ok, 1 refused or failed, 2 usage, 3 server unreachable.",
 )
-app.add_typer(keys_app, name="keys")
-app.add_typer(release_app, name="release")
-app.add_typer(repo_app, name="repo")
 server_app = typer.Typer(help="The update server.", no_args_is_help=True)
-broker_app = typer.Typer(help="The embedded MQTT broker.", no_args_is_help=True)
+broker_app = typer.Typer(
+    cls=BrokerGroup, help="The embedded MQTT broker.", no_args_is_help=True, rich_markup_mode=None
+)
 app.add_typer(server_app, name="server")
-app.add_typer(fcode_app, name="fcode")
-app.add_typer(feedback_app, name="feedback")
 app.add_typer(broker_app, name="broker")
-app.add_typer(train_app, name="train")
-app.add_typer(rollout_app, name="rollout")
-app.add_typer(token_app, name="token")
-broker_app.command("mosquitto-config")(broker_mosquitto_config)
+
+HostOpt = Annotated[str, typer.Option(help="Address to listen on.")]
 
 
 @server_app.command("run")
 def server_run(
-    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8080,
-    db_url: Annotated[str | None, typer.Option(help="SQLAlchemy URL (default: env/SQLite)")] = None,
-    repo_dir: Annotated[
-        Path | None, typer.Option(help="TUF repository to serve under /tuf/ (metadata/, targets/)")
+    host: HostOpt = "127.0.0.1",
+    port: Annotated[int, typer.Option(envvar="OTA_PORT", help="Port to listen on.")] = 8080,
+    db_url: Annotated[
+        str | None,
+        typer.Option(envvar="OTA_DB_URL", help="SQLAlchemy URL (default: ./ota-server.db)"),
     ] = None,
-    broker_url: Annotated[str | None, typer.Option(help="mqtt://host:port")] = None,
+    repo_dir: Annotated[
+        Path | None,
+        typer.Option(
+            envvar="OTA_REPO_DIR",
+            help="TUF repository to serve under /tuf/ (metadata/, targets/)",
+        ),
+    ] = None,
+    online_keys: Annotated[
+        Path | None,
+        typer.Option(
+            envvar="OTA_ONLINE_KEYS_DIR",
+            help="Folder with timestamp.pem and snapshot.pem: the server re-signs them so the "
+            "repository never expires (default: keys/ next to --repo-dir, as `ota keys init` "
+            "lays it out).",
+        ),
+    ] = None,
+    no_renew: Annotated[
+        bool, typer.Option("--no-renew", help="Serve without re-signing (expires in a day).")
+    ] = False,
+    broker_url: Annotated[
+        str | None, typer.Option(envvar="OTA_BROKER_URL", help="mqtt://host:port")
+    ] = None,
 ) -> None:
     """Serve the API, the TUF repository and the dashboard (settings also from OTA_* env)."""
     import dataclasses
 
-    import uvicorn
-
-    from server.app import create_app
     from server.settings import Settings
 
     settings = Settings.from_env()
@@ -59,36 +142,47 @@ def server_run(
         db_url=db_url or settings.db_url,
         repo_dir=repo_dir or settings.repo_dir,
         broker_url=broker_url or settings.broker_url,
+        online_keys_dir=None if no_renew else _online_keys(online_keys, repo_dir),
     )
-    uvicorn.run(create_app(settings), host=host, port=port, log_level="info")
+    port_free(host, port, "--port")
+    _serve(settings, host, port)
+
+
+def _online_keys(given: Path | None, repo_dir: Path | None) -> Path | None:
+    """The online keys folder: as given, else `keys/` beside the served repository."""
+    if repo_dir is None:
+        return given
+    keys = given or repo_dir.resolve().parent / "keys"
+    if not (keys / "timestamp.pem").is_file():
+        raise fail(
+            f"no online keys at {keys} (timestamp.pem, snapshot.pem) to keep {repo_dir} "
+            "fresh: pass --online-keys DIR, or --no-renew (see docs/operations.md#online-keys)",
+            EXIT_USER,
+        )
+    return keys
+
+
+def _serve(settings: Any, host: str, port: int) -> None:
+    import uvicorn
+
+    from server.app import create_app
+    from server.json_logs import configure_json_logging
+
+    # JSON lines; our access log (server.access_log) instead of uvicorn's, which prints queries
+    configure_json_logging()
+    uvicorn.run(create_app(settings), host=host, port=port, log_config=None, access_log=False)
 
 
 @broker_app.command("run")
 def broker_run(
-    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port to listen on.")] = 1883,
+    host: HostOpt = "127.0.0.1",
+    port: Annotated[int, typer.Option(envvar="OTA_MQTT_PORT", help="Port to listen on.")] = 1883,
 ) -> None:
     """Start the embedded MQTT broker (amqtt) for zero-setup use."""
+    port_free(host, port, "--port")
     from server.broker import run_embedded_broker
 
     run_embedded_broker(host, port)
-
-
-@app.command("demo")
-def demo(
-    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
-    devices: Annotated[int, typer.Option(help="Simulated devices.")] = 20,
-    testers: Annotated[int, typer.Option(help="How many of them are beta testers.")] = 5,
-    workdir: Annotated[
-        Path | None, typer.Option(help="Keep everything here (default: a temp dir)")
-    ] = None,
-) -> None:
-    """A whole weekly release on embedded defaults: keys, builds, server, broker, a fleet."""
-    from server.demo import DemoOptions, run_demo
-
-    options = DemoOptions(devices=devices, testers=testers, workdir=workdir, as_json=as_json)
-    result = run_demo(options)
-    raise typer.Exit(0 if result.ok else 1)
 
 
 def main() -> None:

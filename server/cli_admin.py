@@ -8,6 +8,7 @@ import json
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Annotated
 
@@ -15,12 +16,14 @@ import typer
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from server.api_models import TokenInfo
 from server.auth import Role, issue_token, list_tokens, revoke_token
+from server.cli_testers import parse_duration
 from server.db import make_engine, make_sessions, upgrade_to_head
 from server.errors import ServiceError
-from server.models import Device
+from server.models import Device, utcnow
 from server.mosquitto import BrokerConfigError, BrokerDevice, write_broker_config
-from server.settings import Settings
+from server.settings import DEFAULT_DB_URL, Settings
 
 token_app = typer.Typer(help="API tokens and their roles.", no_args_is_help=True)
 
@@ -29,10 +32,25 @@ DbUrlOpt = Annotated[
 ]
 
 
+def _database(db_url: str | None) -> str:
+    """The URL given, else OTA_DB_URL, else ./ota-server.db only if it exists: a token made
+    in a new file here would be one the server never sees."""
+    url = db_url or Settings.from_env().db_url
+    if db_url is None and url == DEFAULT_DB_URL:
+        local = Path(url.removeprefix("sqlite:///"))
+        if not local.exists():
+            raise _fail(
+                f"no server database at ./{local} in this directory: pass --db-url (or set "
+                "OTA_DB_URL) to the database `ota server run` uses"
+            )
+        typer.echo(f"ota: warning: using ./{local} (the default); --db-url to choose", err=True)
+    return url
+
+
 @contextmanager
 def _session(db_url: str | None) -> Iterator[Session]:
     """A session on the server's database, migrated to head first (idempotent)."""
-    engine = make_engine(db_url or Settings.from_env().db_url)
+    engine = make_engine(_database(db_url))
     try:
         upgrade_to_head(engine)
         with make_sessions(engine)() as session:
@@ -49,14 +67,23 @@ def _fail(message: str) -> typer.Exit:
 @token_app.command("create")
 def token_create(
     role: Annotated[Role, typer.Option(help="What the token may do.")],
-    name: Annotated[str, typer.Option(help="A unique name (revoke by it).")],
+    name: Annotated[str, typer.Option(help="A unique name (revoke by it; never reused).")],
     subject: Annotated[str, typer.Option(help="Device id, for a device-bound tester.")] = "",
+    expires: Annotated[
+        str, typer.Option(help="Lifetime, e.g. 30d or 12h (default 90d, at most 400d).")
+    ] = "90d",
     db_url: DbUrlOpt = None,
 ) -> None:
     """Issue a token and print it; it is shown only this once (the database keeps a hash)."""
+    try:
+        lifetime = timedelta(seconds=parse_duration(expires))
+    except ValueError as exc:
+        raise _fail(str(exc)) from None
     with _session(db_url) as session:
         try:
-            token = issue_token(session, role=role, subject=subject or name, name=name)
+            token = issue_token(
+                session, role=role, subject=subject or name, name=name, lifetime=lifetime
+            )
         except ServiceError as exc:
             raise _fail(str(exc)) from None
         session.commit()
@@ -68,15 +95,25 @@ def token_list(
     db_url: DbUrlOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON list.")] = False,
 ) -> None:
-    """Every token's name, role, subject and dates (never the secret)."""
+    """Every token's name, role, subject, dates and state (never the secret)."""
     with _session(db_url) as session:
         tokens = list_tokens(session)
     if as_json:
-        typer.echo(json.dumps(tokens, indent=2))
+        typer.echo(json.dumps([t.model_dump(mode="json") for t in tokens], indent=2))
         return
     for t in tokens:
-        state = f"revoked {t['revoked_at']}" if t["revoked_at"] else "active"
-        typer.echo(f"{t['name']}\t{t['role']}\t{t['subject']}\t{t['created_at']}\t{state}")
+        used = t.last_used_at.isoformat() if t.last_used_at else "never used"
+        typer.echo(
+            f"{t.name}\t{t.role}\t{t.subject}\t{t.created_at.isoformat()}\t{token_state(t)}\t{used}"
+        )
+
+
+def token_state(token: TokenInfo, now: datetime | None = None) -> str:
+    if token.revoked_at:
+        return f"revoked {token.revoked_at.isoformat()}"
+    if token.expires_at <= (now or utcnow()):
+        return f"expired {token.expires_at.isoformat()}"
+    return f"active until {token.expires_at.isoformat()}"
 
 
 @token_app.command("revoke")

@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Annotated, Any
-from urllib.parse import quote
 
 import typer
-import urllib3
+from pydantic import ValidationError
 
-from wire import API_PREFIX, FEEDBACK_PATH
+from server.api_client import ApiError, OtaApi
+from server.cli_errors import EXIT_UNREACHABLE, EXIT_USER, fail
+from server.schemas import BlockingBody, FCodeIssue
 
 fcode_app = typer.Typer(help="Invite codes to the preview channel.", no_args_is_help=True)
 feedback_app = typer.Typer(help="What beta testers report, ranked.", no_args_is_help=True)
@@ -31,33 +34,21 @@ def parse_duration(text: str) -> float:
     return float(match[1]) * _UNIT_S[match[2]]
 
 
-def call(server: str, token: str, method: str, path: str, body: Any = None) -> dict[str, Any]:
-    """One API call; an HTTP error or an unreachable server ends the command with its reason."""
-    headers = {"Authorization": f"Bearer {token}", "Accept": "application/json"}
+@contextmanager
+def server_api(server: str, token: str) -> Iterator[OtaApi]:
+    """The server's API for one command; a request the server would refuse (checked here
+    first), a refusal or an unreachable server ends the command with its reason."""
     try:
-        resp = urllib3.request(
-            method,
-            server.rstrip("/") + path,
-            json=body,
-            headers=headers,
-            timeout=20.0,
-            retries=False,
-        )
-    except urllib3.exceptions.HTTPError as exc:
-        raise _fail(f"cannot reach {server}: {exc}") from None
-    try:
-        data = json.loads(resp.data) if resp.data else {}
-    except ValueError:
-        data = {}
-    if resp.status >= 400:
-        detail = data.get("detail", "") if isinstance(data, dict) else ""
-        raise _fail(f"{method} {path}: HTTP {resp.status}: {detail or resp.data[:200]!r}")
-    return data if isinstance(data, dict) else {"items": data}
+        with OtaApi(server, token) as api:
+            yield api
+    except ApiError as exc:
+        raise fail(str(exc), EXIT_UNREACHABLE if exc.status is None else EXIT_USER) from None
+    except ValidationError as exc:
+        raise fail(str(exc)) from None
 
 
-def _fail(message: str) -> typer.Exit:
-    typer.echo(f"ota: error: {message}", err=True)
-    return typer.Exit(1)
+def echo_json(data: Any) -> None:
+    typer.echo(json.dumps(data, indent=2, sort_keys=True))
 
 
 @fcode_app.command("issue")
@@ -74,17 +65,17 @@ def fcode_issue(
         seconds = parse_duration(expires)
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--expires") from None
-    body = {"count": count, "expires_in_s": seconds, "channel": channel}
-    answer = call(server, token, "POST", f"{API_PREFIX}/fcodes", body)
+    with server_api(server, token) as api:
+        answer = api.issue_fcodes(FCodeIssue(count=count, expires_in_s=seconds, channel=channel))
     if as_json:
-        typer.echo(json.dumps(answer, indent=2))
+        echo_json(answer.model_dump(mode="json"))
         return
     typer.echo(
-        f"# {len(answer['codes'])} codes to {answer['channel']}, "
-        f"valid until {answer['expires_at']}",
+        f"# {len(answer.codes)} codes to {answer.channel}, "
+        f"valid until {answer.expires_at.isoformat()}",
         err=True,
     )
-    for code in answer["codes"]:
+    for code in answer.codes:
         typer.echo(code)
 
 
@@ -97,17 +88,18 @@ def feedback_top(
     as_json: JsonOpt = False,
 ) -> None:
     """What surfaces first for a build: groups of reports, ranked (docs/testers.md)."""
-    answer = call(server, token, "GET", f"{FEEDBACK_PATH}/surfacing?build={quote(build)}")
-    groups = answer["groups"][:limit]
+    with server_api(server, token) as api:
+        answer = api.surfacing(build)
+    groups = answer.groups[:limit]
     if as_json:
-        typer.echo(json.dumps({**answer, "groups": groups}, indent=2))
+        echo_json(answer.model_copy(update={"groups": groups}).model_dump(mode="json"))
         return
     typer.echo(f"{'rank':>4} {'group':>6} {'devices':>7} {'votes':>5} {'reports':>7}  title")
     for g in groups:
-        flag = "  [BLOCKING]" if g["blocking"] else ""
+        flag = "  [BLOCKING]" if g.blocking else ""
         typer.echo(
-            f"{g['rank']:>4} {g['group_id']:>6} {g['devices']:>7} {g['votes']:>5} "
-            f"{g['reports']:>7}  {g['title']}{flag}"
+            f"{g.rank:>4} {g.group_id:>6} {g.devices:>7} {g.votes:>5} "
+            f"{g.reports:>7}  {g.title}{flag}"
         )
 
 
@@ -122,10 +114,10 @@ def feedback_block(
     """Mark a group blocking: the build's gate holds while the group is open."""
     if not unblock and not reason:
         raise typer.BadParameter("say why with --reason", param_hint="--reason")
-    body = {"blocking": not unblock, "reason": reason}
-    answer = call(server, token, "POST", f"{FEEDBACK_PATH}/groups/{group}/blocking", body)
-    state = "blocks" if answer["blocking"] else "no longer blocks"
-    typer.echo(f"group {answer['group_id']} {state} build {answer['build']}")
+    with server_api(server, token) as api:
+        answer = api.mark_blocking(group, BlockingBody(blocking=not unblock, reason=reason))
+    state = "blocks" if answer.blocking else "no longer blocks"
+    typer.echo(f"group {answer.group_id} {state} build {answer.build}")
 
 
 @feedback_app.command("close")
@@ -135,5 +127,6 @@ def feedback_close(
     group: Annotated[int, typer.Argument(help="The group id.")],
 ) -> None:
     """Close a group (fixed, or not a problem): it no longer ranks or blocks."""
-    answer = call(server, token, "POST", f"{FEEDBACK_PATH}/groups/{group}/close")
-    typer.echo(f"group {answer['group_id']} closed")
+    with server_api(server, token) as api:
+        answer = api.close_group(group)
+    typer.echo(f"group {answer.group_id} closed")

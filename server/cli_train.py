@@ -3,13 +3,18 @@ server's HTTP API (a release engineer's token; a viewer's for `status`)."""
 
 from __future__ import annotations
 
-import json
+import time
+from collections.abc import Sequence
 from typing import Annotated, Any
 
 import typer
+from pydantic import BaseModel
 
-from server.cli_testers import JsonOpt, ServerOpt, TokenOpt, call
-from wire import API_PREFIX
+from server.api_models import Release, RolloutStatus
+from server.cli_errors import fail, warn
+from server.cli_testers import JsonOpt, ServerOpt, TokenOpt, echo_json, server_api
+from server.schemas import TrainAdvanceIn, TrainIn
+from wire.versions import InvalidVersionError, Version
 
 train_app = typer.Typer(
     help="The weekly train: announce, internal, preview, stable.", no_args_is_help=True
@@ -21,26 +26,50 @@ rollout_app = typer.Typer(
 ReasonOpt = Annotated[str, typer.Option("--reason", help="Recorded in the audit trail.")]
 
 
-def _show(data: Any, as_json: bool, line: str) -> None:
-    typer.echo(json.dumps(data, indent=2, sort_keys=True) if as_json else line)
+def _show(data: BaseModel | Sequence[BaseModel], as_json: bool, line: str) -> None:
+    if not as_json:
+        typer.echo(line)
+    elif isinstance(data, Sequence):
+        echo_json([item.model_dump(mode="json") for item in data])
+    else:
+        echo_json(data.model_dump(mode="json"))
 
 
-def _rollout_line(r: dict[str, Any]) -> str:
-    why = f"  paused by {r['paused_gate']}: {r['paused_reason']}" if r.get("paused_gate") else ""
+def check_version(version: str) -> None:
+    """A version string the devices can order (2026.48, 1.2.3), or one line and exit 1."""
+    try:
+        Version(version)
+    except InvalidVersionError as exc:
+        raise fail(str(exc)) from None
+
+
+def _check_train_build(releases: Sequence[Release], version: str, model: str) -> None:
+    """Warn about a build the server has never seen (the train waits for it at each ring);
+    refuse one that already reached every stable device."""
+    mine = [r for r in releases if (r.version, r.model) == (version, model)]
+    if not mine:
+        warn(f"the server has no release {version} for {model} yet; each ring waits for it")
+    if any(r.channel == "stable" and r.percentage == 100 and not r.paused for r in mine):
+        raise fail(f"{version} for {model} is already at 100 % on stable: nothing to stage")
+
+
+def _rollout_line(r: RolloutStatus) -> str:
+    why = f"  paused by {r.paused_gate}: {r.paused_reason}" if r.paused_gate else ""
     return (
-        f"{r['rollout_id']}  {r['version']} {r['channel']}/{r['model']}  {r['state']}  "
-        f"wave {r['wave_index'] + 1}/{len(r['waves'])} at {r['percentage']:g} %{why}"
+        f"{r.rollout_id}  {r.version} {r.channel}/{r.model}  {r.state}  "
+        f"wave {r.wave_index + 1}/{len(r.waves)} at {r.percentage:g} %{why}"
     )
 
 
 @train_app.command("status")
 def train_status(server: ServerOpt, token: TokenOpt, as_json: JsonOpt = False) -> None:
     """Every train: its stage, when each stage is due, each ring's rollout state."""
-    trains = call(server, token, "GET", f"{API_PREFIX}/train").get("items", [])
-    lines = [
-        f"{t['version']} ({t['model']}): {t['stage']}  rings {t['rings']}  due {t['due']}"
-        for t in trains
-    ]
+    with server_api(server, token) as api:
+        trains = api.trains()
+    lines = []
+    for t in trains:
+        due = {stage: moment.isoformat() for stage, moment in t.due.items()}
+        lines.append(f"{t.version} ({t.model}): {t.stage}  rings {t.rings}  due {due}")
     _show(trains, as_json, "\n".join(lines) or "no trains")
 
 
@@ -53,9 +82,11 @@ def train_start(
     notes: Annotated[str, typer.Option(help="Release notes for the announcement.")] = "",
     as_json: JsonOpt = False,
 ) -> None:
-    """Put a build on this week's train."""
-    body = {"version": version, "model": model, "notes": notes}
-    train = call(server, token, "POST", f"{API_PREFIX}/train", body)
+    """Put a build on this week's train (refused for a build already fully out on stable)."""
+    check_version(version)
+    with server_api(server, token) as api:
+        _check_train_build(api.releases(), version, model)
+        train = api.start_train(TrainIn(version=version, model=model, notes=notes))
     _show(train, as_json, f"{version} ({model}) is on the train")
 
 
@@ -69,9 +100,9 @@ def train_advance(
     as_json: JsonOpt = False,
 ) -> None:
     """Move the train to its next stage if the schedule (or --force) and the gates allow."""
-    body = {"version": version, "model": model, "force": force}
-    move = call(server, token, "POST", f"{API_PREFIX}/train/advance", body)
-    line = f"now at {move['moved_to']}" if move["moved_to"] else f"stays: {move['why']}"
+    with server_api(server, token) as api:
+        move = api.advance_train(TrainAdvanceIn(version=version, model=model, force=force))
+    line = f"now at {move.moved_to}" if move.moved_to else f"stays: {move.why}"
     _show(move, as_json, line)
 
 
@@ -84,18 +115,21 @@ def rollout_status(
 ) -> None:
     """Wave, percentage, state, the gate numbers and why a rollout is paused."""
     if rollout_id:
-        one = call(server, token, "GET", f"{API_PREFIX}/rollouts/{rollout_id}")
-        _show(one, as_json, f"{_rollout_line(one)}\n  numbers {one['numbers']}")
+        with server_api(server, token) as api:
+            one = api.rollout(rollout_id)
+        numbers = one.numbers.model_dump() if one.numbers else {}
+        _show(one, as_json, f"{_rollout_line(one)}\n  numbers {numbers}")
         return
-    many = call(server, token, "GET", f"{API_PREFIX}/rollouts").get("items", [])
+    with server_api(server, token) as api:
+        many = api.rollouts()
     _show(many, as_json, "\n".join(_rollout_line(r) for r in many) or "no staged rollouts")
 
 
 def _change(
     action: str, rollout_id: str, server: str, token: str, reason: str, as_json: bool
 ) -> None:
-    path = f"{API_PREFIX}/rollouts/{rollout_id}/{action}"
-    changed = call(server, token, "POST", path, {"reason": reason})
+    with server_api(server, token) as api:
+        changed = api.change_rollout(rollout_id, action, reason)
     _show(changed, as_json, _rollout_line(changed))
 
 
@@ -131,3 +165,45 @@ def rollout_override(
 ) -> None:
     """Overrule the gate that paused the rollout and move to the next wave."""
     _change("override", rollout_id, server, token, reason, as_json)
+
+
+@rollout_app.command("watch")
+def rollout_watch(
+    server: ServerOpt,
+    token: TokenOpt,
+    rollout_id: Annotated[str, typer.Argument(help="One rollout (default: all).")] = "",
+    every: Annotated[float, typer.Option(min=0.2, help="Seconds between looks.")] = 2.0,
+    count: Annotated[int, typer.Option(help="Stop after this many looks (0: Ctrl-C).")] = 0,
+) -> None:
+    """Live: each rollout's wave, percentage, state and gate numbers, redrawn in place."""
+    from rich.live import Live
+
+    looks = 0
+    with server_api(server, token) as api, Live(auto_refresh=False) as live:
+        while True:
+            rollouts = [api.rollout(rollout_id)] if rollout_id else api.rollouts()
+            live.update(rollout_table(rollouts), refresh=True)
+            looks += 1
+            if count and looks >= count:
+                return
+            time.sleep(every)
+
+
+def rollout_table(rollouts: Sequence[RolloutStatus]) -> Any:
+    """A rich Table: one row per rollout, the gate numbers of its last evaluation."""
+    from rich.table import Table
+
+    table = Table("rollout", "release", "state", "wave", "%", "ok/rb/fail", "why paused")
+    for r in rollouts:
+        n = r.numbers
+        counts = f"{n.success}/{n.rolled_back}/{n.failed}" if n else "-"
+        table.add_row(
+            r.rollout_id[:8],
+            f"{r.version} {r.channel}/{r.model}",
+            str(r.state),
+            f"{r.wave_index + 1}/{len(r.waves)}",
+            f"{r.percentage:g}",
+            counts,
+            f"{r.paused_gate}: {r.paused_reason}" if r.paused_gate else "",
+        )
+    return table

@@ -38,3 +38,14 @@ class GoneError(ServiceError):
 
 class TooLargeError(ServiceError):
     """A part of the request is over its size limit, e.g. a feedback log excerpt (413)."""
+
+
+class TooManyRequestsError(ServiceError):
+    """Too many attempts from one address or for one device; try again later (429)."""
+
+    def __init__(self, action: str, retry_after_s: int) -> None:
+        self.retry_after_s = retry_after_s
+        super().__init__(f"too many {action} attempts; retry in {retry_after_s} s")
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after_s)}

@@ -267,7 +267,8 @@ class Train(Base):
 
 
 class ApiToken(Base):
-    """A bearer token for a person or a tester: only its sha256 is kept."""
+    """A bearer token for a person or a tester: only its sha256 is kept. A revoked row is
+    never rewritten and its name never reused (the audit trail of who held what)."""
 
     __tablename__ = "api_tokens"
 
@@ -278,3 +279,5 @@ class ApiToken(Base):
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime())

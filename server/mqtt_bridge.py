@@ -4,6 +4,10 @@ paho 2.x idioms: CallbackAPIVersion.VERSION2, its own network thread (loop_start
 with backoff, subscriptions made in on_connect so they survive reconnects, and a persistent
 session under a fixed client id so the broker queues QoS 1 reports while the server restarts.
 A report heard here goes through the same idempotent ingestion as one POSTed over HTTP.
+
+Every message on a status topic is a tick of this worker: one that is oversized, malformed,
+of an unknown version or names another device than its topic is refused and counted, and a
+handler that raises anything is logged and counted; `health()` shows both on `GET /health`.
 """
 
 from __future__ import annotations
@@ -11,13 +15,16 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, Final
 from urllib.parse import unquote, urlparse
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
+from server.api_models import WorkerHealth
 from server.errors import ServiceError
+from server.metrics import process_metrics
+from server.workers import TickCounts, utc_now
 from wire import (
     STATUS_WILDCARD,
     AvailabilityNotice,
@@ -31,6 +38,8 @@ from wire import (
 )
 
 log = logging.getLogger(__name__)
+
+MAX_STATUS_BYTES: Final = 64 * 1024  # a status report is a few hundred bytes
 
 ReportHandler = Callable[[str, StatusReport], None]
 NoticeSource = Callable[[], Iterable[AvailabilityNotice]]
@@ -63,6 +72,8 @@ class MqttBridge:
         self._current_notices = current_notices
         self._publish_wait_s = publish_wait_s
         self._connected = threading.Event()
+        self.counts = TickCounts("mqtt-bridge")
+        self.refused = 0  # status messages refused: oversized, malformed, another device's
         self._client = mqtt.Client(
             CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=False
         )
@@ -97,6 +108,11 @@ class MqttBridge:
 
     def wait_connected(self, timeout: float) -> bool:
         return self._connected.wait(timeout)
+
+    def health(self) -> WorkerHealth:
+        thread = getattr(self._client, "_thread", None)  # paho's network thread (loop_start)
+        alive = isinstance(thread, threading.Thread) and thread.is_alive()
+        return self.counts.view(alive=alive, refused=self.refused)
 
     # ------------------------------------------------------------------ publishing
 
@@ -149,15 +165,37 @@ class MqttBridge:
 
     def _handle_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
         try:
-            device_id = device_id_from_status_topic(msg.topic)
-            report = StatusReport.from_json(bytes(msg.payload))
+            self.take_status(msg.topic, bytes(msg.payload))
+        except Exception as exc:  # paho's thread outlives any message: logged, counted, on /health
+            log.exception("a message on %s broke its handler", msg.topic)
+            self.counts.failed(exc)
+        finally:
+            self.counts.ran(utc_now())
+
+    def take_status(self, topic: str, payload: bytes) -> None:
+        """Ingest one status message, or refuse (log, count) it; nothing half-stored."""
+        try:
+            report = status_report(topic, payload)
         except ProtocolError as exc:
-            log.warning("dropped a message on %s: %s", msg.topic, exc)
-            return
-        if report.device_id != device_id:
-            log.warning("dropped a report on %s: it names device %r", msg.topic, report.device_id)
+            self.refused += 1
+            process_metrics().report_refused("mqtt", "malformed")
+            log.warning("dropped a message on %s: %s", topic[:200], exc)
             return
         try:
-            self._on_report(device_id, report)
+            self._on_report(report.device_id, report)
         except ServiceError as exc:
-            log.warning("dropped report %s/%d: %s", device_id, report.seq, exc)
+            self.refused += 1
+            process_metrics().report_refused("mqtt", type(exc).__name__)
+            log.warning("dropped report %s/%d: %s", report.device_id, report.seq, exc)
+
+
+def status_report(topic: str, payload: bytes) -> StatusReport:
+    """The report a status message carries, if it is one: small, well-formed, version 1, and
+    from the device its topic names (the broker's ACL let only that device publish there)."""
+    device_id = device_id_from_status_topic(topic)
+    if len(payload) > MAX_STATUS_BYTES:
+        raise ProtocolError(f"{len(payload)} bytes, at most {MAX_STATUS_BYTES}")
+    report = StatusReport.from_json(payload)
+    if report.device_id != device_id:
+        raise ProtocolError(f"it names device {report.device_id!r}, not {device_id!r}")
+    return report

@@ -10,23 +10,24 @@ the repository is left as it was (signing writes timestamp.json last, atomically
 from __future__ import annotations
 
 import logging
-import threading
 from pathlib import Path
 
+from server.api_models import WorkerHealth
+from server.metrics import process_metrics
+from server.workers import TickLoop
 from signing.errors import SigningError
 from signing.online import renew_online_roles
 from signing.storage import LocalStorage, Storage
 
 log = logging.getLogger(__name__)
+WORKER = "online-signing"
 
 
 class OnlineRoleRenewer:
     def __init__(self, storage: Storage, keys_dir: Path, *, interval_s: float) -> None:
         self._storage = storage
         self._keys_dir = keys_dir
-        self._interval_s = interval_s
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._loop = TickLoop(WORKER, self.tick, interval_s=interval_s, first_wait=False)
 
     @classmethod
     def for_repo(cls, repo_dir: Path, keys_dir: Path, *, interval_s: float) -> OnlineRoleRenewer:
@@ -38,22 +39,17 @@ class OnlineRoleRenewer:
             roles = renew_online_roles(self._storage, self._keys_dir)
         except SigningError as exc:
             log.error("could not re-sign the online roles: %s", exc)
+            process_metrics().worker_failed(WORKER)
             return []
         log.info("re-signed %s", ", ".join(roles) or "nothing")
         return roles
 
     def start(self) -> None:
-        if self._interval_s <= 0 or self._thread is not None:
-            return
-        self._thread = threading.Thread(target=self._run, name="online-signing", daemon=True)
-        self._thread.start()
+        """Re-sign now, then every `interval_s`, in a thread no failing tick ends (0: off)."""
+        self._loop.start()
 
     def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
+        self._loop.stop()
 
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self.tick()
-            self._stop.wait(self._interval_s)
+    def health(self) -> WorkerHealth:
+        return self._loop.health()

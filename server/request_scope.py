@@ -36,7 +36,12 @@ def bearer_token(authorization: str | None) -> str:
     return token.strip() if scheme.lower() == "bearer" else ""
 
 
-def header_token(authorization: Annotated[str | None, Header()] = None) -> str:
+MAX_AUTHORIZATION_CHARS = 1024  # "Bearer " and a token; longer is refused (422)
+
+
+def header_token(
+    authorization: Annotated[str | None, Header(max_length=MAX_AUTHORIZATION_CHARS)] = None,
+) -> str:
     return bearer_token(authorization)
 
 

@@ -8,22 +8,19 @@ state, and the transitions are idempotent (a second replica finds nothing left t
 
 from __future__ import annotations
 
-import logging
-import threading
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
-from server.errors import ServiceError
+from server.api_models import WorkerHealth
 from server.publisher import Publisher
 from server.services.rollouts import RolloutChange, evaluate_active
 from server.services.train import TrainConfig, TrainMove, advance_all
-
-log = logging.getLogger(__name__)
+from server.workers import TickLoop
 
 Clock = Callable[[], datetime]
+WORKER = "rollout-scheduler"
 
 
 def utc_clock() -> datetime:
@@ -43,10 +40,8 @@ class RolloutScheduler:
         self._sessions = sessions
         self._publisher = publisher
         self._train = train
-        self._interval_s = interval_s
         self._clock = clock
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._loop = TickLoop(WORKER, self.tick, interval_s=interval_s)
 
     def tick(self) -> tuple[list[RolloutChange], list[TrainMove]]:
         """One pass; returns what changed (and has been published)."""
@@ -69,20 +64,11 @@ class RolloutScheduler:
             self._publisher.publish_notice(move.rollout.notice)
 
     def start(self) -> None:
-        if self._interval_s <= 0 or self._thread is not None:
-            return
-        self._thread = threading.Thread(target=self._run, name="rollout-scheduler", daemon=True)
-        self._thread.start()
+        """Tick every `interval_s` in a thread that survives any failing tick (0: off)."""
+        self._loop.start()
 
     def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
-            self._thread = None
+        self._loop.stop()
 
-    def _run(self) -> None:
-        while not self._stop.wait(self._interval_s):
-            try:
-                self.tick()
-            except (SQLAlchemyError, ServiceError):
-                log.exception("rollout scheduler tick failed; trying again next tick")
+    def health(self) -> WorkerHealth:
+        return self._loop.health()

@@ -9,12 +9,35 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from server.services.train import TrainConfig
 
 DEFAULT_DB_URL = "sqlite:///ota-server.db"
+
+
+@dataclass(frozen=True)
+class RateLimitConfig:
+    """Limits against abuse (server.rate_limits), each "<count>/<second|minute|hour|day>",
+    counted per server process; from OTA_RATE_<FIELD> (e.g. OTA_RATE_ENROLL_PER_ADDRESS)."""
+
+    enroll_per_address: str = "60/minute"
+    enroll_per_device: str = "10/minute"
+    redeem_per_address: str = "30/minute"
+    redeem_per_device: str = "10/minute"
+    auth_failures_per_address: str = "20/minute"
+    auth_failures_per_device: str = "10/minute"
+
+    @classmethod
+    def all_at(cls, limit: str) -> RateLimitConfig:
+        """Every limit the same, e.g. a high one for a lab whose whole fleet is on loopback."""
+        return cls(**dict.fromkeys(asdict(cls()), limit))
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> RateLimitConfig:
+        given = {name: env.get(f"OTA_RATE_{name.upper()}") for name in asdict(cls())}
+        return cls(**{name: text for name, text in given.items() if text})
 
 
 @dataclass(frozen=True)
@@ -34,6 +57,8 @@ class Settings:
     online_renew_s: float = 3600.0  # how often they are re-signed (timestamp lives a day)
     rollout_tick_s: float = 30.0  # how often the scheduler evaluates rollouts and trains; 0: off
     train: TrainConfig = field(default_factory=TrainConfig)  # schedule, waves, gates
+    rate_limits: RateLimitConfig = field(default_factory=RateLimitConfig)  # 429 past these
+    web_session_key: str = ""  # signs dashboard cookies; "" = a random key per process
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -60,4 +85,6 @@ class Settings:
             rollout_tick_s=float(env.get("OTA_ROLLOUT_TICK_S", defaults.rollout_tick_s)),
             online_keys_dir=Path(keys) if (keys := env.get("OTA_ONLINE_KEYS_DIR")) else None,
             online_renew_s=float(env.get("OTA_ONLINE_RENEW_S", defaults.online_renew_s)),
+            rate_limits=RateLimitConfig.from_env(env),
+            web_session_key=env.get("OTA_WEB_SESSION_KEY", ""),
         )

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from server.publisher import Publisher
+from server.rate_limits import RateLimits
 from server.settings import Settings
+from server.workers import HealthSource
 
 
 @dataclass
@@ -17,3 +19,5 @@ class AppState:
     engine: Engine
     sessions: sessionmaker[Session]
     publisher: Publisher
+    rate_limits: RateLimits
+    workers: list[HealthSource] = field(default_factory=list)  # on GET /health

@@ -1,53 +1,14 @@
-"""Helpers for tests and demos: the real server on a free loopback port, in a thread."""
+"""Test data for the server's tests: throw-away databases, unique names, sample bodies.
+Starting the server, a broker or a fleet is the lab's (lab/)."""
 
 from __future__ import annotations
 
-import socket
-import threading
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import uvicorn
-
-from server.app import create_app
-from server.settings import Settings
 from wire import StatusReport, UpdateState
-
-START_TIMEOUT_S = 20.0
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@contextmanager
-def live_server(settings: Settings, port: int | None = None) -> Iterator[str]:
-    """uvicorn serving `create_app(settings)`; yields its base URL, stops it on exit."""
-    port = port or free_port()
-    config = uvicorn.Config(
-        create_app(settings), host="127.0.0.1", port=port, log_level="warning", lifespan="on"
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, name=f"uvicorn-{port}", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while not server.started:
-        if not thread.is_alive():
-            raise RuntimeError("the server stopped during startup (see its log)")
-        if time.monotonic() > deadline:
-            server.should_exit = True
-            raise TimeoutError(f"the server did not start within {START_TIMEOUT_S}s")
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
 
 
 @contextmanager
@@ -117,3 +78,15 @@ MOSQUITTO_PIPE_LEAK = (
     r"ignore:Exception ignored in. <_io.FileIO name=\d+ mode='rb' closefd=True>"
     ":pytest.PytestUnraisableExceptionWarning"
 )
+
+
+@contextmanager
+def dashboard_client(base_url: str, token: str) -> Iterator[Any]:
+    """An httpx.Client signed in to the dashboard with `token` (the form, then the cookie);
+    the sign-in's answer is in `.signin_status`."""
+    import httpx
+
+    with httpx.Client(base_url=base_url, timeout=20) as client:
+        answer = client.post("/signin", data={"token": token, "next": "/"})
+        client.signin_status = answer.status_code  # type: ignore[attr-defined]
+        yield client

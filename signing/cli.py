@@ -11,6 +11,7 @@ import json
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
 
@@ -19,7 +20,7 @@ import typer
 from signing.channels import add_channel
 from signing.errors import NotifyError, PublishError, SigningError
 from signing.keys import RoleKeys, default_storage, init_keys
-from signing.notify import notify_server
+from signing.notify import check_publisher, notify_server
 from signing.renew import renew_metadata
 from signing.repo import PublishedRelease, list_deltas, list_releases, publish_release
 from signing.rotation import rotate_key
@@ -27,7 +28,7 @@ from signing.staging import sign_staged
 from signing.status import RoleStatus, repo_status
 from signing.storage import Storage, open_storage
 
-PASSPHRASE_ENV = "OTA_KEY_PASSPHRASE"
+PASSPHRASE_ENV = "OTA_KEY_PASSPHRASE"  # noqa: S105  # the variable's name, not its value
 
 keys_app = typer.Typer(
     help="Signing keys and the repository's first metadata.",
@@ -46,7 +47,10 @@ release_app = typer.Typer(
 )
 
 RepoOption = Annotated[
-    Path, typer.Option("--repo", help="Repository folder: keys/, root.json, repository/.")
+    Path,
+    typer.Option(
+        "--repo", envvar="OTA_REPO", help="Repository folder: keys/, root.json, repository/."
+    ),
 ]
 StorageOption = Annotated[
     str | None,
@@ -60,7 +64,7 @@ EndpointOption = Annotated[
 
 
 def _fail(message: str) -> typer.Exit:
-    typer.echo(f"error: {message}", err=True)
+    typer.echo(f"ota: error: {message}", err=True)
     return typer.Exit(code=1)
 
 
@@ -105,8 +109,14 @@ def keys_init(
             storage=_storage(storage, s3_endpoint_url),
         )
     encrypted = "encrypted" if _passphrase() else "NOT encrypted (set OTA_KEY_PASSPHRASE)"
-    typer.echo(f"keys written to {repo / 'keys'} ({encrypted})")
+    keys = repo / "keys"
+    typer.echo(f"keys written to {keys} ({encrypted})")
     typer.echo(f"provision devices with {trusted}")
+    typer.echo(
+        f"online keys for the server: {keys / 'timestamp.pem'} and {keys / 'snapshot.pem'} "
+        "(`ota server run --online-keys DIR` re-signs with them; keys/ beside --repo-dir is "
+        "the default); keep the others offline"
+    )
 
 
 @keys_app.command("add-channel")
@@ -179,13 +189,24 @@ def release_publish(
     storage: StorageOption = None,
     s3_endpoint_url: EndpointOption = None,
     server: Annotated[
-        str | None, typer.Option("--server", help="Tell this update server about the release.")
+        str | None,
+        typer.Option(
+            "--server", envvar="OTA_SERVER_URL", help="Tell this update server about the release."
+        ),
     ] = None,
-    token: Annotated[str | None, typer.Option("--token", help="Admin token for --server.")] = None,
+    token: Annotated[
+        str | None, typer.Option("--token", envvar="OTA_TOKEN", help="Token for --server.")
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the release as JSON.")] = False,
     stage: Annotated[
         bool,
         typer.Option("--stage", help="Sign, but wait for more signatures (`ota release sign`)."),
+    ] = False,
+    new_channel: Annotated[
+        bool, typer.Option("--new-channel", help="Create --channel if the repo lacks it.")
+    ] = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Check and hash; show what would be signed.")
     ] = False,
     delta_from: Annotated[
         list[str] | None,
@@ -199,9 +220,14 @@ def release_publish(
         bool, typer.Option("--no-delta", help="Publish no delta, not even the default one.")
     ] = False,
 ) -> None:
-    """Sign IMAGE as a release and make it live (timestamp.json is written last)."""
+    """Sign IMAGE as a release and make it live (timestamp.json is written last).
+
+    With --server, the server and the token are checked first: nothing is signed (and no
+    version is used up) if either is wrong."""
     if server and not token:
         raise typer.BadParameter("--server needs --token", param_hint="--token")
+    if server and token:
+        _check_server(server, token)
     with _clear_errors():
         release = publish_release(
             repo,
@@ -214,8 +240,13 @@ def release_publish(
             storage=_storage(storage, s3_endpoint_url),
             passphrase=_passphrase(),
             stage=stage,
+            new_channel=new_channel,
+            dry_run=dry_run,
             delta_from=[] if no_delta else delta_from or None,
         )
+    if dry_run:
+        typer.echo(f"dry run, nothing signed: would publish {_describe(release)}")
+        return
     if stage:
         typer.echo(
             f"staged {release.target_path}: not live until `ota release sign` meets the threshold"
@@ -253,11 +284,22 @@ def _show(release: PublishedRelease, as_json: bool) -> None:
     if as_json:
         typer.echo(json.dumps(release.to_dict(), sort_keys=True))
         return
-    typer.echo(
-        f"published {release.model}/{release.channel} {release.version} "
+    typer.echo(f"published {_describe(release)}")
+
+
+def _describe(release: PublishedRelease) -> str:
+    return (
+        f"{release.model}/{release.channel} {release.version} "
         f"(release #{release.release_counter}) as {release.target_path}, "
         f"{release.length} bytes, sha256 {release.sha256}"
     )
+
+
+def _check_server(server: str, token: str) -> None:
+    try:
+        check_publisher(server, token)
+    except NotifyError as exc:
+        raise _fail(f"nothing signed: {exc}") from None
 
 
 def _notify(server: str, token: str, release: PublishedRelease) -> None:
@@ -370,14 +412,15 @@ def repo_status_command(
         store = _storage(storage, s3_endpoint_url) or default_storage(repo)
         statuses = repo_status(store)
     if as_json:
-        typer.echo(json.dumps({"roles": [s.to_dict() for s in statuses]}, sort_keys=True))
+        roles = [{**s.to_dict(), "expires_in_s": _seconds_left(s.expires)} for s in statuses]
+        typer.echo(json.dumps({"roles": roles}, sort_keys=True))
     else:
         for status in statuses:
             typer.echo(_status_line(status))
     for status in statuses:
         if status.problem:
             typer.echo(
-                f"{'error' if status.problem == 'expired' else 'warning'}: {status.message}",
+                f"ota: {'error' if status.problem == 'expired' else 'warning'}: {status.message}",
                 err=True,
             )
     if any(s.problem == "expired" for s in statuses):
@@ -388,6 +431,20 @@ def _status_line(status: RoleStatus) -> str:
     keys = ", ".join(k[:12] for k in status.keyids)
     mark = {"expired": "  EXPIRED", "warning": "  WARNING"}.get(status.problem, "")
     return (
-        f"{status.role:<12} v{status.version:<4} expires {status.expires:%Y-%m-%dT%H:%MZ}  "
+        f"{status.role:<12} v{status.version:<4} expires {status.expires:%Y-%m-%dT%H:%MZ} "
+        f"({time_left(status.expires)})  "
         f"threshold {status.threshold}/{len(status.keyids)}  keys {keys}{mark}"
     )
+
+
+def _seconds_left(expires: datetime) -> int:
+    return int((expires - datetime.now(UTC)).total_seconds())
+
+
+def time_left(expires: datetime, now: datetime | None = None) -> str:
+    """ "in 23h 59m", "in 364d 23h", or "expired 2h 5m ago"."""
+    seconds = int((expires - (now or datetime.now(UTC))).total_seconds())  # negative: past
+    days, rest = divmod(abs(seconds), 86400)
+    hours, minutes = rest // 3600, rest % 3600 // 60
+    span = f"{days}d {hours}h" if days else f"{hours}h {minutes}m"
+    return f"in {span}" if seconds > 0 else f"expired {span} ago"

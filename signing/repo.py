@@ -34,7 +34,7 @@ from signing.keys import (
 )
 from signing.renew import Signers, release_files, write_files
 from signing.staging import staged_name, tally
-from signing.state import RepoState, check_usable, load_state
+from signing.state import RepoState, check_usable, delegated_names, load_state
 from signing.storage import Storage
 from signing.tufmeta import (
     TARGETS_DIR,
@@ -107,10 +107,16 @@ def publish_release(
     expiry: ExpiryPolicy | None = None,
     stage: bool = False,
     delegation: DelegationPolicy | None = None,
+    new_channel: bool = True,
+    dry_run: bool = False,
     delta_from: Sequence[str] | None = None,
     delta_options: MakeOptions | None = None,
 ) -> PublishedRelease:
     """Sign `image` as release `version` for `channel`/`model` and make it live.
+
+    A channel the repository does not have yet gets its own role and key, unless
+    `new_channel` is False (then PublishError). `dry_run` checks and hashes everything and
+    returns the release that would be published, signing and writing nothing.
 
     With `stage`, or when the keys at hand do not meet the role's threshold, the signed
     proposal waits under `staged/` (invisible to devices) for `ota release sign`.
@@ -134,11 +140,15 @@ def publish_release(
     check_usable(state, utc_now(), policy.lifetime("timestamp"))
     counter = _next_release_counter(state, request)
     keys_dir = Path(repo_dir) / KEYS_DIR
+    if not new_channel and not stage and channel_role(state, request.target_path) is None:
+        raise PublishError(_unknown_channel(state, request.channel))
     if not stage:
         _online_signers(keys_dir, state, passphrase)  # fail before hashing the image
     sources = [] if stage else _delta_sources(state, store, request, delta_from)
     digest = _digest(image, chunk_size)
     target = _target_file(request, digest, rfc3339(utc_now()), counter)
+    if dry_run:
+        return _release(target)
     with tempfile.TemporaryDirectory(prefix="ota-delta-") as workdir:
         deltas = [
             make_delta(store, source, image, target, Path(workdir), delta_options)
@@ -246,6 +256,14 @@ def _delta_source(release: PublishedRelease) -> DeltaSource:
         sha256=release.sha256,
         length=release.length,
         storage_name=target_storage_name(release.target_path, release.sha256),
+    )
+
+
+def _unknown_channel(state: RepoState, channel: str) -> str:
+    known = ", ".join(delegated_names(state.targets.signed)) or "none yet"
+    return (
+        f"channel {channel!r} does not exist yet (channels: {known}): create it with "
+        f"`ota keys add-channel {channel}`, or publish with --new-channel"
     )
 
 

@@ -1,17 +1,18 @@
-"""Real parts for the tests: a mosquitto on a free port, a throw-away PostgreSQL database,
-moto's S3 server. With CI=true a missing part fails the run instead of skipping."""
+"""Real parts for the tests, started the lab's way (lab/): a mosquitto on a free port, a
+throw-away PostgreSQL database, moto's S3 server. With CI=true a missing part fails the run
+instead of skipping."""
 
 from __future__ import annotations
 
 import os
 import shutil
-import socket
-import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from lab.net import free_port, wait_for_port
+from lab.processes import anonymous_mosquitto, mosquitto_binary
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 PG_ADMIN_URL = os.environ.get("OTA_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -23,46 +24,15 @@ def _missing(reason: str) -> None:
     pytest.skip(reason)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_for_port(port: int, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.05)
-    raise TimeoutError(f"nothing listening on 127.0.0.1:{port} after {timeout}s")
-
-
 @pytest.fixture(scope="session")
 def mosquitto_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A private mosquitto on a free port (anonymous, loopback only)."""
-    binary = shutil.which("mosquitto") or (
-        "/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None
-    )
+    binary = mosquitto_binary()
     if binary is None:
         _missing("mosquitto binary not found")
         return
-    port = free_port()
-    conf = tmp_path_factory.mktemp("mosquitto") / "mosquitto.conf"
-    conf.write_text(
-        f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
-        "log_dest stderr\nlog_type error\n"
-    )
-    log = conf.with_name("mosquitto.log")
-    with log.open("wb") as log_file:
-        proc = subprocess.Popen([binary, "-c", str(conf)], stderr=log_file)
-        try:
-            wait_for_port(port)
-            yield f"mqtt://127.0.0.1:{port}"
-        finally:
-            proc.terminate()
-            proc.wait(timeout=10)
+    with anonymous_mosquitto(binary, tmp_path_factory.mktemp("mosquitto")) as url:
+        yield url
 
 
 @pytest.fixture(scope="session")
@@ -115,3 +85,11 @@ def s3_env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+
+
+def require_tools(*tools: str) -> None:
+    """Skip a test when a program it runs is not installed (with CI=true: fail). `.ci/run`
+    installs them; docs/agent.md names their Debian packages."""
+    missing = [tool for tool in tools if shutil.which(tool) is None]
+    if missing:
+        _missing(f"not installed: {', '.join(missing)}")

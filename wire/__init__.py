@@ -8,13 +8,21 @@ every deployed device understands.
 
 from wire.enums import CommandKind, FailureReason, UpdateState
 from wire.errors import ProtocolError
-from wire.messages import AvailabilityNotice, Command, PollAnswer, ReportsAck, StatusReport
+from wire.messages import (
+    AvailabilityNotice,
+    Command,
+    CommandAck,
+    PollAnswer,
+    ReportsAck,
+    StatusReport,
+)
 from wire.paths import (
     API_PREFIX,
     ENROLL_PATH,
     FEEDBACK_PATH,
     TUF_METADATA_PATH,
     TUF_TARGETS_PATH,
+    command_ack_path,
     leave_preview_path,
     poll_path,
     redeem_path,
@@ -44,6 +52,7 @@ __all__ = [
     "TUF_TARGETS_PATH",
     "AvailabilityNotice",
     "Command",
+    "CommandAck",
     "CommandKind",
     "DeltaCustom",
     "FailureReason",
@@ -55,6 +64,7 @@ __all__ = [
     "UpdateState",
     "announce_topic",
     "channel_topic",
+    "command_ack_path",
     "delta_target_name",
     "device_cmd_topic",
     "device_id_from_status_topic",

@@ -6,22 +6,48 @@ Every message carries `"v": 1`. Decoding is strict: a malformed message raises
 
 from __future__ import annotations
 
+import enum
 import json
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Final, TypeVar
 
+from wire import bounds
+from wire.bounds import MAX_NAME_CHARS, MAX_SHORT_CHARS, MAX_TEXT_CHARS
 from wire.enums import CommandKind, FailureReason, UpdateState
 from wire.errors import ProtocolError
 from wire.topics import PROTOCOL_VERSION
 
+MAX_COMMANDS_PER_POLL: Final = 1000
+_E = TypeVar("_E", bound=enum.StrEnum)
+MAX_ACKS: Final = 10_000
 
-def _require(data: dict[str, Any], key: str, kind: type | tuple[type, ...]) -> Any:
+
+def _require(data: dict[str, Any], key: str) -> Any:
     if key not in data:
         raise ProtocolError(f"missing field {key!r}")
-    value = data[key]
-    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-        raise ProtocolError(f"field {key!r} has the wrong type")
+    return data[key]
+
+
+def _name(data: dict[str, Any], key: str, *, required: bool = True, min_chars: int = 1) -> str:
+    """A version, channel, model or device id (String(128) on the server)."""
+    value = _require(data, key) if required else data.get(key, "")
+    return bounds.text(value, key, MAX_NAME_CHARS, min_chars=min_chars)
+
+
+def _flag(data: dict[str, Any], key: str) -> bool:
+    value = data.get(key, False)
+    if not isinstance(value, bool):
+        raise ProtocolError(f"{key}: must be true or false")
     return value
+
+
+def _member(kind: type[_E], value: Any, field: str) -> _E:
+    if not isinstance(value, str):
+        raise ProtocolError(f"{field}: must be a string")
+    try:
+        return kind(value)
+    except ValueError:
+        raise ProtocolError(f"{field}: unknown value {value[:64]!r}") from None
 
 
 def _load_object(raw: bytes | str) -> dict[str, Any]:
@@ -67,19 +93,16 @@ class AvailabilityNotice:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> AvailabilityNotice:
-        pct = _require(data, "percentage", (int, float))
-        if isinstance(pct, bool) or not 0 <= pct <= 100:
-            raise ProtocolError("percentage must be within 0..100")
         return cls(
-            release_version=_require(data, "release_version", str),
-            target_path=_require(data, "target_path", str),
-            channel=_require(data, "channel", str),
-            model=_require(data, "model", str),
-            rollout_id=_require(data, "rollout_id", str),
-            percentage=float(pct),
-            ring=str(data.get("ring", "")),
-            notes=str(data.get("notes", "")),
-            paused=bool(data.get("paused", False)),
+            release_version=_name(data, "release_version"),
+            target_path=bounds.relative_path(_require(data, "target_path"), "target_path"),
+            channel=_name(data, "channel"),
+            model=_name(data, "model"),
+            rollout_id=bounds.text(_require(data, "rollout_id"), "rollout_id", MAX_SHORT_CHARS),
+            percentage=bounds.number(_require(data, "percentage"), "percentage", 0, 100),
+            ring=bounds.text(data.get("ring", ""), "ring", MAX_SHORT_CHARS * 2),
+            notes=bounds.text(data.get("notes", ""), "notes", MAX_TEXT_CHARS),
+            paused=_flag(data, "paused"),
         )
 
 
@@ -109,30 +132,16 @@ class StatusReport:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> StatusReport:
-        seq = _require(data, "seq", int)
-        if seq < 0:
-            raise ProtocolError("seq must be >= 0")
-        try:
-            state = UpdateState(_require(data, "state", str))
-            reason = FailureReason(data.get("reason", ""))
-        except ValueError as exc:
-            raise ProtocolError(str(exc)) from None
-        detail = data.get("detail", {})
-        if not isinstance(detail, dict):
-            raise ProtocolError("detail must be an object")
-        at = data.get("at", 0.0)
-        if isinstance(at, bool) or not isinstance(at, (int, float)):
-            raise ProtocolError("at must be a number")
         return cls(
-            device_id=_require(data, "device_id", str),
-            seq=seq,
-            state=state,
-            current_version=_require(data, "current_version", str),
-            target_version=str(data.get("target_version", "")),
-            slot=str(data.get("slot", "")),
-            reason=reason,
-            detail=detail,
-            at=float(at),
+            device_id=_name(data, "device_id"),
+            seq=bounds.integer(_require(data, "seq"), "seq", 0),
+            state=_member(UpdateState, _require(data, "state"), "state"),
+            current_version=_name(data, "current_version", min_chars=0),
+            target_version=_name(data, "target_version", required=False, min_chars=0),
+            slot=bounds.text(data.get("slot", ""), "slot", MAX_SHORT_CHARS),
+            reason=_member(FailureReason, data.get("reason", ""), "reason"),
+            detail=bounds.json_object(data.get("detail", {}), "detail"),
+            at=bounds.number(data.get("at", 0.0), "at", 0, bounds.MAX_EPOCH_S),
         )
 
 
@@ -153,14 +162,29 @@ class Command:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Command:
-        try:
-            kind = CommandKind(_require(data, "kind", str))
-        except ValueError as exc:
-            raise ProtocolError(str(exc)) from None
-        args = data.get("args", {})
-        if not isinstance(args, dict):
-            raise ProtocolError("args must be an object")
-        return cls(command_id=_require(data, "command_id", str), kind=kind, args=args)
+        command_id = _require(data, "command_id")
+        return cls(
+            command_id=bounds.text(command_id, "command_id", MAX_SHORT_CHARS, min_chars=1),
+            kind=_member(CommandKind, _require(data, "kind"), "kind"),
+            args=bounds.json_object(data.get("args", {}), "args"),
+        )
+
+
+@dataclass(frozen=True)
+class CommandAck:
+    """POSTed to `command_ack_path` by a device once it has stored or handled commands."""
+
+    command_ids: tuple[str, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"v": PROTOCOL_VERSION, "command_ids": list(self.command_ids)}
+
+    @classmethod
+    def from_json(cls, raw: bytes | str) -> CommandAck:
+        ids = _load_object(raw).get("command_ids")
+        if not isinstance(ids, list) or len(ids) > MAX_COMMANDS_PER_POLL:
+            raise ProtocolError(f"command_ids must be a list of at most {MAX_COMMANDS_PER_POLL}")
+        return cls(tuple(bounds.text(i, "command_ids", MAX_SHORT_CHARS, min_chars=1) for i in ids))
 
 
 @dataclass(frozen=True)
@@ -181,10 +205,14 @@ class PollAnswer:
     def from_json(cls, raw: bytes | str) -> PollAnswer:
         data = _load_object(raw)
         notice_raw = data.get("notice")
+        if notice_raw is not None and not isinstance(notice_raw, dict):
+            raise ProtocolError("notice must be an object or null")
         notice = None if notice_raw is None else AvailabilityNotice.from_dict(notice_raw)
         cmds = data.get("commands", [])
-        if not isinstance(cmds, list):
-            raise ProtocolError("commands must be a list")
+        if not isinstance(cmds, list) or len(cmds) > MAX_COMMANDS_PER_POLL:
+            raise ProtocolError(f"commands must be a list of at most {MAX_COMMANDS_PER_POLL}")
+        if not all(isinstance(c, dict) for c in cmds):
+            raise ProtocolError("commands must be objects")
         return cls(notice=notice, commands=tuple(Command.from_dict(c) for c in cmds))
 
 
@@ -198,11 +226,9 @@ class ReportsAck:
     def from_json(cls, raw: bytes | str) -> ReportsAck:
         data = _load_object(raw)
         acked = data.get("acked")
-        if not isinstance(acked, list) or not all(
-            isinstance(s, int) and not isinstance(s, bool) for s in acked
-        ):
-            raise ProtocolError("acked must be a list of integers")
-        return cls(acked=tuple(acked))
+        if not isinstance(acked, list) or len(acked) > MAX_ACKS:
+            raise ProtocolError(f"acked must be a list of at most {MAX_ACKS} integers")
+        return cls(acked=tuple(bounds.integer(s, "acked", 0) for s in acked))
 
     def to_dict(self) -> dict[str, Any]:
         return {"v": PROTOCOL_VERSION, "acked": list(self.acked)}

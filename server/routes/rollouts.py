@@ -5,20 +5,20 @@ Every change publishes the channel's current notice, retained; nothing goes to o
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime
-from typing import Annotated, Any
+from datetime import UTC, datetime
+from typing import Annotated
 
 from fastapi import APIRouter, Depends
-from pydantic import BaseModel, ConfigDict, Field
 
+from server.api_models import Announcement, Release, RolloutStatus, TrainAdvance, TrainStatus
 from server.auth import Principal, Role, require_role
 from server.deps import SessionDep, StateDep
 from server.errors import InvalidInputError
-from server.schemas import RolloutUpdate
+from server.input_bounds import ShortIdInPath
+from server.schemas import ReasonIn, RolloutIn, RolloutUpdate, TrainAdvanceIn, TrainIn
 from server.services.releases import update_rollout
-from server.services.rollout_rules import DEFAULT_WAVES, GateConfig, RolloutError, RolloutEvent
+from server.services.rollout_rules import GateConfig, RolloutError, RolloutEvent
 from server.services.rollouts import (
-    DEFAULT_STUCK_TIMEOUT_S,
     RolloutChange,
     RolloutSpec,
     change_rollout,
@@ -36,75 +36,40 @@ from server.services.train import (
     train_status,
 )
 from server.state import AppState
-from wire import API_PREFIX
+from wire.paths import (
+    ADVANCE_TRAIN_PATH,
+    ANNOUNCEMENTS_PATH,
+    EVALUATE_ROLLOUTS_PATH,
+    ROLLOUTS_PATH,
+    TRAIN_PATH,
+    rollout_action_path,
+    rollout_path,
+)
 
-router = APIRouter(prefix=API_PREFIX, tags=["rollouts"])
+router = APIRouter(tags=["rollouts"])
 
 ReleaseEngineer = Annotated[Principal, Depends(require_role(Role.RELEASE_ENGINEER))]
 Viewer = Annotated[Principal, Depends(require_role(Role.VIEWER, Role.RELEASE_ENGINEER))]
 Tester = Annotated[
     Principal, Depends(require_role(Role.VIEWER, Role.RELEASE_ENGINEER, Role.TESTER))
 ]
-
-
-class GatesIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    min_success_rate: float = Field(default=GateConfig.min_success_rate, ge=0, le=1)
-    max_rollback_rate: float = Field(default=GateConfig.max_rollback_rate, ge=0, le=1)
-    min_devices: int = Field(default=GateConfig.min_devices, ge=0)
-    min_soak_s: float = Field(default=GateConfig.min_soak_s, ge=0)
-    max_blocking_issues: int = Field(default=GateConfig.max_blocking_issues, ge=0)
-
-
-class RolloutIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    release_id: int
-    waves: list[float] = Field(default_factory=lambda: list(DEFAULT_WAVES))
-    gates: GatesIn = Field(default_factory=GatesIn)
-    windows: list[str] = Field(default_factory=list)  # "HH:MM-HH:MM", UTC
-    rate_per_minute: float = Field(default=0.0, ge=0)
-    stuck_timeout_s: float = Field(default=DEFAULT_STUCK_TIMEOUT_S, gt=0)
-
-
-class ReasonIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    reason: str = Field(default="", max_length=2000)
-
-
-class TrainIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    version: str = Field(min_length=1, max_length=128)
-    model: str = Field(min_length=1, max_length=128)
-    week_of: date | None = None
-    notes: str = ""
-
-
-class TrainAdvanceIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    version: str
-    model: str
-    force: bool = False  # ignore the schedule's day (never the gates)
+ONE_ROLLOUT = rollout_path("{rollout_id}")
 
 
 def _now() -> datetime:
     return datetime.now(UTC)
 
 
-def _published(state: AppState, change: RolloutChange) -> dict[str, Any]:
+def _published(state: AppState, change: RolloutChange) -> RolloutStatus:
     if change.notice is not None:
         state.publisher.publish_notice(change.notice)
     return change.rollout
 
 
-@router.post("/rollouts", status_code=201)
+@router.post(ROLLOUTS_PATH, status_code=201, response_model=RolloutStatus)
 def post_rollout(
     body: RolloutIn, session: SessionDep, state: StateDep, who: ReleaseEngineer
-) -> dict[str, Any]:
+) -> RolloutStatus:
     try:
         spec = RolloutSpec(
             release_id=body.release_id,
@@ -119,26 +84,30 @@ def post_rollout(
     return _published(state, create_rollout(session, spec, actor=_actor(who), now=_now()))
 
 
-@router.get("/rollouts")
-def get_rollouts(session: SessionDep, _: Viewer) -> list[dict[str, Any]]:
+@router.get(ROLLOUTS_PATH, response_model=list[RolloutStatus])
+def get_rollouts(session: SessionDep, _: Viewer) -> list[RolloutStatus]:
     return list_rollouts(session)
 
 
-@router.post("/rollouts/evaluate")
-def post_evaluate(session: SessionDep, state: StateDep, _: ReleaseEngineer) -> list[dict[str, Any]]:
+@router.post(EVALUATE_ROLLOUTS_PATH, response_model=list[RolloutStatus])
+def post_evaluate(session: SessionDep, state: StateDep, _: ReleaseEngineer) -> list[RolloutStatus]:
     """What the scheduler does on each tick, now: evaluate every active rollout."""
     return [_published(state, c) for c in evaluate_active(session, now=_now())]
 
 
-@router.get("/rollouts/{rollout_id}")
-def get_rollout(rollout_id: str, session: SessionDep, _: Viewer) -> dict[str, Any]:
+@router.get(ONE_ROLLOUT, response_model=RolloutStatus)
+def get_rollout(rollout_id: ShortIdInPath, session: SessionDep, _: Viewer) -> RolloutStatus:
     return rollout_status(session, rollout_id)
 
 
-@router.post("/rollouts/{rollout_id}")
+@router.post(ONE_ROLLOUT, response_model=Release)
 def post_rollout_update(
-    rollout_id: str, body: RolloutUpdate, session: SessionDep, state: StateDep, _: ReleaseEngineer
-) -> dict[str, Any]:
+    rollout_id: ShortIdInPath,
+    body: RolloutUpdate,
+    session: SessionDep,
+    state: StateDep,
+    _: ReleaseEngineer,
+) -> Release:
     """A plain rollout's percentage or paused flag (the rollout `POST /releases` makes)."""
     updated = update_rollout(session, rollout_id, body)
     if updated.notice is not None:
@@ -148,25 +117,34 @@ def post_rollout_update(
 
 def _event_route(event: RolloutEvent) -> None:
     def handler(
-        rollout_id: str, body: ReasonIn, session: SessionDep, state: StateDep, who: ReleaseEngineer
-    ) -> dict[str, Any]:
+        rollout_id: ShortIdInPath,
+        body: ReasonIn,
+        session: SessionDep,
+        state: StateDep,
+        who: ReleaseEngineer,
+    ) -> RolloutStatus:
         change = change_rollout(
             session, rollout_id, event, actor=_actor(who), reason=body.reason, now=_now()
         )
         return _published(state, change)
 
     handler.__name__ = f"post_rollout_{event.value}"
-    router.post(f"/rollouts/{{rollout_id}}/{event.value}")(handler)
+    path = rollout_action_path("{rollout_id}", event.value)
+    router.post(path, response_model=RolloutStatus)(handler)
 
 
 for _event in (RolloutEvent.PAUSE, RolloutEvent.RESUME, RolloutEvent.ABORT):
     _event_route(_event)
 
 
-@router.post("/rollouts/{rollout_id}/override")
+@router.post(rollout_action_path("{rollout_id}", "override"), response_model=RolloutStatus)
 def post_override(
-    rollout_id: str, body: ReasonIn, session: SessionDep, state: StateDep, who: ReleaseEngineer
-) -> dict[str, Any]:
+    rollout_id: ShortIdInPath,
+    body: ReasonIn,
+    session: SessionDep,
+    state: StateDep,
+    who: ReleaseEngineer,
+) -> RolloutStatus:
     change = override_gate(session, rollout_id, actor=_actor(who), reason=body.reason, now=_now())
     return _published(state, change)
 
@@ -174,13 +152,13 @@ def post_override(
 # --------------------------------------------------------------------------- the train
 
 
-@router.get("/train")
-def get_train(session: SessionDep, state: StateDep, _: Viewer) -> list[dict[str, Any]]:
+@router.get(TRAIN_PATH, response_model=list[TrainStatus])
+def get_train(session: SessionDep, state: StateDep, _: Viewer) -> list[TrainStatus]:
     return train_status(session, state.settings.train)
 
 
-@router.post("/train", status_code=201)
-def post_train(body: TrainIn, session: SessionDep, _: ReleaseEngineer) -> dict[str, Any]:
+@router.post(TRAIN_PATH, status_code=201, response_model=TrainStatus)
+def post_train(body: TrainIn, session: SessionDep, _: ReleaseEngineer) -> TrainStatus:
     now = _now()
     week_of = body.week_of or now.date()
     return start_train(
@@ -188,10 +166,10 @@ def post_train(body: TrainIn, session: SessionDep, _: ReleaseEngineer) -> dict[s
     )
 
 
-@router.post("/train/advance")
+@router.post(ADVANCE_TRAIN_PATH, response_model=TrainAdvance)
 def post_train_advance(
     body: TrainAdvanceIn, session: SessionDep, state: StateDep, who: ReleaseEngineer
-) -> dict[str, Any]:
+) -> TrainAdvance:
     move = advance_train(
         session,
         state.settings.train,
@@ -202,7 +180,7 @@ def post_train_advance(
         actor=_actor(who),
     )
     publish_move(state, move)
-    return {"train": move.train, "moved_to": move.moved_to, "why": move.why}
+    return TrainAdvance(train=move.train, moved_to=move.moved_to, why=move.why)
 
 
 def publish_move(state: AppState, move: TrainMove) -> None:
@@ -212,8 +190,8 @@ def publish_move(state: AppState, move: TrainMove) -> None:
         state.publisher.publish_notice(move.rollout.notice)
 
 
-@router.get("/announcements")
-def get_announcements(session: SessionDep, state: StateDep, _: Tester) -> list[dict[str, Any]]:
+@router.get(ANNOUNCEMENTS_PATH, response_model=list[Announcement])
+def get_announcements(session: SessionDep, state: StateDep, _: Tester) -> list[Announcement]:
     return announcements(session, state.settings.train)
 
 

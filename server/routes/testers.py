@@ -3,31 +3,27 @@ ranked list of what surfaces first, and blocking marks that hold a build's gate.
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query
-from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sqlalchemy.orm import Session
 
-from server.auth import (
-    DEVICE_BOUND,
-    MAX_NAME_CHARS,
-    Principal,
-    Role,
-    issue_token,
-    require_role,
-    revoke_token,
+from server.api_models import (
+    ChannelChange,
+    FeedbackGroup,
+    FeedbackReceipt,
+    IssuedCodes,
+    Redemption,
+    Surfacing,
+    VoteCount,
 )
-from server.deps import DeviceDep, SessionDep
+from server.auth import DEVICE_BOUND, Principal, Role, issue_token, require_role, revoke_tokens_of
+from server.deps import DeviceDep, SessionDep, StateDep
 from server.errors import ForbiddenError
-from server.services.devices import hash_credential
-from server.services.fcodes import (
-    MAX_CODES_PER_ISSUE,
-    PREVIEW,
-    issue_fcodes,
-    leave_preview,
-    redeem_fcode,
-)
+from server.input_bounds import Name, RowIdInPath
+from server.rate_limits import ClientAddress
+from server.schemas import BlockingBody, FCodeIssue, FeedbackBody, Redeem
+from server.services.fcodes import issue_fcodes, leave_preview, redeem_fcode
 from server.services.feedback import (
     FeedbackIn,
     close_group,
@@ -36,20 +32,10 @@ from server.services.feedback import (
     surfacing,
     vote,
 )
-from wire import (
-    API_PREFIX,
-    FEEDBACK_PATH,
-    ProtocolError,
-    channel_topic,
-    leave_preview_path,
-    redeem_path,
-    vote_path,
-)
+from wire import FEEDBACK_PATH, leave_preview_path, redeem_path, vote_path
+from wire.paths import FCODES_PATH, SURFACING_PATH, group_action_path
 
 router = APIRouter(tags=["testers"])
-
-MAX_FCODE_LIFETIME_S = 90 * 24 * 3600
-MAX_TEXT_CHARS = 4000
 
 # ADMIN passes every check (server.auth)
 ReleaseEngineer = Annotated[Principal, Depends(require_role(Role.RELEASE_ENGINEER))]
@@ -60,81 +46,39 @@ Reader = Annotated[
 ]
 
 
-class FCodeIssue(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    count: int = Field(ge=1, le=MAX_CODES_PER_ISSUE)
-    expires_in_s: float = Field(gt=0, le=MAX_FCODE_LIFETIME_S)
-    channel: str = PREVIEW
-
-    @field_validator("channel")
-    @classmethod
-    def _segment(cls, value: str) -> str:
-        try:
-            channel_topic(value, "m")
-        except ProtocolError as exc:
-            raise ValueError(f"channel: {exc}") from None
-        return value
-
-
-class Redeem(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    code: str = Field(min_length=1, max_length=64)
-
-
-class FeedbackBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    text: str = Field(min_length=1, max_length=MAX_TEXT_CHARS)
-    build: str = Field(min_length=1, max_length=128)
-    category: str = Field(default="", max_length=64)
-    device_id: str | None = Field(default=None, max_length=128)
-    logs: str | None = None  # size-checked by the service (413 over its limit)
-
-
-class BlockingBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    blocking: bool
-    reason: str = Field(default="", max_length=2000)
-
-
-@router.post(f"{API_PREFIX}/fcodes", status_code=201)
-def post_fcodes(body: FCodeIssue, session: SessionDep, _: ReleaseEngineer) -> dict[str, Any]:
-    issued = issue_fcodes(
+@router.post(FCODES_PATH, status_code=201, response_model=IssuedCodes)
+def post_fcodes(body: FCodeIssue, session: SessionDep, _: ReleaseEngineer) -> IssuedCodes:
+    return issue_fcodes(
         session, count=body.count, expires_in_s=body.expires_in_s, channel=body.channel
     )
-    return issued.to_dict()
 
 
-def tester_token_name(device_id: str) -> str:
-    """One tester token per device: joining again rotates it, leaving preview revokes it."""
-    name = f"tester-{device_id}"
-    return name if len(name) <= MAX_NAME_CHARS else f"tester-{hash_credential(device_id)}"
-
-
-def _tester_token(session: Session, device_id: str) -> str:
-    name = tester_token_name(device_id)
-    return issue_token(session, role=Role.TESTER, subject=device_id, name=name)
+def new_tester_token(session: Session, device_id: str) -> str:
+    """One tester token per device: joining again replaces it, leaving preview revokes it
+    (each under a new name: a revoked token's row is never rewritten)."""
+    revoke_tokens_of(session, Role.TESTER, device_id)
+    return issue_token(session, role=Role.TESTER, subject=device_id)
 
 
 def _end_tester(session: Session, device_id: str) -> None:
-    revoke_token(session, tester_token_name(device_id))
+    revoke_tokens_of(session, Role.TESTER, device_id)
 
 
-@router.post(redeem_path("{device_id}"))
-def post_redeem(body: Redeem, device: DeviceDep, session: SessionDep) -> dict[str, str]:
-    return redeem_fcode(session, device, body.code, tester_token=_tester_token).to_dict()
+@router.post(redeem_path("{device_id}"), response_model=Redemption)
+def post_redeem(
+    body: Redeem, device: DeviceDep, session: SessionDep, state: StateDep, address: ClientAddress
+) -> Redemption:
+    state.rate_limits.hit(state.rate_limits.redeem, address, device.device_id)
+    return redeem_fcode(session, device, body.code, tester_token=new_tester_token)
 
 
-@router.post(leave_preview_path("{device_id}"))
-def post_leave_preview(device: DeviceDep, session: SessionDep) -> dict[str, str]:
+@router.post(leave_preview_path("{device_id}"), response_model=ChannelChange)
+def post_leave_preview(device: DeviceDep, session: SessionDep) -> ChannelChange:
     return leave_preview(session, device, end_tester=_end_tester)
 
 
-@router.post(FEEDBACK_PATH, status_code=201)
-def post_feedback(body: FeedbackBody, who: Reporter, session: SessionDep) -> dict[str, Any]:
+@router.post(FEEDBACK_PATH, status_code=201, response_model=FeedbackReceipt)
+def post_feedback(body: FeedbackBody, who: Reporter, session: SessionDep) -> FeedbackReceipt:
     device_id = body.device_id
     if who.role in DEVICE_BOUND:  # a tester's or device's token names its device: only that one
         device_id = device_id or who.subject
@@ -151,25 +95,23 @@ def post_feedback(body: FeedbackBody, who: Reporter, session: SessionDep) -> dic
     return submit_feedback(session, item)
 
 
-@router.post(vote_path("{group_id}"))
-def post_vote(group_id: int, who: Tester, session: SessionDep) -> dict[str, Any]:
+@router.post(vote_path("{group_id}"), response_model=VoteCount)
+def post_vote(group_id: RowIdInPath, who: Tester, session: SessionDep) -> VoteCount:
     return vote(session, group_id, f"{who.role.value}:{who.subject}")
 
 
-@router.get(f"{FEEDBACK_PATH}/surfacing")
-def get_surfacing(
-    session: SessionDep, _: Reader, build: Annotated[str, Query(min_length=1, max_length=128)]
-) -> dict[str, Any]:
+@router.get(SURFACING_PATH, response_model=Surfacing)
+def get_surfacing(session: SessionDep, _: Reader, build: Annotated[Name, Query()]) -> Surfacing:
     return surfacing(session, build)
 
 
-@router.post(f"{FEEDBACK_PATH}/groups/{{group_id}}/blocking")
+@router.post(group_action_path("{group_id}", "blocking"), response_model=FeedbackGroup)
 def post_blocking(
-    group_id: int, body: BlockingBody, session: SessionDep, _: ReleaseEngineer
-) -> dict[str, Any]:
+    group_id: RowIdInPath, body: BlockingBody, session: SessionDep, _: ReleaseEngineer
+) -> FeedbackGroup:
     return mark_blocking(session, group_id, blocking=body.blocking, reason=body.reason)
 
 
-@router.post(f"{FEEDBACK_PATH}/groups/{{group_id}}/close")
-def post_close(group_id: int, session: SessionDep, _: ReleaseEngineer) -> dict[str, Any]:
+@router.post(group_action_path("{group_id}", "close"), response_model=FeedbackGroup)
+def post_close(group_id: RowIdInPath, session: SessionDep, _: ReleaseEngineer) -> FeedbackGroup:
     return close_group(session, group_id)

@@ -2,51 +2,49 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from datetime import timedelta
+from typing import Annotated
 
 from fastapi import APIRouter, Depends
-from pydantic import BaseModel, ConfigDict, Field
 
+from server.api_models import IssuedToken, RevokedToken, TokenInfo
 from server.auth import (
-    MAX_NAME_CHARS,
     Principal,
     Role,
     issue_token,
     list_tokens,
     require_role,
     revoke_token,
+    token_info,
 )
 from server.deps import SessionDep
 from server.errors import NotFoundError
-from wire import API_PREFIX
+from server.input_bounds import NameInPath
+from server.schemas import TokenIn
+from wire.paths import TOKENS_PATH, token_path
 
-router = APIRouter(prefix=f"{API_PREFIX}/tokens", tags=["tokens"])
+router = APIRouter(tags=["tokens"])
 
 Admin = Annotated[Principal, Depends(require_role(Role.ADMIN))]
 
 
-class TokenIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    role: Role
-    name: str = Field(min_length=1, max_length=MAX_NAME_CHARS, pattern=r"^[^/\s]+$")
-    subject: str = Field(default="", max_length=128)  # the device id, for a device-bound token
-
-
-@router.post("", status_code=201)
-def post_token(body: TokenIn, session: SessionDep, _: Admin) -> dict[str, Any]:
-    token = issue_token(session, role=body.role, subject=body.subject or body.name, name=body.name)
+@router.post(TOKENS_PATH, status_code=201, response_model=IssuedToken)
+def post_token(body: TokenIn, session: SessionDep, _: Admin) -> IssuedToken:
+    lifetime = timedelta(seconds=body.expires_in_s)
+    subject = body.subject or body.name
+    token = issue_token(session, role=body.role, subject=subject, name=body.name, lifetime=lifetime)
     session.commit()
-    return {"name": body.name, "role": body.role.value, "token": token}
+    expires_at = token_info(session, body.name).expires_at
+    return IssuedToken(name=body.name, role=body.role, token=token, expires_at=expires_at)
 
 
-@router.get("")
-def get_tokens(session: SessionDep, _: Admin) -> list[dict[str, Any]]:
+@router.get(TOKENS_PATH, response_model=list[TokenInfo])
+def get_tokens(session: SessionDep, _: Admin) -> list[TokenInfo]:
     return list_tokens(session)
 
 
-@router.delete("/{name}")
-def delete_token(name: str, session: SessionDep, _: Admin) -> dict[str, Any]:
+@router.delete(token_path("{name}"), response_model=RevokedToken)
+def delete_token(name: NameInPath, session: SessionDep, _: Admin) -> RevokedToken:
     if not revoke_token(session, name):
         raise NotFoundError(f"no active token named {name!r}")
-    return {"name": name, "revoked": True}
+    return RevokedToken(name=name, revoked=True)

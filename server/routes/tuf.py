@@ -7,6 +7,7 @@ from fastapi import APIRouter
 from fastapi.responses import FileResponse
 
 from server.deps import StateDep
+from server.input_bounds import FileInPath, FilePathInPath
 from server.services.files import repo_file
 from wire import TUF_METADATA_PATH, TUF_TARGETS_PATH
 
@@ -22,13 +23,13 @@ class RepoFileResponse(FileResponse):
 
 
 @router.get(TUF_METADATA_PATH + "{name}")
-def tuf_metadata(name: str, state: StateDep) -> RepoFileResponse:
+def tuf_metadata(name: FileInPath, state: StateDep) -> RepoFileResponse:
     path = repo_file(state.settings.repo_dir, "metadata", name)
     headers = {"Cache-Control": "no-cache"}
     return RepoFileResponse(path, media_type="application/json", headers=headers)
 
 
 @router.get(TUF_TARGETS_PATH + "{target:path}")
-def tuf_target(target: str, state: StateDep) -> RepoFileResponse:
+def tuf_target(target: FilePathInPath, state: StateDep) -> RepoFileResponse:
     path = repo_file(state.settings.repo_dir, "targets", target)
     return RepoFileResponse(path, media_type="application/octet-stream")

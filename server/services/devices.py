@@ -7,16 +7,17 @@ import hmac
 import secrets
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from server.api_models import Device as DeviceView
 from server.errors import ConflictError, ForbiddenError, NotAuthenticatedError
 from server.models import Device, utcnow
 from server.mosquitto import hash_password
 from server.schemas import EnrollRequest
+from server.services.views import each_view
 
 
 @dataclass(frozen=True)
@@ -77,27 +78,31 @@ def authenticate_device(session: Session, device_id: str, credential: str) -> De
     return owner
 
 
-def device_to_dict(device: Device, now: datetime, report_timeout_s: float) -> dict[str, Any]:
+def is_silent(device: Device, now: datetime, report_timeout_s: float) -> bool:
+    """Not heard from (poll or report) within the report timeout, or never."""
     heard = max((t for t in (device.last_seen, device.last_report_at) if t), default=None)
-    silent = heard is None or (now - heard).total_seconds() > report_timeout_s
-    return {
-        "device_id": device.device_id,
-        "model": device.model,
-        "channel": device.channel,
-        "state": device.state,
-        "current_version": device.current_version,
-        "target_version": device.target_version,
-        "slot": device.slot,
-        "reason": device.reason,
-        "last_seq": device.last_seq,
-        "enrolled_at": device.enrolled_at.isoformat(),
-        "last_seen": device.last_seen.isoformat() if device.last_seen else None,
-        "last_report_at": device.last_report_at.isoformat() if device.last_report_at else None,
-        "silent": silent,
-    }
+    return heard is None or (now - heard).total_seconds() > report_timeout_s
 
 
-def list_devices(session: Session, report_timeout_s: float) -> list[dict[str, Any]]:
+def device_view(device: Device, now: datetime, report_timeout_s: float) -> DeviceView:
+    return DeviceView(
+        device_id=device.device_id,
+        model=device.model,
+        channel=device.channel,
+        state=device.state,
+        current_version=device.current_version,
+        target_version=device.target_version,
+        slot=device.slot,
+        reason=device.reason,
+        last_seq=device.last_seq,
+        enrolled_at=device.enrolled_at,
+        last_seen=device.last_seen,
+        last_report_at=device.last_report_at,
+        silent=is_silent(device, now, report_timeout_s),
+    )
+
+
+def list_devices(session: Session, report_timeout_s: float) -> list[DeviceView]:
     now = utcnow()
     devices = session.scalars(select(Device).order_by(Device.device_id))
-    return [device_to_dict(d, now, report_timeout_s) for d in devices]
+    return each_view(devices, lambda d: device_view(d, now, report_timeout_s), "device")

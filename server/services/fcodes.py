@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Final, cast
 
 from sqlalchemy import CursorResult, select, update
 from sqlalchemy.orm import Session
 
+from server.api_models import ChannelChange, IssuedCodes, Redemption
 from server.errors import ConflictError, GoneError, NotFoundError
 from server.models import Device, FCode, utcnow
 from server.services.devices import hash_credential
@@ -24,40 +24,9 @@ PREVIEW: Final = "preview"
 STABLE: Final = "stable"
 CODE_ALPHABET: Final = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"  # no 0/O, 1/I: read aloud, typed
 CODE_GROUPS: Final = 4  # of 4 characters each: 80 bits
-MAX_CODES_PER_ISSUE: Final = 1000
 
 TokenMaker = Callable[[Session, str], str]  # (session, device_id) -> a tester token
 TesterEnd = Callable[[Session, str], object]  # (session, device_id): revoke that token
-
-
-@dataclass(frozen=True)
-class IssuedCodes:
-    codes: list[str]  # plaintext, shown once
-    channel: str
-    expires_at: datetime
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "codes": self.codes,
-            "channel": self.channel,
-            "expires_at": self.expires_at.isoformat(),
-        }
-
-
-@dataclass(frozen=True)
-class Redemption:
-    device_id: str
-    channel: str
-    previous_channel: str
-    tester_token: str
-
-    def to_dict(self) -> dict[str, str]:
-        return {
-            "device_id": self.device_id,
-            "channel": self.channel,
-            "previous_channel": self.previous_channel,
-            "tester_token": self.tester_token,
-        }
 
 
 def new_code() -> str:
@@ -86,7 +55,7 @@ def issue_fcodes(
         for c in codes
     )
     session.commit()
-    return IssuedCodes(codes, channel, expires_at)
+    return IssuedCodes(codes=codes, channel=channel, expires_at=expires_at)
 
 
 def redeem_fcode(
@@ -98,18 +67,18 @@ def redeem_fcode(
     now: datetime | None = None,
 ) -> Redemption:
     """Spend `code` on `device`: it joins the code's channel and gets a tester token. The
-    device that spent a code may redeem it again (its answer was lost, or it left and comes
-    back): the same channel and a rotated token."""
+    device that spent a code may redeem it again until the code expires (its answer was
+    lost, or it left and comes back): the same channel and a rotated token."""
     now = now or utcnow()
     row = session.scalar(select(FCode).where(FCode.code_hash == hash_code(code)))
     if row is None:
         raise NotFoundError("unknown F-code (check it for typos)")
-    if row.redeemed_by == device.device_id:  # a retry after a lost answer: same outcome
-        return _join(session, device, row.channel, tester_token)
-    if row.redeemed_at is not None:
+    if row.redeemed_at is not None and row.redeemed_by != device.device_id:
         raise ConflictError("this F-code has been used already; ask for a new one")
     if row.expires_at <= now:
         raise GoneError(f"this F-code expired at {row.expires_at.isoformat()}")
+    if row.redeemed_by == device.device_id:  # a retry after a lost answer: same outcome
+        return _join(session, device, row.channel, tester_token)
     spent = cast(
         CursorResult[Any],
         session.execute(
@@ -129,12 +98,14 @@ def _join(session: Session, device: Device, channel: str, tester_token: TokenMak
     device.channel = channel
     token = tester_token(session, device.device_id)
     session.commit()
-    return Redemption(device.device_id, channel, previous, token)
+    return Redemption(
+        device_id=device.device_id, channel=channel, previous_channel=previous, tester_token=token
+    )
 
 
 def leave_preview(
     session: Session, device: Device, *, end_tester: TesterEnd | None = None
-) -> dict[str, str]:
+) -> ChannelChange:
     """Back to stable, keeping the build that runs (the agent never goes down); `end_tester`
     takes the device's tester rights away in the same transaction."""
     previous = device.channel
@@ -144,4 +115,4 @@ def leave_preview(
     if end_tester is not None:
         end_tester(session, device.device_id)
     session.commit()
-    return {"device_id": device.device_id, "channel": STABLE, "previous_channel": previous}
+    return ChannelChange(device_id=device.device_id, channel=STABLE, previous_channel=previous)

@@ -18,6 +18,8 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from server.api_models import FeedbackGroup as GroupView
+from server.api_models import FeedbackReceipt, RankedGroup, Surfacing, VoteCount
 from server.errors import (
     ConflictError,
     InvalidInputError,
@@ -80,7 +82,7 @@ class FeedbackIn:
 
 def submit_feedback(
     session: Session, item: FeedbackIn, *, now: datetime | None = None
-) -> dict[str, Any]:
+) -> FeedbackReceipt:
     """Store one report; it joins the open tester group of its build with the most similar
     text, or starts a group of its own."""
     if item.logs is not None and len(item.logs.encode()) > MAX_LOG_BYTES:
@@ -102,7 +104,9 @@ def submit_feedback(
     )
     session.add(row)
     session.commit()
-    return {"id": row.id, "group_id": group.id, "build": item.build, "logs_stored": bool(row.logs)}
+    return FeedbackReceipt(
+        id=row.id, group_id=group.id, build=item.build, logs_stored=bool(row.logs)
+    )
 
 
 def _group_for(session: Session, item: FeedbackIn, now: datetime) -> FeedbackGroup:
@@ -145,7 +149,7 @@ def _open_group(session: Session, group_id: int) -> FeedbackGroup:
     return group
 
 
-def vote(session: Session, group_id: int, voter: str) -> dict[str, Any]:
+def vote(session: Session, group_id: int, voter: str) -> VoteCount:
     """One vote per tester per group; a second one is a 409."""
     group = _open_group(session, group_id)
     if group.closed:
@@ -156,12 +160,10 @@ def vote(session: Session, group_id: int, voter: str) -> dict[str, Any]:
     except IntegrityError:
         session.rollback()
         raise ConflictError(f"you have voted for feedback group {group_id} already") from None
-    return {"group_id": group_id, "votes": _votes(session, [group_id]).get(group_id, 0)}
+    return VoteCount(group_id=group_id, votes=_votes(session, [group_id]).get(group_id, 0))
 
 
-def mark_blocking(
-    session: Session, group_id: int, *, blocking: bool, reason: str
-) -> dict[str, Any]:
+def mark_blocking(session: Session, group_id: int, *, blocking: bool, reason: str) -> GroupView:
     """Blocking holds the gate of the group's build while the group is open."""
     group = _open_group(session, group_id)
     if blocking and not reason.strip():
@@ -169,18 +171,18 @@ def mark_blocking(
     group.blocking = blocking
     group.blocking_reason = reason.strip()
     session.commit()
-    return group_to_dict(group)
+    return group_view(group)
 
 
-def close_group(session: Session, group_id: int) -> dict[str, Any]:
+def close_group(session: Session, group_id: int) -> GroupView:
     """Fixed or not a problem: a closed group neither ranks nor blocks."""
     group = _open_group(session, group_id)
     group.closed = True
     session.commit()
-    return group_to_dict(group)
+    return group_view(group)
 
 
-def group_to_dict(group: FeedbackGroup) -> dict[str, Any]:
+def _group_fields(group: FeedbackGroup) -> dict[str, Any]:
     return {
         "group_id": group.id,
         "build": group.build,
@@ -190,8 +192,12 @@ def group_to_dict(group: FeedbackGroup) -> dict[str, Any]:
         "blocking": group.blocking,
         "blocking_reason": group.blocking_reason,
         "closed": group.closed,
-        "last_seen": group.last_seen.isoformat(),
+        "last_seen": group.last_seen,
     }
+
+
+def group_view(group: FeedbackGroup) -> GroupView:
+    return GroupView(**_group_fields(group))
 
 
 def _votes(session: Session, group_ids: Iterable[int]) -> dict[int, int]:
@@ -221,7 +227,7 @@ class _Evidence:
         self.last = when if self.last is None else max(self.last, when)
 
 
-def surfacing(session: Session, build: str, *, now: datetime | None = None) -> dict[str, Any]:
+def surfacing(session: Session, build: str, *, now: datetime | None = None) -> Surfacing:
     """The open groups of `build`, ranked (server.surfacing), with what they count."""
     now = now or utcnow()
     evidence: dict[int, _Evidence] = defaultdict(_Evidence)
@@ -237,18 +243,18 @@ def surfacing(session: Session, build: str, *, now: datetime | None = None) -> d
         for g in groups
     ]
     ranked = [
-        {
-            "rank": place,
-            **group_to_dict(by_id[s.group_id]),
-            "devices": s.devices,
-            "reports": evidence[s.group_id].reports,
-            "votes": s.votes,
-            "score": round(score, 4),
-            "samples": evidence[s.group_id].samples,
-        }
+        RankedGroup(
+            rank=place,
+            **_group_fields(by_id[s.group_id]),
+            devices=s.devices,
+            reports=evidence[s.group_id].reports,
+            votes=s.votes,
+            score=round(score, 4),
+            samples=evidence[s.group_id].samples,
+        )
         for place, (s, score) in enumerate(rank(stats, now), start=1)
     ]
-    return {"build": build, "generated_at": now.isoformat(), "groups": ranked}
+    return Surfacing(build=build, generated_at=now, groups=ranked)
 
 
 def _tester_evidence(session: Session, group_ids: list[int]) -> dict[int, _Evidence]:

@@ -14,15 +14,17 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from server.api_models import Release as ReleaseView
 from server.errors import ConflictError, NotFoundError
 from server.models import Release, Rollout, utcnow
 from server.schemas import ReleaseIn, RolloutUpdate
+from server.services.views import each_view
 from wire import AvailabilityNotice
 
 
 @dataclass(frozen=True)
 class RegisteredRelease:
-    release: dict[str, Any]
+    release: ReleaseView
     notice: AvailabilityNotice  # to publish, retained, once the release is stored
 
 
@@ -48,12 +50,12 @@ def register_release(session: Session, body: ReleaseIn) -> RegisteredRelease:
     )
     session.add(rollout)
     session.commit()
-    return RegisteredRelease(release_to_dict(release, rollout), make_notice(release, rollout))
+    return RegisteredRelease(release_view(release, rollout), make_notice(release, rollout))
 
 
 @dataclass(frozen=True)
 class UpdatedRollout:
-    release: dict[str, Any]
+    release: ReleaseView
     notice: AvailabilityNotice | None  # the channel's current notice, to publish again
 
 
@@ -72,7 +74,7 @@ def update_rollout(session: Session, rollout_id: str, update: RolloutUpdate) -> 
     release = session.get_one(Release, rollout.release_id)
     session.commit()
     notice = current_notice(session, release.channel, release.model)
-    return UpdatedRollout(release_to_dict(release, rollout), notice)
+    return UpdatedRollout(release_view(release, rollout), notice)
 
 
 def _exists(body: ReleaseIn) -> str:
@@ -135,27 +137,27 @@ def current_notices(session: Session) -> list[AvailabilityNotice]:
     return [n for n in notices if n is not None]
 
 
-def release_to_dict(release: Release, rollout: Rollout | None) -> dict[str, Any]:
-    return {
-        "id": release.id,
-        "version": release.version,
-        "channel": release.channel,
-        "model": release.model,
-        "target_path": release.target_path,
-        "length": release.length,
-        "sha256": release.sha256,
-        "notes": release.notes,
-        "published_at": release.published_at.isoformat(),
-        "release_counter": release.release_counter,
-        "created_at": release.created_at.isoformat(),
-        "rollout_id": rollout.rollout_id if rollout else None,
-        "percentage": rollout.percentage if rollout else None,
-        "paused": rollout.paused if rollout else None,
-    }
+def release_view(release: Release, rollout: Rollout | None) -> ReleaseView:
+    return ReleaseView(
+        id=release.id,
+        version=release.version,
+        channel=release.channel,
+        model=release.model,
+        target_path=release.target_path,
+        length=release.length,
+        sha256=release.sha256,
+        notes=release.notes,
+        published_at=release.published_at,
+        release_counter=release.release_counter,
+        created_at=release.created_at,
+        rollout_id=rollout.rollout_id if rollout else None,
+        percentage=rollout.percentage if rollout else None,
+        paused=rollout.paused if rollout else None,
+    )
 
 
-def list_releases(session: Session) -> list[dict[str, Any]]:
+def list_releases(session: Session) -> list[ReleaseView]:
     releases = session.scalars(
         select(Release).order_by(Release.channel, Release.model, *_latest_first())
     )
-    return [release_to_dict(r, _current_rollout(session, r)) for r in releases]
+    return each_view(releases, lambda r: release_view(r, _current_rollout(session, r)), "release")

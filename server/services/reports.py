@@ -2,7 +2,9 @@
 
 HTTP and MQTT deliver the same reports, often both, sometimes twice each; the unique
 constraint plus INSERT ... ON CONFLICT DO NOTHING makes every copy after the first a no-op,
-also between concurrent transactions on PostgreSQL.
+also between concurrent transactions on PostgreSQL. A *different* report under a stored
+number is a conflict (409), and a number far beyond the device's last one is refused (422):
+stored, it would become a high-water mark that no later report could pass.
 """
 
 from __future__ import annotations
@@ -15,9 +17,13 @@ from sqlalchemy import Insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from server.errors import InvalidInputError, UnknownDeviceError
+from server.api_models import Report as ReportView
+from server.errors import ConflictError, InvalidInputError, UnknownDeviceError
+from server.metrics import process_metrics
 from server.models import Device, Report, utcnow
+from server.services.views import as_object, each_view, finite_or_zero
 from wire import PROTOCOL_VERSION, ProtocolError, ReportsAck, StatusReport
+from wire.bounds import MAX_SEQ_AHEAD
 
 Via = Literal["http", "mqtt"]
 
@@ -54,18 +60,76 @@ def ingest_reports(
     """Store what is new, update the device from the newest report, ack every seq held."""
     if any(r.device_id != device_id for r in reports):
         raise InvalidInputError(f"every report must be from device {device_id!r}")
-    if session.get(Device, device_id) is None:
+    device = session.get(Device, device_id)
+    if device is None:
         raise UnknownDeviceError(f"no device {device_id!r} has enrolled")
-    first_copies: dict[int, StatusReport] = {}
-    for report in reports:
-        first_copies.setdefault(report.seq, report)
-    unique = list(first_copies.values())
+    unique = _one_per_seq(reports)
+    _refuse_far_ahead(unique, device.last_seq)
+    _refuse_conflicts(session, device_id, unique)
     if unique:
         now = utcnow()
         session.execute(_insert_ignoring_duplicates(session, unique, via, now))
         _update_device(session, max(unique, key=lambda r: r.seq), now)
     session.commit()
+    process_metrics().reports_ingested.labels(via).inc(len(unique))
     return ReportsAck(acked=tuple(sorted(r.seq for r in unique)))
+
+
+def _one_per_seq(reports: Sequence[StatusReport]) -> list[StatusReport]:
+    """Each seq once; the same report twice is one, two different reports are a conflict."""
+    by_seq: dict[int, StatusReport] = {}
+    for report in reports:
+        if by_seq.setdefault(report.seq, report) != report:
+            raise ConflictError(f"two different reports with seq {report.seq} in one batch")
+    return list(by_seq.values())
+
+
+def _refuse_far_ahead(reports: Sequence[StatusReport], last_seq: int | None) -> None:
+    highest_allowed = (-1 if last_seq is None else last_seq) + MAX_SEQ_AHEAD
+    for report in reports:
+        if report.seq > highest_allowed:
+            raise InvalidInputError(
+                f"seq {report.seq} is more than {MAX_SEQ_AHEAD} past the device's last report"
+                f" ({last_seq}); refused so that it cannot become the device's latest"
+            )
+
+
+def _refuse_conflicts(session: Session, device_id: str, reports: Sequence[StatusReport]) -> None:
+    """409 when a stored report under one of these numbers says something else."""
+    wanted = {r.seq: r for r in reports}
+    for chunk in _chunks(sorted(wanted), 500):
+        stored = session.scalars(
+            select(Report).where(Report.device_id == device_id, Report.seq.in_(chunk))
+        )
+        for row in stored:
+            if not _same_report(row, wanted[row.seq]):
+                raise ConflictError(
+                    f"seq {row.seq} already holds a different report of device {device_id!r}"
+                )
+
+
+def _chunks(items: list[int], size: int) -> list[list[int]]:
+    return [items[i : i + size] for i in range(0, len(items), size)]
+
+
+def _same_report(row: Report, report: StatusReport) -> bool:
+    return (
+        row.state,
+        row.current_version,
+        row.target_version,
+        row.slot,
+        row.reason,
+        row.detail,
+        row.device_at,
+    ) == (
+        report.state.value,
+        report.current_version,
+        report.target_version,
+        report.slot,
+        report.reason.value,
+        report.detail,
+        report.at,
+    )
 
 
 def _insert_ignoring_duplicates(
@@ -125,25 +189,25 @@ def _update_device(session: Session, newest: StatusReport, now: datetime) -> Non
     )
 
 
-def report_to_dict(row: Report) -> dict[str, Any]:
-    return {
-        "device_id": row.device_id,
-        "seq": row.seq,
-        "state": row.state,
-        "current_version": row.current_version,
-        "target_version": row.target_version,
-        "slot": row.slot,
-        "reason": row.reason,
-        "detail": row.detail,
-        "at": row.device_at,
-        "received_at": row.received_at.isoformat(),
-        "via": row.via,
-    }
+def report_view(row: Report) -> ReportView:
+    return ReportView(
+        device_id=row.device_id,
+        seq=row.seq,
+        state=row.state,
+        current_version=row.current_version,
+        target_version=row.target_version,
+        slot=row.slot,
+        reason=row.reason,
+        detail=as_object(row.detail),
+        at=finite_or_zero(row.device_at),
+        received_at=row.received_at,
+        via=row.via,
+    )
 
 
-def list_reports(session: Session, device_id: str | None, limit: int) -> list[dict[str, Any]]:
+def list_reports(session: Session, device_id: str | None, limit: int) -> list[ReportView]:
     """Newest first (by arrival)."""
     query = select(Report).order_by(Report.id.desc()).limit(limit)
     if device_id is not None:
         query = query.where(Report.device_id == device_id)
-    return [report_to_dict(r) for r in session.scalars(query)]
+    return each_view(session.scalars(query), report_view, "report")

@@ -18,6 +18,7 @@ from wire import FailureReason, UpdateState
 
 DEFAULT_WAVES: tuple[float, ...] = (1.0, 10.0, 50.0, 100.0)
 DEFAULT_CHANNELS: tuple[str, ...] = ("internal", "preview", "stable")
+DEFAULT_STUCK_TIMEOUT_S = 1800.0  # a device silent this long after starting counts as failed
 
 
 class RolloutError(ValueError):
@@ -174,7 +175,7 @@ class GateConfig:
 
 
 class Verdict(enum.StrEnum):
-    PASS = "pass"
+    PASS = "pass"  # noqa: S105  # a gate verdict, not a password
     WAIT = "wait"  # not enough devices or soak time yet
     FAIL = "fail"  # pause the rollout
 

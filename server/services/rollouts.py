@@ -16,10 +16,12 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from server.api_models import AuditEntry, GateNumbers, RolloutGates, RolloutStatus
 from server.errors import ConflictError, InvalidInputError, NotFoundError
 from server.models import Device, Release, Report, Rollout, RolloutAudit, RolloutPlan
 from server.services.releases import current_notice
 from server.services.rollout_rules import (
+    DEFAULT_STUCK_TIMEOUT_S,
     DEFAULT_WAVES,
     Counts,
     Decision,
@@ -37,10 +39,9 @@ from server.services.rollout_rules import (
     next_state,
     rate_wait_s,
 )
+from server.services.views import each_view
 from wire import AvailabilityNotice, FailureReason, UpdateState
 from wire.rollout import in_rollout
-
-DEFAULT_STUCK_TIMEOUT_S = 1800.0
 
 
 @dataclass(frozen=True)
@@ -58,7 +59,7 @@ class RolloutSpec:
 
 @dataclass(frozen=True)
 class RolloutChange:
-    rollout: dict[str, Any]
+    rollout: RolloutStatus
     notice: AvailabilityNotice | None  # the channel's current notice, to publish retained
 
 
@@ -254,6 +255,18 @@ def change_rollout(
     return _commit(session, rollout, now)
 
 
+def advance_by_hand(
+    session: Session, rollout_id: str, *, actor: str, reason: str, now: datetime
+) -> RolloutChange:
+    """The next wave now, whatever the gates say (the last wave: complete). Only an active
+    rollout moves; the reason goes into the audit table."""
+    rollout, plan = _load(session, rollout_id)
+    last = plan.wave_index >= len(plan.waves) - 1
+    event = RolloutEvent.COMPLETE if last else RolloutEvent.ADVANCE
+    _apply(session, rollout, plan, event, actor, reason, now)
+    return _commit(session, rollout, now)
+
+
 def override_gate(
     session: Session, rollout_id: str, *, actor: str, reason: str, now: datetime
 ) -> RolloutChange:
@@ -347,46 +360,43 @@ def _commit(session: Session, rollout: Rollout, now: datetime) -> RolloutChange:
     return RolloutChange(rollout_status(session, rollout.rollout_id), notice)
 
 
-def rollout_status(session: Session, rollout_id: str) -> dict[str, Any]:
+def rollout_status(session: Session, rollout_id: str) -> RolloutStatus:
     rollout, plan = _load(session, rollout_id)
     release = session.get_one(Release, rollout.release_id)
     audit = session.scalars(
         select(RolloutAudit).where(RolloutAudit.rollout_id == rollout_id).order_by(RolloutAudit.id)
     )
-    return {
-        "rollout_id": rollout_id,
-        "release_id": release.id,
-        "version": release.version,
-        "channel": release.channel,
-        "model": release.model,
-        "state": plan.state,
-        "waves": plan.waves,
-        "wave_index": plan.wave_index,
-        "waves_reached": plan.waves[: plan.wave_index + 1],
-        "percentage": rollout.percentage,
-        "paused": rollout.paused,
-        "paused_reason": plan.paused_reason,
-        "paused_gate": plan.paused_gate,
-        "gates": plan.gates,
-        "numbers": plan.last_numbers,
-        "windows": plan.windows,
-        "rate_per_minute": plan.rate_per_minute,
-        "stuck_timeout_s": plan.stuck_timeout_s,
-        "wave_started_at": plan.wave_started_at.isoformat(),
-        "audit": [
-            {
-                "at": a.at.isoformat(),
-                "actor": a.actor,
-                "action": a.action,
-                "reason": a.reason,
-                "detail": a.detail,
-            }
-            for a in audit
-        ],
-    }
+    return RolloutStatus(
+        rollout_id=rollout_id,
+        release_id=release.id,
+        version=release.version,
+        channel=release.channel,
+        model=release.model,
+        state=RolloutState(plan.state),
+        waves=plan.waves,
+        wave_index=plan.wave_index,
+        waves_reached=plan.waves[: plan.wave_index + 1],
+        percentage=rollout.percentage,
+        paused=rollout.paused,
+        paused_reason=plan.paused_reason,
+        paused_gate=plan.paused_gate,
+        gates=RolloutGates.model_validate(plan.gates),
+        numbers=GateNumbers.model_validate(plan.last_numbers) if plan.last_numbers else None,
+        windows=plan.windows,
+        rate_per_minute=plan.rate_per_minute,
+        stuck_timeout_s=plan.stuck_timeout_s,
+        wave_started_at=plan.wave_started_at,
+        audit=[_audit_entry(a) for a in audit],
+    )
 
 
-def list_rollouts(session: Session) -> list[dict[str, Any]]:
+def _audit_entry(row: RolloutAudit) -> AuditEntry:
+    return AuditEntry(
+        at=row.at, actor=row.actor, action=row.action, reason=row.reason, detail=row.detail
+    )
+
+
+def list_rollouts(session: Session) -> list[RolloutStatus]:
     """Every staged rollout, newest first (per release and channel: waves reached, state, and
     the gate that paused it)."""
     ids = session.scalars(
@@ -394,23 +404,4 @@ def list_rollouts(session: Session) -> list[dict[str, Any]]:
         .join(Rollout, Rollout.rollout_id == RolloutPlan.rollout_id)
         .order_by(Rollout.created_at.desc())
     ).all()
-    return [rollout_status(session, i) for i in ids]
-
-
-def rollouts_summary(session: Session) -> list[dict[str, Any]]:
-    """Per release and channel, oldest first: waves reached, state, the gate that paused it
-    (what `ota demo --json` shows under `rollouts`)."""
-    return [
-        {
-            "version": r["version"],
-            "channel": r["channel"],
-            "model": r["model"],
-            "rollout_id": r["rollout_id"],
-            "state": r["state"],
-            "waves_reached": r["waves_reached"],
-            "percentage": r["percentage"],
-            "paused_gate": r["paused_gate"] or None,
-            "paused_reason": r["paused_reason"] or None,
-        }
-        for r in reversed(list_rollouts(session))
-    ]
+    return each_view(ids, lambda i: rollout_status(session, i), "rollout")

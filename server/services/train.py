@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import date, datetime
-from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from server.api_models import Announcement, TrainStatus
 from server.errors import ConflictError, NotFoundError
 from server.models import Release, Rollout, RolloutPlan, Train
 from server.services.rollout_rules import DEFAULT_WAVES, GateConfig, RolloutState
@@ -27,6 +27,7 @@ from server.services.train_rules import (
     TrainSchedule,
     train_step,
 )
+from server.services.views import each_view
 from wire import PROTOCOL_VERSION
 
 log = logging.getLogger(__name__)
@@ -52,17 +53,36 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
-class TrainMove:
-    train: dict[str, Any]
-    moved_to: str  # the stage entered, or "" when the train stayed
+class StageEntry:
+    """What entering a stage did: a ring's new rollout, or the announcement to retain."""
+
     why: str
     rollout: RolloutChange | None = None  # the rollout a ring stage created
     announcement: tuple[str, bytes] | None = None  # (channel, payload) to retain
 
 
+@dataclass(frozen=True)
+class TrainMove:
+    train: TrainStatus
+    moved_to: str  # the stage entered, or "" when the train stayed
+    entry: StageEntry
+
+    @property
+    def why(self) -> str:
+        return self.entry.why
+
+    @property
+    def rollout(self) -> RolloutChange | None:
+        return self.entry.rollout
+
+    @property
+    def announcement(self) -> tuple[str, bytes] | None:
+        return self.entry.announcement
+
+
 def start_train(
     session: Session, *, version: str, model: str, week_of: date, notes: str, now: datetime
-) -> dict[str, Any]:
+) -> TrainStatus:
     train = Train(
         version=version,
         model=model,
@@ -78,7 +98,7 @@ def start_train(
     except IntegrityError:
         session.rollback()
         raise ConflictError(f"a train for {version} on {model} exists already") from None
-    return train_to_dict(session, train, TrainConfig())
+    return train_view(session, train, TrainConfig())
 
 
 def advance_train(
@@ -104,18 +124,18 @@ def advance_train(
         force=force,
     )
     if step.stage is None:
-        return TrainMove(train_to_dict(session, train, config), "", step.why)
-    move = _enter(session, config, train, step.stage, now, actor)
+        return TrainMove(train_view(session, train, config), "", StageEntry(step.why))
+    entry = _enter(session, config, train, step.stage, now, actor)
     train.stage, train.updated_at = step.stage.value, now
     session.commit()
-    return replace(move, train=train_to_dict(session, train, config))
+    return TrainMove(train_view(session, train, config), step.stage.value, entry)
 
 
 def _enter(
     session: Session, config: TrainConfig, train: Train, stage: Stage, now: datetime, actor: str
-) -> TrainMove:
+) -> StageEntry:
     if stage is Stage.ANNOUNCED:
-        return TrainMove({}, stage.value, "announced", announcement=_announcement(train, config))
+        return StageEntry("announced", announcement=_announcement(train, config))
     release = _release(session, train, STAGE_CHANNEL[stage])
     spec = RolloutSpec(
         release_id=release.id,
@@ -127,7 +147,7 @@ def _enter(
         ring=stage.value,
     )
     change = create_rollout(session, spec, actor=f"train:{actor}", now=now)
-    return TrainMove({}, stage.value, f"{stage} rollout started", rollout=change)
+    return StageEntry(f"{stage} rollout started", rollout=change)
 
 
 def _announcement(train: Train, config: TrainConfig) -> tuple[str, bytes]:
@@ -142,12 +162,12 @@ def _announcement(train: Train, config: TrainConfig) -> tuple[str, bytes]:
     return "preview", json.dumps(payload, sort_keys=True).encode()
 
 
-def announcements(session: Session, config: TrainConfig) -> list[dict[str, Any]]:
+def announcements(session: Session, config: TrainConfig) -> list[Announcement]:
     """What testers are told is coming (every announced train, newest first)."""
     trains = session.scalars(
         select(Train).where(Train.stage != Stage.NEW.value).order_by(Train.id.desc())
     )
-    return [json.loads(_announcement(t, config)[1]) for t in trains]
+    return [Announcement.model_validate_json(_announcement(t, config)[1]) for t in trains]
 
 
 def _release(session: Session, train: Train, channel: str) -> Release:
@@ -196,26 +216,25 @@ def _find(session: Session, version: str, model: str) -> Train:
     return train
 
 
-def train_to_dict(session: Session, train: Train, config: TrainConfig) -> dict[str, Any]:
+def train_view(session: Session, train: Train, config: TrainConfig) -> TrainStatus:
     week_of = date.fromisoformat(train.week_of)
-    return {
-        "version": train.version,
-        "model": train.model,
-        "week_of": train.week_of,
-        "stage": train.stage,
-        "notes": train.notes,
-        "due": {s.value: config.schedule.due_at(week_of, s).isoformat() for s in STAGE_TIMES},
-        "rings": {c: _ring_state(session, train, c) for c in STAGE_CHANNEL.values()},
-    }
+    return TrainStatus(
+        version=train.version,
+        model=train.model,
+        week_of=week_of,
+        stage=Stage(train.stage),
+        notes=train.notes,
+        due={s.value: config.schedule.due_at(week_of, s) for s in STAGE_TIMES},
+        rings={c: _ring_state(session, train, c) for c in STAGE_CHANNEL.values()},
+    )
 
 
 STAGE_TIMES = (Stage.ANNOUNCED, Stage.INTERNAL, Stage.PREVIEW, Stage.STABLE)
 
 
-def train_status(session: Session, config: TrainConfig) -> list[dict[str, Any]]:
-    return [
-        train_to_dict(session, t, config) for t in session.scalars(select(Train).order_by(Train.id))
-    ]
+def train_status(session: Session, config: TrainConfig) -> list[TrainStatus]:
+    trains = session.scalars(select(Train).order_by(Train.id))
+    return each_view(trains, lambda t: train_view(session, t, config), "train")
 
 
 def advance_all(session: Session, config: TrainConfig, *, now: datetime) -> list[TrainMove]:

@@ -22,6 +22,9 @@ SERVER_SIDE = {
     "rich",
     "amqtt",
     "psycopg",
+    "httpx",  # server.api_client: the device speaks through agent.server_api (urllib3)
+    "pydantic",
+    "pydantic_core",
 }
 
 

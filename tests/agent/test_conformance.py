@@ -8,9 +8,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from tufrepo import RepoServer, TufRepo, serve
 
 from agent.conformance import main
+from lab.tufrepo import RepoServer, TufRepo, serve
 
 ARTIFACT = "path/to/a/target_file.txt"
 CONTENT = b"target file contents"

@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from tufrepo import RepoServer, TufRepo, chunked_rom
 
 from agent import decide
 from agent.fetcher import make_fetcher
@@ -25,6 +24,7 @@ from agent.runner import Agent, AgentParts
 from agent.tuf_client import TufClient
 from hardware.bootcontrol import Slot
 from hardware.sim import FaultPlan, PowerCut, SimDevice
+from lab.tufrepo import RepoServer, TufRepo, chunked_rom
 from romdelta.make import MakeOptions, make_patch
 from wire import (
     AvailabilityNotice,

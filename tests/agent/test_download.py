@@ -14,7 +14,13 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from tufrepo import (
+
+from agent.download import StreamVerifier, download_into, exponential_backoff
+from agent.errors import TransportError, UpdateCancelledError, VerificationError
+from agent.fetcher import FetchLimits, HttpStatusError, make_fetcher
+from agent.tuf_client import TargetInfo, TufClient
+from hardware.blockdev import FileSlot
+from lab.tufrepo import (
     RepoServer,
     TufRepo,
     chunk_hashes,
@@ -23,12 +29,6 @@ from tufrepo import (
     rom_custom,
     serve,
 )
-
-from agent.download import StreamVerifier, download_into, exponential_backoff
-from agent.errors import TransportError, UpdateCancelledError, VerificationError
-from agent.fetcher import FetchLimits, HttpStatusError, make_fetcher
-from agent.tuf_client import TargetInfo, TufClient
-from hardware.blockdev import FileSlot
 from wire import FailureReason
 
 CHUNK = 64 * 1024

@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 import urllib3
 from tuf.api import exceptions as tuf_exceptions
-from tufrepo import RepoServer
 
 from agent.fetcher import (
     FetchLimits,
@@ -18,6 +17,7 @@ from agent.fetcher import (
     SlowRetrievalError,
     make_fetcher,
 )
+from lab.tufrepo import RepoServer
 
 BODY = bytes(range(256)) * 400  # 102400 bytes
 

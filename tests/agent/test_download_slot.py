@@ -7,7 +7,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from tufrepo import RepoServer, TufRepo, chunked_rom, device_client, serve
 
 from agent.download import download_into
 from agent.errors import InstallError
@@ -15,6 +14,7 @@ from agent.fetcher import make_fetcher
 from agent.tuf_client import TargetInfo, TufClient
 from hardware.bootcontrol import Slot
 from hardware.sim import FaultPlan, PowerCut, SimDevice
+from lab.tufrepo import RepoServer, TufRepo, chunked_rom, device_client, serve
 from wire import FailureReason
 
 CHUNK = 32 * 1024

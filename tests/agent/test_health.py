@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import socket
 import sys
 import time
+import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,6 +25,7 @@ from agent.health import (
     health_checks_from_config,
     run_health_checks,
 )
+from lab.net import free_port
 from signing.testing import serve_directory
 
 PY = sys.executable
@@ -125,10 +126,7 @@ def test_an_error_status_is_a_problem(http_base: str) -> None:
 
 
 def test_nothing_listening_is_a_problem() -> None:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    problem = HttpReachableCheck(f"http://127.0.0.1:{port}/healthz").run(5)
+    problem = HttpReachableCheck(f"http://127.0.0.1:{free_port()}/healthz").run(5)
     assert problem is not None
     assert "unreachable" in problem
 
@@ -311,3 +309,29 @@ def test_a_health_check_is_anything_with_a_name_and_run() -> None:
 
     checks: list[HealthCheck] = [Custom()]
     assert run_health_checks(checks, 1).ok
+
+
+def test_a_failed_check_says_which_its_output_and_what_to_do() -> None:
+    script = "print('degraded'); print('2 units failed'); raise SystemExit(1)"
+    result = run_health_checks([CommandCheck([PY, "-c", script], name="system")], 30)
+    explained = result.explanation()
+    assert "health check 'system' failed" in explained
+    assert "its output: degraded | 2 units failed" in explained
+    assert "run that check by hand" in explained
+    assert "\n" not in explained  # one log line
+
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+
+
+def test_the_readmes_health_check_is_one_a_healthy_raspberry_pi_passes() -> None:
+    """`systemctl is-system-running` says degraded on healthy Raspberry Pi OS installs: the
+    README's example config must not roll every device back."""
+    text = README.read_text()
+    block = text[text.index("[[health.check]]") :]
+    block = block[: block.index("```")]
+    table = tomllib.loads(block)
+    checks = health_checks_from_config(table["health"]["check"])
+    assert [type(c) for c in checks] == [SystemdUnitCheck]
+    assert isinstance(checks[0], SystemdUnitCheck)
+    assert checks[0].unit == "multi-user.target"

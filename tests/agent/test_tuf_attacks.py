@@ -27,7 +27,6 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 from securesystemslib.signer import CryptoSigner, Signer
 from tuf.api.metadata import Metadata, Timestamp
-from tufrepo import RepoServer, TufRepo
 
 from agent.config import AgentConfig
 from agent.daemon import AgentDaemon
@@ -40,6 +39,7 @@ from agent.tuf_client import TufClient
 from hardware.bootcontrol import Slot
 from hardware.sim import SimDevice
 from hardware.sim_env import BootEnv
+from lab.tufrepo import RepoServer, TufRepo
 from wire import (
     AvailabilityNotice,
     FailureReason,
@@ -70,6 +70,9 @@ class Director:
     def send_reports(self, reports: Sequence[StatusReport]) -> set[int]:
         self.reports.extend(reports)
         return {r.seq for r in reports}
+
+    def ack_commands(self, command_ids: Sequence[str]) -> None:
+        pass
 
 
 @dataclass(frozen=True)

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 from tuf.api.metadata import DelegatedRole, Delegations, TargetFile, Targets
-from tufrepo import RepoServer, TufRepo, chunked_rom, device_client, rom_custom, serve
 
 from agent.errors import InstallError, TransportError, VerificationError
 from agent.installed import InstalledRelease
 from agent.tuf_client import TargetInfo, TufClient, check_target, delegating_role
+from lab.tufrepo import RepoServer, TufRepo, chunked_rom, device_client, rom_custom, serve
 from wire import FailureReason
 
 ROM = "pi4/stable/2026.48/rom.img"

@@ -5,11 +5,9 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import logging
 import threading
 import time
-import urllib.request
 from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -20,7 +18,6 @@ from typing import Any
 import pytest
 from tuf.api.metadata import Metadata, Timestamp
 
-from agent.config import AgentConfig
 from agent.daemon import AgentDaemon, build_agent
 from agent.fetcher import RangeFetcher
 from agent.health import CallableCheck
@@ -29,94 +26,27 @@ from agent.runner import Agent
 from agent.server_api import ServerApi
 from hardware.bootcontrol import Slot
 from hardware.sim import SimDevice
-from server.settings import Settings
-from server.testing import live_server
-from signing.keys import init_keys, key_paths, load_signer
-from signing.notify import notify_server
-from signing.repo import PublishedRelease, publish_release, target_storage_name
+from lab.fleet import MIB, Backend, Board, daemons_running, running_backend
+from server.api_models import QueuedCommand, Report
+from server.schemas import CommandIn
+from signing.keys import key_paths, load_signer
+from signing.repo import PublishedRelease, target_storage_name
 from wire import AvailabilityNotice, Command, CommandKind, FailureReason, UpdateState
 
 MODEL = "board"
-ADMIN = "admin-token"
-ENROLL = "enroll-token"
-MIB = 1024 * 1024
-
-
-@dataclass
-class Env:
-    tmp: Path
-    repo: Path
-    server_url: str
-
-    def publish(self, version: str, *, model: str = MODEL, channel: str = "stable") -> Any:
-        image = self.tmp / f"rom-{model}-{version}.img"
-        image.write_bytes(hashlib.sha256(version.encode()).digest() * (3 * MIB // 32 + 7))
-        release = publish_release(
-            self.repo, image, version=version, channel=channel, model=model, chunk_size=MIB
-        )
-        notify_server(self.server_url, ADMIN, release)
-        return release
-
-    def api(self, path: str) -> Any:
-        request = urllib.request.Request(
-            self.server_url + path, headers={"Authorization": f"Bearer {ADMIN}"}
-        )
-        with urllib.request.urlopen(request, timeout=10) as resp:
-            return json.loads(resp.read())
-
-    def post(self, path: str, body: dict[str, Any]) -> Any:
-        request = urllib.request.Request(
-            self.server_url + path,
-            data=json.dumps(body).encode(),
-            method="POST",
-            headers={"Authorization": f"Bearer {ADMIN}", "Content-Type": "application/json"},
-        )
-        with urllib.request.urlopen(request, timeout=10) as resp:
-            return json.loads(resp.read())
-
-    def device_row(self, device_id: str) -> dict[str, Any]:
-        rows = {d["device_id"]: d for d in self.api("/api/v1/devices")}
-        return dict(rows[device_id])
-
-    def reported_states(self, device_id: str) -> list[str]:
-        reports = self.api(f"/api/v1/reports?device_id={device_id}&limit=1000")
-        return [r["state"] for r in sorted(reports, key=lambda r: r["seq"])]
+BOARD = Board(model=MODEL, slot_size=8 * MIB, image_size=3 * MIB + 7 * 32, chunk_size=MIB)
+HEALTH_DEADLINE_S = 5.0
+CANCEL = CommandIn(kind=CommandKind.CANCEL)
 
 
 @pytest.fixture
-def env(tmp_path: Path) -> Iterator[Env]:
-    repo = tmp_path / "repo"
-    init_keys(repo)
-    settings = Settings(
-        db_url=f"sqlite:///{tmp_path / 'server.db'}",
-        repo_dir=repo / "repository",
-        admin_token=ADMIN,
-        enrollment_token=ENROLL,
-    )
-    with live_server(settings) as url:
-        yield Env(tmp_path, repo, url)
+def env(tmp_path: Path) -> Iterator[Backend]:
+    with running_backend(tmp_path, BOARD) as backend:
+        yield backend
 
 
-def make_config(env: Env, device_id: str, **extra: Any) -> AgentConfig:
-    credential = ServerApi(env.server_url, device_id).enroll(ENROLL, MODEL, "stable")
-    return AgentConfig(
-        device_id=device_id,
-        model=MODEL,
-        channel="stable",
-        server_url=env.server_url,
-        credential=credential,
-        data_dir=env.tmp / device_id / "agent",
-        trusted_root=env.repo / "root.json",
-        health_deadline_s=5.0,
-        **extra,
-    )
-
-
-def make_agent(env: Env, device_id: str = "dev-1") -> tuple[Agent, SimDevice]:
-    sim = SimDevice.provision(env.tmp / device_id / "hw", slot_size=8 * MIB, model=MODEL)
-    agent = build_agent(make_config(env, device_id), boot=sim)
-    agent.resume()
-    return agent, sim
+def make_agent(env: Backend, device_id: str = "dev-1") -> tuple[Agent, SimDevice]:
+    return env.start_agent(device_id, health_deadline_s=HEALTH_DEADLINE_S)
 
 
 def slot_digest(sim: SimDevice, slot: Slot) -> str:
@@ -135,7 +65,7 @@ def notice_for(release: PublishedRelease, **changes: Any) -> AvailabilityNotice:
     return AvailabilityNotice(**{**fields, **changes})
 
 
-def test_update_is_installed_committed_and_every_step_reported(env: Env) -> None:
+def test_update_is_installed_committed_and_every_step_reported(env: Backend) -> None:
     agent, sim = make_agent(env)
     release = env.publish("1.0")
     agent.poll_once()
@@ -145,7 +75,7 @@ def test_update_is_installed_committed_and_every_step_reported(env: Env) -> None
     with sim.slot_path(Slot.B).open("rb") as f:
         assert hashlib.sha256(f.read(release.length)).hexdigest() == release.sha256
     row = env.device_row("dev-1")
-    assert (row["current_version"], row["state"], row["slot"]) == ("1.0", "committed", "b")
+    assert (row.current_version, row.state, row.slot) == ("1.0", "committed", "b")
     assert env.reported_states("dev-1") == [
         "idle",
         "downloading",
@@ -157,7 +87,7 @@ def test_update_is_installed_committed_and_every_step_reported(env: Env) -> None
     assert len(agent.parts.outbox) == 0
 
 
-def test_failed_health_check_rolls_back_and_says_why(env: Env) -> None:
+def test_failed_health_check_rolls_back_and_says_why(env: Backend) -> None:
     agent, sim = make_agent(env)
     env.publish("1.0")
     agent.poll_once()
@@ -168,11 +98,10 @@ def test_failed_health_check_rolls_back_and_says_why(env: Env) -> None:
     assert sim.status().active is Slot.B
     assert sim.status().committed is Slot.B
     assert agent.current_version == "1.0"
-    last = env.api("/api/v1/reports?device_id=dev-1&limit=1000")
-    rolled = max(last, key=lambda r: r["seq"])
-    assert rolled["state"] == "rolled_back"
-    assert rolled["reason"] == FailureReason.HEALTH_CHECK.value
-    assert rolled["detail"]["failed_check"] == "device"
+    rolled = last_report(env, "dev-1")
+    assert rolled.state == "rolled_back"
+    assert rolled.reason == FailureReason.HEALTH_CHECK.value
+    assert rolled.detail["failed_check"] == "device"
     assert env.reported_states("dev-1")[-2:] == ["rolling_back", "rolled_back"]
     # the same build is not retried after it failed here
     agent.poll_once()
@@ -180,7 +109,7 @@ def test_failed_health_check_rolls_back_and_says_why(env: Env) -> None:
 
 
 def _assert_refused(
-    env: Env, agent: Agent, sim: SimDevice, before: str, reason: FailureReason
+    env: Backend, agent: Agent, sim: SimDevice, before: str, reason: FailureReason
 ) -> None:
     assert agent.record.state is UpdateState.FAILED
     assert agent.record.reason is reason
@@ -188,12 +117,11 @@ def _assert_refused(
     assert (status.active, status.committed, status.pending_trial) == (Slot.A, Slot.A, None)
     assert slot_digest(sim, Slot.A) == before
     assert Slot.B in sim.read_env().unbootable
-    reports = env.api(f"/api/v1/reports?device_id={agent.parts.device_id}&limit=1000")
-    newest = max(reports, key=lambda r: r["seq"])  # the refusal reached the server
-    assert (newest["state"], newest["reason"]) == ("failed", reason.value)
+    newest = last_report(env, agent.parts.device_id)  # the refusal reached the server
+    assert (newest.state, newest.reason) == ("failed", reason.value)
 
 
-def test_tampered_image_is_refused_and_running_slot_untouched(env: Env) -> None:
+def test_tampered_image_is_refused_and_running_slot_untouched(env: Backend) -> None:
     agent, sim = make_agent(env)
     before = slot_digest(sim, Slot.A)
     release = env.publish("1.0")
@@ -206,7 +134,7 @@ def test_tampered_image_is_refused_and_running_slot_untouched(env: Env) -> None:
     assert "chunk" in agent.record.detail["error"]
 
 
-def test_image_longer_than_signed_is_cut_off(env: Env) -> None:
+def test_image_longer_than_signed_is_cut_off(env: Backend) -> None:
     agent, sim = make_agent(env)
     before = slot_digest(sim, Slot.A)
     release = env.publish("1.0")
@@ -217,7 +145,7 @@ def test_image_longer_than_signed_is_cut_off(env: Env) -> None:
     _assert_refused(env, agent, sim, before, FailureReason.LENGTH_MISMATCH)
 
 
-def expire_timestamp(env: Env) -> None:
+def expire_timestamp(env: Backend) -> None:
     """Re-sign timestamp.json, properly, with an expiry an hour in the past."""
     path = env.repo / "repository" / "metadata" / "timestamp.json"
     md = Metadata[Timestamp].from_file(str(path))
@@ -228,7 +156,7 @@ def expire_timestamp(env: Env) -> None:
     md.to_file(str(path))
 
 
-def test_expired_timestamp_is_refused(env: Env) -> None:
+def test_expired_timestamp_is_refused(env: Backend) -> None:
     agent, sim = make_agent(env)
     before = slot_digest(sim, Slot.A)
     env.publish("1.0")
@@ -237,7 +165,7 @@ def test_expired_timestamp_is_refused(env: Env) -> None:
     _assert_refused(env, agent, sim, before, FailureReason.METADATA)
 
 
-def test_wrong_model_target_is_refused_even_if_the_server_points_at_it(env: Env) -> None:
+def test_wrong_model_target_is_refused_even_if_the_server_points_at_it(env: Backend) -> None:
     agent, sim = make_agent(env)
     before = slot_digest(sim, Slot.A)
     other = env.publish("9.0", model="other-board")
@@ -246,7 +174,7 @@ def test_wrong_model_target_is_refused_even_if_the_server_points_at_it(env: Env)
 
 
 def test_a_preview_build_is_refused_by_a_stable_device_even_if_the_server_points_at_it(
-    env: Env,
+    env: Backend,
 ) -> None:
     agent, sim = make_agent(env)
     before = slot_digest(sim, Slot.A)
@@ -255,7 +183,7 @@ def test_a_preview_build_is_refused_by_a_stable_device_even_if_the_server_points
     _assert_refused(env, agent, sim, before, FailureReason.WRONG_CHANNEL)
 
 
-def test_signed_version_older_than_running_is_refused(env: Env) -> None:
+def test_signed_version_older_than_running_is_refused(env: Backend) -> None:
     agent, sim = make_agent(env)
     first = env.publish("1.0")
     env.publish("2.0")
@@ -270,7 +198,7 @@ def test_signed_version_older_than_running_is_refused(env: Env) -> None:
     assert slot_digest(sim, running) == before
 
 
-def test_reports_wait_in_the_outbox_while_the_server_is_away(env: Env, tmp_path: Path) -> None:
+def test_reports_wait_in_the_outbox_while_the_server_is_away(env: Backend, tmp_path: Path) -> None:
     agent, _ = make_agent(env)
     env.publish("1.0")
     real_server = agent.parts.server
@@ -288,31 +216,24 @@ def test_reports_wait_in_the_outbox_while_the_server_is_away(env: Env, tmp_path:
     assert states == ["idle", "downloading", "installed", "rebooting", "trial", "committed"]
 
 
-def test_mqtt_notice_wakes_the_agent_long_before_its_poll(env: Env, mosquitto_url: str) -> None:
-    settings = Settings(
-        db_url=f"sqlite:///{env.tmp / 'server2.db'}",
-        repo_dir=env.repo / "repository",
-        broker_url=mosquitto_url,
-        admin_token=ADMIN,
-        enrollment_token=ENROLL,
-    )
-    with live_server(settings) as url:
-        env2 = Env(env.tmp, env.repo, url)
-        sim = SimDevice.provision(env.tmp / "mq" / "hw", slot_size=8 * MIB, model=MODEL)
-        config = make_config(env2, "dev-mq", broker_url=mosquitto_url, poll_interval_s=600.0)
+def test_mqtt_notice_wakes_the_agent_long_before_its_poll(env: Backend, mosquitto_url: str) -> None:
+    second_server = f"sqlite:///{env.workdir / 'server2.db'}"
+    with running_backend(
+        env.workdir, BOARD, db_url=second_server, broker_url=mosquitto_url
+    ) as env2:
+        sim = env2.provision("dev-mq")
+        config = env2.agent_config(
+            "dev-mq",
+            health_deadline_s=HEALTH_DEADLINE_S,
+            broker_url=env2.broker_url,
+            poll_interval_s=600.0,
+        )
         daemon = AgentDaemon(config, build_agent(config, boot=sim))
-        stop = threading.Event()
-        thread = threading.Thread(target=daemon.run, args=(stop,), daemon=True)
-        thread.start()
-        try:
+        with daemons_running([daemon]):
             _wait_for(lambda: daemon.doorbell is not None and daemon.doorbell.connected, 10)
             time.sleep(0.5)  # the first HTTP poll found nothing; now only MQTT can wake it
             env2.publish("1.0")
-            _wait_for(lambda: env2.device_row("dev-mq")["state"] == "committed", 30)
-        finally:
-            stop.set()
-            daemon.wake()
-            thread.join(timeout=10)
+            _wait_for(lambda: env2.device_row("dev-mq").state == "committed", 30)
         assert sim.status().active is Slot.B
 
 
@@ -324,7 +245,7 @@ def _wait_for(predicate: Any, timeout: float) -> None:
 
 
 def test_a_clock_reset_to_1970_does_not_make_expired_metadata_fresh(
-    env: Env, monkeypatch: pytest.MonkeyPatch
+    env: Backend, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import tuf.ngclient._internal.trusted_metadata_set as tms
 
@@ -342,6 +263,10 @@ def test_a_clock_reset_to_1970_does_not_make_expired_metadata_fresh(
 
     fake = type("FakeDatetimeModule", (), {"datetime": Epoch, "timezone": tms.datetime.timezone})
     monkeypatch.setattr(tms, "datetime", fake)  # python-tuf's clock now says 1970
+    clock = agent.parts.tuf.clock
+    assert clock is not None
+    clock.system_clock = lambda: Epoch.now(UTC)  # and so does the agent's own
+    agent.parts.clock = lambda: Epoch.now(UTC).timestamp()
     running = sim.status().active
     agent.poll_once()
     assert agent.record.state is UpdateState.FAILED
@@ -383,9 +308,8 @@ def from_another_thread(action: Callable[[], object]) -> None:
     assert not thread.is_alive(), "the action blocked behind the running update"
 
 
-def last_report(env: Env, device_id: str) -> dict[str, Any]:
-    reports = env.api(f"/api/v1/reports?device_id={device_id}&limit=1000")
-    return dict(max(reports, key=lambda r: r["seq"]))
+def last_report(env: Backend, device_id: str) -> Report:
+    return max(env.reports(device_id), key=lambda r: r.seq)
 
 
 def assert_abandoned_before_the_trial(agent: Agent, sim: SimDevice, running: str) -> None:
@@ -399,9 +323,11 @@ def assert_abandoned_before_the_trial(agent: Agent, sim: SimDevice, running: str
 
 
 @pytest.mark.parametrize("kind", [CommandKind.CANCEL, CommandKind.ROLLBACK])
-def test_a_cancel_stops_the_download_and_survives_a_restart(env: Env, kind: CommandKind) -> None:
-    config = make_config(env, "dev-1")
-    sim = SimDevice.provision(env.tmp / "dev-1" / "hw", slot_size=8 * MIB, model=MODEL)
+def test_a_cancel_stops_the_download_and_survives_a_restart(
+    env: Backend, kind: CommandKind
+) -> None:
+    config = env.agent_config("dev-1", health_deadline_s=HEALTH_DEADLINE_S)
+    sim = env.provision("dev-1")
     agent = build_agent(config, boot=sim)
     agent.resume()
     running = slot_digest(sim, Slot.A)
@@ -417,7 +343,7 @@ def test_a_cancel_stops_the_download_and_survives_a_restart(env: Env, kind: Comm
     assert agent.record.detail["abandoned_in"] == "downloading"
     assert agent.record.detail["command"] == kind.value
     report = last_report(env, "dev-1")
-    assert (report["state"], report["reason"]) == ("failed", "cancelled")
+    assert (report.state, report.reason) == ("failed", "cancelled")
     assert env.reported_states("dev-1") == ["idle", "downloading", "failed"]
 
     again = build_agent(config, boot=SimDevice(sim.root))  # a new process, same journal
@@ -430,28 +356,27 @@ def test_a_cancel_stops_the_download_and_survives_a_restart(env: Env, kind: Comm
     assert again.current_version == "2.0"
 
 
-def test_a_cancel_queued_on_the_server_reaches_a_download_through_the_poll(env: Env) -> None:
+def test_a_cancel_queued_on_the_server_reaches_a_download_through_the_poll(env: Backend) -> None:
     agent, sim = make_agent(env)
     running = slot_digest(sim, Slot.A)
     env.publish("1.0")
     agent.parts.command_poll_s = 0.0  # ask for commands before every piece (no MQTT here)
-    queued: list[dict[str, Any]] = []
-    path = "/api/v1/devices/dev-1/commands"
+    queued: list[QueuedCommand] = []
     agent.parts.fetcher = MidDownload(
-        agent.parts.fetcher, lambda: queued.append(env.post(path, {"kind": "cancel"}))
+        agent.parts.fetcher, lambda: queued.append(env.admin.send_command("dev-1", CANCEL))
     )
     agent.poll_once()
     assert_abandoned_before_the_trial(agent, sim, running)
-    assert agent.record.detail["command_id"] == queued[0]["command_id"]
+    assert agent.record.detail["command_id"] == queued[0].command_id
     row = env.device_row("dev-1")
-    assert (row["state"], row["current_version"]) == ("failed", "")
-    assert last_report(env, "dev-1")["reason"] == FailureReason.CANCELLED.value
+    assert (row.state, row.current_version) == ("failed", "")
+    assert last_report(env, "dev-1").reason == FailureReason.CANCELLED.value
     assert agent.parts.server.poll().commands == ()  # delivered once, not again
 
 
-def test_a_cancel_during_the_trial_rolls_back(env: Env) -> None:
-    config = make_config(env, "dev-1")
-    sim = SimDevice.provision(env.tmp / "dev-1" / "hw", slot_size=8 * MIB, model=MODEL)
+def test_a_cancel_during_the_trial_rolls_back(env: Backend) -> None:
+    config = env.agent_config("dev-1", health_deadline_s=HEALTH_DEADLINE_S)
+    sim = env.provision("dev-1")
     agent = build_agent(config, boot=sim)
     cancel = Command(command_id="c-2", kind=CommandKind.CANCEL)
 
@@ -468,19 +393,19 @@ def test_a_cancel_during_the_trial_rolls_back(env: Env) -> None:
     status = sim.status()
     assert (status.active, status.committed, status.trial) == (Slot.A, Slot.A, False)
     assert env.reported_states("dev-1")[-3:] == ["trial", "rolling_back", "rolled_back"]
-    assert last_report(env, "dev-1")["reason"] == FailureReason.CANCELLED.value
+    assert last_report(env, "dev-1").reason == FailureReason.CANCELLED.value
     agent.poll_once()  # the same notice: not tried again
     assert agent.record.state is UpdateState.ROLLED_BACK
 
 
 def test_a_cancel_at_rest_changes_nothing_but_is_taken(
-    env: Env, caplog: pytest.LogCaptureFixture
+    env: Backend, caplog: pytest.LogCaptureFixture
 ) -> None:
     agent, sim = make_agent(env)
     env.publish("1.0")
     agent.poll_once()
     states = env.reported_states("dev-1")
-    env.post("/api/v1/devices/dev-1/commands", {"kind": "cancel"})
+    env.admin.send_command("dev-1", CANCEL)
     with caplog.at_level(logging.INFO, logger="agent.runner"):
         agent.poll_once()
     assert agent.record.state is UpdateState.COMMITTED
@@ -490,7 +415,7 @@ def test_a_cancel_at_rest_changes_nothing_but_is_taken(
     assert agent.parts.server.poll().commands == ()
 
 
-def test_update_policies_ask_the_injected_clock(env: Env) -> None:
+def test_update_policies_ask_the_injected_clock(env: Backend) -> None:
     agent, _ = make_agent(env)
     agent.parts.policies = [MaintenanceWindow(dt_time(2, 0), dt_time(3, 0))]
     agent.parts.clock = lambda: datetime(2030, 1, 1, 12, 0).timestamp()  # device-local noon

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -13,9 +14,10 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
-from conftest import free_port, wait_for_port
+import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
+from lab.net import free_port, wait_for_port
 from signing.keys import init_keys
 
 BIN = Path(sys.executable).parent
@@ -122,3 +124,93 @@ def test_ota_agent_bad_config_is_one_clear_line(tmp_path: Path) -> None:
     assert proc.returncode == 1
     assert proc.stderr.startswith("ota-agent: error: config is missing: model")
     assert "Traceback" not in proc.stderr
+
+
+def test_the_demo_is_ota_lab_demo_and_no_longer_an_ota_command() -> None:
+    lab = subprocess.run(
+        [str(BIN / "ota-lab"), "demo", "--help"], capture_output=True, text=True, check=False
+    )
+    assert lab.returncode == 0, lab.stderr
+    assert all(option in lab.stdout for option in ("--json", "--devices", "--testers", "--workdir"))
+    ota = subprocess.run([str(BIN / "ota"), "demo"], capture_output=True, text=True, check=False)
+    assert ota.returncode != 0
+    assert "No such command 'demo'" in ota.stderr
+
+
+HEAVY = ("fastapi", "sqlalchemy", "boto3", "tuf", "uvicorn", "httpx", "amqtt")
+IMPORTS_AFTER = """
+import sys
+from server.cli import main
+try:
+    main()
+except SystemExit:
+    pass
+print(" ".join(sorted({m.split(".")[0] for m in sys.modules})), file=sys.stderr)
+"""
+
+
+@pytest.mark.parametrize(
+    "args", [["--help"], ["server", "--help"], ["broker", "--help"], ["keys", "init", "--help"]]
+)
+def test_ota_help_loads_no_heavy_library(args: list[str]) -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", IMPORTS_AFTER, *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    loaded = set(done.stderr.split())
+    assert "Usage:" in done.stdout
+    if args[0] != "keys":  # `ota keys` signs: python-tuf (and the boto3 that
+        assert loaded.isdisjoint(HEAVY), loaded & set(HEAVY)  # securesystemslib's KMS
+    assert loaded.isdisjoint({"fastapi", "sqlalchemy", "uvicorn"})  # signer loads) is its job
+
+
+def _one_line_failure(args: list[str], code: int) -> str:
+    done = subprocess.run(
+        [str(BIN / "ota"), *args], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == code, done.stderr
+    (line,) = done.stderr.splitlines()
+    assert line.startswith("ota: error: ")
+    return line
+
+
+def test_a_port_in_use_is_one_line() -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = str(busy.getsockname()[1])
+        for command in (["broker", "run"], ["server", "run"]):
+            line = _one_line_failure([*command, "--port", port], 3)
+            assert f"127.0.0.1:{port} is in use; choose another with --port" in line
+
+
+def test_serving_a_repository_without_online_keys_is_refused(tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    init_keys(repo)
+    (repo / "keys" / "timestamp.pem").unlink()
+    line = _one_line_failure(["server", "run", "--repo-dir", str(repo / "repository")], 1)
+    assert "no online keys at" in line
+    assert "--online-keys DIR, or --no-renew" in line
+
+
+def test_ota_health_says_how_long_the_repository_lasts(tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    init_keys(repo)
+    port = free_port()
+    args = [str(BIN / "ota"), "server", "run", "--port", str(port)]
+    args += ["--db-url", f"sqlite:///{tmp_path / 's.db'}", "--repo-dir", str(repo / "repository")]
+    url = f"http://127.0.0.1:{port}"
+    with running(args):
+        done = subprocess.run(
+            [str(BIN / "ota"), "health", "--server", url, "--wait", "30"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    assert done.returncode == 0, done.stderr
+    assert "valid for 2" in done.stdout  # 23.9 or 24.0 h
+    assert "(re-signed every 1 h)" in done.stdout

@@ -18,8 +18,8 @@ from agent.daemon import build_agent
 from agent.server_api import ServerApi
 from hardware.bootcontrol import Slot
 from hardware.sim import SimDevice
+from lab.processes import live_server
 from server.settings import Settings
-from server.testing import live_server
 from signing.keys import init_keys
 from signing.notify import notify_server
 from signing.repo import PublishedRelease, publish_release, target_storage_name

@@ -1,4 +1,4 @@
-"""`ota demo` as a user runs it: a subprocess, real ports, exit code and JSON checked."""
+"""`ota-lab demo` as a user runs it: a subprocess, real ports, exit code and JSON checked."""
 
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ from pathlib import Path
 
 
 def test_demo_small_fleet_ends_where_it_should(tmp_path: Path) -> None:
-    ota = Path(sys.executable).with_name("ota")
+    ota_lab = Path(sys.executable).with_name("ota-lab")
     proc = subprocess.run(
         [
-            str(ota),
+            str(ota_lab),
             "demo",
             "--json",
             "--devices",

@@ -3,87 +3,42 @@ a stolen timestamp key, and root rotations, without re-provisioning the device."
 
 from __future__ import annotations
 
-import hashlib
 import shutil
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from tuf.api.metadata import Metadata, Root
 
-from agent.config import AgentConfig
-from agent.daemon import build_agent
 from agent.errors import VerificationError
 from agent.runner import Agent
-from agent.server_api import ServerApi
-from hardware.sim import SimDevice
-from server.settings import Settings
-from server.testing import live_server
+from lab.fleet import MIB, Backend, Board, running_backend
 from signing.keys import default_storage, init_keys, key_paths, load_signer
-from signing.notify import notify_server
-from signing.repo import publish_release
 from signing.rotation import rotate_key
 from signing.state import load_state
 from signing.tufmeta import metadata_name, sign_and_serialize
 
-MODEL = "board"
-ADMIN = "admin-token"
-ENROLL = "enroll-token"
-MIB = 1024 * 1024
+BOARD = Board(model="board", slot_size=4 * MIB, image_size=MIB, chunk_size=MIB)
 
 
-@dataclass
-class Fleet:
-    tmp: Path
-    repo: Path
-    server_url: str
-
-    def publish(self, version: str) -> None:
-        image = self.tmp / f"rom-{version}.img"
-        image.write_bytes(hashlib.sha256(version.encode()).digest() * (MIB // 32))
-        release = publish_release(
-            self.repo, image, version=version, channel="stable", model=MODEL, chunk_size=MIB
-        )
-        notify_server(self.server_url, ADMIN, release)
-
-    def agent(self, device_id: str) -> Agent:
-        """A device provisioned with root version 1, as it left the factory."""
-        provisioned = self.tmp / "factory-root.json"
-        credential = ServerApi(self.server_url, device_id).enroll(ENROLL, MODEL, "stable")
-        config = AgentConfig(
-            device_id=device_id,
-            model=MODEL,
-            channel="stable",
-            server_url=self.server_url,
-            credential=credential,
-            data_dir=self.tmp / device_id / "agent",
-            trusted_root=provisioned,
-            health_deadline_s=5.0,
-        )
-        sim = SimDevice.provision(self.tmp / device_id / "hw", slot_size=4 * MIB, model=MODEL)
-        agent = build_agent(config, boot=sim)
-        agent.resume()
-        return agent
+def factory_agent(fleet: Backend, device_id: str) -> Agent:
+    """A device provisioned with root version 1, as it left the factory."""
+    provisioned = fleet.workdir / "factory-root.json"
+    agent, _ = fleet.start_agent(device_id, trusted_root=provisioned, health_deadline_s=5.0)
+    return agent
 
 
 @pytest.fixture
-def fleet(tmp_path: Path) -> Iterator[Fleet]:
+def fleet(tmp_path: Path) -> Iterator[Backend]:
     repo = tmp_path / "repo"
     init_keys(repo, root_keys=3, root_threshold=2)
     shutil.copy(repo / "root.json", tmp_path / "factory-root.json")
-    settings = Settings(
-        db_url=f"sqlite:///{tmp_path / 'server.db'}",
-        repo_dir=repo / "repository",
-        admin_token=ADMIN,
-        enrollment_token=ENROLL,
-    )
-    with live_server(settings) as url:
-        yield Fleet(tmp_path, repo, url)
+    with running_backend(tmp_path, BOARD) as backend:
+        yield backend
 
 
-def test_agent_survives_a_timestamp_key_compromise(fleet: Fleet) -> None:
-    agent = fleet.agent("dev-ts")
+def test_agent_survives_a_timestamp_key_compromise(fleet: Backend) -> None:
+    agent = factory_agent(fleet, "dev-ts")
     fleet.publish("1.0")
     agent.poll_once()
     assert agent.current_version == "1.0"
@@ -109,8 +64,8 @@ def test_agent_survives_a_timestamp_key_compromise(fleet: Fleet) -> None:
     assert agent.current_version == "3.0"
 
 
-def test_agent_follows_root_rotations_without_reprovisioning(fleet: Fleet) -> None:
-    agent = fleet.agent("dev-root")
+def test_agent_follows_root_rotations_without_reprovisioning(fleet: Backend) -> None:
+    agent = factory_agent(fleet, "dev-root")
     fleet.publish("1.0")
     agent.poll_once()
     assert agent.current_version == "1.0"

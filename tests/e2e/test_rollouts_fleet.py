@@ -4,10 +4,7 @@ agents on simulated devices, driven by `poll_once()`; the scheduler's tick is th
 
 from __future__ import annotations
 
-import hashlib
-import json
 import time
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,102 +12,59 @@ from typing import Any
 
 import pytest
 
-from agent.config import AgentConfig
-from agent.daemon import build_agent
 from agent.runner import Agent
 from agent.server_api import ServerApi
 from hardware.sim import SimDevice
-from server.settings import Settings
-from server.testing import live_server
-from signing.keys import init_keys
-from signing.repo import publish_release
+from lab.fleet import KIB, Backend, Board, running_backend
+from server.api_client import ApiError
+from server.schemas import RolloutIn
 from wire import StatusReport, UpdateState
 from wire.rollout import in_rollout
 
 MODEL = "board"
-ADMIN = "admin-token"
-ENROLL = "enroll-token"
-KIB = 1024
+BOARD = Board(model=MODEL, slot_size=256 * KIB, image_size=96 * KIB, chunk_size=32 * KIB)
 FLEET = 24
 
 
 @dataclass
 class Fleet:
-    tmp: Path
-    repo: Path
-    url: str
+    backend: Backend
     agents: dict[str, tuple[Agent, SimDevice]]
-
-    def api(self, method: str, path: str, body: Any = None) -> Any:
-        data = None if body is None else json.dumps(body).encode()
-        request = urllib.request.Request(
-            self.url + path,
-            data=data,
-            method=method,
-            headers={"Authorization": f"Bearer {ADMIN}", "Content-Type": "application/json"},
-        )
-        with urllib.request.urlopen(request, timeout=10) as resp:
-            return json.loads(resp.read())
 
     def publish(self, version: str, *, percentage: float) -> int:
         """Sign a small image, register it held at `percentage` (0: for a staged rollout)."""
-        image = self.tmp / f"rom-{version}.img"
-        image.write_bytes(hashlib.sha256(version.encode()).digest() * (96 * KIB // 32))
-        release = publish_release(
-            self.repo, image, version=version, channel="stable", model=MODEL, chunk_size=32 * KIB
-        )
-        body = {**release.to_dict(), "percentage": percentage}
-        return int(self.api("POST", "/api/v1/releases", body)["id"])
+        release = self.backend.sign(version)
+        return self.backend.register(release, percentage=percentage).id
 
     def poll_all(self) -> None:
         for agent, _ in self.agents.values():
             agent.poll_once()
 
     def evaluate(self, rollout_id: str) -> dict[str, Any]:
-        self.api("POST", "/api/v1/rollouts/evaluate")
-        return dict(self.api("GET", f"/api/v1/rollouts/{rollout_id}"))
+        self.backend.admin.evaluate_rollouts()
+        return self.backend.admin.rollout(rollout_id).model_dump(mode="json")
+
+    def change(self, rollout_id: str, action: str, reason: str = "") -> dict[str, Any]:
+        changed = self.backend.admin.change_rollout(rollout_id, action, reason)
+        return changed.model_dump(mode="json")
 
     def started(self, version: str) -> set[str]:
         """Devices that left their old version for `version` (any report targeting it)."""
-        reports = self.api("GET", "/api/v1/reports?limit=10000")
+        reports = self.backend.admin.reports(limit=10000)
         return {
-            r["device_id"]
-            for r in reports
-            if r["target_version"] == version and r["state"] != "deferred"
+            r.device_id for r in reports if r.target_version == version and r.state != "deferred"
         }
 
 
 @pytest.fixture
 def fleet(tmp_path: Path) -> Iterator[Fleet]:
-    repo = tmp_path / "repo"
-    init_keys(repo)
-    settings = Settings(
-        db_url=f"sqlite:///{tmp_path / 'server.db'}",
-        repo_dir=repo / "repository",
-        admin_token=ADMIN,
-        enrollment_token=ENROLL,
-        rollout_tick_s=0,  # the tests tick through POST /rollouts/evaluate
-    )
-    with live_server(settings) as url:
-        env = Fleet(tmp_path, repo, url, {})
-        for n in range(FLEET):
-            device_id = f"dev-{n:02d}"
-            sim = SimDevice.provision(tmp_path / device_id / "hw", slot_size=256 * KIB, model=MODEL)
-            credential = ServerApi(url, device_id).enroll(ENROLL, MODEL, "stable")
-            config = AgentConfig(
-                device_id=device_id,
-                model=MODEL,
-                channel="stable",
-                server_url=url,
-                credential=credential,
-                data_dir=tmp_path / device_id / "agent",
-                trusted_root=repo / "root.json",
-                health_deadline_s=2.0,
-            )
-            agent = build_agent(config, boot=sim)
-            agent.resume()
-            env.agents[device_id] = (agent, sim)
-        yield env
+    # the tests tick through POST /rollouts/evaluate
+    with running_backend(tmp_path, BOARD, rollout_tick_s=0) as backend:
+        agents = {
+            f"dev-{n:02d}": backend.start_agent(f"dev-{n:02d}", health_deadline_s=2.0)
+            for n in range(FLEET)
+        }
+        yield Fleet(backend, agents)
 
 
 def staged(fleet: Fleet, release_id: int, **overrides: Any) -> dict[str, Any]:
@@ -125,7 +79,8 @@ def staged(fleet: Fleet, release_id: int, **overrides: Any) -> dict[str, Any]:
         },
         **overrides,
     }
-    return dict(fleet.api("POST", "/api/v1/rollouts", body))
+    rollout = fleet.backend.admin.create_rollout(RolloutIn.model_validate(body))
+    return rollout.model_dump(mode="json")
 
 
 def test_a_good_build_reaches_every_device_wave_by_wave(fleet: Fleet) -> None:
@@ -168,7 +123,7 @@ def test_a_build_failing_health_checks_pauses_at_the_first_wave(fleet: Fleet) ->
     assert affected <= first_wave
     assert all(a.current_version == "1.0" for a, _ in fleet.agents.values())
     # the release engineer overrides with a reason: recorded, and the rollout moves on
-    after = fleet.api("POST", f"/api/v1/rollouts/{rollout_id}/override", {"reason": "known flake"})
+    after = fleet.change(rollout_id, "override", "known flake")
     assert (after["state"], after["percentage"]) == ("active", 50)
     override = [a for a in after["audit"] if a["action"] == "override"]
     assert override[0]["reason"] == "known flake"
@@ -177,7 +132,7 @@ def test_a_build_failing_health_checks_pauses_at_the_first_wave(fleet: Fleet) ->
 
 def test_a_device_that_starts_and_goes_silent_counts_as_failed(fleet: Fleet) -> None:
     silent = "dev-silent"
-    credential = ServerApi(fleet.url, silent).enroll(ENROLL, MODEL, "stable")
+    credential = fleet.backend.enroll(silent)
     release_id = fleet.publish("1.0", percentage=0)
     rollout = staged(
         fleet,
@@ -194,7 +149,7 @@ def test_a_device_that_starts_and_goes_silent_counts_as_failed(fleet: Fleet) -> 
         current_version="",
         target_version="1.0",
     )
-    ServerApi(fleet.url, silent, credential).send_reports([report])
+    ServerApi(fleet.backend.server_url, silent, credential).send_reports([report])
     status = fleet.evaluate(rollout["rollout_id"])
     assert (status["state"], status["numbers"]["gate"]) == ("active", "min_devices")
     assert status["numbers"]["in_progress"] == 1
@@ -207,11 +162,10 @@ def test_a_device_that_starts_and_goes_silent_counts_as_failed(fleet: Fleet) -> 
 
 def test_abort_leaves_devices_that_have_not_started_alone(fleet: Fleet) -> None:
     rollout = staged(fleet, fleet.publish("1.0", percentage=0))
-    aborted = fleet.api("POST", f"/api/v1/rollouts/{rollout['rollout_id']}/abort", {"reason": "x"})
+    aborted = fleet.change(rollout["rollout_id"], "abort", "x")
     assert (aborted["state"], aborted["percentage"], aborted["paused"]) == ("aborted", 0, True)
     fleet.poll_all()
     assert fleet.started("1.0") == set()
-    with pytest.raises(urllib.error.HTTPError) as exc:
-        fleet.api("POST", f"/api/v1/rollouts/{rollout['rollout_id']}/resume", {})
-    assert exc.value.code == 409
-    exc.value.close()
+    with pytest.raises(ApiError) as exc:
+        fleet.change(rollout["rollout_id"], "resume")
+    assert exc.value.status == 409

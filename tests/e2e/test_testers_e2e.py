@@ -11,38 +11,29 @@ from typing import Any
 import httpx
 import pytest
 from sqlalchemy import select
-from test_agent_e2e import ADMIN, ENROLL, MIB, MODEL, Env
+from test_agent_e2e import BOARD
 
 from agent.cli import main as ota_agent
 from agent.config import load_config
 from agent.daemon import build_agent
 from agent.runner import Agent
-from agent.server_api import ServerApi
 from hardware.sim import SimDevice
+from lab.fleet import Backend, running_backend
 from server.auth import Role, issue_token
 from server.db import make_engine, make_sessions
 from server.models import Feedback
-from server.settings import Settings
-from server.testing import live_server
-from signing.keys import init_keys
 from wire import UpdateState
 
 
 @pytest.fixture
-def env(tmp_path: Path) -> Iterator[Env]:
-    """As tests/e2e/test_agent_e2e.py's, whose Env this module shares."""
-    repo = tmp_path / "repo"
-    init_keys(repo)
-    db_url = f"sqlite:///{tmp_path / 'server.db'}"
-    settings = Settings(
-        db_url=db_url, repo_dir=repo / "repository", admin_token=ADMIN, enrollment_token=ENROLL
-    )
-    with live_server(settings) as url:
-        yield Env(tmp_path, repo, url)
+def env(tmp_path: Path) -> Iterator[Backend]:
+    """As tests/e2e/test_agent_e2e.py's: the same board and builds."""
+    with running_backend(tmp_path, BOARD) as backend:
+        yield backend
 
 
-def role_token(env: Env, role: Role) -> str:
-    engine = make_engine(f"sqlite:///{env.tmp / 'server.db'}")
+def role_token(env: Backend, role: Role) -> str:
+    engine = make_engine(f"sqlite:///{env.workdir / 'server.db'}")
     try:
         with make_sessions(engine)() as session:
             token = issue_token(session, role=role, subject=f"{role.value}-1")
@@ -52,13 +43,13 @@ def role_token(env: Env, role: Role) -> str:
         engine.dispose()
 
 
-def device_config(env: Env, device_id: str) -> Path:
-    credential = ServerApi(env.server_url, device_id).enroll(ENROLL, MODEL, "stable")
-    (env.tmp / device_id).mkdir()
-    (env.tmp / device_id / "credential").write_text(credential)
-    path = env.tmp / device_id / "agent.toml"
+def device_config(env: Backend, device_id: str) -> Path:
+    credential = env.enroll(device_id)
+    env.device_dir(device_id).mkdir(parents=True)
+    (env.device_dir(device_id) / "credential").write_text(credential)
+    path = env.device_dir(device_id) / "agent.toml"
     path.write_text(
-        f'device_id = "{device_id}"\nmodel = "{MODEL}"\nchannel = "stable"\n'
+        f'device_id = "{device_id}"\nmodel = "{env.board.model}"\nchannel = "stable"\n'
         f'server_url = "{env.server_url}"\ndata_dir = "agent"\n'
         f'trusted_root = "{env.repo / "root.json"}"\ncredential_file = "credential"\n'
         "[health]\ndeadline_s = 5.0\n"
@@ -66,21 +57,21 @@ def device_config(env: Env, device_id: str) -> Path:
     return path
 
 
-def start_agent(env: Env, config_path: Path) -> tuple[Agent, SimDevice]:
+def start_agent(env: Backend, config_path: Path) -> tuple[Agent, SimDevice]:
     config = load_config(config_path)
-    sim = SimDevice.provision(config_path.parent / "hw", slot_size=8 * MIB, model=MODEL)
+    sim = env.provision(config.device_id)
     agent = build_agent(config, boot=sim)
     agent.resume()
     return agent, sim
 
 
-def http(env: Env, role: Role) -> httpx.Client:
+def http(env: Backend, role: Role) -> httpx.Client:
     headers = {"Authorization": f"Bearer {role_token(env, role)}"}
     return httpx.Client(base_url=env.server_url, headers=headers, timeout=20)
 
 
 def test_a_tester_gets_preview_reports_votes_leaves_and_is_never_downgraded(
-    env: Env, capsys: pytest.CaptureFixture[str]
+    env: Backend, capsys: pytest.CaptureFixture[str]
 ) -> None:
     config_path = device_config(env, "tester-1")
     agent, sim = start_agent(env, config_path)
@@ -126,7 +117,7 @@ def test_a_tester_gets_preview_reports_votes_leaves_and_is_never_downgraded(
     assert agent.record.state is UpdateState.COMMITTED
     assert sim.status().active is running
     assert env.reported_states("tester-1") == states_before
-    assert env.device_row("tester-1")["channel"] == "stable"
+    assert env.device_row("tester-1").channel == "stable"
 
     env.publish("2.1")  # stable passes the preview build: now it moves on
     agent.poll_once()
@@ -134,17 +125,17 @@ def test_a_tester_gets_preview_reports_votes_leaves_and_is_never_downgraded(
     _a_spent_code_changes_nothing(env, code, capsys)
 
 
-def _a_spent_code_changes_nothing(env: Env, code: str, capsys: Any) -> None:
+def _a_spent_code_changes_nothing(env: Backend, code: str, capsys: Any) -> None:
     config_path = device_config(env, "tester-2")
     assert ota_agent(["join-preview", "--config", str(config_path), "--code", code]) == 1
     assert "used already" in capsys.readouterr().err
     assert load_config(config_path).channel == "stable"
     assert not (config_path.parent / "agent" / "channel").exists()
-    assert env.device_row("tester-2")["channel"] == "stable"
+    assert env.device_row("tester-2").channel == "stable"
 
 
-def _stored_logs(env: Env) -> str:
-    engine = make_engine(f"sqlite:///{env.tmp / 'server.db'}")
+def _stored_logs(env: Backend) -> str:
+    engine = make_engine(f"sqlite:///{env.workdir / 'server.db'}")
     try:
         with make_sessions(engine)() as session:
             return str(session.scalar(select(Feedback.logs)))

@@ -70,7 +70,7 @@ def test_payload_applied_then_trial_then_commit(
     target = install(android, payload)
     assert (misc.parent / "system_b.img").read_bytes() == payload[2]
     assert android.status().pending_trial is target
-    assert android.status().attempts_left == 7
+    assert android.status().attempts_left == 6  # kActiveTries
     android.reboot()
     status = android.status()
     assert (status.active, status.committed, status.trial) == (Slot.B, Slot.A, True)
@@ -94,8 +94,8 @@ def test_unconfirmed_trial_falls_back_after_its_tries(
     android: AndroidControl, phone: tuple[Path, dict[str, Any]], payload: Any
 ) -> None:
     install(android, payload)
-    booted = [fake_android.power_on(phone[0]) for _ in range(9)]
-    assert booted == [1] * 7 + [0, 0]
+    booted = [fake_android.power_on(phone[0]) for _ in range(8)]
+    assert booted == [1] * 6 + [0, 0]
     status = android.status()
     assert (status.active, status.committed, status.pending_trial) == (Slot.A, Slot.A, None)
 
@@ -146,3 +146,20 @@ def test_completion_code_parsing() -> None:
 
 def test_android_is_a_payload_applier(android: AndroidControl) -> None:
     assert isinstance(android, PayloadApplier)
+
+
+def test_fake_tools_answer_as_aosp_documents(
+    phone: tuple[Path, dict[str, Any]], capfd: pytest.CaptureFixture[str]
+) -> None:
+    """bootctl's yes/no answers print 1/0 and exit 0/70; usage errors exit 64; a payload
+    applied without switching slots reports kUpdatedButNotActive on stderr and exits 0."""
+    misc = str(phone[0])
+    assert fake_android.main(["bootctl", misc, "is-slot-bootable", "1"]) == 70
+    assert fake_android.main(["bootctl", misc, "get-suffix", "1"]) == 0
+    assert fake_android.main(["bootctl", misc, "frobnicate"]) == 64
+    assert capfd.readouterr().out == "0\n_b\n"
+    applied = ["--update", "--follow", "--payload=file:///dev/null", "--size=0"]
+    no_switch = [*applied, "--headers=SWITCH_SLOT_ON_REBOOT=0"]
+    assert fake_android.main(["update_engine_client", misc, *no_switch]) == 0
+    assert "kUpdatedButNotActive (52)" in capfd.readouterr().err
+    assert fake_android.main(["update_engine_client", misc, "--update", "stray"]) == 1

@@ -1,24 +1,25 @@
-"""The GRUB backend against a fake grub-editenv and a fake GRUB running the boot-once recipe."""
+"""The GRUB backend against Debian's real grub-editenv and a stand-in GRUB running the
+boot-once recipe (hardware/fakes/grub_bootloader.py)."""
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import require_tools
 
 from hardware.bootcontrol import BootControl, BootControlError, Slot
-from hardware.fakes import grub_tools as fake_grub
-from hardware.fakes import install_tool, path_with
+from hardware.fakes import grub_bootloader as fake_grub
 from hardware.grub import GrubControl
 from hardware.registry import open_boot_control
 from hardware.testing import assert_refuses_unsafe_requests, install_into_other_slot
 
 
 @pytest.fixture
-def board(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
-    install_tool(tmp_path / "bin", "grub-editenv", "hardware.fakes.grub_tools")
-    monkeypatch.setenv("PATH", path_with(tmp_path / "bin"))
+def board(tmp_path: Path) -> dict[str, Any]:
+    require_tools("grub-editenv")
     return fake_grub.provision(tmp_path / "pc", slot_size=32 * 1024)
 
 
@@ -107,12 +108,27 @@ def test_grub_editenv_errors_reach_the_caller(board: dict[str, Any], tmp_path: P
     with pytest.raises(BootControlError, match="cannot open"):
         broken.status()
     Path(board["grubenv"]).write_text("not a block")
-    with pytest.raises(BootControlError, match="not a GRUB environment block"):
+    with pytest.raises(BootControlError, match="invalid environment block"):
         GrubControl.from_options(board).status()
+    assert not (tmp_path / "nope").exists()  # nothing created behind the caller's back
 
 
-def test_fake_block_refuses_overflow(board: dict[str, Any]) -> None:
-    path = board["grubenv"]
-    assert fake_grub.main(["grub-editenv", path, "set", "big=" + "x" * 1100]) == 1
-    assert fake_grub.main(["grub-editenv", path, "unset", "saved_entry"]) == 0
+def test_real_grub_editenv_behaviour_the_backend_relies_on(
+    board: dict[str, Any], tmp_path: Path
+) -> None:
+    """grub-common 2.06, as Debian ships it: an empty value is kept as empty, an overfull block
+    is refused, a missing file is created silently (which the backend refuses to rely on)."""
+
+    def editenv(path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+        argv = ["grub-editenv", str(path), *args]
+        return subprocess.run(argv, capture_output=True, text=True, check=False)
+
+    path = Path(board["grubenv"])
+    assert editenv(path, "set", "next_entry=").returncode == 0
+    assert "next_entry=\n" in editenv(path, "list").stdout
+    assert "too small" in editenv(path, "set", "big=" + "x" * 1100).stderr
+    assert editenv(path, "unset", "saved_entry").returncode == 0
     assert "saved_entry" not in grubenv(board)
+    created = tmp_path / "created"
+    assert editenv(created, "list").returncode == 0
+    assert created.stat().st_size == 1024

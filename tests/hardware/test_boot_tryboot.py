@@ -133,3 +133,18 @@ def test_autoboot_round_trip() -> None:
         "all": {"foo": "1", "tryboot_a_b": "1", "boot_partition": "3"},
         "tryboot": {"boot_partition": "2"},
     }
+
+
+def test_fake_firmware_follows_the_documented_autoboot_rules(tmp_path: Path) -> None:
+    """The fake reads autoboot.txt its own way, from Raspberry Pi's documentation."""
+    documented = "[all]\ntryboot_a_b=1\nboot_partition=2\n[tryboot]\nboot_partition=3\n"
+    assert fake_pi.autoboot_properties(documented, tryboot=False)["boot_partition"] == "2"
+    assert fake_pi.autoboot_properties(documented, tryboot=True)["boot_partition"] == "3"
+    filtered = "[none]\nboot_partition=3\n[all]\n[pi5]\nboot_partition=4\n"
+    assert fake_pi.autoboot_properties(filtered, tryboot=False) == {}
+    assert fake_pi.parse_reboot_param("0 tryboot") == (0, True)
+    assert fake_pi.parse_reboot_param("3") == (3, False)
+    oversized = tmp_path / "autoboot.txt"
+    oversized.write_text(documented + "#" * 512)
+    with pytest.raises(ValueError, match="512"):
+        fake_pi.power_on(oversized, tmp_path / "dt", tryboot=False)

@@ -24,10 +24,12 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 import pytest
-from conftest import IN_CI, free_port, wait_for_port
+from conftest import IN_CI
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.reasoncodes import ReasonCode
 
+from lab.net import free_port
+from lab.processes import mosquitto, mosquitto_binary
 from server.mosquitto import (
     BrokerConfigError,
     BrokerConfigPaths,
@@ -81,7 +83,7 @@ class Broker:
 
 @pytest.fixture(scope="module")
 def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
-    binary = _tool("mosquitto", "/usr/sbin/mosquitto")
+    binary = mosquitto_binary()
     if binary is None:
         _missing("mosquitto binary not found")
         return
@@ -100,14 +102,8 @@ def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
         # as root, mosquitto would drop to a user that cannot read the 0600 files
         run_as_user=getpass.getuser(),
     )
-    with (out / "mosquitto.log").open("wb") as log:
-        proc = subprocess.Popen([binary, "-c", str(paths.conf)], stderr=log)
-    try:
-        _wait_listening(proc, port, out / "mosquitto.log")
+    with mosquitto(binary, paths.conf, port, out / "mosquitto.log") as proc:
         yield Broker(port, plain_port, paths, a, b, server_password, proc)
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
 
 
 def _stored_hash(device: BrokerDevice, scratch: Path) -> str:
@@ -119,15 +115,6 @@ def _stored_hash(device: BrokerDevice, scratch: Path) -> str:
     user, encoded = target.read_text().strip().split(":", 1)
     assert user == device.device_id
     return encoded
-
-
-def _wait_listening(proc: subprocess.Popen[bytes], port: int, log: Path) -> None:
-    try:
-        wait_for_port(port)
-    except TimeoutError:
-        proc.kill()
-        proc.wait()
-        pytest.fail(f"mosquitto did not start: {log.read_text()}")
 
 
 class Peer:

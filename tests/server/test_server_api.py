@@ -17,20 +17,23 @@ import pytest
 
 from agent.errors import TransportError
 from agent.server_api import ServerApi
+from lab.processes import live_server
 from server.settings import Settings
 from server.testing import (
     MOSQUITTO_PIPE_LEAK,
+    dashboard_client,
     database_url,
-    live_server,
     new_id,
     sample_release,
     sample_report,
 )
 from wire import (
     ENROLL_PATH,
+    CommandAck,
     PollAnswer,
     ReportsAck,
     UpdateState,
+    command_ack_path,
     poll_path,
     reports_path,
 )
@@ -157,9 +160,11 @@ def test_a_device_polls_and_reports_only_as_itself(api: httpx.Client) -> None:
 
 
 def test_admin_endpoints_need_the_admin_token(api: httpx.Client) -> None:
-    for path in ("/api/v1/devices", "/api/v1/releases", "/api/v1/reports", "/"):
+    for path in ("/api/v1/devices", "/api/v1/releases", "/api/v1/reports"):
         assert api.get(path).status_code == 401, path
         assert api.get(path, headers=auth("nope")).status_code == 401, path  # unknown token
+    for headers in ({}, auth("nope")):  # the dashboard: to its sign-in form, whatever the header
+        assert api.get("/", headers=headers).headers["location"] == "/signin"
     channel = new_id("ch")
     assert api.post("/api/v1/releases", json=sample_release("1", 1, channel)).status_code == 401
     phone = new_id("phone")
@@ -257,8 +262,11 @@ def test_reports_are_stored_once_and_every_copy_is_acked(api: httpx.Client) -> N
     assert again.status_code == 200
     assert ReportsAck.from_json(again.content).acked == (1, 2)
     assert sorted(r["seq"] for r in reports_held(api, phone)) == [0, 1, 2]
-    straggler = api.post(path, json=[report(phone, 0, UpdateState.FAILED)], headers=headers)
+    straggler = api.post(path, json=[report(phone, 0)], headers=headers)
     assert ReportsAck.from_json(straggler.content).acked == (0,)
+    # a *different* report under a stored seq is a conflict, no longer a silent drop
+    conflict = api.post(path, json=[report(phone, 0, UpdateState.FAILED)], headers=headers)
+    assert conflict.status_code == 409
     assert ReportsAck.from_json(api.post(path, json=[], headers=headers).content).acked == ()
     row = device_row(api, phone) or {}
     assert (row["state"], row["current_version"], row["slot"], row["last_seq"]) == (
@@ -316,7 +324,7 @@ def test_reports_list_filters_and_limits(api: httpx.Client) -> None:
 # ---------------------------------------------------------------------- commands and dashboard
 
 
-def test_a_command_is_delivered_by_the_next_poll_only(api: httpx.Client) -> None:
+def test_a_command_is_delivered_until_the_device_acks_it(api: httpx.Client) -> None:
     phone = new_id("phone")
     credential = enroll(api, phone)
     body = {"kind": "rollback", "args": {"why": "bad build"}}
@@ -326,6 +334,9 @@ def test_a_command_is_delivered_by_the_next_poll_only(api: httpx.Client) -> None
     assert [(c.command_id, c.kind.value, c.args) for c in commands] == [
         (sent.json()["command_id"], "rollback", {"why": "bad build"})
     ]
+    assert poll(api, phone, credential).commands == commands  # not acknowledged yet
+    ack = CommandAck((commands[0].command_id,)).to_dict()
+    assert api.post(command_ack_path(phone), json=ack, headers=auth(credential)).status_code == 200
     assert poll(api, phone, credential).commands == ()
 
 
@@ -350,13 +361,16 @@ def test_the_dashboard_shows_devices_and_releases(api: httpx.Client) -> None:
     committed = [report(phone, 0, UpdateState.COMMITTED)]
     api.post(reports_path(phone), json=committed, headers=auth(credential))
     post_release(api, sample_release("2026.48", 3, new_id("ch")))
-    page = api.get("/", params={"token": ADMIN})
+    with dashboard_client(str(api.base_url), ADMIN) as web:
+        assert web.signin_status == 303
+        page = web.get("/fleet")
+        releases = web.get("/rollouts")
     assert page.status_code == 200
     assert page.headers["content-type"].startswith("text/html")
     assert phone.replace("<b>", "&lt;b&gt;") in page.text
-    assert '<tr class="committed">' in page.text
-    assert "2026.48" in page.text
-    assert api.get("/", headers=ADMIN_AUTH).status_code == 200
+    assert '<tr class="state-committed">' in page.text
+    assert "2026.48" in releases.text
+    assert api.get("/fleet", headers=ADMIN_AUTH).status_code == 303  # a cookie, not a header
 
 
 def test_settings_come_from_the_environment(tmp_path: Path) -> None:

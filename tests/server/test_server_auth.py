@@ -1,42 +1,52 @@
 """Tokens and roles: the service functions on a real database, the token admin API over real
-uvicorn, the dashboard's `?token=`, and the `ota token` / `ota broker mosquitto-config`
+uvicorn, the dashboard's sign-in, and the `ota token` / `ota broker mosquitto-config`
 commands, down to a real mosquitto admitting an enrolled device with its credential."""
 
 from __future__ import annotations
 
 import getpass
+import json
 import queue
-import shutil
-import subprocess
 from collections.abc import Iterator
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import httpx
 import paho.mqtt.client as mqtt
 import pytest
-from conftest import IN_CI, free_port, wait_for_port
+from conftest import IN_CI
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.reasoncodes import ReasonCode
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 from typer.testing import CliRunner
 
+from lab.net import free_port
+from lab.processes import live_server, mosquitto, mosquitto_binary
 from server.auth import (
+    DEFAULT_TOKEN_LIFETIME,
+    MAX_TOKEN_LIFETIME,
     Principal,
     Role,
     authorize,
     issue_token,
+    list_tokens,
     require_device_self,
     resolve_principal,
     revoke_token,
 )
 from server.cli import app as ota
 from server.db import make_engine, make_sessions, upgrade_to_head
-from server.errors import ConflictError, ForbiddenError, NotAuthenticatedError
-from server.models import ApiToken, Device
+from server.errors import (
+    ConflictError,
+    ForbiddenError,
+    InvalidInputError,
+    NotAuthenticatedError,
+)
+from server.models import ApiToken, Device, utcnow
 from server.mosquitto import verify_password
 from server.settings import Settings
-from server.testing import MOSQUITTO_PIPE_LEAK, live_server, new_id
+from server.testing import MOSQUITTO_PIPE_LEAK, dashboard_client, new_id
 from wire import API_PREFIX, ENROLL_PATH, poll_path
 
 pytestmark = pytest.mark.filterwarnings(MOSQUITTO_PIPE_LEAK)  # see server.testing
@@ -96,9 +106,57 @@ def test_revoking_stops_a_token_and_reissuing_rotates_it(session: Session) -> No
     assert revoke_token(session, "tester phone-1")
     assert not revoke_token(session, "tester phone-1")  # already revoked
     assert resolve_principal(session, Settings(), second) is None
-    again = issue_token(session, role=Role.VIEWER, subject="v", name="tester phone-1")
-    session.commit()  # a revoked name may be reused, for anyone
-    assert resolve_principal(session, Settings(), again) == Principal(Role.VIEWER, "v")
+    for role, subject in ((Role.VIEWER, "v"), (Role.TESTER, "phone-1")):  # not even its own
+        with pytest.raises(ConflictError, match=r"revoked .* never reused"):
+            issue_token(session, role=role, subject=subject, name="tester phone-1")
+        session.rollback()
+    assert resolve_principal(session, Settings(), second) is None
+
+
+def test_a_revoked_tokens_row_is_never_rewritten(session: Session) -> None:
+    issue_token(session, role=Role.RELEASE_ENGINEER, subject="erin", name="ci")
+    session.commit()
+    assert revoke_token(session, "ci")
+    (before,) = list_tokens(session)
+    with pytest.raises(ConflictError):
+        issue_token(session, role=Role.ADMIN, subject="mallory", name="ci")
+    session.rollback()
+    assert list_tokens(session) == [before]
+    assert (before.role, before.revoked_at is not None) == (Role.RELEASE_ENGINEER, True)
+
+
+def test_a_token_expires_and_says_so(session: Session) -> None:
+    day = timedelta(days=1)
+    then = utcnow() - 2 * day
+    token = issue_token(session, role=Role.VIEWER, subject="v", name="v", lifetime=day, now=then)
+    session.commit()
+    assert resolve_principal(session, Settings(), token, now=then + day / 2) == Principal(
+        Role.VIEWER, "v"
+    )
+    with pytest.raises(NotAuthenticatedError, match="expired at"):
+        resolve_principal(session, Settings(), token)
+    (row,) = list_tokens(session)
+    assert row.expires_at == then + day
+    for wrong in (timedelta(0), -day, MAX_TOKEN_LIFETIME + day):
+        with pytest.raises(InvalidInputError):
+            issue_token(session, role=Role.VIEWER, subject="w", name="w", lifetime=wrong)
+    default = issue_token(session, role=Role.VIEWER, subject="d", name="d")
+    session.commit()
+    assert resolve_principal(session, Settings(), default) is not None
+    (row,) = [t for t in list_tokens(session) if t.name == "d"]
+    assert row.expires_at - row.created_at == DEFAULT_TOKEN_LIFETIME
+
+
+def test_a_tokens_last_use_is_written_at_most_once_a_minute(session: Session) -> None:
+    token = issue_token(session, role=Role.VIEWER, subject="v", name="v")
+    session.commit()
+    assert list_tokens(session)[0].last_used_at is None
+    first = utcnow()
+    for seconds in (0, 10, 59):
+        resolve_principal(session, Settings(), token, now=first + timedelta(seconds=seconds))
+    assert list_tokens(session)[0].last_used_at == first
+    resolve_principal(session, Settings(), token, now=first + timedelta(seconds=61))
+    assert list_tokens(session)[0].last_used_at == first + timedelta(seconds=61)
 
 
 def test_authorize_lets_admin_everywhere_and_names_the_roles_allowed() -> None:
@@ -171,16 +229,23 @@ def test_an_admin_api_token_is_as_good_as_the_settings_one(api: httpx.Client) ->
     assert api.post(TOKENS, json=body, headers=bearer(second_admin)).status_code == 201
 
 
-def test_the_dashboard_takes_a_viewer_token_in_the_query(api: httpx.Client) -> None:
+def test_the_dashboard_signs_in_with_a_form_never_a_token_in_the_url(api: httpx.Client) -> None:
     made = api.post(TOKENS, json={"role": "viewer", "name": new_id("wall")}, headers=bearer(ADMIN))
     viewer = made.json()["token"]
-    page = api.get("/", params={"token": viewer})
+    in_url = api.get("/fleet", params={"token": viewer})
+    assert in_url.status_code == 303
+    assert in_url.headers["location"] == "/signin?next=/fleet"
+    with dashboard_client(str(api.base_url), viewer) as web:
+        assert web.signin_status == 303
+        page = web.get("/fleet")
     assert page.status_code == 200
     assert "Orange Friday" in page.text
     phone = new_id("phone")
     credential = _enroll(api, phone)
-    assert api.get("/", params={"token": credential}).status_code == 403
-    assert api.get("/", params={"token": "nope"}).status_code == 401
+    with dashboard_client(str(api.base_url), credential) as web:
+        assert web.signin_status == 403
+    with dashboard_client(str(api.base_url), "nope") as web:
+        assert web.signin_status == 401
 
 
 def test_a_tester_token_bound_to_a_device_cannot_poll_for_it(api: httpx.Client) -> None:
@@ -193,6 +258,28 @@ def test_a_tester_token_bound_to_a_device_cannot_poll_for_it(api: httpx.Client) 
     assert refused.status_code == 403
     assert "only device" in refused.json()["detail"]
     assert api.get(poll_path(phone), headers=bearer(ADMIN)).status_code == 403
+
+
+def test_an_expired_token_is_refused_with_its_date(api: httpx.Client, db_url: str) -> None:
+    engine = make_engine(db_url)
+    try:
+        with make_sessions(engine)() as session:
+            old = utcnow() - timedelta(days=2)
+            token = issue_token(session, role=Role.VIEWER, subject="old", name=new_id("old"),
+                                lifetime=timedelta(days=1), now=old)  # fmt: skip
+            session.commit()
+    finally:
+        engine.dispose()
+    answer = api.get(f"{API_PREFIX}/devices", headers=bearer(token))
+    assert answer.status_code == 401
+    assert "expired at" in answer.json()["detail"]
+    body = {"role": "viewer", "name": new_id("short"), "expires_in_s": 60}
+    made = api.post(TOKENS, json=body, headers=bearer(ADMIN))
+    assert made.status_code == 201, made.text
+    expires_at = datetime.fromisoformat(made.json()["expires_at"])
+    assert timedelta(seconds=50) < expires_at - utcnow() <= timedelta(seconds=60)
+    body = {"role": "viewer", "name": new_id("long"), "expires_in_s": 500 * 86400}
+    assert api.post(TOKENS, json=body, headers=bearer(ADMIN)).status_code == 422
 
 
 # ---------------------------------------------------------------------- the CLI
@@ -221,10 +308,24 @@ def test_ota_token_create_list_revoke_work_on_the_database(tmp_path: Path) -> No
     assert bad.exit_code != 0
 
 
-def _mosquitto() -> str | None:
-    return shutil.which("mosquitto") or (
-        "/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None
-    )
+def test_ota_token_create_takes_a_lifetime_and_list_shows_it(tmp_path: Path) -> None:
+    db = f"sqlite:///{tmp_path / 'ota.db'}"
+    runner = CliRunner()
+    create = ["token", "create", "--role", "viewer", "--db-url", db, "--name"]
+    made = runner.invoke(ota, [*create, "wall", "--expires", "30d"])
+    assert made.exit_code == 0, made.output
+    listed = runner.invoke(ota, ["token", "list", "--json", "--db-url", db])
+    (row,) = json.loads(listed.output)
+    lifetime = datetime.fromisoformat(row["expires_at"]) - datetime.fromisoformat(row["created_at"])
+    assert (lifetime, row["last_used_at"]) == (timedelta(days=30), None)
+    assert "active until" in runner.invoke(ota, ["token", "list", "--db-url", db]).output
+    too_long = runner.invoke(ota, [*create, "forever", "--expires", "500d"])
+    assert too_long.exit_code == 1
+    assert "at most" in too_long.output
+    assert runner.invoke(ota, ["token", "revoke", "wall", "--db-url", db]).exit_code == 0
+    reused = runner.invoke(ota, [*create, "wall"])
+    assert reused.exit_code == 1
+    assert "never reused" in reused.output
 
 
 def _connack(port: int, ca: Path, username: str, password: str) -> ReasonCode:
@@ -245,7 +346,7 @@ def _connack(port: int, ca: Path, username: str, password: str) -> ReasonCode:
 def test_broker_config_from_the_registry_admits_enrolled_devices(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    binary = _mosquitto()
+    binary = mosquitto_binary()
     if binary is None:
         if IN_CI:
             pytest.fail("mosquitto binary not found (CI=true)")
@@ -274,16 +375,10 @@ def test_broker_config_from_the_registry_admits_enrolled_devices(
     conf_dir = tmp_path / "broker"
     assert f"{phone}:{stored}" in (conf_dir / "passwd").read_text()
     assert f"user {phone}\n" in (conf_dir / "acl").read_text()
-    with (tmp_path / "mosquitto.log").open("wb") as log:
-        proc = subprocess.Popen([binary, "-c", str(conf_dir / "mosquitto.conf")], stderr=log)
-    try:
-        wait_for_port(port)
+    with mosquitto(binary, conf_dir / "mosquitto.conf", port, tmp_path / "mosquitto.log"):
         ca = conf_dir / "ca.crt"
         assert not _connack(port, ca, phone, credential).is_failure
         assert _connack(port, ca, phone, credential + "x").is_failure
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
 
 
 def test_broker_config_needs_the_server_password(tmp_path: Path) -> None:

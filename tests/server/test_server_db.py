@@ -16,8 +16,8 @@ from server.db import make_engine, make_sessions, upgrade_to_head
 from server.errors import UnknownDeviceError
 from server.models import Base, Device, Report
 from server.schemas import EnrollRequest
-from server.services import enroll_device, ingest_reports
-from server.services.devices import device_to_dict
+from server.services.devices import enroll_device, is_silent
+from server.services.reports import ingest_reports
 from server.testing import MOSQUITTO_PIPE_LEAK, sample_report
 from wire import ReportsAck, UpdateState
 
@@ -108,9 +108,9 @@ def test_servers_starting_together_migrate_once(db_url: str) -> None:
 def test_a_device_not_heard_within_the_report_timeout_is_silent() -> None:
     now = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
     device = Device(device_id="phone-1", model="sim", channel="stable", enrolled_at=now)
-    assert device_to_dict(device, now, 60)["silent"] is True  # never heard
+    assert is_silent(device, now, 60) is True  # never heard
     device.last_seen = now - timedelta(seconds=30)
-    assert device_to_dict(device, now, 60)["silent"] is False
+    assert is_silent(device, now, 60) is False
     device.last_seen, device.last_report_at = now - timedelta(hours=2), now - timedelta(seconds=5)
-    assert device_to_dict(device, now, 60)["silent"] is False
-    assert device_to_dict(device, now + timedelta(minutes=2), 60)["silent"] is True
+    assert is_silent(device, now, 60) is False
+    assert is_silent(device, now + timedelta(minutes=2), 60) is True

@@ -21,7 +21,7 @@ from server.errors import (
 )
 from server.models import Device, FCode, Feedback, FeedbackGroup, Release, utcnow
 from server.schemas import EnrollRequest
-from server.services import enroll_device, ingest_reports
+from server.services.devices import enroll_device
 from server.services.fcodes import issue_fcodes, leave_preview, redeem_fcode
 from server.services.feedback import (
     MAX_LOG_BYTES,
@@ -33,6 +33,7 @@ from server.services.feedback import (
     surfacing,
     vote,
 )
+from server.services.reports import ingest_reports
 from server.testing import MOSQUITTO_PIPE_LEAK
 from wire import FailureReason, StatusReport, UpdateState
 
@@ -69,7 +70,7 @@ def _release(version: str, channel: str) -> Release:
 def _say(session: Session, device: int, text: str, build: str = BUILD, **kw: str) -> int:
     item = FeedbackIn(build=build, text=text, author=f"tester:phone-{device}",
                       device_id=f"phone-{device}", **kw)  # fmt: skip
-    return int(submit_feedback(session, item)["group_id"])
+    return int(submit_feedback(session, item).group_id)
 
 
 def _fail(session: Session, device: int, seq: int, reason: FailureReason, **detail: str) -> None:
@@ -106,21 +107,19 @@ def test_surfacing_ranks_by_devices_then_votes_and_counts_agent_failures(
     _fail(session, 4, 1, FailureReason.HEALTH_CHECK, failed_check="camera-service")
     _fail(session, 5, 1, FailureReason.POLICY)  # a deferral is no problem of the build
     answer = surfacing(session, BUILD)
-    rows = [
-        (g["kind"], g["title"], g["devices"], g["votes"], g["reports"]) for g in answer["groups"]
-    ]
+    rows = [(g.kind, g.title, g.devices, g.votes, g.reports) for g in answer.groups]
     assert rows == [
         ("agent", "health_check: network", 3, 0, 3),  # 2*3+0+1 = 7
         ("tester", "wifi drops after resume", 1, 3, 1),  # 2*1+3+1 = 6
         ("tester", "Camera app crashes when opening", 2, 0, 3),  # 2*2+0+1 = 5
         ("agent", "health_check: camera-service", 1, 0, 1),  # 3
     ]
-    assert [g["rank"] for g in answer["groups"]] == [1, 2, 3, 4]
-    assert answer["groups"][2]["group_id"] == camera
-    assert answer["groups"][2]["samples"][0] == "Camera app crashes when opening"
+    assert [g.rank for g in answer.groups] == [1, 2, 3, 4]
+    assert answer.groups[2].group_id == camera
+    assert answer.groups[2].samples[0] == "Camera app crashes when opening"
     again = surfacing(session, BUILD)  # agent groups are made once and keep their ids
-    assert [g["group_id"] for g in again["groups"]] == [g["group_id"] for g in answer["groups"]]
-    assert surfacing(session, "2026.01")["groups"] == []
+    assert [g.group_id for g in again.groups] == [g.group_id for g in answer.groups]
+    assert surfacing(session, "2026.01").groups == []
 
 
 def test_an_old_group_sinks_below_a_fresh_one(session: Session) -> None:
@@ -131,16 +130,16 @@ def test_an_old_group_sinks_below_a_fresh_one(session: Session) -> None:
     group = session.get_one(FeedbackGroup, old)
     group.last_seen = later - timedelta(days=10)
     session.commit()
-    ranked = [g["group_id"] for g in surfacing(session, BUILD, now=later)["groups"]]
+    ranked = [g.group_id for g in surfacing(session, BUILD, now=later).groups]
     assert ranked == [fresh, old]
 
 
 def test_one_vote_per_tester_and_none_on_closed_or_missing_groups(session: Session) -> None:
     group = _say(session, 1, "keyboard lags")
-    assert vote(session, group, "tester:phone-2")["votes"] == 1
+    assert vote(session, group, "tester:phone-2").votes == 1
     with pytest.raises(ConflictError, match="already"):
         vote(session, group, "tester:phone-2")
-    assert vote(session, group, "tester:phone-3")["votes"] == 2
+    assert vote(session, group, "tester:phone-3").votes == 2
     close_group(session, group)
     with pytest.raises(ConflictError, match="closed"):
         vote(session, group, "tester:phone-4")
@@ -157,7 +156,7 @@ def test_an_oversized_log_is_refused_and_nothing_is_stored(session: Session) -> 
     assert session.scalar(select(func.count()).select_from(FeedbackGroup)) == 0
     fits = FeedbackIn(build=BUILD, text="boom", author="tester:phone-1", logs="é" * 100)
     stored = submit_feedback(session, fits)
-    assert session.get_one(Feedback, stored["id"]).logs == "é" * 100
+    assert session.get_one(Feedback, stored.id).logs == "é" * 100
 
 
 def test_blocking_groups_hold_their_build_until_lifted_or_closed(session: Session) -> None:
@@ -169,7 +168,7 @@ def test_blocking_groups_hold_their_build_until_lifted_or_closed(session: Sessio
     a = _say(session, 1, "camera crashes")
     b = _say(session, 2, "battery drains overnight")
     _fail(session, 3, 1, FailureReason.BOOT_FAILED)
-    agent_group = surfacing(session, BUILD)["groups"][0]["group_id"]
+    agent_group = surfacing(session, BUILD).groups[0].group_id
     assert open_blocking_issues(session, release_id=preview.id) == 0
     with pytest.raises(InvalidInputError):
         mark_blocking(session, a, blocking=True, reason=" ")
@@ -250,5 +249,5 @@ def test_refused_codes_change_nothing(session: Session) -> None:
         assert session.get_one(Device, "phone-2").channel == "stable"
     spent = session.scalars(select(FCode).where(FCode.redeemed_by.is_not(None))).all()
     assert [f.redeemed_by for f in spent] == ["phone-1"]
-    assert leave_preview(session, device)["channel"] == "stable"
+    assert leave_preview(session, device).channel == "stable"
     assert session.get_one(Device, "phone-1").channel == "stable"

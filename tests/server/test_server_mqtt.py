@@ -23,21 +23,16 @@ from typing import Any
 import httpx
 import paho.mqtt.client as mqtt
 import pytest
-from conftest import wait_for_port
 from paho.mqtt.enums import CallbackAPIVersion
 
+from lab.net import free_port, is_listening, wait_for_port
+from lab.processes import embedded_broker, live_server
+from server.api_client import OtaApi
+from server.api_models import Device, Report
 from server.broker import EmbeddedBroker
 from server.mqtt_bridge import parse_broker_url
 from server.settings import Settings
-from server.testing import (
-    MOSQUITTO_PIPE_LEAK,
-    database_url,
-    free_port,
-    live_server,
-    new_id,
-    sample_release,
-    sample_report,
-)
+from server.testing import MOSQUITTO_PIPE_LEAK, database_url, new_id, sample_release, sample_report
 from wire import (
     ENROLL_PATH,
     AvailabilityNotice,
@@ -105,8 +100,9 @@ def wait_until(predicate: Callable[[], bool], what: str) -> None:
 
 
 class Server:
-    def __init__(self, http: httpx.Client, broker_url: str) -> None:
+    def __init__(self, http: httpx.Client, admin: OtaApi, broker_url: str) -> None:
         self.http = http
+        self.admin = admin
         self.broker_url = broker_url
 
     def enroll(self, device_id: str, channel: str = "stable", model: str = "sim") -> str:
@@ -120,16 +116,11 @@ class Server:
         assert answer.status_code == 200, answer.text
         return str(answer.json()["credential"])
 
-    def reports(self, device_id: str) -> list[dict[str, Any]]:
-        answer = self.http.get(
-            "/api/v1/reports", params={"device_id": device_id}, headers=ADMIN_AUTH
-        )
-        assert answer.status_code == 200, answer.text
-        return list(answer.json())
+    def reports(self, device_id: str) -> list[Report]:
+        return self.admin.reports(device_id)
 
-    def device(self, device_id: str) -> dict[str, Any]:
-        rows = self.http.get("/api/v1/devices", headers=ADMIN_AUTH).json()
-        return next(r for r in rows if r["device_id"] == device_id)
+    def device(self, device_id: str) -> Device:
+        return next(d for d in self.admin.devices() if d.device_id == device_id)
 
 
 def server_settings(db_url: str, broker_url: str) -> Settings:
@@ -158,8 +149,9 @@ def server(shared_db_url: str, mosquitto_url: str) -> Iterator[Server]:
     with (
         live_server(server_settings(shared_db_url, mosquitto_url)) as url,
         httpx.Client(base_url=url, timeout=20) as http,
+        OtaApi(url, ADMIN) as admin,
     ):
-        yield Server(http, mosquitto_url)
+        yield Server(http, admin, mosquitto_url)
 
 
 # ---------------------------------------------------------------------- notices and commands
@@ -240,7 +232,7 @@ def test_a_report_over_mqtt_is_stored_once_however_often_it_comes(server: Server
         device.publish(device_status_topic(phone), committed.to_json())
     wait_until(lambda: len(server.reports(phone)) == 2, "both reports")
     time.sleep(0.3)  # a late duplicate would show up now
-    assert sorted((r["seq"], r["via"]) for r in server.reports(phone)) == [(0, "mqtt"), (1, "mqtt")]
+    assert sorted((r.seq, r.via) for r in server.reports(phone)) == [(0, "mqtt"), (1, "mqtt")]
     again = server.http.post(
         reports_path(phone),
         json=[sample_report(phone, 0).to_dict()],
@@ -248,7 +240,7 @@ def test_a_report_over_mqtt_is_stored_once_however_often_it_comes(server: Server
     )
     assert ReportsAck.from_json(again.content).acked == (0,)
     assert len(server.reports(phone)) == 2
-    assert server.device(phone)["state"] == "committed"
+    assert server.device(phone).state == "committed"
 
 
 def test_reports_that_break_the_rules_are_dropped(
@@ -264,7 +256,7 @@ def test_reports_that_break_the_rules_are_dropped(
         device.publish(device_status_topic(phone), b'{"v": 1, "seq": 3}')
         device.publish(device_status_topic(phone), sample_report(phone, 9).to_json())
     wait_until(lambda: len(server.reports(phone)) == 1, "the valid report")
-    assert [r["seq"] for r in server.reports(phone)] == [9]
+    assert [r.seq for r in server.reports(phone)] == [9]
     assert server.reports(ghost) == []
     dropped = [r.getMessage() for r in caplog.records if r.getMessage().startswith("dropped")]
     assert len(dropped) == 4, dropped
@@ -286,8 +278,7 @@ def test_embedded_broker_round_trip_and_stop() -> None:
             talker.publish("ota/v1/test/hello", b"world")
             message = listener.next()
         assert (message.topic, message.payload) == ("ota/v1/test/hello", b"world")
-    with socket.socket() as s:
-        assert s.connect_ex(("127.0.0.1", port)) != 0  # nothing listens any more
+    assert not is_listening(port)  # nothing listens any more
 
 
 def test_embedded_broker_reports_a_busy_port() -> None:
@@ -301,15 +292,19 @@ def test_embedded_broker_reports_a_busy_port() -> None:
 
 
 def test_the_server_works_with_the_embedded_broker(tmp_path: Path) -> None:
-    with EmbeddedBroker("127.0.0.1", free_port()) as broker:
-        settings = server_settings(f"sqlite:///{tmp_path / 'ota.db'}", broker.url)
-        with live_server(settings) as url, httpx.Client(base_url=url, timeout=20) as http:
-            server = Server(http, broker.url)
+    with embedded_broker() as broker_url:
+        settings = server_settings(f"sqlite:///{tmp_path / 'ota.db'}", broker_url)
+        with (
+            live_server(settings) as url,
+            httpx.Client(base_url=url, timeout=20) as http,
+            OtaApi(url, ADMIN) as admin,
+        ):
+            server = Server(http, admin, broker_url)
             phone = new_id("phone")
             server.enroll(phone)
             body = sample_release("2026.47", 1, "stable", "sim")
             assert http.post("/api/v1/releases", json=body, headers=ADMIN_AUTH).status_code == 201
-            with MqttClient(broker.url, channel_topic("stable", "sim")) as device:
+            with MqttClient(broker_url, channel_topic("stable", "sim")) as device:
                 notice = AvailabilityNotice.from_json(device.next().payload)
                 device.publish(device_status_topic(phone), sample_report(phone, 0).to_json())
             assert notice.release_version == "2026.47"
@@ -350,5 +345,5 @@ def test_a_server_whose_broker_is_away_still_works_and_catches_up(tmp_path: Path
         body = sample_release("2026.47", 1, "stable", "sim")
         assert http.post("/api/v1/releases", json=body, headers=ADMIN_AUTH).status_code == 201
         assert time.monotonic() - started < 2.0  # nothing waits for a broker that is not there
-        with EmbeddedBroker("127.0.0.1", port) as broker:  # the broker comes back
-            wait_until(lambda: _retained(broker.url, channel_topic("stable", "sim")), "notice")
+        with embedded_broker(port) as broker_url:  # the broker comes back
+            wait_until(lambda: _retained(broker_url, channel_topic("stable", "sim")), "notice")

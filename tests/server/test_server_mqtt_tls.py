@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import getpass
 import queue
-import shutil
-import subprocess
 import time
 import uuid
 from collections.abc import Iterator
@@ -17,19 +15,15 @@ from pathlib import Path
 import httpx
 import paho.mqtt.client as mqtt
 import pytest
-from conftest import wait_for_port
 from paho.mqtt.enums import CallbackAPIVersion
 
+from lab.net import free_port
+from lab.processes import live_server, mosquitto, mosquitto_binary
+from server.api_client import OtaApi
+from server.api_models import Report
 from server.mosquitto import BrokerDevice, write_broker_config
 from server.settings import Settings
-from server.testing import (
-    MOSQUITTO_PIPE_LEAK,
-    free_port,
-    live_server,
-    new_id,
-    sample_release,
-    sample_report,
-)
+from server.testing import MOSQUITTO_PIPE_LEAK, new_id, sample_release, sample_report
 from wire import ENROLL_PATH, AvailabilityNotice, channel_topic, device_status_topic
 
 pytestmark = [pytest.mark.mosquitto, pytest.mark.filterwarnings(MOSQUITTO_PIPE_LEAK)]
@@ -49,8 +43,8 @@ class TlsBroker:
 
 @pytest.fixture(scope="module")
 def tls_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TlsBroker]:
-    binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-    if not Path(binary).exists():
+    binary = mosquitto_binary()
+    if binary is None:
         pytest.skip("mosquitto binary not found")
     out = tmp_path_factory.mktemp("tls-broker")
     device = BrokerDevice(new_id("phone"), "stable", "sim", uuid.uuid4().hex)
@@ -62,15 +56,9 @@ def tls_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TlsBroker]:
         server_password=server_password,
         run_as_user=getpass.getuser(),  # as root, mosquitto would drop to a user without access
     )
-    with (out / "mosquitto.log").open("wb") as log:
-        proc = subprocess.Popen([binary, "-c", str(paths.conf)], stderr=log)
-    try:
-        wait_for_port(port)
+    with mosquitto(binary, paths.conf, port, out / "mosquitto.log"):
         url = f"mqtts://ota-server:{server_password}@127.0.0.1:{port}"
         yield TlsBroker(url, port, paths.ca_cert, device)
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
 
 
 def device_client(broker: TlsBroker, topic: str) -> tuple[mqtt.Client, queue.Queue[bytes]]:
@@ -111,11 +99,11 @@ def test_the_server_speaks_tls_and_its_acl(tls_broker: TlsBroker, tmp_path: Path
             client.loop_stop()
         assert notice.release_version == "2026.47"
         deadline = time.monotonic() + WAIT_S
-        while not (held := reports(http, phone)) and time.monotonic() < deadline:
+        while not (held := reports(url, phone)) and time.monotonic() < deadline:
             time.sleep(0.1)
-        assert [(r["seq"], r["via"]) for r in held] == [(0, "mqtt")]
+        assert [(r.seq, r.via) for r in held] == [(0, "mqtt")]
 
 
-def reports(http: httpx.Client, device_id: str) -> list[dict[str, object]]:
-    admin = {"Authorization": f"Bearer {ADMIN}"}
-    return list(http.get("/api/v1/reports", params={"device_id": device_id}, headers=admin).json())
+def reports(url: str, device_id: str) -> list[Report]:
+    with OtaApi(url, ADMIN) as admin:
+        return admin.reports(device_id)

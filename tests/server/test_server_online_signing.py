@@ -7,9 +7,9 @@ import shutil
 import time
 from pathlib import Path
 
+from lab.processes import live_server
 from server.online_signing import OnlineRoleRenewer
 from server.settings import Settings
-from server.testing import live_server
 from signing.keys import init_keys, key_paths
 
 

@@ -11,19 +11,22 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 from typer.testing import CliRunner
 
+from lab.processes import live_server
+from server.api_client import OtaApi
 from server.auth import Role, issue_token
 from server.cli import app as ota_app
 from server.cli_testers import parse_duration
 from server.db import make_engine, make_sessions
 from server.models import Device, FCode, utcnow
+from server.schemas import FCodeIssue
 from server.services.fcodes import hash_code
 from server.settings import Settings
-from server.testing import MOSQUITTO_PIPE_LEAK, database_url, live_server, new_id
-from wire import ENROLL_PATH, poll_path
+from server.testing import MOSQUITTO_PIPE_LEAK, database_url, new_id
+from wire import ENROLL_PATH, leave_preview_path, poll_path
 
 ENROLL = "enroll-secret"
 pytestmark = pytest.mark.filterwarnings(MOSQUITTO_PIPE_LEAK)  # see server.testing
@@ -80,12 +83,10 @@ def api(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 
 
 def issue(api: Api, count: int, **extra: Any) -> list[str]:
-    token = api.token(Role.RELEASE_ENGINEER)
-    body = {"count": count, "expires_in_s": 3600, **extra}
-    answer = api.http.post("/api/v1/fcodes", json=body, headers=bearer(token))
-    assert answer.status_code == 201, answer.text
-    assert answer.json()["channel"] == extra.get("channel", "preview")
-    return list(answer.json()["codes"])
+    with OtaApi(api.url, api.token(Role.RELEASE_ENGINEER)) as engineer:
+        issued = engineer.issue_fcodes(FCodeIssue(count=count, expires_in_s=3600, **extra))
+    assert issued.channel == extra.get("channel", "preview")
+    return issued.codes
 
 
 def redeem(api: Api, device_id: str, credential: str, code: str) -> httpx.Response:
@@ -147,6 +148,23 @@ def test_used_expired_and_unknown_codes_are_refused_and_change_nothing(api: Api)
     assert as_other.status_code == 403
     assert api.fcode(fresh).redeemed_at is None
     assert api.device(other).channel == "stable"
+
+
+def test_an_expired_code_does_not_bring_its_device_back_after_it_left(api: Api) -> None:
+    device_id, credential = api.enroll()
+    (code,) = issue(api, 1)
+    assert redeem(api, device_id, credential, code).status_code == 200
+    assert redeem(api, device_id, credential, code).status_code == 200  # a retry, in time
+    left = api.http.post(leave_preview_path(device_id), headers=bearer(credential))
+    assert left.status_code == 200, left.text
+    with api.sessions() as session:
+        expired = update(FCode).where(FCode.code_hash == hash_code(code))
+        session.execute(expired.values(expires_at=utcnow() - timedelta(seconds=1)))
+        session.commit()
+    answer = redeem(api, device_id, credential, code)
+    assert answer.status_code == 410, answer.text
+    assert "expired" in answer.json()["detail"]
+    assert api.device(device_id).channel == "stable"
 
 
 def test_only_release_engineers_issue_codes(api: Api) -> None:

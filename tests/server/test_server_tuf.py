@@ -13,10 +13,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from lab.processes import live_server
 from server.errors import NotFoundError
 from server.services.files import repo_file
 from server.settings import Settings
-from server.testing import MOSQUITTO_PIPE_LEAK, live_server
+from server.testing import MOSQUITTO_PIPE_LEAK
 
 TARGET = "sim/stable/2026.47/rom.img"
 IMAGE = os.urandom(100_000)

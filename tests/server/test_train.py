@@ -12,6 +12,8 @@ import pytest
 from sqlalchemy.orm import Session, sessionmaker
 from typer.testing import CliRunner
 
+from lab.processes import live_server
+from server.api_client import OtaApi
 from server.cli import app
 from server.db import make_engine, make_sessions, upgrade_to_head
 from server.scheduler import RolloutScheduler
@@ -21,7 +23,7 @@ from server.services.releases import register_release
 from server.services.rollout_rules import GateConfig
 from server.services.train import TrainConfig, start_train, train_status
 from server.settings import Settings
-from server.testing import live_server, sample_release
+from server.testing import sample_release
 from wire import AvailabilityNotice, Command
 
 MONDAY = date(2026, 11, 23)
@@ -74,7 +76,7 @@ def sessions(tmp_path: Path) -> Iterator[sessionmaker[Session]]:
 def stage(sessions: sessionmaker[Session]) -> tuple[str, dict[str, str]]:
     with sessions() as session:
         train = train_status(session, CONFIG)[0]
-    return train["stage"], train["rings"]
+    return train.stage, train.rings
 
 
 def test_the_train_runs_the_week_on_schedule(sessions: sessionmaker[Session]) -> None:
@@ -127,7 +129,7 @@ def test_a_blocking_tester_issue_stops_the_build_before_stable(
     )
     with sessions() as session:
         item = FeedbackIn(build="2026.48", text="camera crashes on start", author="tester:t1")
-        group = submit_feedback(session, item)["group_id"]
+        group = submit_feedback(session, item).group_id
         mark_blocking(session, group, blocking=True, reason="camera is dead")
     for hour in (11, 12, 13):
         clock.at(4, hour)
@@ -159,3 +161,25 @@ def test_the_cli_shows_and_moves_the_train(tmp_path: Path) -> None:
         missing = runner.invoke(app, ["rollout", "pause", "nosuch", "--reason", "r", *opts])
         assert missing.exit_code == 1
         assert "HTTP 404" in missing.output
+
+
+def test_the_cli_refuses_a_train_for_a_bad_version_or_a_build_already_out(
+    tmp_path: Path,
+) -> None:
+    settings = Settings(
+        db_url=f"sqlite:///{tmp_path / 'server.db'}", admin_token="adm", rollout_tick_s=0
+    )
+    runner = CliRunner()
+    with live_server(settings) as url:
+        opts = ["--server", url, "--token", "adm"]
+        bad = runner.invoke(app, ["train", "start", "2026/48", "sim", *opts])
+        assert bad.exit_code == 1
+        assert bad.stderr.startswith("ota: error: ")
+        unseen = runner.invoke(app, ["train", "start", "2026.48", "sim", *opts])
+        assert unseen.exit_code == 0, unseen.output
+        assert "ota: warning: the server has no release 2026.48 for sim yet" in unseen.stderr
+        with OtaApi(url, "adm") as api:
+            api.register_release(ReleaseIn(**sample_release("2026.47", 1)))
+        out = runner.invoke(app, ["train", "start", "2026.47", "sim", *opts])
+        assert out.exit_code == 1
+        assert "already at 100 % on stable" in out.stderr

@@ -100,7 +100,7 @@ def test_bad_rotation_input_is_one_line_and_changes_nothing(
     result = CliRunner().invoke(app, ["keys", "rotate", *args, "--repo", str(repo)])
     assert result.exit_code == 1, result.output
     (line,) = result.stderr.strip().splitlines()
-    assert line.startswith("error: ")
+    assert line.startswith("ota: error: ")
     assert message in line
     assert snapshot_tree(repo) == before
 

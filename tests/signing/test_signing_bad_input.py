@@ -32,7 +32,7 @@ def _refused(result: Result, *messages: str) -> None:
     assert result.exit_code == 1, result.output
     assert "Traceback" not in result.output
     (line,) = result.stderr.strip().splitlines()
-    assert line.startswith("error: ")
+    assert line.startswith("ota: error: ")
     for message in messages:
         assert message in line
 
@@ -41,7 +41,7 @@ def _publish(repo: Path, tmp_path: Path, version: str) -> Result:
     image = write_image(tmp_path / "rom.img", 1000, seed=len(version))
     return _cli(
         "release", "publish", str(image), "--repo", str(repo),
-        "--version", version, "--channel", "stable", "--model", "rpi4",
+        "--version", version, "--channel", "stable", "--model", "rpi4", "--new-channel",
     )  # fmt: skip
 
 

@@ -13,6 +13,7 @@ import pytest
 import typer
 from typer.testing import CliRunner, Result
 
+from lab.net import free_port
 from signing.cli import keys_app, release_app
 from signing.repo import list_releases
 from signing.testing import snapshot_tree, write_image
@@ -37,7 +38,7 @@ def _assert_clean_failure(result: Result, message: str) -> None:
     assert "Traceback" not in result.output
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1
-    assert lines[0].startswith("error: ")
+    assert lines[0].startswith("ota: error: ")
     assert message in lines[0]
 
 
@@ -71,6 +72,7 @@ def _publish_args(repo: Path, image: Path, version: str, *extra: str) -> list[st
         "stable",
         "--model",
         "rpi4",
+        "--new-channel",  # the fixture's repository has no channel yet
         *extra,
     ]
 
@@ -157,13 +159,20 @@ def test_usage_errors_exit_2(repo: Path, tmp_path: Path) -> None:
 
 class _Recorder(http.server.BaseHTTPRequestHandler):
     status = 201
+    whoami_status = 200  # what GET /api/v1/whoami answers: publish asks it before signing
     received: list[tuple[str, dict[str, str], Any]] = []
+
+    def do_GET(self) -> None:
+        self._answer(self.whoami_status, {"role": "release_engineer", "subject": "t0k"})
 
     def do_POST(self) -> None:
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         self.received.append((self.path, dict(self.headers), body))
-        answer = json.dumps({"rollout_id": "r1"}).encode()
-        self.send_response(self.status)
+        self._answer(self.status, {"rollout_id": "r1"})
+
+    def _answer(self, status: int, data: dict[str, str]) -> None:
+        answer = json.dumps(data).encode()
+        self.send_response(status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(answer)))
         self.end_headers()
@@ -175,7 +184,7 @@ class _Recorder(http.server.BaseHTTPRequestHandler):
 
 @pytest.fixture
 def api_server() -> Iterator[tuple[str, type[_Recorder]]]:
-    handler = type("Recorder", (_Recorder,), {"received": [], "status": 201})
+    handler = type("Recorder", (_Recorder,), {"received": [], "status": 201, "whoami_status": 200})
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
     thread.start()
@@ -230,6 +239,48 @@ def test_failed_notify_exits_1_but_the_release_stays_published(
     )
     assert again.exit_code == 0, again.output
     assert len(handler.received) == 2
+
+
+def test_a_wrong_token_signs_nothing_and_burns_no_version(
+    repo: Path, tmp_path: Path, api_server: tuple[str, type[_Recorder]]
+) -> None:
+    url, handler = api_server
+    handler.whoami_status = 401
+    image = write_image(tmp_path / "rom.img", 1000)
+    result = _run(*_publish_args(repo, image, "1.0", "--server", url, "--token", "nope"))
+    _assert_clean_failure(result, "nothing signed")
+    assert list_releases(repo) == []
+    handler.whoami_status = 200
+    again = _run(*_publish_args(repo, image, "1.0", "--server", url, "--token", "t0k"))
+    assert again.exit_code == 0, again.output
+    assert "release #1" in again.stdout
+
+
+def test_a_server_that_is_down_signs_nothing(repo: Path, tmp_path: Path) -> None:
+    image = write_image(tmp_path / "rom.img", 1000)
+    down = f"http://127.0.0.1:{free_port()}"
+    result = _run(*_publish_args(repo, image, "1.0", "--server", down, "--token", "t0k"))
+    _assert_clean_failure(result, "cannot reach")
+    assert list_releases(repo) == []
+
+
+def test_dry_run_shows_the_release_and_writes_nothing(repo: Path, tmp_path: Path) -> None:
+    image = write_image(tmp_path / "rom.img", 1000)
+    before = snapshot_tree(repo)
+    result = _run(*_publish_args(repo, image, "1.0", "--dry-run"))
+    assert result.exit_code == 0, result.output
+    assert "dry run, nothing signed: would publish rpi4/stable 1.0 (release #1)" in result.stdout
+    assert snapshot_tree(repo) == before
+
+
+def test_a_channel_that_does_not_exist_is_refused(repo: Path, tmp_path: Path) -> None:
+    image = write_image(tmp_path / "rom.img", 1000)
+    args = [a for a in _publish_args(repo, image, "1.0") if a != "--new-channel"]
+    _assert_clean_failure(_run(*args), "channel 'stable' does not exist yet")
+    assert list_releases(repo) == []
+    made = _run("keys", "add-channel", "stable", "--repo", str(repo))
+    assert made.exit_code == 0, made.output
+    assert _run(*args).exit_code == 0
 
 
 def test_renew(repo: Path) -> None:

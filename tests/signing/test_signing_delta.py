@@ -114,7 +114,7 @@ def test_a_missing_previous_image_means_no_default_delta(repo: Path, tmp_path: P
 def test_cli_publish_with_delta_from_prints_the_delta(repo: Path, tmp_path: Path) -> None:
     app = typer.Typer(pretty_exceptions_enable=False)
     app.add_typer(release_app, name="release")
-    common = ["--repo", str(repo), "--channel", "stable", "--model", "rpi4"]
+    common = ["--repo", str(repo), "--channel", "stable", "--model", "rpi4", "--new-channel"]
     for version in ("1.0", "2.0"):
         args = ["release", "publish", str(build(tmp_path, version)), "--version", version]
         extra = ["--delta-from", "1.0"] if version == "2.0" else []

@@ -80,7 +80,7 @@ def test_status_of_a_tampered_repository_is_one_clear_line(tmp_path: Path) -> No
     result = _status(tmp_path)
     assert result.exit_code == 1
     assert result.stderr.startswith(
-        "error: metadata/timestamp.json: timestamp metadata is not signed by its keys"
+        "ota: error: metadata/timestamp.json: timestamp metadata is not signed by its keys"
     )
     assert "(in LocalStorage(" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1

@@ -41,7 +41,7 @@ def _one_error_line(result: Result, message: str) -> None:
     assert result.exit_code == 1, result.output
     assert "Traceback" not in result.output
     (line,) = result.stderr.strip().splitlines()
-    assert line.startswith("error: ")
+    assert line.startswith("ota: error: ")
     assert message in line
 
 

@@ -1,19 +1,21 @@
-"""A fake `grub-editenv` and a fake GRUB that runs the boot-once recipe of hardware/grub.py.
+"""A GRUB PC whose environment block is made and edited by Debian's real `grub-editenv`
+(grub-common), and a stand-in GRUB that runs the boot-once recipe of hardware/grub.py.
 
-The environment block is GRUB's format: exactly 1024 bytes, a `# GRUB Environment Block`
-header, `name=value` lines, padded with `#`. `grub-editenv FILE create|list|set N=V...|unset
-N...` behave like the real tool (a missing file or an overfull block is an error).
+There is no fake grub-editenv any more. The stand-in bootloader reads and writes the block
+itself, as GRUB's `load_env`/`save_env` do: exactly 1024 bytes, a `# GRUB Environment Block`
+header, `name=value` lines, padded with `#`. A real GRUB is not run here (grub-emu would
+need its own terminal and module tree; see docs/agent.md).
 """
 
 from __future__ import annotations
 
+import subprocess
 import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import durable
-from hardware.envtext import format_assignments, parse_assignments
 from hardware.fakes import fake_command
 
 BLOCK_SIZE = 1024
@@ -24,51 +26,15 @@ def read_block(path: Path) -> dict[str, str]:
     raw = path.read_bytes()
     if len(raw) != BLOCK_SIZE or not raw.startswith(HEADER.encode()):
         raise ValueError(f"{path} is not a GRUB environment block")
-    return parse_assignments(raw.decode().rstrip("#"))
+    lines = raw.decode().rstrip("#").splitlines()[1:]
+    return dict(line.split("=", 1) for line in lines if "=" in line)
 
 
 def write_block(path: Path, env: Mapping[str, str]) -> None:
-    body = (HEADER + format_assignments(env)).encode()
+    body = (HEADER + "".join(f"{name}={value}\n" for name, value in env.items())).encode()
     if len(body) > BLOCK_SIZE:
         raise ValueError("environment block too small")
     durable.atomic_write(path, body + b"#" * (BLOCK_SIZE - len(body)), mode=None, tag="grubenv")
-
-
-def main(argv: list[str]) -> int:
-    if len(argv) < 3:
-        print("Usage: grub-editenv FILENAME COMMAND", file=sys.stderr)
-        return 1
-    path, command, args = Path(argv[1]), argv[2], argv[3:]
-    if command == "create":
-        write_block(path, {})
-        return 0
-    try:
-        return _edit(path, command, args)
-    except FileNotFoundError:
-        print(
-            f"grub-editenv: error: cannot open `{path}': No such file or directory", file=sys.stderr
-        )
-    except ValueError as exc:
-        print(f"grub-editenv: error: {exc}.", file=sys.stderr)
-    return 1
-
-
-def _edit(path: Path, command: str, args: list[str]) -> int:
-    env = read_block(path)
-    if command == "list":
-        print(format_assignments(env), end="")
-        return 0
-    if command == "set":
-        for arg in args:
-            name, _, value = arg.partition("=")
-            env[name] = value
-    elif command == "unset":
-        for name in args:
-            env.pop(name, None)
-    else:
-        raise ValueError(f"unknown command `{command}'")
-    write_block(path, env)
-    return 0
 
 
 # --------------------------------------------------------------------------- the bootloader
@@ -90,17 +56,20 @@ def power_on(env_file: Path, cmdline_file: Path, roots: Mapping[str, str]) -> st
 
 
 def boot_main(argv: list[str]) -> int:
-    """`python -m hardware.fakes.grub_tools ENV CMDLINE ENTRY=ROOT...`: a fake reboot."""
+    """`python -m hardware.fakes.grub_bootloader ENV CMDLINE ENTRY=ROOT...`: a fake reboot."""
     env_file, cmdline, *pairs = argv
     power_on(Path(env_file), Path(cmdline), dict(pair.split("=", 1) for pair in pairs))
     return 0
 
 
 def provision(root: Path, *, slot_size: int = 1024 * 1024) -> dict[str, Any]:
-    """A fake GRUB PC under `root` booting slot a; returns the backend options."""
+    """A GRUB PC under `root` booting slot a; returns the backend options. The block is
+    created and set by the real grub-editenv, as `grub-install` and `grub-set-default` do."""
     root.mkdir(parents=True, exist_ok=True)
     env_file, cmdline = root / "grubenv", root / "cmdline"
-    write_block(env_file, {"saved_entry": "slot_a"})
+    for args in (["create"], ["set", "saved_entry=slot_a"]):
+        argv = ["grub-editenv", str(env_file), *args]  # found on PATH
+        subprocess.run(argv, check=True, capture_output=True)  # noqa: S603  # no shell
     roots = {"slot_a": "/dev/sda2", "slot_b": "/dev/sda3"}
     pairs = [f"{entry}={dev}" for entry, dev in roots.items()]
     reboot = fake_command(__name__, str(env_file), str(cmdline), *pairs)

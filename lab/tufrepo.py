@@ -1,4 +1,4 @@
-"""Test helper: small signed TUF repositories, and a loopback HTTP server that serves them.
+"""Small signed TUF repositories for the agent's tests, and a loopback HTTP server for them.
 
 `TufRepo` builds a repository with python-tuf's Metadata API (not with `signing/`, so the
 agent's tests stand on their own): consistent snapshots on, metadata written as
@@ -26,8 +26,8 @@ from pathlib import Path
 from typing import Any, BinaryIO
 from urllib.parse import quote
 
-from securesystemslib.signer import CryptoSigner, Signer
-from tuf.api.metadata import (
+from securesystemslib.signer import CryptoSigner, Signer  # type: ignore[attr-defined]
+from tuf.api.metadata import (  # type: ignore[attr-defined]
     DelegatedRole,
     Delegations,
     Metadata,
@@ -151,7 +151,8 @@ class TufRepo:
 
     def publish(self) -> None:
         """Bump every targets role, snapshot and timestamp, sign and write them."""
-        for md in (self.targets, *self.delegated.values(), self.snapshot, self.timestamp):
+        roles: list[Metadata[Any]] = [self.targets, *self.delegated.values()]
+        for md in (*roles, self.snapshot, self.timestamp):
             md.signed.version += 1
         self._write_all()
 

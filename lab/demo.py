@@ -1,4 +1,4 @@
-"""`ota demo`: one weekly release, end to end, on embedded defaults and real parts.
+"""`ota-lab demo`: one weekly release, end to end, on embedded defaults and real parts.
 
 Keys are made, two synthetic weekly builds are signed, the server (uvicorn, SQLite) and the
 embedded broker (amqtt) listen on free loopback ports, and a fleet of simulated devices runs
@@ -15,9 +15,7 @@ import logging
 import random
 import secrets
 import tempfile
-import threading
 import time
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,18 +28,18 @@ from rich.table import Table
 from agent.config import AgentConfig
 from agent.daemon import AgentDaemon, build_agent
 from agent.errors import AgentError
-from agent.server_api import ServerApi
 from agent.tester import FeedbackRequest, join_preview, send_feedback, vote
 from hardware.sim import SimDevice
-from server.testing import free_port
-from signing.keys import init_keys
-from signing.notify import notify_server
-from signing.repo import PublishedRelease, publish_release
+from lab.fleet import MIB, Backend, Board, daemons_running, running_backend
+from lab.processes import embedded_broker
+from server.api_models import Device, Role, RolloutStatus
+from server.schemas import FCodeIssue, GatesIn, RolloutIn, TokenIn, TrainAdvanceIn, TrainIn
+from server.services.rollout_rules import GateConfig
+from server.services.train import TrainConfig
 from wire.rollout import in_rollout
 
-MODEL = "sim"
-IMAGE_MB = 8
-SLOT_MB = 16
+BOARD = Board(model="sim", slot_size=16 * MIB, image_size=8 * MIB)
+MODEL = BOARD.model
 BUILDS = ("2026.47", "2026.48", "2026.49")  # baseline, good weekly build, bad weekly build
 STABLE_WAVES = (10.0, 50.0, 100.0)
 PREVIEW_WAVES = (50.0, 100.0)
@@ -61,6 +59,7 @@ class DemoOptions:
     testers: int = 5
     workdir: Path | None = None
     as_json: bool = False
+    serve: bool = False  # keep the server and the fleet running for the dashboard
 
 
 @dataclass
@@ -92,7 +91,6 @@ class FleetDevice:
     sim: SimDevice
     daemon: AgentDaemon
     config: AgentConfig
-    thread: threading.Thread | None = None
 
 
 def run_demo(options: DemoOptions) -> DemoResult:
@@ -120,12 +118,8 @@ def _run(
 ) -> DemoResult:
     started = time.monotonic()
     env = stack.enter_context(_services(workdir))
-    fleet = _fleet(workdir, env, options)
-    stop = threading.Event()
-    stack.callback(_stop_fleet, fleet, stop)
-    for dev in fleet:
-        dev.thread = threading.Thread(target=dev.daemon.run, args=(stop,), daemon=True)
-        dev.thread.start()
+    fleet = _fleet(env, options)
+    stack.enter_context(daemons_running([dev.daemon for dev in fleet]))
     view = _LiveView(env, console, enabled=not options.as_json)
     steps: list[dict[str, Any]] = []
     releases: list[dict[str, Any]] = []
@@ -141,7 +135,24 @@ def _run(
     result = DemoResult(ok, devices, releases, steps, time.monotonic() - started)
     result.surfacing = surfacing
     result.rollouts = _rollouts(env)
+    if options.serve:
+        serve_dashboard(env, console)
     return result
+
+
+def serve_dashboard(env: Backend, console: Console) -> None:
+    """Print where the dashboard is and a release engineer's token, then wait for Ctrl-C
+    (the server, the broker and the fleet keep running meanwhile)."""
+    name = f"demo-{secrets.token_hex(3)}"
+    token = env.admin.create_token(TokenIn(role=Role.RELEASE_ENGINEER, name=name)).token
+    console.print(f"dashboard: {env.server_url}/signin", soft_wrap=True)
+    console.print(f"sign in with this release engineer token: {token}", soft_wrap=True)
+    console.print("Ctrl-C stops the demo")
+    try:
+        while True:
+            time.sleep(1.0)
+    except KeyboardInterrupt:
+        return
 
 
 ROLLOUT_KEYS = (
@@ -156,34 +167,36 @@ ROLLOUT_KEYS = (
 )
 
 
-def _rollouts(env: _Env) -> list[dict[str, Any]]:
+def _rollouts(env: Backend) -> list[dict[str, Any]]:
     """Per release and channel, oldest first: waves reached, state, the gate that paused it."""
-    return [{k: r.get(k) for k in ROLLOUT_KEYS} for r in reversed(_api(env, "/api/v1/rollouts"))]
+    rollouts = [r.model_dump(mode="json") for r in reversed(env.admin.rollouts())]
+    return [{k: r.get(k) for k in ROLLOUT_KEYS} for r in rollouts]
 
 
 def _staged(
-    env: _Env, releases: list[dict[str, Any]], version: str, channel: str, waves: tuple[float, ...]
-) -> dict[str, Any]:
+    env: Backend,
+    releases: list[dict[str, Any]],
+    version: str,
+    channel: str,
+    waves: tuple[float, ...],
+) -> RolloutStatus:
     """Sign the build, register it at 0 %, and start a staged rollout in waves with gates."""
-    image = _synthetic_build(env.images, version)
-    published = publish_release(
-        env.repo, image, version=version, channel=channel, model=MODEL, notes=f"build {version}"
-    )
-    release = _api(env, "/api/v1/releases", {**published.to_dict(), "percentage": 0.0})
-    body = {"release_id": release["id"], "waves": list(waves), "gates": DEMO_GATES}
-    rollout: dict[str, Any] = _api(env, "/api/v1/rollouts", body)
-    releases.append({**published.to_dict(), "rollout_id": rollout["rollout_id"]})
+    published = env.sign(version, channel=channel, notes=f"build {version}")
+    release = env.register(published, percentage=0.0)
+    body = RolloutIn(release_id=release.id, waves=list(waves), gates=GatesIn(**DEMO_GATES))
+    rollout = env.admin.create_rollout(body)
+    releases.append({**published.to_dict(), "rollout_id": rollout.rollout_id})
     return rollout
 
 
-def _evaluate_until(env: _Env, view: _LiveView, rollout_id: str, states: set[str]) -> str:
+def _evaluate_until(env: Backend, view: _LiveView, rollout_id: str, states: set[str]) -> str:
     """Tick the server's scheduler now and then (it also ticks by itself) until the rollout
     reaches one of `states`; the fleet moves on its own in between."""
     deadline = time.monotonic() + STEP_TIMEOUT_S
     state = ""
     while time.monotonic() < deadline:
-        _api(env, "/api/v1/rollouts/evaluate", {})
-        state = str(_api(env, f"/api/v1/rollouts/{rollout_id}")["state"])
+        env.admin.evaluate_rollouts()
+        state = str(env.admin.rollout(rollout_id).state)
         if state in states:
             return state
         view.snapshot()
@@ -192,7 +205,7 @@ def _evaluate_until(env: _Env, view: _LiveView, rollout_id: str, states: set[str
 
 
 def _train_step(
-    env: _Env,
+    env: Backend,
     view: _LiveView,
     fleet: list[FleetDevice],
     releases: list[dict[str, Any]],
@@ -201,14 +214,11 @@ def _train_step(
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """The weekly train: announced -> internal -> preview -> stable in waves, each stage
     moving on only when its ring's gates pass; testers speak while it sits in preview."""
-    image = _synthetic_build(env.images, version)
     for channel in ("internal", "preview", "stable"):
-        published = publish_release(
-            env.repo, image, version=version, channel=channel, model=MODEL, notes=f"{version}"
-        )
-        _api(env, "/api/v1/releases", {**published.to_dict(), "percentage": 0.0})
+        published = env.sign(version, channel=channel, notes=f"{version}")
+        env.register(published, percentage=0.0)
         releases.append(published.to_dict())
-    _api(env, "/api/v1/train", {"version": version, "model": MODEL, "notes": "weekly build"})
+    env.admin.start_train(TrainIn(version=version, model=MODEL, notes="weekly build"))
     view.say(f"train {version}: announced to testers")
     testers = [d for d in fleet if d.channel == "preview"]
     preview_done = {d.device_id: _expectation(d, version, broken) for d in testers}
@@ -219,12 +229,12 @@ def _train_step(
     surfacing: dict[str, Any] = {}
     deadline = time.monotonic() + 3 * STEP_TIMEOUT_S
     while time.monotonic() < deadline:
-        body = {"version": version, "model": MODEL, "force": True}  # the demo's week is a minute
-        moved = str(_api(env, "/api/v1/train/advance", body).get("moved_to", ""))
+        body = TrainAdvanceIn(version=version, model=MODEL, force=True)  # a week is a minute
+        moved = env.admin.advance_train(body).moved_to
         if moved:
             stages.append(moved)
             view.say(f"train {version}: {moved}")
-        _api(env, "/api/v1/rollouts/evaluate", {})
+        env.admin.evaluate_rollouts()
         if not surfacing and "preview" in stages and view.wait_until(preview_done, 0):
             surfacing = _testers_speak(env, view, testers)
         if _rollout_state(env, version, "stable") == "completed":
@@ -239,15 +249,15 @@ def _train_step(
     return step, surfacing
 
 
-def _rollout_state(env: _Env, version: str, channel: str) -> str:
-    for r in _api(env, "/api/v1/rollouts"):
-        if (r["version"], r["channel"]) == (version, channel):
-            return str(r["state"])
+def _rollout_state(env: Backend, version: str, channel: str) -> str:
+    for r in env.admin.rollouts():
+        if (r.version, r.channel) == (version, channel):
+            return str(r.state)
     return ""
 
 
 def _bad_build_step(
-    env: _Env, view: _LiveView, fleet: list[FleetDevice], releases: list[dict[str, Any]]
+    env: Backend, view: _LiveView, fleet: list[FleetDevice], releases: list[dict[str, Any]]
 ) -> dict[str, Any]:
     """A build that fails its health check everywhere: the first preview wave's rollbacks
     trip the rollback-rate gate, the rollout pauses itself, and no one else is touched."""
@@ -257,13 +267,13 @@ def _bad_build_step(
         dev.sim.health_failing = True
     rollout = _staged(env, releases, BUILDS[2], "preview", PREVIEW_WAVES)
     view.say(f"bad build {BUILDS[2]} goes to preview in waves {PREVIEW_WAVES}")
-    state = _evaluate_until(env, view, rollout["rollout_id"], {"paused", "completed"})
-    status = _api(env, f"/api/v1/rollouts/{rollout['rollout_id']}")
+    state = _evaluate_until(env, view, rollout.rollout_id, {"paused", "completed"})
+    status = env.admin.rollout(rollout.rollout_id)
     # the wave it paused in: usually the first; a wave that holds none of our few testers
     # passes (min_devices is capped by who the wave can reach) and the next one trips
-    reached = float(status["percentage"])
+    reached = status.percentage
     affected = {
-        d.device_id for d in testers if in_rollout(d.device_id, rollout["rollout_id"], reached)
+        d.device_id for d in testers if in_rollout(d.device_id, rollout.rollout_id, reached)
     }
     # every device keeps the version it ran; those in the wave tried it and rolled back
     expected = {
@@ -273,13 +283,13 @@ def _bad_build_step(
         for d in testers
     }
     settled = view.wait_until(expected, STEP_TIMEOUT_S)
-    ok = state == "paused" and bool(status["paused_gate"]) and settled
-    view.say(f"{BUILDS[2]} paused by gate {status['paused_gate']!r}: {status['paused_reason']}")
+    ok = state == "paused" and bool(status.paused_gate) and settled
+    view.say(f"{BUILDS[2]} paused by gate {status.paused_gate!r}: {status.paused_reason}")
     return {
         "version": BUILDS[2],
         "channels": ["preview"],
         "rollout": state,
-        "paused_gate": status["paused_gate"],
+        "paused_gate": status.paused_gate,
         "paused_at_percentage": reached,
         "devices_affected": sorted(affected),
         "ok": ok,
@@ -294,93 +304,57 @@ TESTER_SAYS = (
 )
 
 
-def _testers_speak(env: _Env, view: _LiveView, testers: list[FleetDevice]) -> dict[str, Any]:
+def _testers_speak(env: Backend, view: _LiveView, testers: list[FleetDevice]) -> dict[str, Any]:
     """Preview testers report what broke and vote; the server groups and ranks it."""
     speakers = testers[1:]  # tester-00's own device already spoke: it rolled back
     for dev, (text, category) in zip(speakers, TESTER_SAYS, strict=False):
         request = FeedbackRequest(text=text, category=category, build=BUILDS[1])
         send_feedback(dev.config, request)
-    ranked = _api(env, f"/api/v1/feedback/surfacing?build={BUILDS[1]}")["groups"]
-    tester_groups = [g for g in ranked if g.get("kind") == "tester"]
+    ranked = env.admin.surfacing(BUILDS[1]).groups
+    tester_groups = [g for g in ranked if g.kind == "tester"]
     if tester_groups:
-        top = int(tester_groups[0]["group_id"])
+        top = tester_groups[0].group_id
         for dev in speakers:
             with contextlib.suppress(AgentError):  # one vote per tester per group
                 vote(dev.config, top)
     view.say(f"{len(speakers)} testers reported on {BUILDS[1]}; what surfaces first:")
-    surfacing: dict[str, Any] = _api(env, f"/api/v1/feedback/surfacing?build={BUILDS[1]}")
-    return surfacing
+    return env.admin.surfacing(BUILDS[1]).model_dump(mode="json")
 
 
 # ---------------------------------------------------------------------- services
 
 
-@dataclass
-class _Env:
-    repo: Path
-    server_url: str
-    broker_url: str
-    admin_token: str
-    enrollment_token: str
-    images: Path
-
-
 @contextlib.contextmanager
-def _services(workdir: Path) -> Iterator[_Env]:
-    from server.broker import EmbeddedBroker
-    from server.services.rollout_rules import GateConfig
-    from server.services.train import TrainConfig
-    from server.settings import Settings
-    from server.testing import live_server
-
-    repo = workdir / "repo"
-    if not (repo / "root.json").exists():
-        init_keys(repo)
-    broker_port, http_port = free_port(), free_port()
-    env = _Env(
-        repo=repo,
-        server_url=f"http://127.0.0.1:{http_port}",
-        broker_url=f"mqtt://127.0.0.1:{broker_port}",
-        admin_token=secrets.token_urlsafe(16),
-        enrollment_token=secrets.token_urlsafe(16),
-        images=workdir / "images",
-    )
-    settings = Settings(
-        train=TrainConfig(gates=GateConfig(**DEMO_GATES), stable_waves=STABLE_WAVES),
-        db_url=f"sqlite:///{workdir / 'server.db'}",
-        repo_dir=repo / "repository",
-        broker_url=env.broker_url,
-        admin_token=env.admin_token,
-        enrollment_token=env.enrollment_token,
-    )
-    with EmbeddedBroker("127.0.0.1", broker_port), live_server(settings, http_port):
-        yield env
+def _services(workdir: Path) -> Iterator[Backend]:
+    """The embedded broker and the server (SQLite in `workdir`), each on a free port."""
+    with (
+        embedded_broker() as broker_url,
+        running_backend(
+            workdir,
+            BOARD,
+            train=TrainConfig(gates=GateConfig(**DEMO_GATES), stable_waves=STABLE_WAVES),
+            broker_url=broker_url,
+            admin_token=secrets.token_urlsafe(16),
+            enrollment_token=secrets.token_urlsafe(16),
+        ) as backend,
+    ):
+        yield backend
 
 
-def _fleet(workdir: Path, env: _Env, options: DemoOptions) -> list[FleetDevice]:
+def _fleet(env: Backend, options: DemoOptions) -> list[FleetDevice]:
     """Every device enrolls on stable; the testers join preview with an F-code each."""
     codes: list[str] = []
     if options.testers:
-        body = {"count": options.testers, "expires_in_s": 7 * 86400}
-        codes = list(_api(env, "/api/v1/fcodes", body)["codes"])
+        issue = FCodeIssue(count=options.testers, expires_in_s=7 * 86400)
+        codes = env.admin.issue_fcodes(issue).codes
     fleet = []
     for i in range(options.devices):
         tester = i < options.testers
         device_id = f"{'tester' if tester else 'phone'}-{i:02d}"
-        root = workdir / "devices" / device_id
-        sim = SimDevice.provision(root / "hw", slot_size=SLOT_MB * 1024 * 1024, model=MODEL)
-        credential = ServerApi(env.server_url, device_id).enroll(
-            env.enrollment_token, MODEL, "stable"
-        )
-        config = AgentConfig(
-            device_id=device_id,
-            model=MODEL,
-            channel="stable",
-            server_url=env.server_url,
+        sim = env.provision(device_id)
+        config = env.agent_config(
+            device_id,
             broker_url=env.broker_url,
-            credential=credential,
-            data_dir=root / "agent",
-            trusted_root=env.repo / "root.json",
             poll_interval_s=3.0,
             poll_jitter=0.5,
             health_deadline_s=10.0,
@@ -392,20 +366,11 @@ def _fleet(workdir: Path, env: _Env, options: DemoOptions) -> list[FleetDevice]:
     return fleet
 
 
-def _stop_fleet(fleet: list[FleetDevice], stop: threading.Event) -> None:
-    stop.set()
-    for dev in fleet:
-        dev.daemon.wake()
-    for dev in fleet:
-        if dev.thread is not None:
-            dev.thread.join(timeout=15)
-
-
 # ---------------------------------------------------------------------- releases
 
 
 def _release_step(
-    env: _Env,
+    env: Backend,
     view: _LiveView,
     fleet: list[FleetDevice],
     releases: list[dict[str, Any]],
@@ -413,18 +378,10 @@ def _release_step(
     channels: tuple[str, ...],
     broken: FleetDevice | None = None,
 ) -> dict[str, Any]:
-    image = _synthetic_build(env.images, version)
     for channel in channels:
-        published = publish_release(
-            env.repo,
-            image,
-            version=version,
-            channel=channel,
-            model=MODEL,
-            notes=f"Orange Friday build {version}",
-        )
-        answer = _register(env, published)
-        releases.append({**published.to_dict(), "rollout_id": answer.get("rollout_id", "")})
+        published = env.sign(version, channel=channel, notes=f"Orange Friday build {version}")
+        answer = env.register(published)
+        releases.append({**published.to_dict(), "rollout_id": answer.rollout_id or ""})
     view.say(f"build {version} published to {', '.join(channels)}")
     expected = {
         d.device_id: _expectation(d, version, broken) for d in fleet if d.channel in channels
@@ -439,42 +396,13 @@ def _expectation(dev: FleetDevice, version: str, broken: FleetDevice | None) -> 
     return (version, "committed")
 
 
-def _synthetic_build(images: Path, version: str) -> Path:
-    """A deterministic stand-in for a ROM image (random bytes do not compress)."""
-    images.mkdir(parents=True, exist_ok=True)
-    path = images / f"rom-{version}.img"
-    if not path.exists():
-        rng = random.Random(version)
-        with path.open("wb") as f:
-            for _ in range(IMAGE_MB):
-                f.write(rng.randbytes(1024 * 1024))
-    return path
-
-
-def _register(env: _Env, release: PublishedRelease) -> dict[str, Any]:
-    """Tell the server a signed release exists, as `ota release publish --server` does."""
-    return notify_server(env.server_url, env.admin_token, release)
-
-
-def _api(env: _Env, path: str, body: Any = None) -> Any:
-    """The release engineer's side of the HTTP API (GET, or POST with a JSON body)."""
-    request = urllib.request.Request(
-        env.server_url + path,
-        data=None if body is None else json.dumps(body).encode(),
-        headers={"Authorization": f"Bearer {env.admin_token}", "Content-Type": "application/json"},
-    )
-    with urllib.request.urlopen(request, timeout=20) as resp:
-        data: Any = json.loads(resp.read())
-    return data
-
-
 # ---------------------------------------------------------------------- the view
 
 
 class _LiveView:
     """What the server knows about the fleet, refreshed while we wait."""
 
-    def __init__(self, env: _Env, console: Console, *, enabled: bool) -> None:
+    def __init__(self, env: Backend, console: Console, *, enabled: bool) -> None:
         self._env = env
         self._console = console
         self._enabled = enabled
@@ -498,9 +426,9 @@ class _LiveView:
             self._console.log(text)
 
     def snapshot(self) -> list[dict[str, Any]]:
-        devices = _api(self._env, "/api/v1/devices")
-        counts = {d["device_id"]: len(_api(self._env, _reports_url(d))) for d in devices}
-        self._last = [_row(d, counts[d["device_id"]]) for d in devices]
+        devices = self._env.devices()
+        counts = {d.device_id: len(self._env.reports(d.device_id)) for d in devices}
+        self._last = [_row(d, counts[d.device_id]) for d in devices]
         if self._live is not None:
             self._live.update(_table(self._last))
         return self._last
@@ -516,21 +444,17 @@ class _LiveView:
             time.sleep(0.5)
 
 
-def _reports_url(device: dict[str, Any]) -> str:
-    return f"/api/v1/reports?device_id={device['device_id']}&limit=10000"
-
-
 def _matches(row: dict[str, Any] | None, want: tuple[str, str]) -> bool:
     return row is not None and (row["version"], row["state"]) == want
 
 
-def _row(device: dict[str, Any], reports: int) -> dict[str, Any]:
+def _row(device: Device, reports: int) -> dict[str, Any]:
     return {
-        "id": device["device_id"],
-        "channel": device["channel"],
-        "version": device.get("current_version") or "",
-        "slot": device.get("slot") or "",
-        "state": device.get("state") or "",
+        "id": device.device_id,
+        "channel": device.channel,
+        "version": device.current_version,
+        "slot": device.slot,
+        "state": device.state,
         "reports": reports,
     }
 

@@ -1,0 +1,91 @@
+"""Setting a device up from its config alone: unknown keys refused, no credential before
+enrollment, the simulated device provisioned by `ota-agent sim provision`, and every
+backend problem one line that says where it is documented."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from agent.cli import main
+from agent.config import credential_path, load_config
+from agent.errors import ConfigError
+from hardware.sim import SimDevice
+
+CONFIG = """\
+device_id = "sim-1"
+model = "rpi4"
+channel = "stable"
+server_url = "http://127.0.0.1:9"
+trusted_root = "root.json"
+data_dir = "data"
+
+[slot]
+backend = "sim"
+root = "sim"
+"""
+
+
+def write_config(folder: Path, text: str = CONFIG) -> Path:
+    path = folder / "agent.toml"
+    path.write_text(text)
+    return path
+
+
+def test_before_enrollment_the_config_loads_without_a_credential(tmp_path: Path) -> None:
+    config = load_config(write_config(tmp_path))
+    assert config.credential == ""
+    assert credential_path(config) == tmp_path / "data" / "credential"
+
+
+def test_a_credential_file_named_in_the_config_is_read_once_it_exists(tmp_path: Path) -> None:
+    path = write_config(tmp_path, CONFIG.replace("[slot]", 'credential_file = "c"\n[slot]'))
+    assert load_config(path).credential == ""
+    (tmp_path / "c").write_text("secret\n")
+    assert load_config(path).credential == "secret"
+
+
+@pytest.mark.parametrize(
+    ("text", "named"),
+    [
+        (CONFIG.replace("[slot]", 'chanel = "beta"\n[slot]'), "chanel"),
+        (CONFIG + "\n[health]\ndeadline = 5\n", "[health] key(s) in config: deadline"),
+    ],
+)
+def test_unknown_config_keys_are_refused(tmp_path: Path, text: str, named: str) -> None:
+    with pytest.raises(ConfigError, match=r"unknown .*docs/agent.md#configuration") as caught:
+        load_config(write_config(tmp_path, text))
+    assert named in str(caught.value)
+
+
+def test_sim_provision_makes_the_device_at_the_configs_root(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = write_config(tmp_path)
+    monkeypatch.chdir(tmp_path.parent)  # paths in the config are relative to the config
+    assert main(["sim", "provision", "--config", str(config), "--slot-size-mb", "1"]) == 0
+    assert SimDevice(tmp_path / "sim").model == "rpi4"
+    assert main(["sim", "provision", "--config", str(config)]) == 0  # twice: left as it is
+    assert "already exists" in capsys.readouterr().out
+
+
+def test_run_before_enrollment_says_how_to_enroll(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["run", "--config", str(write_config(tmp_path))]) == 1
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith("ota-agent: error: no device credential at ")
+    assert "ota-agent enroll --config" in line
+
+
+def test_a_missing_simulated_device_is_one_line_saying_how_to_make_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "credential").write_text("secret")
+    (tmp_path / "root.json").write_text("{}")
+    assert main(["run", "--config", str(write_config(tmp_path))]) == 1
+    (line,) = capsys.readouterr().err.splitlines()
+    assert "ota-agent sim provision --config" in line
+    assert line.endswith("(see docs/agent.md)")

@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo dashboard test lint types pytest slow bootloader bench clean
+.PHONY: demo dashboard test lint types pytest slow bootloader bench bench-delta clean
 
 $(STAMP): pyproject.toml
 	@test -n "$(PYTHON)" || { echo "error: need Python 3.11 or newer on PATH" >&2; exit 1; }
@@ -50,6 +50,19 @@ slow: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/install.py --size-mb 256
+
+# The delta benchmark's peers live in their own environment (not the agent's).
+.venv-bench/.installed: bench/requirements-delta.txt
+	@test -x .venv-bench/bin/python || $(PYTHON) -m venv .venv-bench
+	.venv-bench/bin/python -m pip install --quiet -r bench/requirements-delta.txt
+	@touch .venv-bench/.installed
+
+ROM_OLD ?= /tmp/rompair/rom_old.img
+ROM_NEW ?= /tmp/rompair/rom_new.img
+bench-delta: $(STAMP) .venv-bench/.installed
+	@command -v bsdiff >/dev/null && command -v xdelta3 >/dev/null && command -v zstd >/dev/null \
+		|| echo "missing Debian tools: apt-get install bsdiff xdelta3 zstd" >&2
+	nice $(BIN)/python bench/delta.py $(ROM_OLD) $(ROM_NEW)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

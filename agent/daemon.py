@@ -82,6 +82,7 @@ def build_agent(config: AgentConfig, boot: BootControl | None = None) -> Agent:
         health_retry_s=config.health_retry_s,
         initial_version=_initial_version(config),
         command_poll_s=config.poll_interval_s,
+        delta_dir=config.data_dir / "delta",
     )
     return Agent(parts)
 

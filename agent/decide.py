@@ -105,6 +105,16 @@ def _after_reboot(target: Slot, status: BootStatus) -> Event | None:
     return Event.BOOTED_OLD_SLOT
 
 
+DELTA_ATTEMPTS = 2  # starts of the download step that may try a delta (a power cut restarts it)
+
+
+def try_delta(record: JournalRecord) -> bool:
+    """Whether the download step should try a delta first: not after one failed for this
+    update, nor once the step was started more than `DELTA_ATTEMPTS` times (an apply that
+    keeps dying gives way to the full image before the crash-loop guard gives up)."""
+    return "delta_fallback" not in record.detail and record.step_attempts <= DELTA_ATTEMPTS
+
+
 def abandon_event(state: UpdateState) -> Event | None:
     """What a cancel (or a roll-back command) does in `state`: CANCELLED where the table
     takes it; None at rest and while already rolling back (nothing left to abandon)."""

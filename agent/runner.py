@@ -24,10 +24,12 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 from typing import Any, Final, Protocol
 
 from agent import decide
 from agent.decide import DeviceFacts
+from agent.delta import delta_installer
 from agent.download import download_into
 from agent.errors import (
     AgentError,
@@ -45,7 +47,7 @@ from agent.outbox import Outbox
 from agent.policy import UpdatePolicy, evaluate_policies
 from agent.progress import DownloadProgress
 from agent.tuf_client import TargetInfo, TufClient, check_target
-from hardware.bootcontrol import BootControl, BootControlError, Slot
+from hardware.bootcontrol import BootControl, BootControlError, Slot, SlotSink
 from wire import (
     AvailabilityNotice,
     Command,
@@ -99,6 +101,7 @@ class AgentParts:
     reporter: Reporter | None = None
     clock: Callable[[], float] = time.time  # wall clock, seconds since the epoch
     command_poll_s: float = 60.0  # during a download, ask the server for commands this often
+    delta_dir: Path | None = None  # where a delta's patch is kept; None: full images only
 
 
 class AbandonRequest:
@@ -131,6 +134,7 @@ class Agent:
         self._driving = False  # a step runs on the thread that holds the lock
         self._last_command_poll = 0.0
         self._taken_commands: list[str] = []  # handled or noted, not yet acknowledged
+        self._deltas = delta_installer(parts)
 
     @property
     def p(self) -> AgentParts:
@@ -471,19 +475,20 @@ class Agent:
             info = self._verified_target(slot)
             self.parts.boot.mark_unbootable(slot)
             with self.parts.boot.open_slot(slot) as sink:
-                # with chunk hashes, whatever the slot already holds of this image is kept
-                # (a resume after a power cut); the hashes decide, not the journal
-                resume = info.length if info.chunk_sha256 else 0
-                url = self.parts.tuf.target_url(info)
-                download_into(
-                    self.parts.fetcher,
-                    url,
-                    info,
-                    sink,
-                    resume_from=resume,
-                    keep_going=self._keep_downloading,
-                    progress=DownloadProgress(self.parts.device_id, info.path, info.length),
-                )
+                if not self._installed_from_delta(info, sink):
+                    # with chunk hashes, whatever the slot already holds of this image is
+                    # kept (a resume after a power cut); the hashes decide, not the journal
+                    resume = info.length if info.chunk_sha256 else 0
+                    url = self.parts.tuf.target_url(info)
+                    download_into(
+                        self.parts.fetcher,
+                        url,
+                        info,
+                        sink,
+                        resume_from=resume,
+                        keep_going=self._keep_downloading,
+                        progress=DownloadProgress(self.parts.device_id, info.path, info.length),
+                    )
         except UpdateCancelledError as exc:
             log.info("%s: %s", self.parts.device_id, exc)
             return  # the drive loop honours the request that stopped it
@@ -501,6 +506,32 @@ class Agent:
             target_version=info.version,
             bytes_written=info.length,
         )
+
+    def _installed_from_delta(self, info: TargetInfo, sink: SlotSink) -> bool:
+        """True when a delta wrote the verified image into the slot. Any failure is
+        journaled and reported (`delta_fallback` in the detail) and the full image follows;
+        the journal names the delta before the slot is written (`delta`)."""
+        if self._deltas is None or not decide.try_delta(self.record):
+            return False
+        try:
+            delta = self._deltas.find(info, self.current_version)
+            if delta is None:
+                return False
+            self._note_detail(delta=delta.info.path, delta_bytes=delta.info.length)
+            self._deltas.install(delta, info, sink, self._keep_downloading)
+        except UpdateCancelledError:
+            raise
+        except (AgentError, BootControlError) as exc:
+            log.warning("%s: delta failed, fetching the full image: %s", self.parts.device_id, exc)
+            self._note_detail(delta_fallback=f"{exc.__class__.__name__}: {exc}"[:500])
+            self._report()
+            return False
+        return True
+
+    def _note_detail(self, **detail: Any) -> None:
+        """Journal more detail about the step in progress (no transition)."""
+        self.record = self.record.replace(detail={**self.record.detail, **detail})
+        self.parts.journal.save(self.record)
 
     def _verified_target(self, slot: Slot) -> TargetInfo:
         self.parts.tuf.refresh()

@@ -49,6 +49,12 @@ class SlotDevices:
         except OSError as exc:
             raise BootControlError(f"cannot open slot {slot} ({exc.strerror})") from None
 
+    def open_for_read(self, slot: Slot) -> BinaryIO:
+        try:
+            return open(self.devices[slot], "rb")
+        except OSError as exc:
+            raise BootControlError(f"cannot open slot {slot} ({exc.strerror})") from None
+
     def booted_slot(self) -> Slot:
         """The slot whose root the kernel was given; BootControlError if neither."""
         try:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Protocol, Self, runtime_checkable
+from typing import BinaryIO, Protocol, Self, runtime_checkable
 
 
 class Slot(enum.StrEnum):
@@ -110,6 +110,17 @@ class BootControl(Protocol):
         """Reboot. On hardware this does not return; the simulated device performs the
         bootloader's choice at once and returns, and the agent then starts again from its
         journal exactly as after a real boot."""
+        ...
+
+
+@runtime_checkable
+class SlotReader(Protocol):
+    """A backend that can open a slot for reading, the running one included: a delta is
+    applied from the running slot's image (the source) into the other slot. A backend
+    without it gets full images only."""
+
+    def open_slot_for_read(self, slot: Slot) -> BinaryIO:
+        """`slot` opened read-only (`rb`) at offset 0."""
         ...
 
 

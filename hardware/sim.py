@@ -37,6 +37,7 @@ import errno
 import io
 import os
 from pathlib import Path
+from typing import BinaryIO
 
 import durable
 from hardware.blockdev import drop_from_page_cache
@@ -149,6 +150,9 @@ class SimDevice:
             raise BootControlError(f"mark slot {slot} unbootable before writing it")
         raw = open(self.slot_path(slot), "r+b", buffering=0)  # noqa: SIM115 (owned by SlotFile)
         return SlotFile(raw, self.slot_size(slot), self.faults)
+
+    def open_slot_for_read(self, slot: Slot) -> BinaryIO:
+        return open(self.slot_path(slot), "rb")
 
     def mark_unbootable(self, slot: Slot) -> None:
         self._update_env(mark_slot_bad(self._read_env(), slot))

@@ -21,7 +21,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import durable
 from hardware.blockdev import PartitionMap, SlotDevices, boot_once_status, open_inactive_slot
@@ -112,6 +112,9 @@ class TrybootControl:
 
     def open_slot(self, slot: Slot) -> SlotSink:
         return open_inactive_slot(self.slots, self.status(), slot)
+
+    def open_slot_for_read(self, slot: Slot) -> BinaryIO:
+        return self.slots.open_for_read(slot)
 
     def mark_unbootable(self, slot: Slot) -> None:
         committed, tryboot = self._partitions()

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, BinaryIO
 
 from hardware.blockdev import PartitionMap, SlotDevices, open_inactive_slot
 from hardware.bootcontrol import BootControlError, BootStatus, Slot, SlotSink
@@ -83,6 +83,9 @@ class UBootControl:
 
     def open_slot(self, slot: Slot) -> SlotSink:
         return open_inactive_slot(self.slots, self.status(), slot)
+
+    def open_slot_for_read(self, slot: Slot) -> BinaryIO:
+        return self.slots.open_for_read(slot)
 
     def mark_unbootable(self, slot: Slot) -> None:
         env = self._read_env()

@@ -22,7 +22,7 @@ from signing.errors import NotifyError, PublishError, SigningError
 from signing.keys import RoleKeys, default_storage, init_keys
 from signing.notify import check_publisher, notify_server
 from signing.renew import renew_metadata
-from signing.repo import PublishedRelease, list_releases, publish_release
+from signing.repo import PublishedRelease, list_deltas, list_releases, publish_release
 from signing.rotation import rotate_key
 from signing.staging import sign_staged
 from signing.status import RoleStatus, repo_status
@@ -208,6 +208,17 @@ def release_publish(
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Check and hash; show what would be signed.")
     ] = False,
+    delta_from: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--delta-from",
+            help="Also publish a delta from this earlier version (repeatable). Default: from"
+            " the newest release of this channel and model, when its image is stored.",
+        ),
+    ] = None,
+    no_delta: Annotated[
+        bool, typer.Option("--no-delta", help="Publish no delta, not even the default one.")
+    ] = False,
 ) -> None:
     """Sign IMAGE as a release and make it live (timestamp.json is written last).
 
@@ -231,6 +242,7 @@ def release_publish(
             stage=stage,
             new_channel=new_channel,
             dry_run=dry_run,
+            delta_from=[] if no_delta else delta_from or None,
         )
     if dry_run:
         typer.echo(f"dry run, nothing signed: would publish {_describe(release)}")
@@ -241,8 +253,22 @@ def release_publish(
         )
         return
     _show(release, as_json)
+    if not as_json:
+        _show_deltas(repo, storage, s3_endpoint_url, release)
     if server and token:
         _notify(server, token, release)
+
+
+def _show_deltas(
+    repo: Path, storage: str | None, endpoint: str | None, release: PublishedRelease
+) -> None:
+    with _clear_errors():
+        deltas = list_deltas(repo, storage=_storage(storage, endpoint))
+    for delta in deltas:
+        if delta.custom.target_path == release.target_path:
+            typer.echo(
+                f"  delta from {delta.custom.source_version}: {delta.path}, {delta.length} bytes"
+            )
 
 
 def _read_notes(path: Path | None) -> str:

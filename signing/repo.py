@@ -10,6 +10,9 @@ See docs/decisions/0014-signing-publish-order.md.
 
 from __future__ import annotations
 
+import logging
+import tempfile
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -17,7 +20,9 @@ from typing import Any
 from securesystemslib.signer import CryptoSigner  # type: ignore[attr-defined]
 from tuf.api.metadata import Metadata, TargetFile  # type: ignore[attr-defined]
 
+from romdelta.make import MakeOptions
 from signing.delegation import DelegationPolicy, Plan, channel_role, plan_channel, plan_release
+from signing.delta import DeltaSource, MadeDelta, make_delta
 from signing.digest import ImageDigest, digest_image
 from signing.errors import PublishError
 from signing.keys import (
@@ -39,12 +44,20 @@ from signing.tufmeta import (
     sign_and_serialize,
     utc_now,
 )
-from wire import ProtocolError, TargetCustom, is_rom_target, target_name
+from wire import DeltaCustom, ProtocolError, TargetCustom, is_rom_target, target_name
 from wire.versions import InvalidVersionError, Version
 
-__all__ = ["PublishError", "PublishedRelease", "list_releases", "publish_release"]
+__all__ = [
+    "PublishError",
+    "PublishedDelta",
+    "PublishedRelease",
+    "list_deltas",
+    "list_releases",
+    "publish_release",
+]
 
 DEFAULT_CHUNK_SIZE = 4 * 1024 * 1024
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -96,6 +109,8 @@ def publish_release(
     delegation: DelegationPolicy | None = None,
     new_channel: bool = True,
     dry_run: bool = False,
+    delta_from: Sequence[str] | None = None,
+    delta_options: MakeOptions | None = None,
 ) -> PublishedRelease:
     """Sign `image` as release `version` for `channel`/`model` and make it live.
 
@@ -105,6 +120,11 @@ def publish_release(
 
     With `stage`, or when the keys at hand do not meet the role's threshold, the signed
     proposal waits under `staged/` (invisible to devices) for `ota release sign`.
+
+    Deltas (`signing.delta`) go live with the image: one from each version in `delta_from`
+    (a build of this model; PublishError when it or its image is missing), or by default
+    (None) from the newest release of this channel and model when its image is stored;
+    `delta_from=[]` makes none, and neither does `stage`.
 
     Raises PublishError for bad input (image, version, names), KeysError, StorageError or
     RepositoryError otherwise; in every case the live repository is unchanged.
@@ -124,10 +144,51 @@ def publish_release(
         raise PublishError(_unknown_channel(state, request.channel))
     if not stage:
         _online_signers(keys_dir, state, passphrase)  # fail before hashing the image
+    sources = [] if stage else _delta_sources(state, store, request, delta_from)
     digest = _digest(image, chunk_size)
     target = _target_file(request, digest, rfc3339(utc_now()), counter)
     if dry_run:
         return _release(target)
+    with tempfile.TemporaryDirectory(prefix="ota-delta-") as workdir:
+        deltas = [
+            make_delta(store, source, image, target, Path(workdir), delta_options)
+            for source in sources
+        ]
+        _sign_and_go_live(
+            _Publish(store, repo_dir, image, before, request, digest, target, deltas),
+            state,
+            policy,
+            delegation or DelegationPolicy(),
+            passphrase,
+            stage=stage,
+        )
+    return _release(target)
+
+
+@dataclass(frozen=True)
+class _Publish:
+    """What one publish stores: the image, its target and its deltas."""
+
+    store: Storage
+    repo_dir: Path
+    image: Path
+    identity: tuple[int, int]  # the image's size and mtime when the publish began
+    request: _Request
+    digest: ImageDigest
+    target: TargetFile
+    deltas: list[MadeDelta]
+
+
+def _sign_and_go_live(
+    publish: _Publish,
+    state: RepoState,
+    policy: ExpiryPolicy,
+    delegation: DelegationPolicy,
+    passphrase: str | None,
+    *,
+    stage: bool,
+) -> None:
+    request, target, keys_dir = publish.request, publish.target, Path(publish.repo_dir) / KEYS_DIR
     new_keys: dict[str, list[CryptoSigner]] = {}
     if channel_role(state, target.path) is None and not stage:
         new_keys[request.channel] = generate_signers(1)
@@ -140,20 +201,62 @@ def publish_release(
         )
     else:
         plan = Plan(state)
-    plan_release(
-        plan, target, delegation or DelegationPolicy(), policy.expires("targets"), split=not stage
-    )
+    for signed_target in [target, *(d.target for d in publish.deltas)]:
+        plan_release(plan, signed_target, delegation, policy.expires("targets"), split=not stage)
     if stage:
         signed = _sign_plan(plan, keys_dir, new_keys, passphrase)
         files = {staged_name(plan.role): serialize(signed[plan.role])}
     else:
         files = sign_plan_files(plan, keys_dir, new_keys, passphrase, policy)
+    store, image = publish.store, publish.image
     with new_key_files(keys_dir, new_keys, passphrase):
-        store.put_file(target_storage_name(request.target_path, digest.sha256), image)
-        if _image_identity(image) != before:
+        store.put_file(target_storage_name(request.target_path, publish.digest.sha256), image)
+        for delta in publish.deltas:
+            store.put_file(target_storage_name(delta.target.path, delta.sha256), delta.patch)
+        if _image_identity(image) != publish.identity:
             raise PublishError(f"{image} changed while it was being published; nothing went live")
         write_files(store, files)
-    return _release(target)
+
+
+def _delta_sources(
+    state: RepoState, store: Storage, request: _Request, delta_from: Sequence[str] | None
+) -> list[DeltaSource]:
+    """The builds to make deltas from (see `publish_release`)."""
+    if delta_from is None:
+        previous = _releases_of(state, request.channel, request.model)
+        if not previous:
+            return []
+        source = _delta_source(max(previous, key=lambda r: Version(r.version)))
+        if store.exists(source.storage_name):
+            return [source]
+        log.warning("no delta from %s: its image is not in storage", source.version)
+        return []
+    return [_named_source(state, request, version) for version in dict.fromkeys(delta_from)]
+
+
+def _named_source(state: RepoState, request: _Request, version: str) -> DeltaSource:
+    """The published build `version` of this model (this channel's when several are)."""
+    builds = [
+        r
+        for r in list_state_releases(state)
+        if (r.version, r.model) == (version, request.model) and r.target_path
+    ]
+    if not builds:
+        raise PublishError(f"cannot make a delta from {version}: no such {request.model} release")
+    if version == request.version:
+        raise PublishError(f"cannot make a delta from {version} to itself")
+    best = next((r for r in builds if r.channel == request.channel), builds[0])
+    return _delta_source(best)
+
+
+def _delta_source(release: PublishedRelease) -> DeltaSource:
+    return DeltaSource(
+        version=release.version,
+        target_path=release.target_path,
+        sha256=release.sha256,
+        length=release.length,
+        storage_name=target_storage_name(release.target_path, release.sha256),
+    )
 
 
 def _unknown_channel(state: RepoState, channel: str) -> str:
@@ -313,6 +416,27 @@ def list_state_releases(state: RepoState) -> list[PublishedRelease]:
         if is_rom_target(target.custom)
     ]
     return sorted(releases, key=lambda r: (r.channel, r.model, r.release_counter))
+
+
+@dataclass(frozen=True)
+class PublishedDelta:
+    path: str
+    length: int
+    sha256: str
+    custom: DeltaCustom
+
+
+def list_deltas(repo_dir: Path, storage: Storage | None = None) -> list[PublishedDelta]:
+    """Every delta target in the live targets metadata."""
+    store = storage if storage is not None else default_storage(repo_dir)
+    state = load_state(store)
+    roles = [state.targets, *(md for md, _ in state.delegated.values())]
+    return [
+        PublishedDelta(t.path, t.length, t.hashes["sha256"], DeltaCustom.from_custom(t.custom))
+        for md in roles
+        for t in md.signed.targets.values()
+        if isinstance(t.custom, dict) and "delta" in t.custom
+    ]
 
 
 def _release(target: TargetFile) -> PublishedRelease:

@@ -11,6 +11,7 @@ Backend failures (OSError, botocore errors) become `StorageError` here and nowhe
 from __future__ import annotations
 
 import contextlib
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypedDict
@@ -46,6 +47,9 @@ class Storage(Protocol):
 
     def get_bytes(self, name: str) -> bytes | None:
         """The object's content, or None when there is no such object."""
+
+    def get_file(self, name: str, dest: Path) -> bool:
+        """Copy the object into the local file `dest` (streamed); False when there is none."""
 
     def exists(self, name: str) -> bool:
         """Whether an object called `name` exists."""
@@ -105,6 +109,17 @@ class LocalStorage:
             return None
         except OSError as exc:
             raise StorageError(f"cannot read {path}: {exc.strerror or exc}") from exc
+
+    def get_file(self, name: str, dest: Path) -> bool:
+        path = self._path(name)
+        try:
+            with path.open("rb") as src, Path(dest).open("wb") as out:
+                shutil.copyfileobj(src, out, _MIB)
+        except FileNotFoundError:
+            return False
+        except OSError as exc:
+            raise StorageError(f"cannot copy {path} to {dest}: {exc.strerror or exc}") from exc
+        return True
 
     def exists(self, name: str) -> bool:
         return self._path(name).is_file()
@@ -183,6 +198,14 @@ class S3Storage:
             except self._client.exceptions.NoSuchKey:
                 return None
             return response["Body"].read()
+
+    def get_file(self, name: str, dest: Path) -> bool:
+        if not self.exists(name):
+            return False
+        key = self.key(name)
+        with self._errors("download", key):
+            self._client.download_file(self.bucket, key, str(dest), Config=self._transfer)
+        return True
 
     def exists(self, name: str) -> bool:
         key = self.key(name)

@@ -52,6 +52,9 @@ class FaultyStorage:
     def get_bytes(self, name: str) -> bytes | None:
         return self.inner.get_bytes(name)
 
+    def get_file(self, name: str, dest: Path) -> bool:
+        return self.inner.get_file(name, dest)
+
     def exists(self, name: str) -> bool:
         return self.inner.exists(name)
 

@@ -41,7 +41,7 @@ from wire.paths import (
     reports_path,
     vote_path,
 )
-from wire.target import TargetCustom, is_rom_target, target_name
+from wire.target import DeltaCustom, TargetCustom, delta_target_name, is_rom_target, target_name
 from wire.topics import (
     PROTOCOL_VERSION,
     STATUS_WILDCARD,
@@ -67,6 +67,7 @@ __all__ = [
     "Command",
     "CommandAck",
     "CommandKind",
+    "DeltaCustom",
     "FailureReason",
     "PollAnswer",
     "ProtocolError",
@@ -81,6 +82,7 @@ __all__ = [
     "check_device_id",
     "command_ack_path",
     "decode_b64",
+    "delta_target_name",
     "device_client_id",
     "device_cmd_topic",
     "device_id_from_status_topic",

@@ -68,6 +68,62 @@ class TargetCustom:
         )
 
 
+@dataclass(frozen=True)
+class DeltaCustom:
+    """The signed fields of a delta target (`custom` in targets metadata): a patch that turns
+    the build `source_version` (whose image has `source_sha256` and `source_length`) into the
+    full target `target_path` (`target_sha256`, `target_length`). A device applies it only
+    onto a slot that holds exactly the source image, and installs the result only when it
+    matches the full target's signed length and hashes. Not a ROM target: no `version` key,
+    so `is_rom_target` says False and release listings leave it out.
+    """
+
+    source_version: str
+    source_sha256: str
+    source_length: int
+    target_path: str
+    target_sha256: str
+    target_length: int
+    format: int = 1
+
+    def to_custom(self) -> dict[str, Any]:
+        return {
+            "delta": {
+                "format": self.format,
+                "source_version": self.source_version,
+                "source_sha256": self.source_sha256,
+                "source_length": self.source_length,
+                "target_path": self.target_path,
+                "target_sha256": self.target_sha256,
+                "target_length": self.target_length,
+            }
+        }
+
+    @classmethod
+    def from_custom(cls, custom: object) -> DeltaCustom:
+        """Parse a target's `custom` object; raise `ProtocolError` unless it is a delta's."""
+        delta = custom.get("delta") if isinstance(custom, dict) else None
+        if not isinstance(delta, dict):
+            raise ProtocolError("target custom fields are not a delta's")
+        return cls(
+            source_version=_text(delta, "source_version", required=True),
+            source_sha256=_text(delta, "source_sha256", required=True),
+            source_length=_required_count(delta, "source_length"),
+            target_path=_text(delta, "target_path", required=True, limit=1024),
+            target_sha256=_text(delta, "target_sha256", required=True),
+            target_length=_required_count(delta, "target_length"),
+            format=_required_count(delta, "format"),
+        )
+
+
+def delta_target_name(target_path: str, source_version: str) -> str:
+    """The TUF target path of the delta from `source_version` to the full target
+    `target_path`: beside it, `<model>/<channel>/<version>/<filename>.from-<source>.delta`."""
+    if not source_version or "/" in source_version or source_version.startswith("."):
+        raise ProtocolError(f"invalid source version for a delta: {source_version!r}")
+    return f"{target_path}.from-{source_version}.delta"
+
+
 def is_rom_target(custom: object) -> bool:
     """True when `custom` carries a ROM build's fields (other targets may share the repo)."""
     try:
@@ -101,6 +157,13 @@ def _texts(custom: dict[str, Any], key: str) -> tuple[str, ...]:
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
         raise ProtocolError(f"target custom field {key!r} must be a list of strings")
     return tuple(value)
+
+
+def _required_count(custom: dict[str, Any], key: str) -> int:
+    value = _count(custom, key)
+    if value is None:
+        raise ProtocolError(f"target custom field {key!r} is missing")
+    return value
 
 
 def _count(custom: dict[str, Any], key: str) -> int | None:

@@ -107,7 +107,8 @@ def test_a_channel_past_the_threshold_is_split_into_hashed_bins(
 ) -> None:
     policy = DelegationPolicy(bin_threshold=2, bin_bits=2)
     releases = [
-        _publish(repo, tmp_path, v, "stable", delegation=policy) for v in ("1.0", "1.1", "1.2")
+        _publish(repo, tmp_path, v, "stable", delegation=policy, delta_from=[])
+        for v in ("1.0", "1.1", "1.2")
     ]
     state = load_state(default_storage(repo))
     stable = state.role("stable").signed

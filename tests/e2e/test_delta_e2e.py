@@ -15,6 +15,7 @@ import pytest
 
 from agent.config import AgentConfig
 from agent.daemon import build_agent
+from agent.identity import device_key_or_new, save_broker_secret
 from agent.server_api import ServerApi
 from hardware.bootcontrol import Slot
 from hardware.sim import SimDevice
@@ -73,14 +74,16 @@ def reports(server: str, device_id: str) -> list[dict[str, Any]]:
 
 def test_the_agent_installs_the_published_delta(tmp_path: Path, server: str) -> None:
     sim = SimDevice.provision(tmp_path / "hw", slot_size=8 * MIB, model=MODEL)
-    credential = ServerApi(server, "dev-1").enroll(ENROLL, MODEL, "stable")
+    data_dir = tmp_path / "agent"  # the device's own key is made and kept here
+    secret = ServerApi(server, "dev-1", device_key_or_new(data_dir)).enroll(ENROLL, MODEL, "stable")
+    save_broker_secret(data_dir, secret)
     config = AgentConfig(
         device_id="dev-1",
         model=MODEL,
         channel="stable",
         server_url=server,
-        credential=credential,
-        data_dir=tmp_path / "agent",
+        broker_secret=secret,
+        data_dir=data_dir,
         trusted_root=tmp_path / "repo" / "root.json",
         health_deadline_s=5.0,
     )

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from datetime import timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ from server.models import ApiToken, Device, DeviceCommand, Report, Train, utcnow
 from server.settings import Settings
 from server.testing import (
     MOSQUITTO_PIPE_LEAK,
+    database_url,
     enroll_keyed,
     new_id,
     sample_release,
@@ -35,7 +37,22 @@ ADMIN_AUTH = {"Authorization": f"Bearer {ADMIN}"}
 pytestmark = pytest.mark.filterwarnings(MOSQUITTO_PIPE_LEAK)  # see server.testing
 
 
-# shared_db_url and api: tests/server/conftest.py (ADMIN, ENROLL are its tokens)
+@pytest.fixture(
+    scope="module", params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
+)
+def shared_db_url(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    pg_admin_url = partial(request.getfixturevalue, "pg_admin_url")
+    with database_url(request.param, tmp_path_factory.mktemp("db"), pg_admin_url) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def api(shared_db_url: str) -> Iterator[httpx.Client]:
+    settings = Settings(db_url=shared_db_url, admin_token=ADMIN, enrollment_token=ENROLL)
+    with live_server(settings) as url, httpx.Client(base_url=url, timeout=20) as client:
+        yield client
 
 
 def enroll(api: httpx.Client, device_id: str) -> dict[str, str]:

@@ -53,6 +53,12 @@ def _parser() -> argparse.ArgumentParser:
     status = sub.add_parser("status", help="print the journal and pending reports as JSON")
     status.add_argument("--config", type=Path, required=True)
     status.set_defaults(func=_cmd_status)
+    doctor = sub.add_parser(
+        "doctor", help="check this device's set-up, one line a check, and say what to fix"
+    )
+    doctor.add_argument("--config", type=Path, required=True)
+    doctor.add_argument("--json", action="store_true", help="the checks as JSON")
+    doctor.set_defaults(func=_cmd_doctor)
     enroll = sub.add_parser(
         "enroll", help="make this device's key (once) and enroll it with an enrollment token"
     )
@@ -112,6 +118,15 @@ def _cmd_status(ns: argparse.Namespace) -> int:
     }
     print(json.dumps(out, indent=2))
     return 0
+
+
+def _cmd_doctor(ns: argparse.Namespace) -> int:
+    """Exit 0 if every check passed, 1 if any failed."""
+    from agent.doctor import diagnose, render
+
+    checks = diagnose(ns.config)
+    print(render(checks, as_json=ns.json))
+    return 0 if all(c.ok for c in checks) else 1
 
 
 def _cmd_enroll(ns: argparse.Namespace) -> int:

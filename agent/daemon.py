@@ -28,7 +28,7 @@ from agent.outbox import Outbox
 from agent.policy import policies_from_config
 from agent.runner import Agent, AgentParts, jittered
 from agent.server_api import device_api
-from agent.trusted_clock import TrustedClock
+from agent.trusted_clock import TRUSTED_TIME_FILE, TrustedClock
 from agent.tuf_client import TufClient
 from durable import atomic_write, ensure_dir, move_aside, replace
 from hardware.bootcontrol import BootControl
@@ -64,7 +64,7 @@ def build_agent(config: AgentConfig, boot: BootControl | None = None) -> Agent:
         config.resolved_targets_url,
         bootstrap_root=trusted_root,
         fetcher=fetcher,
-        clock=TrustedClock(config.data_dir / "trusted_time"),
+        clock=TrustedClock(config.data_dir / TRUSTED_TIME_FILE),
     )
     parts = AgentParts(
         device_id=config.device_id,
@@ -95,12 +95,18 @@ def _health_checks(config: AgentConfig, boot: BootControl) -> list[HealthCheck]:
     return checks
 
 
+# The whole project from a checkout, or the device's own wheel (agent/packaging/build.py).
+DISTRIBUTIONS = ("orangefriday", "orangefriday-agent")
+
+
 def agent_version() -> str:
     """This agent's own version (the installed package's)."""
-    try:
-        return importlib.metadata.version("orangefriday")
-    except importlib.metadata.PackageNotFoundError:
-        return "(not installed)"
+    for name in DISTRIBUTIONS:
+        try:
+            return importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return "(not installed)"
 
 
 def _initial_version(config: AgentConfig) -> str:

@@ -25,6 +25,7 @@ from durable import atomic_write
 log = logging.getLogger(__name__)
 
 SystemClock = Callable[[], datetime]  # an aware datetime: what the device's clock says
+TRUSTED_TIME_FILE = "trusted_time"  # in the agent's data directory
 
 
 def system_now() -> datetime:

@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo dashboard test lint types pytest slow bootloader bench bench-delta clean
+.PHONY: demo dashboard test lint types pytest slow bootloader bench bench-delta device-package clean
 
 $(STAMP): pyproject.toml
 	@test -n "$(PYTHON)" || { echo "error: need Python 3.11 or newer on PATH" >&2; exit 1; }
@@ -64,5 +64,10 @@ bench-delta: $(STAMP) .venv-bench/.installed
 		|| echo "missing Debian tools: apt-get install bsdiff xdelta3 zstd" >&2
 	nice $(BIN)/python bench/delta.py $(ROM_OLD) $(ROM_NEW)
 
+# What a device installs: the orangefriday-agent wheel and the ota-agent .deb (dpkg-deb), in dist/
+# (docs/agent.md#installing-the-device-package, docs/decisions/0020-device-package.md).
+device-package: $(STAMP)
+	$(BIN)/python agent/packaging/build.py --out dist
+
 clean:
-	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache
+	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache dist

@@ -37,6 +37,7 @@ from server.publisher import NoPublisher, Publisher
 from server.rate_limits import AuthFailureLimit, RateLimits
 from server.routes import (
     admin,
+    api_docs,
     devices,
     health,
     identity,
@@ -75,13 +76,27 @@ def create_app(settings: Settings) -> FastAPI:
         title="Orange Friday",
         lifespan=partial(_lifespan, settings=settings, rate_limits=rate_limits),
         responses=ERROR_RESPONSES,  # every refusal any route may answer, documented
+        # FastAPI's pages load swagger-ui/redoc from a CDN: ours is self-contained
+        docs_url=None,
+        redoc_url=None,
     )
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(AuthFailureLimit, limits=rate_limits)
     app.add_middleware(AccessLog, routes=app.router.routes)  # outermost: logs all refusals
     app.add_exception_handler(ServiceError, _service_error)
     app.add_exception_handler(RequestValidationError, invalid_request)
-    for module in (tuf, devices, identity, rollouts, admin, tokens, testers, health, metrics):
+    for module in (
+        tuf,
+        devices,
+        identity,
+        rollouts,
+        admin,
+        tokens,
+        testers,
+        health,
+        metrics,
+        api_docs,
+    ):
         app.include_router(module.router)
     install_dashboard(app, settings)
     return app

@@ -432,6 +432,7 @@ REFUSALS: dict[int, str] = {
     413: "A request body or a part of it over its size limit",
     422: "A field out of its bounds: which field and why; nothing was stored",
     429: "Too many requests: try again after Retry-After seconds",
+    503: "The database is away for a moment: nothing was stored; retry after Retry-After s",
 }
 # Every refusal: `{"detail": ...}`, why as text or as the list of broken fields. A schema of its
 # own, not a `model`: an HTML page's refusals are JSON too, which a model would document under

@@ -12,7 +12,8 @@ from functools import partial
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.orm import Session, sessionmaker
 
 from server.access_log import AccessLog
@@ -20,6 +21,7 @@ from server.api_models import ERROR_RESPONSES
 from server.body_limit import BodyLimit
 from server.db import make_engine, make_sessions, upgrade_to_head
 from server.errors import (
+    DB_RETRY_AFTER_S,
     ConflictError,
     ForbiddenError,
     GoneError,
@@ -29,6 +31,7 @@ from server.errors import (
     ServiceError,
     TooLargeError,
     TooManyRequestsError,
+    database_unavailable,
 )
 from server.input_bounds import invalid_request
 from server.mqtt_bridge import MqttBridge
@@ -81,6 +84,8 @@ def create_app(settings: Settings) -> FastAPI:
     app.add_middleware(AccessLog, routes=app.router.routes)  # outermost: logs all refusals
     app.add_exception_handler(ServiceError, _service_error)
     app.add_exception_handler(RequestValidationError, invalid_request)
+    app.add_exception_handler(DBAPIError, _database_error)
+    app.add_exception_handler(PoolTimeoutError, _database_error)
     for module in (tuf, devices, identity, rollouts, admin, tokens, testers, health, metrics):
         app.include_router(module.router)
     install_dashboard(app, settings)
@@ -94,6 +99,28 @@ async def _service_error(request: Request, exc: Exception) -> JSONResponse:
     if isinstance(exc, TooManyRequestsError):
         headers = exc.headers()
     return JSONResponse({"detail": str(exc)}, status_code=status, headers=headers)
+
+
+async def _database_error(request: Request, exc: Exception) -> JSONResponse:
+    """The database away for a moment: 503 with Retry-After and one line, no traceback. The
+    request's session was rolled back (each request writes in one transaction), so nothing is
+    half written; the pool reconnects (pre-ping) once the database is back. Any other database
+    error is a bug: re-raised, a 500."""
+    if not database_unavailable(exc):
+        raise exc
+    first_line = str(getattr(exc, "orig", None) or exc).strip().splitlines()[:1]
+    log.warning(
+        "database unavailable (%s %s answered 503): %s",
+        request.method,
+        request.url.path,
+        first_line[0] if first_line else type(exc).__name__,
+    )
+    detail = f"the database is unavailable for the moment; retry in {DB_RETRY_AFTER_S} s"
+    return JSONResponse(
+        {"detail": detail},
+        status_code=503,
+        headers={"Retry-After": str(DB_RETRY_AFTER_S)},
+    )
 
 
 @asynccontextmanager

@@ -52,6 +52,7 @@ from server.routes import (
 from server.scheduler import RolloutScheduler
 from server.services.releases import current_notices
 from server.services.reports import ingest_reports
+from server.services.target_links import TargetLinks, target_links
 from server.settings import Settings
 from server.state import AppState
 from server.web.routes import install_dashboard
@@ -73,10 +74,17 @@ STATUS_BY_ERROR: dict[type[ServiceError], int] = {
 
 
 def create_app(settings: Settings) -> FastAPI:
+    """The application; ValueError (one line) for settings that cannot work."""
     rate_limits = RateLimits(settings.rate_limits)
+    links = target_links(
+        store_url=settings.targets_store,
+        public_url=settings.targets_public_url,
+        ttl_s=settings.targets_url_ttl_s,
+        s3_endpoint_url=settings.s3_endpoint_url,
+    )
     app = FastAPI(
         title="Orange Friday",
-        lifespan=partial(_lifespan, settings=settings, rate_limits=rate_limits),
+        lifespan=partial(_lifespan, settings=settings, rate_limits=rate_limits, links=links),
         responses=ERROR_RESPONSES,  # every refusal any route may answer, documented
     )
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
@@ -125,14 +133,16 @@ async def _database_error(request: Request, exc: Exception) -> JSONResponse:
 
 @asynccontextmanager
 async def _lifespan(
-    app: FastAPI, *, settings: Settings, rate_limits: RateLimits
+    app: FastAPI, *, settings: Settings, rate_limits: RateLimits, links: TargetLinks | None
 ) -> AsyncIterator[None]:
     engine = make_engine(settings.db_url)
     try:
         await asyncio.to_thread(upgrade_to_head, engine)
         sessions = make_sessions(engine)
         async with _publisher(settings, sessions) as publisher:
-            app.state.ota = state = AppState(settings, engine, sessions, publisher, rate_limits)
+            app.state.ota = state = AppState(
+                settings, engine, sessions, publisher, rate_limits, target_links=links
+            )
             scheduler = RolloutScheduler(
                 sessions, publisher, settings.train, interval_s=settings.rollout_tick_s
             )

@@ -61,6 +61,14 @@ class Settings:
     train: TrainConfig = field(default_factory=TrainConfig)  # schedule, waves, gates
     rate_limits: RateLimitConfig = field(default_factory=RateLimitConfig)  # 429 past these
     web_session_key: str = ""  # signs dashboard cookies; "" = a random key per process
+    # Images from an object store, not from this server (server.services.target_links): a
+    # CDN / public-read base URL of the repository's targets/, or an s3://bucket/prefix whose
+    # targets/ devices get presigned GETs for (valid targets_url_ttl_s; credentials: boto3's
+    # usual environment, on the server only). Both empty: images come from repo_dir.
+    targets_public_url: str = ""
+    targets_store: str = ""
+    targets_url_ttl_s: float = 900.0
+    s3_endpoint_url: str = ""  # a non-AWS S3 (MinIO, moto); "" = AWS
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -93,6 +101,10 @@ class Settings:
             online_renew_s=float(env.get("OTA_ONLINE_RENEW_S", defaults.online_renew_s)),
             rate_limits=RateLimitConfig.from_env(env),
             web_session_key=env.get("OTA_WEB_SESSION_KEY", ""),
+            targets_public_url=env.get("OTA_TARGETS_PUBLIC_URL", ""),
+            targets_store=env.get("OTA_TARGETS_STORE", ""),
+            targets_url_ttl_s=float(env.get("OTA_TARGETS_URL_TTL_S", defaults.targets_url_ttl_s)),
+            s3_endpoint_url=env.get("OTA_S3_ENDPOINT_URL", ""),
         )
 
 

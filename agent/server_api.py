@@ -22,11 +22,13 @@ from agent.identity import DeviceKey, device_key
 from wire import (
     ENROLL_PATH,
     FEEDBACK_PATH,
+    TRUSTED_TIMESTAMP_HEADER,
     CommandAck,
     PollAnswer,
     ProtocolError,
     ReportsAck,
     StatusReport,
+    TrustedTimestamp,
     broker_secret_path,
     challenge_path,
     command_ack_path,
@@ -99,6 +101,8 @@ class ServerApi:
         self._token = ""
         self._renew_at = 0.0
         self._quiet_until = 0.0  # the server asked for no request before this (clock)
+        # what each poll says about the device's trusted TUF timestamp (agent.daemon sets it)
+        self.trust_source: Callable[[], TrustedTimestamp | None] | None = None
         self._http = urllib3.PoolManager(retries=False, timeout=_TIMEOUT)
 
     def enroll(
@@ -174,7 +178,9 @@ class ServerApi:
         self._renew_at = self._clock() + max(0.0, float(lifetime) * RENEW_SHARE)
 
     def poll(self) -> PollAnswer:
-        raw = self._request_raw("GET", poll_path(self._device_id), None)
+        trusted = self.trust_source() if self.trust_source is not None else None
+        extra = {TRUSTED_TIMESTAMP_HEADER: trusted.to_header()} if trusted else None
+        raw = self._request_raw("GET", poll_path(self._device_id), None, headers=extra)
         try:
             return PollAnswer.from_json(raw)
         except ProtocolError as exc:
@@ -217,12 +223,20 @@ class ServerApi:
             raise TransportError(f"{method} {path}: answer is not a JSON object")
         return data
 
-    def _request_raw(self, method: str, path: str, body: Any, *, auth: bool = True) -> bytes:
+    def _request_raw(
+        self,
+        method: str,
+        path: str,
+        body: Any,
+        *,
+        auth: bool = True,
+        headers: dict[str, str] | None = None,
+    ) -> bytes:
         payload = None if body is None else json.dumps(body).encode()
-        resp = self._send(method, path, payload, auth=auth)
+        resp = self._send(method, path, payload, auth=auth, extra=headers)
         if resp.status == 401 and auth and self._key is not None:
             self._token = ""  # expired or revoked: sign a fresh challenge, once
-            resp = self._send(method, path, payload, auth=auth)
+            resp = self._send(method, path, payload, auth=auth, extra=headers)
         if resp.status in BUSY_STATUSES:
             wait = retry_after_s(resp.headers.get("Retry-After"))
             self._quiet_until = max(self._quiet_until, self._clock() + wait)
@@ -237,12 +251,18 @@ class ServerApi:
         return bytes(resp.data)
 
     def _send(
-        self, method: str, path: str, payload: bytes | None, *, auth: bool
+        self,
+        method: str,
+        path: str,
+        payload: bytes | None,
+        *,
+        auth: bool,
+        extra: dict[str, str] | None = None,
     ) -> urllib3.BaseHTTPResponse:
         wait = self._quiet_until - self._clock()
         if wait > 0:  # no sleep here: the caller's loop stays free to stop (SIGTERM)
             raise ServerBusyError(f"{method} {path}: the server asked to wait {wait:.0f} s", wait)
-        headers = {"Accept": "application/json"}
+        headers = {"Accept": "application/json", **(extra or {})}
         token = self.access_token() if auth else ""
         if token:
             headers["Authorization"] = f"Bearer {token}"

@@ -73,6 +73,12 @@ class Device(BaseModel):
     last_seen: IsoTime | None
     last_report_at: IsoTime | None
     silent: bool
+    # the TUF timestamp the device trusts, how far it lags the served one, and whether that is
+    # past the threshold (server.services.staleness); None/False from an agent that says none
+    trusted_timestamp_version: int | None = None
+    trusted_timestamp_expires: IsoTime | None = None
+    trust_age_s: float | None = None
+    stale: bool = False
 
 
 class Report(BaseModel):
@@ -163,6 +169,7 @@ class RolloutStatus(BaseModel):
     paused_gate: str
     gates: RolloutGates
     numbers: GateNumbers | None
+    stale_devices: int | None = None  # of the release's channel+model; None: not counted
     windows: list[str]
     rate_per_minute: float
     stuck_timeout_s: float

@@ -51,6 +51,8 @@ class Settings:
     challenge_ttl_s: float = 60.0  # a device's challenge nonce is worthless after this
     device_token_ttl_s: float = 3600.0  # a device's access token (bought with a signature)
     report_timeout_s: float = 3600.0  # a device silent for longer is shown as silent
+    # a device whose trusted TUF timestamp lags the served one by more is stale
+    stale_metadata_after_s: float = 4 * 3600.0
     mqtt_client_id: str = "ota-server"  # fixed: the broker keeps our session (QoS 1 backlog)
     mqtt_connect_wait_s: float = 5.0  # how long startup waits for the first MQTT connection
     max_reports_per_batch: int = 1000
@@ -88,6 +90,9 @@ class Settings:
                 env.get("OTA_DEVICE_TOKEN_TTL_S", defaults.device_token_ttl_s)
             ),
             report_timeout_s=float(env.get("OTA_REPORT_TIMEOUT_S", defaults.report_timeout_s)),
+            stale_metadata_after_s=float(
+                env.get("OTA_STALE_METADATA_AFTER_S", defaults.stale_metadata_after_s)
+            ),
             mqtt_client_id=env.get("OTA_MQTT_CLIENT_ID") or defaults.mqtt_client_id,
             mqtt_connect_wait_s=float(
                 env.get("OTA_MQTT_CONNECT_WAIT_S", defaults.mqtt_connect_wait_s)

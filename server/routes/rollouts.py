@@ -28,6 +28,7 @@ from server.services.rollouts import (
     override_gate,
     rollout_status,
 )
+from server.services.staleness import trust_check
 from server.services.train import (
     TrainMove,
     advance_train,
@@ -96,8 +97,13 @@ def post_evaluate(session: SessionDep, state: StateDep, _: ReleaseEngineer) -> l
 
 
 @router.get(ONE_ROLLOUT, response_model=RolloutStatus)
-def get_rollout(rollout_id: ShortIdInPath, session: SessionDep, _: Viewer) -> RolloutStatus:
-    return rollout_status(session, rollout_id)
+def get_rollout(
+    rollout_id: ShortIdInPath, session: SessionDep, state: StateDep, _: Viewer
+) -> RolloutStatus:
+    """The rollout, with how many of its channel+model's devices trust stale metadata."""
+    settings = state.settings
+    trust = trust_check(settings.repo_dir, settings.stale_metadata_after_s)
+    return rollout_status(session, rollout_id, trust)
 
 
 @router.post(ONE_ROLLOUT, response_model=Release)

@@ -39,7 +39,7 @@ from server.services.rollout_rules import (
     next_state,
     rate_wait_s,
 )
-from server.services.staleness import TrustCheck
+from server.services.staleness import TrustCheck, count_stale_devices
 from server.services.views import each_view
 from wire import AvailabilityNotice, FailureReason, UpdateState
 from wire.rollout import in_rollout
@@ -370,14 +370,7 @@ def rollout_status(
     release = session.get_one(Release, rollout.release_id)
     stale = None
     if trust is not None:
-        fleet = session.scalars(
-            select(Device).where(
-                Device.channel == release.channel,
-                Device.model == release.model,
-                Device.trusted_ts_version.is_not(None),
-            )
-        )
-        stale = trust.count_stale(fleet)
+        stale = count_stale_devices(session, release.channel, release.model, trust)
     audit = session.scalars(
         select(RolloutAudit).where(RolloutAudit.rollout_id == rollout_id).order_by(RolloutAudit.id)
     )

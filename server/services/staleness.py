@@ -16,6 +16,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
 from server.models import Device, utcnow
 from server.services.freshness import UnreadableTimestampError, read_timestamp
 
@@ -67,3 +70,15 @@ def served_timestamp(repo_dir: Path | None) -> tuple[int, datetime] | None:
 
 def trust_check(repo_dir: Path | None, stale_after_s: float) -> TrustCheck:
     return TrustCheck(served_timestamp(repo_dir), stale_after_s, utcnow())
+
+
+def count_stale_devices(session: Session, channel: str, model: str, trust: TrustCheck) -> int:
+    """How many devices of `channel`+`model` trust stale metadata (a rollout's count)."""
+    fleet = session.scalars(
+        select(Device).where(
+            Device.channel == channel,
+            Device.model == model,
+            Device.trusted_ts_version.is_not(None),
+        )
+    )
+    return trust.count_stale(fleet)

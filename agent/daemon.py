@@ -66,13 +66,15 @@ def build_agent(config: AgentConfig, boot: BootControl | None = None) -> Agent:
         fetcher=fetcher,
         clock=TrustedClock(config.data_dir / TRUSTED_TIME_FILE),
     )
+    server = device_api(config)
+    server.trust_source = tuf.trusted_timestamp  # each poll tells the server (staleness)
     parts = AgentParts(
         device_id=config.device_id,
         model=config.model,
         boot=boot,
         tuf=tuf,
         fetcher=fetcher,
-        server=device_api(config),
+        server=server,
         journal=Journal(config.data_dir / "journal.json"),
         outbox=Outbox(config.data_dir / "outbox"),
         channel=functools.partial(current_channel, config),

@@ -14,6 +14,7 @@ size (memory stays bounded), and, for `fetch_range`, a cap on how much body is r
 
 from __future__ import annotations
 
+import logging
 import re
 import time
 from collections.abc import Callable, Generator, Iterator
@@ -29,6 +30,29 @@ from agent.errors import TransportError
 
 DEFAULT_USER_AGENT: Final = f"orangefriday-agent/0.1 python-tuf/{tuf.__version__}"
 _CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
+_QUERY = re.compile(r"\?[^\s'\"<>)]+")
+# urllib3's loggers that print URLs: a redirect's Location (a presigned object-store link,
+# whose query string is a credential until it expires) would reach the device's log.
+_URL_LOGGERS: Final = ("urllib3.connectionpool", "urllib3.poolmanager", "urllib3.util.retry")
+
+
+def redact_query(text: str) -> str:
+    """`text` with every URL query string cut to `?...`: no signature reaches a log."""
+    return _QUERY.sub("?...", text)
+
+
+class RedactQueries(logging.Filter):
+    """Rewrites a record's message with its URLs' query strings cut (see `redact_query`)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if "?" in message:
+            record.msg, record.args = redact_query(message), None
+        return True
+
+
+for _name in _URL_LOGGERS:
+    logging.getLogger(_name).addFilter(RedactQueries())
 
 
 class RangeFetcher(Protocol):
@@ -53,7 +77,7 @@ class HttpStatusError(TransportError):
 
     def __init__(self, url: str, status: int) -> None:
         permanent = is_permanent_status(status)
-        super().__init__(f"HTTP {status} for {url}", retryable=not permanent)
+        super().__init__(f"HTTP {status} for {redact_query(url)}", retryable=not permanent)
         self.status = status
 
     @property
@@ -186,7 +210,9 @@ class HttpFetcher(FetcherInterface):
                 retries=retries,
             )
         except urllib3.exceptions.HTTPError as exc:
-            raise TransportError(f"cannot fetch {url}: {exc}") from exc
+            raise TransportError(
+                f"cannot fetch {redact_query(url)}: {redact_query(str(exc))}"
+            ) from exc
 
     def _body(
         self, response: urllib3.BaseHTTPResponse, limit: int | None
@@ -224,7 +250,7 @@ def _read_some(response: urllib3.BaseHTTPResponse, amount: int) -> bytes:
     except urllib3.exceptions.TimeoutError as exc:
         raise SlowRetrievalError(f"slow retrieval: no data for too long ({exc})") from exc
     except (urllib3.exceptions.HTTPError, OSError) as exc:
-        raise TransportError(f"connection broken: {exc}") from exc
+        raise TransportError(f"connection broken: {redact_query(str(exc))}") from exc
 
 
 def _bytes_to_skip(url: str, response: urllib3.BaseHTTPResponse, start: int) -> int:
@@ -239,7 +265,9 @@ def _bytes_to_skip(url: str, response: urllib3.BaseHTTPResponse, start: int) -> 
         if match and int(match.group(1)) == start:
             return 0
     _discard(response)
-    raise TransportError(f"unusable answer to a range request for {url}: {response.status}")
+    raise TransportError(
+        f"unusable answer to a range request for {redact_query(url)}: {response.status}"
+    )
 
 
 def _skip_prefix(chunks: Iterator[bytes], skip: int) -> Iterator[bytes]:

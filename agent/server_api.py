@@ -8,8 +8,10 @@ All outside failures are mapped to TransportError here, at this one boundary.
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import Callable, Sequence
+from email.utils import parsedate_to_datetime
 from typing import Any
 
 import urllib3
@@ -20,11 +22,13 @@ from agent.identity import DeviceKey, device_key
 from wire import (
     ENROLL_PATH,
     FEEDBACK_PATH,
+    TRUSTED_TIMESTAMP_HEADER,
     CommandAck,
     PollAnswer,
     ProtocolError,
     ReportsAck,
     StatusReport,
+    TrustedTimestamp,
     broker_secret_path,
     challenge_path,
     command_ack_path,
@@ -42,6 +46,36 @@ _TIMEOUT = urllib3.Timeout(connect=5.0, read=20.0)
 RENEW_SHARE = 0.8  # an access token is renewed after this share of its lifetime
 # The server refused what we sent (conflict, invalid, too large): sending it again won't help.
 REFUSED_STATUSES = frozenset({409, 413, 422})
+# "Come back later" answers (overloaded, rate limited, the database away): their Retry-After is
+# honoured, within bounds: a server cannot park a device for a week with one header.
+BUSY_STATUSES = frozenset({429, 503})
+MAX_RETRY_AFTER_S = 600.0
+DEFAULT_RETRY_AFTER_S = 5.0  # a busy answer without a usable Retry-After
+
+
+class ServerBusyError(TransportError):
+    """The server said "not now" (429/503): nothing is sent to it for `retry_after_s`."""
+
+    def __init__(self, message: str, retry_after_s: float) -> None:
+        super().__init__(message, retryable=True)
+        self.retry_after_s = retry_after_s
+
+
+def retry_after_s(header: str | None, *, now: float | None = None) -> float:
+    """Seconds a Retry-After header (delta-seconds or an HTTP date) asks for, bounded to
+    [0, MAX_RETRY_AFTER_S]; DEFAULT_RETRY_AFTER_S when missing or unreadable."""
+    text = (header or "").strip()
+    try:
+        wait = float(text)
+    except ValueError:
+        try:
+            moment = parsedate_to_datetime(text).timestamp()
+        except (TypeError, ValueError, IndexError):
+            return DEFAULT_RETRY_AFTER_S
+        wait = moment - (time.time() if now is None else now)
+    if math.isnan(wait):
+        return DEFAULT_RETRY_AFTER_S
+    return min(max(wait, 0.0), MAX_RETRY_AFTER_S)
 
 
 class ServerApi:
@@ -66,6 +100,9 @@ class ServerApi:
         self._clock = clock
         self._token = ""
         self._renew_at = 0.0
+        self._quiet_until = 0.0  # the server asked for no request before this (clock)
+        # what each poll says about the device's trusted TUF timestamp (agent.daemon sets it)
+        self.trust_source: Callable[[], TrustedTimestamp | None] | None = None
         self._http = urllib3.PoolManager(retries=False, timeout=_TIMEOUT)
 
     def enroll(
@@ -141,7 +178,9 @@ class ServerApi:
         self._renew_at = self._clock() + max(0.0, float(lifetime) * RENEW_SHARE)
 
     def poll(self) -> PollAnswer:
-        raw = self._request_raw("GET", poll_path(self._device_id), None)
+        trusted = self.trust_source() if self.trust_source is not None else None
+        extra = {TRUSTED_TIMESTAMP_HEADER: trusted.to_header()} if trusted else None
+        raw = self._request_raw("GET", poll_path(self._device_id), None, headers=extra)
         try:
             return PollAnswer.from_json(raw)
         except ProtocolError as exc:
@@ -184,12 +223,26 @@ class ServerApi:
             raise TransportError(f"{method} {path}: answer is not a JSON object")
         return data
 
-    def _request_raw(self, method: str, path: str, body: Any, *, auth: bool = True) -> bytes:
+    def _request_raw(
+        self,
+        method: str,
+        path: str,
+        body: Any,
+        *,
+        auth: bool = True,
+        headers: dict[str, str] | None = None,
+    ) -> bytes:
         payload = None if body is None else json.dumps(body).encode()
-        resp = self._send(method, path, payload, auth=auth)
+        resp = self._send(method, path, payload, auth=auth, extra=headers)
         if resp.status == 401 and auth and self._key is not None:
             self._token = ""  # expired or revoked: sign a fresh challenge, once
-            resp = self._send(method, path, payload, auth=auth)
+            resp = self._send(method, path, payload, auth=auth, extra=headers)
+        if resp.status in BUSY_STATUSES:
+            wait = retry_after_s(resp.headers.get("Retry-After"))
+            self._quiet_until = max(self._quiet_until, self._clock() + wait)
+            raise ServerBusyError(
+                f"{method} {path}: HTTP {resp.status}: {_detail(resp.data)}", wait
+            )
         if resp.status >= 400:
             raise TransportError(
                 f"{method} {path}: HTTP {resp.status}: {_detail(resp.data)}",
@@ -198,9 +251,18 @@ class ServerApi:
         return bytes(resp.data)
 
     def _send(
-        self, method: str, path: str, payload: bytes | None, *, auth: bool
+        self,
+        method: str,
+        path: str,
+        payload: bytes | None,
+        *,
+        auth: bool,
+        extra: dict[str, str] | None = None,
     ) -> urllib3.BaseHTTPResponse:
-        headers = {"Accept": "application/json"}
+        wait = self._quiet_until - self._clock()
+        if wait > 0:  # no sleep here: the caller's loop stays free to stop (SIGTERM)
+            raise ServerBusyError(f"{method} {path}: the server asked to wait {wait:.0f} s", wait)
+        headers = {"Accept": "application/json", **(extra or {})}
         token = self.access_token() if auth else ""
         if token:
             headers["Authorization"] = f"Bearer {token}"

@@ -22,6 +22,7 @@ provisioned root and re-downloads whatever local file does not verify.
 from __future__ import annotations
 
 import errno
+import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -40,12 +41,14 @@ from tuf.ngclient.config import UpdaterConfig
 from tuf.ngclient.fetcher import FetcherInterface
 from tuf.ngclient.updater import Updater
 
-from agent.errors import InstallError, TransportError, VerificationError
+from agent.errors import AgentError, InstallError, TransportError, VerificationError
 from agent.fetcher import make_fetcher
 from agent.installed import InstalledRelease
 from agent.trusted_clock import TrustedClock
-from wire import FailureReason, ProtocolError, TargetCustom
+from wire import FailureReason, ProtocolError, TargetCustom, TrustedTimestamp
 from wire.versions import InvalidVersionError, is_newer
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -261,6 +264,21 @@ class TufClient:
                 )
             expiries.append(signed.expires)
         self.clock.vouch(not_after=min(expiries))
+
+    def trusted_timestamp(self, *, refresh: bool = True) -> TrustedTimestamp | None:
+        """The timestamp this device trusts, for the server's staleness view: refreshed first
+        (so an idle device's trust moves with the repository; a failed refresh keeps the old
+        one, which is the point: the server sees it age), None before any refresh worked."""
+        if refresh:
+            try:
+                self.refresh()
+            except AgentError as exc:
+                log.info("metadata refresh for the poll failed: %s", exc)
+        try:
+            signed = Metadata.from_bytes((self.metadata_dir / "timestamp.json").read_bytes()).signed
+        except (OSError, DeserializationError):
+            return None
+        return TrustedTimestamp(version=signed.version, expires=signed.expires.timestamp())
 
     def get_target(self, path: str) -> TargetInfo:
         """The signed info of target `path` (refreshing first if this client has not)."""

@@ -73,6 +73,12 @@ class Device(BaseModel):
     last_seen: IsoTime | None
     last_report_at: IsoTime | None
     silent: bool
+    # the TUF timestamp the device trusts, how far it lags the served one, and whether that is
+    # past the threshold (server.services.staleness); None/False from an agent that says none
+    trusted_timestamp_version: int | None = None
+    trusted_timestamp_expires: IsoTime | None = None
+    trust_age_s: float | None = None
+    stale: bool = False
 
 
 class Report(BaseModel):
@@ -163,6 +169,7 @@ class RolloutStatus(BaseModel):
     paused_gate: str
     gates: RolloutGates
     numbers: GateNumbers | None
+    stale_devices: int | None = None  # of the release's channel+model; None: not counted
     windows: list[str]
     rate_per_minute: float
     stuck_timeout_s: float
@@ -432,6 +439,7 @@ REFUSALS: dict[int, str] = {
     413: "A request body or a part of it over its size limit",
     422: "A field out of its bounds: which field and why; nothing was stored",
     429: "Too many requests: try again after Retry-After seconds",
+    503: "The database is away for a moment: nothing was stored; retry after Retry-After s",
 }
 # Every refusal: `{"detail": ...}`, why as text or as the list of broken fields. A schema of its
 # own, not a `model`: an HTML page's refusals are JSON too, which a model would document under

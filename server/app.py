@@ -12,7 +12,8 @@ from functools import partial
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.orm import Session, sessionmaker
 
 from server.access_log import AccessLog
@@ -20,6 +21,7 @@ from server.api_models import ERROR_RESPONSES
 from server.body_limit import BodyLimit
 from server.db import make_engine, make_sessions, upgrade_to_head
 from server.errors import (
+    DB_RETRY_AFTER_S,
     ConflictError,
     ForbiddenError,
     GoneError,
@@ -29,6 +31,7 @@ from server.errors import (
     ServiceError,
     TooLargeError,
     TooManyRequestsError,
+    database_unavailable,
 )
 from server.input_bounds import invalid_request
 from server.mqtt_bridge import MqttBridge
@@ -50,6 +53,7 @@ from server.routes import (
 from server.scheduler import RolloutScheduler
 from server.services.releases import current_notices
 from server.services.reports import ingest_reports
+from server.services.target_links import TargetLinks, target_links
 from server.settings import Settings
 from server.state import AppState
 from server.web.routes import install_dashboard
@@ -71,10 +75,17 @@ STATUS_BY_ERROR: dict[type[ServiceError], int] = {
 
 
 def create_app(settings: Settings) -> FastAPI:
+    """The application; ValueError (one line) for settings that cannot work."""
     rate_limits = RateLimits(settings.rate_limits)
+    links = target_links(
+        store_url=settings.targets_store,
+        public_url=settings.targets_public_url,
+        ttl_s=settings.targets_url_ttl_s,
+        s3_endpoint_url=settings.s3_endpoint_url,
+    )
     app = FastAPI(
         title="Orange Friday",
-        lifespan=partial(_lifespan, settings=settings, rate_limits=rate_limits),
+        lifespan=partial(_lifespan, settings=settings, rate_limits=rate_limits, links=links),
         responses=ERROR_RESPONSES,  # every refusal any route may answer, documented
         # FastAPI's pages load swagger-ui/redoc from a CDN: ours is self-contained
         docs_url=None,
@@ -85,6 +96,8 @@ def create_app(settings: Settings) -> FastAPI:
     app.add_middleware(AccessLog, routes=app.router.routes)  # outermost: logs all refusals
     app.add_exception_handler(ServiceError, _service_error)
     app.add_exception_handler(RequestValidationError, invalid_request)
+    app.add_exception_handler(DBAPIError, _database_error)
+    app.add_exception_handler(PoolTimeoutError, _database_error)
     for module in (
         tuf,
         devices,
@@ -111,16 +124,40 @@ async def _service_error(request: Request, exc: Exception) -> JSONResponse:
     return JSONResponse({"detail": str(exc)}, status_code=status, headers=headers)
 
 
+async def _database_error(request: Request, exc: Exception) -> JSONResponse:
+    """The database away for a moment: 503 with Retry-After and one line, no traceback. The
+    request's session was rolled back (each request writes in one transaction), so nothing is
+    half written; the pool reconnects (pre-ping) once the database is back. Any other database
+    error is a bug: re-raised, a 500."""
+    if not database_unavailable(exc):
+        raise exc
+    first_line = str(getattr(exc, "orig", None) or exc).strip().splitlines()[:1]
+    log.warning(
+        "database unavailable (%s %s answered 503): %s",
+        request.method,
+        request.url.path,
+        first_line[0] if first_line else type(exc).__name__,
+    )
+    detail = f"the database is unavailable for the moment; retry in {DB_RETRY_AFTER_S} s"
+    return JSONResponse(
+        {"detail": detail},
+        status_code=503,
+        headers={"Retry-After": str(DB_RETRY_AFTER_S)},
+    )
+
+
 @asynccontextmanager
 async def _lifespan(
-    app: FastAPI, *, settings: Settings, rate_limits: RateLimits
+    app: FastAPI, *, settings: Settings, rate_limits: RateLimits, links: TargetLinks | None
 ) -> AsyncIterator[None]:
     engine = make_engine(settings.db_url)
     try:
         await asyncio.to_thread(upgrade_to_head, engine)
         sessions = make_sessions(engine)
         async with _publisher(settings, sessions) as publisher:
-            app.state.ota = state = AppState(settings, engine, sessions, publisher, rate_limits)
+            app.state.ota = state = AppState(
+                settings, engine, sessions, publisher, rate_limits, target_links=links
+            )
             scheduler = RolloutScheduler(
                 sessions, publisher, settings.train, interval_s=settings.rollout_tick_s
             )

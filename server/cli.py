@@ -179,7 +179,11 @@ def _serve(settings: Any, host: str, port: int) -> None:
 
     # JSON lines; our access log (server.access_log) instead of uvicorn's, which prints queries
     configure_json_logging()
-    uvicorn.run(create_app(settings), host=host, port=port, log_config=None, access_log=False)
+    try:
+        app = create_app(settings)
+    except ValueError as exc:  # settings that cannot work (e.g. OTA_TARGETS_STORE)
+        raise fail(str(exc), EXIT_USER) from None
+    uvicorn.run(app, host=host, port=port, log_config=None, access_log=False)
 
 
 @broker_app.command("run")

@@ -30,7 +30,8 @@ class DeviceFilter:
     model: str = ""
     state: str = ""
     version: str = ""
-    stale: bool = False
+    silent: bool = False  # not heard from (poll or report) past the report timeout
+    stale: bool = False  # trusts TUF metadata older than the server's threshold
 
     def matches(self, device: Device) -> bool:
         wanted = (
@@ -41,11 +42,13 @@ class DeviceFilter:
         )
         if any(want and want != have for want, have in wanted):
             return False
-        return device.silent or not self.stale
+        return (device.silent or not self.silent) and (device.stale or not self.stale)
 
 
 def device_line(d: Device) -> str:
     silent = "  SILENT" if d.silent else ""
+    if d.stale:
+        silent += f"  STALE({(d.trust_age_s or 0) / 3600:.1f} h behind)"
     moving = f" -> {d.target_version}" if d.target_version not in ("", d.current_version) else ""
     reason = f"  ({d.reason})" if d.reason else ""
     return (
@@ -74,11 +77,21 @@ def devices_command(
     model: Annotated[str, typer.Option(help="Only this model.")] = "",
     state: Annotated[str, typer.Option(help="Only this state, e.g. committed, failed.")] = "",
     version: Annotated[str, typer.Option(help="Only devices running this version.")] = "",
-    stale: Annotated[bool, typer.Option(help="Only devices silent past the timeout.")] = False,
+    silent: Annotated[
+        bool, typer.Option(help="Only devices not heard from past the report timeout.")
+    ] = False,
+    stale: Annotated[
+        bool,
+        typer.Option(
+            help="Only devices whose trusted TUF metadata lags the served repository past "
+            "the threshold (OTA_STALE_METADATA_AFTER_S), or has expired: a freeze attack or "
+            "a device that cannot reach the repository."
+        ),
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """The fleet as the server sees it: one device per line (filters combine)."""
-    wanted = DeviceFilter(channel, model, state, version, stale)
+    wanted = DeviceFilter(channel, model, state, version, silent, stale)
     with server_api(server, token) as api:
         devices = [d for d in api.devices() if wanted.matches(d)]
     _print_many(devices, as_json, device_line, "no devices match")

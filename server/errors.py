@@ -49,3 +49,34 @@ class TooManyRequestsError(ServiceError):
 
     def headers(self) -> dict[str, str]:
         return {"Retry-After": str(self.retry_after_s)}
+
+
+# --------------------------------------------------------------------------- database outages
+
+DB_RETRY_AFTER_S = 5  # what a 503 tells the caller to wait: a restart or failover, not a day
+_SQLITE_BUSY = ("database is locked", "database table is locked", "database is busy")
+
+
+def database_unavailable(exc: BaseException) -> bool:
+    """Whether `exc` says the database is away for a moment (answer 503, retry later) rather
+    than that the request or the code is wrong (4xx/500).
+
+    Unavailable: the pool had no connection to give; a connection that broke or was closed
+    (PostgreSQL restarting, a failover, an administrator terminating backends, a database not
+    accepting connections); SQLite's write lock still held after its busy timeout. SQLite also
+    reports programming errors ("no such table") as OperationalError: those stay 500."""
+    from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+    from sqlalchemy.exc import TimeoutError as PoolTimeoutError
+
+    if isinstance(exc, PoolTimeoutError):
+        return True
+    if not isinstance(exc, DBAPIError):
+        return False
+    if exc.connection_invalidated:
+        return True
+    if not isinstance(exc, OperationalError | InterfaceError):
+        return False
+    if type(exc.orig).__module__.startswith("sqlite3"):
+        text = str(exc.orig).lower()
+        return any(busy in text for busy in _SQLITE_BUSY)
+    return True

@@ -86,6 +86,11 @@ class Device(Base):
     # mosquitto's `$7$` hash of the device's broker secret (the broker's password file, and
     # the embedded broker's login check); only the device ever saw the secret
     broker_password_hash: Mapped[str | None] = mapped_column(String(256))
+    # The TUF timestamp the device last said it trusts (its polls' X-OTA-Trusted-Timestamp),
+    # and when it said so; None from an agent too old to say (server.services.staleness)
+    trusted_ts_version: Mapped[int | None] = mapped_column(BigInteger)
+    trusted_ts_expires: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    trusted_ts_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
 
 
 class Release(Base):

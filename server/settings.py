@@ -51,6 +51,8 @@ class Settings:
     challenge_ttl_s: float = 60.0  # a device's challenge nonce is worthless after this
     device_token_ttl_s: float = 3600.0  # a device's access token (bought with a signature)
     report_timeout_s: float = 3600.0  # a device silent for longer is shown as silent
+    # a device whose trusted TUF timestamp lags the served one by more is stale
+    stale_metadata_after_s: float = 4 * 3600.0
     mqtt_client_id: str = "ota-server"  # fixed: the broker keeps our session (QoS 1 backlog)
     mqtt_connect_wait_s: float = 5.0  # how long startup waits for the first MQTT connection
     max_reports_per_batch: int = 1000
@@ -61,6 +63,14 @@ class Settings:
     train: TrainConfig = field(default_factory=TrainConfig)  # schedule, waves, gates
     rate_limits: RateLimitConfig = field(default_factory=RateLimitConfig)  # 429 past these
     web_session_key: str = ""  # signs dashboard cookies; "" = a random key per process
+    # Images from an object store, not from this server (server.services.target_links): a
+    # CDN / public-read base URL of the repository's targets/, or an s3://bucket/prefix whose
+    # targets/ devices get presigned GETs for (valid targets_url_ttl_s; credentials: boto3's
+    # usual environment, on the server only). Both empty: images come from repo_dir.
+    targets_public_url: str = ""
+    targets_store: str = ""
+    targets_url_ttl_s: float = 900.0
+    s3_endpoint_url: str = ""  # a non-AWS S3 (MinIO, moto); "" = AWS
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -80,6 +90,9 @@ class Settings:
                 env.get("OTA_DEVICE_TOKEN_TTL_S", defaults.device_token_ttl_s)
             ),
             report_timeout_s=float(env.get("OTA_REPORT_TIMEOUT_S", defaults.report_timeout_s)),
+            stale_metadata_after_s=float(
+                env.get("OTA_STALE_METADATA_AFTER_S", defaults.stale_metadata_after_s)
+            ),
             mqtt_client_id=env.get("OTA_MQTT_CLIENT_ID") or defaults.mqtt_client_id,
             mqtt_connect_wait_s=float(
                 env.get("OTA_MQTT_CONNECT_WAIT_S", defaults.mqtt_connect_wait_s)
@@ -93,6 +106,10 @@ class Settings:
             online_renew_s=float(env.get("OTA_ONLINE_RENEW_S", defaults.online_renew_s)),
             rate_limits=RateLimitConfig.from_env(env),
             web_session_key=env.get("OTA_WEB_SESSION_KEY", ""),
+            targets_public_url=env.get("OTA_TARGETS_PUBLIC_URL", ""),
+            targets_store=env.get("OTA_TARGETS_STORE", ""),
+            targets_url_ttl_s=float(env.get("OTA_TARGETS_URL_TTL_S", defaults.targets_url_ttl_s)),
+            s3_endpoint_url=env.get("OTA_S3_ENDPOINT_URL", ""),
         )
 
 

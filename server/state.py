@@ -9,6 +9,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from server.publisher import Publisher
 from server.rate_limits import RateLimits
+from server.services.target_links import TargetLinks
 from server.settings import Settings
 from server.workers import HealthSource
 
@@ -21,3 +22,4 @@ class AppState:
     publisher: Publisher
     rate_limits: RateLimits
     workers: list[HealthSource] = field(default_factory=list)  # on GET /health
+    target_links: TargetLinks | None = None  # images from an object store (redirects)

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 __all__ = [
     "LocalStorage",
     "S3Storage",
+    "SplitStorage",
     "Storage",
     "StorageError",
     "check_name",
@@ -34,6 +35,7 @@ __all__ = [
 
 _PUBLIC = 0o644  # a repository is for everyone to read
 _MIB = 1024 * 1024
+MAX_PRESIGN_S = 7 * 24 * 3600  # S3's own limit for a SigV4 presigned URL
 
 
 class Storage(Protocol):
@@ -207,6 +209,18 @@ class S3Storage:
             self._client.download_file(self.bucket, key, str(dest), Config=self._transfer)
         return True
 
+    def presigned_get(self, name: str, expires_s: int) -> str:
+        """A URL that lets anyone GET (and resume with Range) this one object for `expires_s`
+        seconds, no credential needed: signed here, locally, with the server's own. Its query
+        string is a bearer secret until it expires: it must not be logged."""
+        if not 1 <= expires_s <= MAX_PRESIGN_S:
+            raise StorageError(f"a presigned URL lives 1..{MAX_PRESIGN_S} s, not {expires_s}")
+        key = self.key(name)
+        with self._errors("presign", key):
+            return self._client.generate_presigned_url(
+                "get_object", Params={"Bucket": self.bucket, "Key": key}, ExpiresIn=expires_s
+            )
+
     def exists(self, name: str) -> bool:
         key = self.key(name)
         with self._errors("look up", key):
@@ -235,10 +249,13 @@ def _status(exc: Any) -> int:
 
 def _make_client(endpoint_url: str | None) -> S3Client:
     import boto3
+    from botocore.config import Config
     from botocore.exceptions import BotoCoreError
 
-    try:
-        return boto3.client("s3", endpoint_url=endpoint_url)
+    try:  # SigV4 everywhere: its presigned URLs say their lifetime (X-Amz-Expires, <= 7 days)
+        return boto3.client(
+            "s3", endpoint_url=endpoint_url, config=Config(signature_version="s3v4")
+        )
     except (BotoCoreError, ValueError) as exc:
         raise StorageError(f"cannot set up S3 (endpoint {endpoint_url!r}): {exc}") from exc
 
@@ -247,6 +264,40 @@ def _transfer_config(threshold: int, chunksize: int) -> Any:
     from boto3.s3.transfer import TransferConfig
 
     return TransferConfig(multipart_threshold=threshold, multipart_chunksize=chunksize)
+
+
+# --------------------------------------------------------------------------- split
+
+
+class SplitStorage:
+    """Metadata in one place, images in another: `targets/...` names go to `targets`, every
+    other name to `metadata`. A server keeps the metadata it serves and re-signs on its own
+    disk while devices fetch the images from an object store or CDN (docs/decisions/0023)."""
+
+    def __init__(self, metadata: Storage, targets: Storage) -> None:
+        self.metadata = metadata
+        self.targets = targets
+
+    def __repr__(self) -> str:
+        return f"SplitStorage(metadata={self.metadata!r}, targets={self.targets!r})"
+
+    def _store(self, name: str) -> Storage:
+        return self.targets if check_name(name).startswith("targets/") else self.metadata
+
+    def put_file(self, name: str, path: Path) -> None:
+        self._store(name).put_file(name, path)
+
+    def put_bytes(self, name: str, data: bytes) -> None:
+        self._store(name).put_bytes(name, data)
+
+    def get_bytes(self, name: str) -> bytes | None:
+        return self._store(name).get_bytes(name)
+
+    def get_file(self, name: str, dest: Path) -> bool:
+        return self._store(name).get_file(name, dest)
+
+    def exists(self, name: str) -> bool:
+        return self._store(name).exists(name)
 
 
 # --------------------------------------------------------------------------- URLs

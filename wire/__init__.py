@@ -18,12 +18,14 @@ from wire.identity import (
     token_statement,
 )
 from wire.messages import (
+    TRUSTED_TIMESTAMP_HEADER,
     AvailabilityNotice,
     Command,
     CommandAck,
     PollAnswer,
     ReportsAck,
     StatusReport,
+    TrustedTimestamp,
 )
 from wire.paths import (
     API_PREFIX,
@@ -61,6 +63,7 @@ __all__ = [
     "PROTOCOL_VERSION",
     "STATUS_WILDCARD",
     "TOPIC_PREFIX",
+    "TRUSTED_TIMESTAMP_HEADER",
     "TUF_METADATA_PATH",
     "TUF_TARGETS_PATH",
     "AvailabilityNotice",
@@ -74,6 +77,7 @@ __all__ = [
     "ReportsAck",
     "StatusReport",
     "TargetCustom",
+    "TrustedTimestamp",
     "UpdateState",
     "announce_topic",
     "broker_secret_path",

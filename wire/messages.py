@@ -232,3 +232,45 @@ class ReportsAck:
 
     def to_dict(self) -> dict[str, Any]:
         return {"v": PROTOCOL_VERSION, "acked": list(self.acked)}
+
+
+TRUSTED_TIMESTAMP_HEADER: Final = "X-OTA-Trusted-Timestamp"
+MAX_TRUSTED_HEADER_CHARS: Final = 64
+
+
+@dataclass(frozen=True)
+class TrustedTimestamp:
+    """The TUF timestamp a device trusts (the last one it verified): its version and expiry
+    (seconds since the epoch). Sent with each poll in the `X-OTA-Trusted-Timestamp` header
+    as `version=12; expires=1796162341`; an older agent sends none and an older server
+    ignores it. The server compares it with the timestamp it serves (stale metadata: a
+    freeze attack or a device that cannot reach the repository)."""
+
+    version: int
+    expires: float
+
+    def to_header(self) -> str:
+        return f"version={self.version}; expires={self.expires:.0f}"
+
+    @classmethod
+    def from_header(cls, text: str) -> TrustedTimestamp:
+        if len(text) > MAX_TRUSTED_HEADER_CHARS:
+            raise ProtocolError(
+                f"{TRUSTED_TIMESTAMP_HEADER}: longer than {MAX_TRUSTED_HEADER_CHARS}"
+            )
+        fields: dict[str, str] = {}
+        for part in text.split(";"):
+            key, sep, value = part.strip().partition("=")
+            if not sep or key in fields:
+                raise ProtocolError(f"{TRUSTED_TIMESTAMP_HEADER}: expected version=N; expires=S")
+            fields[key] = value.strip()
+        if set(fields) != {"version", "expires"}:
+            raise ProtocolError(f"{TRUSTED_TIMESTAMP_HEADER}: expected version=N; expires=S")
+        try:
+            version, expires = int(fields["version"]), float(fields["expires"])
+        except ValueError:
+            raise ProtocolError(f"{TRUSTED_TIMESTAMP_HEADER}: not numbers") from None
+        return cls(
+            version=bounds.integer(version, "version", 1, bounds.INT64_MAX),
+            expires=bounds.number(expires, "expires", 0, bounds.MAX_EPOCH_S),
+        )

@@ -16,6 +16,7 @@ from server.services.commands import queue_command, queued_view
 from server.services.devices import list_devices
 from server.services.releases import list_releases, register_release
 from server.services.reports import list_reports
+from server.services.staleness import trust_check
 from wire.paths import DEVICES_PATH, RELEASES_PATH, REPORTS_PATH, commands_path
 
 router = APIRouter(tags=["admin"])
@@ -42,7 +43,9 @@ def get_releases(session: SessionDep, _: Viewer) -> list[Release]:
 
 @router.get(DEVICES_PATH, response_model=list[Device])
 def get_devices(session: SessionDep, state: StateDep, _: Viewer) -> list[Device]:
-    return list_devices(session, state.settings.report_timeout_s)
+    settings = state.settings
+    trust = trust_check(settings.repo_dir, settings.stale_metadata_after_s)
+    return list_devices(session, settings.report_timeout_s, trust)
 
 
 @router.post(commands_path("{device_id}"), status_code=201, response_model=QueuedCommand)

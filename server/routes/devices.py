@@ -5,10 +5,11 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body
+from fastapi import APIRouter, Body, Header
 
 from server.api_models import AckedCommands, BrokerSecret, Challenge, DeviceAccess, Enrolled
 from server.deps import DeviceDep, SessionDep, StateDep
+from server.errors import InvalidInputError
 from server.input_bounds import NameInPath
 from server.rate_limits import ClientAddress
 from server.schemas import CommandAckIn, EnrollRequest, SignedChallenge
@@ -19,6 +20,9 @@ from server.services.reports import ingest_reports, parse_reports
 from server.settings import Settings, server_broker_user
 from wire import (
     ENROLL_PATH,
+    TRUSTED_TIMESTAMP_HEADER,
+    ProtocolError,
+    TrustedTimestamp,
     broker_secret_path,
     challenge_path,
     command_ack_path,
@@ -26,6 +30,7 @@ from wire import (
     poll_path,
     reports_path,
 )
+from wire.messages import MAX_TRUSTED_HEADER_CHARS
 
 router = APIRouter(tags=["devices"])
 
@@ -66,8 +71,23 @@ def post_broker_secret(device: DeviceDep, session: SessionDep) -> BrokerSecret:
 
 
 @router.get(poll_path("{device_id}"))
-def poll(device: DeviceDep, session: SessionDep) -> dict[str, Any]:
-    return poll_for_device(session, device).to_dict()
+def poll(
+    device: DeviceDep,
+    session: SessionDep,
+    trusted_timestamp: Annotated[
+        str | None,
+        Header(alias=TRUSTED_TIMESTAMP_HEADER, max_length=MAX_TRUSTED_HEADER_CHARS),
+    ] = None,
+) -> dict[str, Any]:
+    """What the device should run; its `X-OTA-Trusted-Timestamp` (optional: older agents
+    send none) says which TUF timestamp it trusts, for the staleness view."""
+    trusted = None
+    if trusted_timestamp is not None:
+        try:
+            trusted = TrustedTimestamp.from_header(trusted_timestamp)
+        except ProtocolError as exc:
+            raise InvalidInputError(str(exc)) from None
+    return poll_for_device(session, device, trusted).to_dict()
 
 
 @router.post(reports_path("{device_id}"))

@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Depends
+from sqlalchemy.orm import Session
 
 from server.api_models import Announcement, Release, RolloutStatus, TrainAdvance, TrainStatus
 from server.auth import Principal, Role, require_role
@@ -28,6 +29,7 @@ from server.services.rollouts import (
     override_gate,
     rollout_status,
 )
+from server.services.staleness import count_stale_devices, trust_check
 from server.services.train import (
     TrainMove,
     advance_train,
@@ -60,10 +62,18 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-def _published(state: AppState, change: RolloutChange) -> RolloutStatus:
+def _published(state: AppState, change: RolloutChange, session: Session) -> RolloutStatus:
     if change.notice is not None:
         state.publisher.publish_notice(change.notice)
-    return change.rollout
+    return _counted(state, session, change.rollout)
+
+
+def _counted(state: AppState, session: Session, status: RolloutStatus) -> RolloutStatus:
+    """Every rollout view counts the stale devices of its channel+model, the same way."""
+    settings = state.settings
+    trust = trust_check(settings.repo_dir, settings.stale_metadata_after_s)
+    stale = count_stale_devices(session, status.channel, status.model, trust)
+    return status.model_copy(update={"stale_devices": stale})
 
 
 @router.post(ROLLOUTS_PATH, status_code=201, response_model=RolloutStatus)
@@ -81,23 +91,27 @@ def post_rollout(
         )
     except RolloutError as exc:
         raise InvalidInputError(str(exc)) from None
-    return _published(state, create_rollout(session, spec, actor=_actor(who), now=_now()))
+    change = create_rollout(session, spec, actor=_actor(who), now=_now())
+    return _published(state, change, session)
 
 
 @router.get(ROLLOUTS_PATH, response_model=list[RolloutStatus])
-def get_rollouts(session: SessionDep, _: Viewer) -> list[RolloutStatus]:
-    return list_rollouts(session)
+def get_rollouts(session: SessionDep, state: StateDep, _: Viewer) -> list[RolloutStatus]:
+    return [_counted(state, session, status) for status in list_rollouts(session)]
 
 
 @router.post(EVALUATE_ROLLOUTS_PATH, response_model=list[RolloutStatus])
 def post_evaluate(session: SessionDep, state: StateDep, _: ReleaseEngineer) -> list[RolloutStatus]:
     """What the scheduler does on each tick, now: evaluate every active rollout."""
-    return [_published(state, c) for c in evaluate_active(session, now=_now())]
+    return [_published(state, c, session) for c in evaluate_active(session, now=_now())]
 
 
 @router.get(ONE_ROLLOUT, response_model=RolloutStatus)
-def get_rollout(rollout_id: ShortIdInPath, session: SessionDep, _: Viewer) -> RolloutStatus:
-    return rollout_status(session, rollout_id)
+def get_rollout(
+    rollout_id: ShortIdInPath, session: SessionDep, state: StateDep, _: Viewer
+) -> RolloutStatus:
+    """The rollout, with how many of its channel+model's devices trust stale metadata."""
+    return _counted(state, session, rollout_status(session, rollout_id))
 
 
 @router.post(ONE_ROLLOUT, response_model=Release)
@@ -126,7 +140,7 @@ def _event_route(event: RolloutEvent) -> None:
         change = change_rollout(
             session, rollout_id, event, actor=_actor(who), reason=body.reason, now=_now()
         )
-        return _published(state, change)
+        return _published(state, change, session)
 
     handler.__name__ = f"post_rollout_{event.value}"
     path = rollout_action_path("{rollout_id}", event.value)
@@ -146,7 +160,7 @@ def post_override(
     who: ReleaseEngineer,
 ) -> RolloutStatus:
     change = override_gate(session, rollout_id, actor=_actor(who), reason=body.reason, now=_now())
-    return _published(state, change)
+    return _published(state, change, session)
 
 
 # --------------------------------------------------------------------------- the train

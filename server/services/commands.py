@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Sequence
+from datetime import UTC, datetime
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
@@ -15,7 +16,7 @@ from server.errors import UnknownDeviceError
 from server.models import Device, DeviceCommand, utcnow
 from server.schemas import CommandIn
 from server.services.releases import current_notice
-from wire import Command, CommandKind, PollAnswer
+from wire import Command, CommandKind, PollAnswer, TrustedTimestamp
 from wire.messages import MAX_COMMANDS_PER_POLL
 
 log = logging.getLogger(__name__)
@@ -82,11 +83,18 @@ def acknowledge_commands(
     return AckedCommands(acked=sorted(known))
 
 
-def poll_for_device(session: Session, device: Device) -> PollAnswer:
-    """What an authenticated device should run now; records that it was seen."""
+def poll_for_device(
+    session: Session, device: Device, trusted: TrustedTimestamp | None = None
+) -> PollAnswer:
+    """What an authenticated device should run now; records that it was seen, and the TUF
+    timestamp it trusts when it says (server.services.staleness)."""
     notice = current_notice(session, device.channel, device.model)
     commands = pending_commands(session, device.device_id)
-    device.last_seen = utcnow()
+    device.last_seen = now = utcnow()
+    if trusted is not None:
+        device.trusted_ts_version = trusted.version
+        device.trusted_ts_expires = datetime.fromtimestamp(trusted.expires, UTC)
+        device.trusted_ts_at = now
     session.commit()
     return PollAnswer(notice=notice, commands=tuple(commands))
 

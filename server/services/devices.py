@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 
 from server.api_models import Device as DeviceView
 from server.models import Device, utcnow
+from server.services.staleness import TrustCheck
 from server.services.views import each_view
 
 
@@ -29,7 +30,10 @@ def is_silent(device: Device, now: datetime, report_timeout_s: float) -> bool:
     return heard is None or (now - heard).total_seconds() > report_timeout_s
 
 
-def device_view(device: Device, now: datetime, report_timeout_s: float) -> DeviceView:
+def device_view(
+    device: Device, now: datetime, report_timeout_s: float, trust: TrustCheck | None = None
+) -> DeviceView:
+    age = trust.device_age_s(device) if trust is not None else None
     return DeviceView(
         device_id=device.device_id,
         model=device.model,
@@ -44,10 +48,16 @@ def device_view(device: Device, now: datetime, report_timeout_s: float) -> Devic
         last_seen=device.last_seen,
         last_report_at=device.last_report_at,
         silent=is_silent(device, now, report_timeout_s),
+        trusted_timestamp_version=device.trusted_ts_version,
+        trusted_timestamp_expires=device.trusted_ts_expires,
+        trust_age_s=None if age is None else round(age, 1),
+        stale=trust.device_is_stale(device) if trust is not None else False,
     )
 
 
-def list_devices(session: Session, report_timeout_s: float) -> list[DeviceView]:
+def list_devices(
+    session: Session, report_timeout_s: float, trust: TrustCheck | None = None
+) -> list[DeviceView]:
     now = utcnow()
     devices = session.scalars(select(Device).order_by(Device.device_id))
-    return each_view(devices, lambda d: device_view(d, now, report_timeout_s), "device")
+    return each_view(devices, lambda d: device_view(d, now, report_timeout_s, trust), "device")

@@ -39,6 +39,7 @@ from server.services.rollout_rules import (
     next_state,
     rate_wait_s,
 )
+from server.services.staleness import TrustCheck, count_stale_devices
 from server.services.views import each_view
 from wire import AvailabilityNotice, FailureReason, UpdateState
 from wire.rollout import in_rollout
@@ -360,9 +361,16 @@ def _commit(session: Session, rollout: Rollout, now: datetime) -> RolloutChange:
     return RolloutChange(rollout_status(session, rollout.rollout_id), notice)
 
 
-def rollout_status(session: Session, rollout_id: str) -> RolloutStatus:
+def rollout_status(
+    session: Session, rollout_id: str, trust: TrustCheck | None = None
+) -> RolloutStatus:
+    """The rollout's status; with `trust`, also how many devices of its channel and model
+    trust stale metadata (they cannot take the release until they catch up)."""
     rollout, plan = _load(session, rollout_id)
     release = session.get_one(Release, rollout.release_id)
+    stale = None
+    if trust is not None:
+        stale = count_stale_devices(session, release.channel, release.model, trust)
     audit = session.scalars(
         select(RolloutAudit).where(RolloutAudit.rollout_id == rollout_id).order_by(RolloutAudit.id)
     )
@@ -382,6 +390,7 @@ def rollout_status(session: Session, rollout_id: str) -> RolloutStatus:
         paused_gate=plan.paused_gate,
         gates=RolloutGates.model_validate(plan.gates),
         numbers=GateNumbers.model_validate(plan.last_numbers) if plan.last_numbers else None,
+        stale_devices=stale,
         windows=plan.windows,
         rate_per_minute=plan.rate_per_minute,
         stuck_timeout_s=plan.stuck_timeout_s,

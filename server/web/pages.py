@@ -19,6 +19,7 @@ from server.services.releases import list_releases
 from server.services.reports import list_reports
 from server.services.rollout_rules import DEFAULT_STUCK_TIMEOUT_S, RolloutState
 from server.services.rollouts import list_rollouts, rollout_status
+from server.services.staleness import trust_check
 from server.services.train import train_status
 from server.services.train_rules import STAGE_CHANNEL
 from server.web.access import AnyWebUser, Reader, ReleaseEngineer, WebRefusalError
@@ -137,8 +138,12 @@ def possible_actions(state: RolloutState, paused_gate: str) -> list[tuple[str, s
 
 
 @router.get("/rollouts/{rollout_id}")
-def rollout_page(rollout_id: str, request: Request, session: SessionDep, user: Reader) -> Response:
-    status = rollout_status(session, rollout_id)
+def rollout_page(
+    rollout_id: str, request: Request, session: SessionDep, state: StateDep, user: Reader
+) -> Response:
+    settings = state.settings
+    trust = trust_check(settings.repo_dir, settings.stale_metadata_after_s)
+    status = rollout_status(session, rollout_id, trust)
     now = _now()
     progress = rollout_progress(session, status, now)
     markers = [(w.at, f"{w.percentage:g} %") for w in progress.waves]

@@ -44,7 +44,7 @@ from agent.errors import InstallError, TransportError, VerificationError
 from agent.fetcher import make_fetcher
 from agent.installed import InstalledRelease
 from agent.trusted_clock import TrustedClock
-from wire import FailureReason, ProtocolError, TargetCustom
+from wire import AndroidPayload, FailureReason, ProtocolError, TargetCustom
 from wire.versions import InvalidVersionError, is_newer
 
 
@@ -109,6 +109,10 @@ class TargetInfo:
     @property
     def chunk_sha256(self) -> tuple[str, ...]:
         return self.rom.chunk_sha256 if self.rom else ()
+
+    @property
+    def android_payload(self) -> AndroidPayload | None:
+        return self.rom.android_payload if self.rom else None
 
 
 def check_target(

@@ -41,7 +41,14 @@ from wire.paths import (
     reports_path,
     vote_path,
 )
-from wire.target import DeltaCustom, TargetCustom, delta_target_name, is_rom_target, target_name
+from wire.target import (
+    AndroidPayload,
+    DeltaCustom,
+    TargetCustom,
+    delta_target_name,
+    is_rom_target,
+    target_name,
+)
 from wire.topics import (
     PROTOCOL_VERSION,
     STATUS_WILDCARD,
@@ -63,6 +70,7 @@ __all__ = [
     "TOPIC_PREFIX",
     "TUF_METADATA_PATH",
     "TUF_TARGETS_PATH",
+    "AndroidPayload",
     "AvailabilityNotice",
     "Command",
     "CommandAck",

@@ -6,6 +6,9 @@ exit or a timeout all say which command failed and what it printed.
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 import subprocess
 import threading
 import time
@@ -35,17 +38,25 @@ def follow_tool(
     comes; only a missing binary or a timeout raises."""
     try:
         process = subprocess.Popen(  # noqa: S603  # boot tools named by the backend, no shell
-            list(argv), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+            list(argv),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,  # its own process group: a kill reaches its children too
         )
     except FileNotFoundError:
         raise BootControlError(f"boot tool not found: {argv[0]}") from None
     timed_out = threading.Event()
 
     def kill() -> None:
-        timed_out.set()
-        process.kill()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
 
-    timer = threading.Timer(timeout, kill)
+    def time_out() -> None:
+        timed_out.set()
+        kill()
+
+    timer = threading.Timer(timeout, time_out)
     timer.start()
     lines: list[str] = []
     try:
@@ -54,7 +65,7 @@ def follow_tool(
             on_line(line.rstrip("\n"))
         process.wait()
     except BaseException:
-        process.kill()  # whoever stops listening stops the tool too
+        kill()  # whoever stops listening stops the tool too
         process.wait()
         raise
     finally:

@@ -7,7 +7,9 @@ comes back from a power cut in the middle of the install on its good slot, then 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import logging
 import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -26,6 +28,8 @@ from hardware.sim import PowerCut
 from lab.boards import BOARD_KINDS, TOOLS, LabBoard, factory_image, provision_board
 from lab.fleet import KIB, Backend, Board, running_backend
 from lab.pagecache import CachedDisk
+from signing.repo import publish_release, target_storage_name
+from signing.testing import write_image
 from wire import FailureReason, UpdateState
 
 SLOT_SIZE = 512 * KIB
@@ -48,7 +52,13 @@ class Device:
 
 @pytest.fixture(params=BOARD_KINDS)
 def device(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Device]:
-    kind = request.param
+    with lab_device(request.param, tmp_path) as made:
+        yield made
+
+
+@contextlib.contextmanager
+def lab_device(kind: str, tmp_path: Path) -> Iterator[Device]:
+    """An enrolled device of `kind` on a lab server of its own."""
     require_tools(*TOOLS.get(kind, ()))
     board_spec = Board(
         model="board", slot_size=SLOT_SIZE, image_size=200 * KIB + 17, chunk_size=32 * KIB
@@ -167,3 +177,64 @@ def test_power_cut_mid_install_boots_the_good_slot_and_recovers(device: Device) 
     states = device.backend.reported_states(device.config.device_id)
     assert states[:2] == ["idle", "downloading"]
     assert states[-4:] == INSTALL[-4:]
+
+
+# --------------------------------------------------------------------------- Android only
+
+
+@pytest.fixture
+def phone(tmp_path: Path) -> Iterator[Device]:
+    with lab_device("android", tmp_path) as made:
+        yield made
+
+
+def test_update_engine_never_sees_bytes_tuf_did_not_verify(
+    phone: Device, caplog: pytest.LogCaptureFixture
+) -> None:
+    agent = phone.agent()
+    release = phone.backend.publish("1.0")
+    stored = (
+        phone.backend.repo / "repository" / target_storage_name(release.target_path, release.sha256)
+    )
+    data = bytearray(stored.read_bytes())
+    data[-200] ^= 0xFF  # in the zip's tail, past the last chunk hash that still matches
+    stored.write_bytes(bytes(data))
+    with caplog.at_level(logging.INFO, logger="agent.runner"):
+        agent.poll_once()
+    assert (agent.record.state, agent.record.reason) == (
+        UpdateState.FAILED,
+        FailureReason.HASH_MISMATCH,
+    )
+    assert "update_engine" not in caplog.text  # it was never asked
+    assert phone.board.slot_bytes(Slot.B) == b""  # nothing was written to the other slot
+    assert not Path(phone.board.options["payload_path"]).exists()  # nor kept
+    assert_on_the_good_slot(phone)
+
+
+def test_a_build_that_is_no_ota_package_is_refused(phone: Device) -> None:
+    agent = phone.agent()
+    image = write_image(phone.backend.workdir / "raw.img", 100 * KIB)
+    release = publish_release(
+        phone.backend.repo, image, version="1.0", channel="stable", model="board"
+    )
+    phone.backend.register(release)
+    agent.poll_once()
+    assert (agent.record.state, agent.record.reason) == (
+        UpdateState.FAILED,
+        FailureReason.WRONG_MODEL,
+    )
+    assert "not an Android OTA package" in agent.record.detail["error"]
+    assert phone.board.slot_bytes(Slot.B) == b""
+    assert_on_the_good_slot(phone)
+
+
+def test_progress_of_update_engine_is_logged(
+    phone: Device, caplog: pytest.LogCaptureFixture
+) -> None:
+    agent = phone.agent()
+    phone.backend.publish("1.0")
+    with caplog.at_level(logging.INFO, logger="agent.runner"):
+        agent.poll_once()
+    assert agent.record.state is UpdateState.COMMITTED
+    assert "update_engine: UPDATE_STATUS_DOWNLOADING" in caplog.text
+    assert "update_engine: UPDATE_STATUS_FINALIZING 100%" in caplog.text

@@ -44,10 +44,11 @@ from agent.installed import InstalledRelease
 from agent.journal import Journal, JournalRecord
 from agent.machine import Event, is_resting, next_state
 from agent.outbox import Outbox
+from agent.payload import install_payload
 from agent.policy import UpdatePolicy, evaluate_policies
 from agent.progress import DownloadProgress
 from agent.tuf_client import TargetInfo, TufClient, check_target
-from hardware.bootcontrol import BootControl, BootControlError, Slot, SlotSink
+from hardware.bootcontrol import BootControl, BootControlError, PayloadApplier, Slot, SlotSink
 from wire import (
     AvailabilityNotice,
     Command,
@@ -474,21 +475,17 @@ class Agent:
         try:
             info = self._verified_target(slot)
             self.parts.boot.mark_unbootable(slot)
-            with self.parts.boot.open_slot(slot) as sink:
-                if not self._installed_from_delta(info, sink):
-                    # with chunk hashes, whatever the slot already holds of this image is
-                    # kept (a resume after a power cut); the hashes decide, not the journal
-                    resume = info.length if info.chunk_sha256 else 0
-                    url = self.parts.tuf.target_url(info)
-                    download_into(
-                        self.parts.fetcher,
-                        url,
-                        info,
-                        sink,
-                        resume_from=resume,
-                        keep_going=self._keep_downloading,
-                        progress=DownloadProgress(self.parts.device_id, info.path, info.length),
-                    )
+            if isinstance(self.parts.boot, PayloadApplier):  # update_engine writes the slot
+                install_payload(
+                    self.parts.boot,
+                    self.parts.fetcher,
+                    self.parts.tuf.target_url(info),
+                    info,
+                    device_id=self.parts.device_id,
+                    keep_going=self._keep_downloading,
+                )
+            else:
+                self._write_slot(info, slot)
         except UpdateCancelledError as exc:
             log.info("%s: %s", self.parts.device_id, exc)
             return  # the drive loop honours the request that stopped it
@@ -506,6 +503,24 @@ class Agent:
             target_version=info.version,
             bytes_written=info.length,
         )
+
+    def _write_slot(self, info: TargetInfo, slot: Slot) -> None:
+        """The verified image into the slot, from a delta or in full."""
+        with self.parts.boot.open_slot(slot) as sink:
+            if not self._installed_from_delta(info, sink):
+                # with chunk hashes, whatever the slot already holds of this image is
+                # kept (a resume after a power cut); the hashes decide, not the journal
+                resume = info.length if info.chunk_sha256 else 0
+                url = self.parts.tuf.target_url(info)
+                download_into(
+                    self.parts.fetcher,
+                    url,
+                    info,
+                    sink,
+                    resume_from=resume,
+                    keep_going=self._keep_downloading,
+                    progress=DownloadProgress(self.parts.device_id, info.path, info.length),
+                )
 
     def _installed_from_delta(self, info: TargetInfo, sink: SlotSink) -> bool:
         """True when a delta wrote the verified image into the slot. Any failure is

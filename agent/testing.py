@@ -79,6 +79,27 @@ class SteadyFetcher:
                 yield bytes(pending)
 
 
+@dataclass
+class MidDownload:
+    """The image fetcher, with `meanwhile()` run once after the first piece went through:
+    what the world does while the device is downloading."""
+
+    inner: RangeFetcher
+    meanwhile: Callable[[], object]
+    received: int = field(default=0, init=False)
+
+    def fetch_range(
+        self, url: str, start: int = 0, *, limit: int | None = None
+    ) -> Generator[bytes, None, None]:
+        with contextlib.closing(self.inner.fetch_range(url, start, limit=limit)) as stream:
+            for data in stream:
+                yield data
+                first = self.received == 0
+                self.received += len(data)
+                if first:
+                    self.meanwhile()
+
+
 @dataclass(frozen=True)
 class Image:
     """A complete image a slot may hold: its length and SHA-256."""

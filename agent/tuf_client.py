@@ -45,7 +45,7 @@ from agent.errors import AgentError, InstallError, TransportError, VerificationE
 from agent.fetcher import make_fetcher
 from agent.installed import InstalledRelease
 from agent.trusted_clock import TrustedClock
-from wire import FailureReason, ProtocolError, TargetCustom, TrustedTimestamp
+from wire import AndroidPayload, FailureReason, ProtocolError, TargetCustom, TrustedTimestamp
 from wire.versions import InvalidVersionError, is_newer
 
 log = logging.getLogger(__name__)
@@ -112,6 +112,10 @@ class TargetInfo:
     @property
     def chunk_sha256(self) -> tuple[str, ...]:
         return self.rom.chunk_sha256 if self.rom else ()
+
+    @property
+    def android_payload(self) -> AndroidPayload | None:
+        return self.rom.android_payload if self.rom else None
 
 
 def check_target(

@@ -24,11 +24,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
-from hardware.bootcontrol import BootControlError, BootStatus, Slot, SlotSink
-from hardware.commands import reboot_and_wait, run_tool, run_tool_logging, tool_says_yes
-from hardware.options import command_option, optional_int
+from hardware.bootcontrol import BootControlError, BootStatus, PayloadProgress, Slot, SlotSink
+from hardware.commands import follow_tool, reboot_and_wait, run_tool, tool_says_yes
+from hardware.options import command_option, optional_int, optional_path
 
 SLOT_NUMBER = {Slot.A: 0, Slot.B: 1}
 DEFAULT_MAX_PAYLOAD = 8 * 1024**3
@@ -36,6 +37,9 @@ NO_SWITCH_HEADER = "SWITCH_SLOT_ON_REBOOT=0"
 # What update_engine_client exits 0 on: applied and armed, or applied and not armed (ours).
 APPLIED = ("ErrorCode::kSuccess", "ErrorCode::kUpdatedButNotActive")
 ACTIVE_TRIES = 6
+# Where AOSP's non-streaming A/B updates keep the package: update_engine may read it there.
+DEFAULT_PAYLOAD_PATH = "/data/ota_package/update.zip"
+STATUS_UPDATE = "onStatusUpdate("
 
 
 @dataclass(frozen=True)
@@ -47,6 +51,7 @@ class AndroidSettings:
     apply_timeout_s: float = 3600.0
     max_payload_size: int = DEFAULT_MAX_PAYLOAD
     tries: int = ACTIVE_TRIES
+    payload_path: Path = Path(DEFAULT_PAYLOAD_PATH)
 
 
 class AndroidControl:
@@ -68,6 +73,7 @@ class AndroidControl:
                 apply_timeout_s=float(optional_int(options, "apply_timeout_s", 3600)),
                 max_payload_size=optional_int(options, "max_payload_size", DEFAULT_MAX_PAYLOAD),
                 tries=optional_int(options, "tries", ACTIVE_TRIES),
+                payload_path=optional_path(options, "payload_path", DEFAULT_PAYLOAD_PATH),
             )
         )
 
@@ -118,17 +124,34 @@ class AndroidControl:
 
     # ------------------------------------------------------------------ update_engine
 
-    def apply_payload(self, url: str, offset: int, size: int, headers: list[str]) -> None:
+    def staging_path(self) -> Path:
+        """Where the agent puts the verified OTA package (`payload_path`)."""
+        return self.settings.payload_path
+
+    def apply_payload(
+        self,
+        url: str,
+        offset: int,
+        size: int,
+        headers: list[str],
+        progress: PayloadProgress | None = None,
+    ) -> None:
         """Have update_engine write the payload at `url` into the inactive slot and verify it.
 
         `headers` are payload_properties.txt lines (FILE_HASH=..., METADATA_SIZE=...). Blocks
-        until update_engine reports the outcome; any failure raises BootControlError with
-        update_engine's error code.
+        until update_engine reports the outcome, telling `progress` each status update on
+        the way; any failure raises BootControlError with update_engine's error code.
         """
         if offset < 0 or size <= 0:
             raise BootControlError(f"bad payload range: offset={offset} size={size}")
         argv = self._payload_command(url, offset, size, [*headers, NO_SWITCH_HEADER])
-        output = run_tool_logging(argv, timeout=self.settings.apply_timeout_s)
+
+        def heard(line: str) -> None:
+            update = status_update(line)
+            if update is not None and progress is not None:
+                progress(*update)
+
+        output = follow_tool(argv, heard, timeout=self.settings.apply_timeout_s)
         outcome = completion_code(output)
         if outcome not in APPLIED:
             raise BootControlError(f"update_engine did not apply the payload: {outcome}")
@@ -176,3 +199,16 @@ def completion_code(output: str) -> str:
         if marker in line:
             return line.split(marker, 1)[1].split()[0].rstrip(")")
     raise BootControlError("update_engine_client ended without reporting the payload's outcome")
+
+
+def status_update(line: str) -> tuple[str, float] | None:
+    """`("UPDATE_STATUS_DOWNLOADING", 0.4)` from update_engine_client's
+    `onStatusUpdate(UPDATE_STATUS_DOWNLOADING (3), 0.4)` line; None for any other line."""
+    if STATUS_UPDATE not in line:
+        return None
+    inside = line.split(STATUS_UPDATE, 1)[1].rsplit(")", 1)[0]
+    name, _, fraction = inside.rpartition(",")
+    try:
+        return name.split()[0], float(fraction)
+    except (IndexError, ValueError):
+        return None

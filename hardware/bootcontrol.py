@@ -12,7 +12,9 @@ The order the agent follows (RAUC's install order):
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from types import TracebackType
 from typing import BinaryIO, Protocol, Self, runtime_checkable
 
@@ -124,12 +126,29 @@ class SlotReader(Protocol):
         ...
 
 
+# What an applier tells about its progress: update_engine's status name and a 0..1 fraction.
+PayloadProgress = Callable[[str, float], None]
+
+
 @runtime_checkable
 class PayloadApplier(Protocol):
     """A backend whose platform writes the slot itself (Android's update_engine): instead of
-    `open_slot`, the agent hands it the payload's URL and byte range and it streams, verifies
-    and writes the inactive slot. `set_trial` still arms the slot afterwards."""
+    `open_slot`, the agent downloads and verifies the signed target into `staging_path()`
+    and hands the payload's byte range in it to `apply_payload`, which writes and verifies
+    the inactive slot. `set_trial` still arms the slot afterwards."""
 
-    def apply_payload(self, url: str, offset: int, size: int, headers: list[str]) -> None:
-        """Write and verify the payload into the inactive slot; BootControlError on failure."""
+    def staging_path(self) -> Path:
+        """Where the agent keeps the verified package for the platform to read."""
+        ...
+
+    def apply_payload(
+        self,
+        url: str,
+        offset: int,
+        size: int,
+        headers: list[str],
+        progress: PayloadProgress | None = None,
+    ) -> None:
+        """Write and verify the payload into the inactive slot; BootControlError on failure.
+        `progress(status, fraction)` hears each status update while it runs."""
         ...

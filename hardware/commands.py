@@ -6,9 +6,13 @@ exit or a timeout all say which command failed and what it printed.
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 import subprocess
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from hardware.bootcontrol import BootControlError
 
@@ -26,11 +30,51 @@ def run_tool(
     return done.stdout
 
 
-def run_tool_logging(argv: Sequence[str], *, timeout: float = TOOL_TIMEOUT_S) -> str:
-    """For tools that report on stderr (update_engine_client logs there): stdout and stderr
-    together, whatever the exit code; only a missing binary or a timeout raises."""
-    done = _finished(argv, None, timeout)
-    return done.stdout + done.stderr
+def follow_tool(
+    argv: Sequence[str], on_line: Callable[[str], None], *, timeout: float = TOOL_TIMEOUT_S
+) -> str:
+    """For a tool that reports on stderr as it goes (`update_engine_client --follow`): its
+    stdout and stderr together, whatever the exit code, `on_line` hearing each line as it
+    comes; only a missing binary or a timeout raises."""
+    try:
+        process = subprocess.Popen(  # noqa: S603  # boot tools named by the backend, no shell
+            list(argv),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,  # its own process group: a kill reaches its children too
+        )
+    except FileNotFoundError:
+        raise BootControlError(f"boot tool not found: {argv[0]}") from None
+    timed_out = threading.Event()
+
+    def kill() -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+
+    def time_out() -> None:
+        timed_out.set()
+        kill()
+
+    timer = threading.Timer(timeout, time_out)
+    timer.start()
+    lines: list[str] = []
+    try:
+        for line in process.stdout or ():
+            lines.append(line)
+            on_line(line.rstrip("\n"))
+        process.wait()
+    except BaseException:
+        kill()  # whoever stops listening stops the tool too
+        process.wait()
+        raise
+    finally:
+        timer.cancel()
+        if process.stdout is not None:
+            process.stdout.close()
+    if timed_out.is_set():
+        raise BootControlError(f"{_shown(argv)} did not finish within {timeout:.0f}s")
+    return "".join(lines)
 
 
 def tool_says_yes(argv: Sequence[str], *, timeout: float = TOOL_TIMEOUT_S) -> bool:

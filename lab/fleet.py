@@ -11,8 +11,11 @@ threads, as devices run on their own; tests that decide when a device looks call
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import random
 import threading
+import zipfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -52,6 +55,7 @@ class Board:
     slot_size: int = 8 * MIB
     image_size: int = 3 * MIB
     chunk_size: int = DEFAULT_CHUNK_SIZE
+    android: bool = False  # builds are Android OTA packages (update_engine applies them)
 
 
 @dataclass(frozen=True)
@@ -89,6 +93,9 @@ class Backend:
     def build(self, version: str, *, model: str | None = None) -> Path:
         """The synthetic image of `version` for `model` (the board's by default)."""
         model = model or self.board.model
+        if self.board.android:
+            ota = self.workdir / "images" / f"ota-{model}-{version}.zip"
+            return synthetic_android_ota(ota, self.board.image_size)
         path = self.workdir / "images" / f"rom-{model}-{version}.img"
         return synthetic_image(path, self.board.image_size)
 
@@ -186,6 +193,30 @@ def synthetic_image(path: Path, size: int) -> Path:
     with path.open("wb") as f:
         for start in range(0, size, MIB):
             f.write(rng.randbytes(min(MIB, size - start)))
+    return path
+
+
+def synthetic_android_ota(path: Path, payload_size: int) -> Path:
+    """A stand-in for an A/B OTA package as AOSP's ota_from_target_files makes it: a zip
+    with `payload.bin` stored uncompressed (a `CrAU` header, then deterministic bytes) and
+    its `payload_properties.txt`. Written once; the same name gives the same bytes."""
+    if path.exists():
+        return path
+    header = b"CrAU" + (2).to_bytes(8, "big") + (16).to_bytes(8, "big") + bytes(4)
+    body = random.Random(path.name).randbytes(max(payload_size - len(header), 1))
+    payload = header + body
+    properties = {
+        "FILE_HASH": base64.b64encode(hashlib.sha256(payload).digest()).decode(),
+        "FILE_SIZE": str(len(payload)),
+        "METADATA_HASH": base64.b64encode(hashlib.sha256(header).digest()).decode(),
+        "METADATA_SIZE": str(len(header)),
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(path, "w") as package:
+        package.writestr("META-INF/com/android/metadata", "ota-type=AB\n")
+        package.writestr("payload.bin", payload, compress_type=zipfile.ZIP_STORED)
+        text = "".join(f"{key}={value}\n" for key, value in properties.items())
+        package.writestr("payload_properties.txt", text)
     return path
 
 

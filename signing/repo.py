@@ -21,6 +21,7 @@ from securesystemslib.signer import CryptoSigner  # type: ignore[attr-defined]
 from tuf.api.metadata import Metadata, TargetFile  # type: ignore[attr-defined]
 
 from romdelta.make import MakeOptions
+from signing.android import android_payload
 from signing.delegation import DelegationPolicy, Plan, channel_role, plan_channel, plan_release
 from signing.delta import DeltaSource, MadeDelta, make_delta
 from signing.digest import ImageDigest, digest_image
@@ -44,7 +45,14 @@ from signing.tufmeta import (
     sign_and_serialize,
     utc_now,
 )
-from wire import DeltaCustom, ProtocolError, TargetCustom, is_rom_target, target_name
+from wire import (
+    AndroidPayload,
+    DeltaCustom,
+    ProtocolError,
+    TargetCustom,
+    is_rom_target,
+    target_name,
+)
 from wire.versions import InvalidVersionError, Version
 
 __all__ = [
@@ -146,7 +154,10 @@ def publish_release(
         _online_signers(keys_dir, state, passphrase)  # fail before hashing the image
     sources = [] if stage else _delta_sources(state, store, request, delta_from)
     digest = _digest(image, chunk_size)
-    target = _target_file(request, digest, rfc3339(utc_now()), counter)
+    payload = android_payload(image)
+    if payload is not None:
+        sources = []  # update_engine applies whole payloads; a phone never fetches a delta
+    target = _target_file(request, digest, rfc3339(utc_now()), counter, payload)
     if dry_run:
         return _release(target)
     with tempfile.TemporaryDirectory(prefix="ota-delta-") as workdir:
@@ -377,7 +388,11 @@ def _digest(image: Path, chunk_size: int) -> ImageDigest:
 
 
 def _target_file(
-    request: _Request, digest: ImageDigest, published_at: str, counter: int
+    request: _Request,
+    digest: ImageDigest,
+    published_at: str,
+    counter: int,
+    payload: AndroidPayload | None = None,
 ) -> TargetFile:
     custom = TargetCustom(
         version=request.version,
@@ -389,6 +404,7 @@ def _target_file(
         release_counter=counter,
         chunk_size=digest.chunk_size,
         chunk_sha256=tuple(digest.chunk_sha256),
+        android_payload=payload,
     ).to_custom()
     return TargetFile(
         length=digest.length,

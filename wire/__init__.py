@@ -43,7 +43,14 @@ from wire.paths import (
     reports_path,
     vote_path,
 )
-from wire.target import DeltaCustom, TargetCustom, delta_target_name, is_rom_target, target_name
+from wire.target import (
+    AndroidPayload,
+    DeltaCustom,
+    TargetCustom,
+    delta_target_name,
+    is_rom_target,
+    target_name,
+)
 from wire.topics import (
     PROTOCOL_VERSION,
     STATUS_WILDCARD,
@@ -66,6 +73,7 @@ __all__ = [
     "TRUSTED_TIMESTAMP_HEADER",
     "TUF_METADATA_PATH",
     "TUF_TARGETS_PATH",
+    "AndroidPayload",
     "AvailabilityNotice",
     "Command",
     "CommandAck",

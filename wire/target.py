@@ -14,6 +14,55 @@ from typing import Any
 from wire.errors import ProtocolError
 
 MAX_NOTES = 64 * 1024
+# The lines of an Android OTA package's payload_properties.txt (AOSP's brillo_update_payload
+# writes these four); update_engine takes them as headers. Nothing else is signed into a
+# target: a header such as POWERWASH=1 or SWITCH_SLOT_ON_REBOOT is the agent's to choose.
+PAYLOAD_PROPERTY_KEYS = ("FILE_HASH", "FILE_SIZE", "METADATA_HASH", "METADATA_SIZE")
+MAX_PROPERTY_VALUE = 128
+
+
+@dataclass(frozen=True)
+class AndroidPayload:
+    """Where update_engine finds the payload inside the signed target file (an OTA zip's
+    `payload.bin`, stored uncompressed: `offset` and `size` in bytes) and the
+    payload_properties.txt lines handed to it as headers. Signed with the target, so a
+    server or mirror cannot change what a phone asks update_engine to check."""
+
+    offset: int
+    size: int
+    properties: tuple[str, ...]
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.offset < 2**63 or not 0 < self.size < 2**63:
+            raise ProtocolError("android payload: offset must be >= 0 and size > 0")
+        values = {}
+        for line in self.properties:
+            key, sep, value = line.partition("=")
+            if key not in PAYLOAD_PROPERTY_KEYS or not sep or key in values:
+                known = ", ".join(PAYLOAD_PROPERTY_KEYS)
+                raise ProtocolError(
+                    f"android payload property {line[:40]!r}: one line each of {known} only"
+                )
+            if not 0 < len(value) <= MAX_PROPERTY_VALUE or not value.isprintable() or " " in value:
+                raise ProtocolError(f"android payload property {key}: bad value")
+            values[key] = value
+        if "FILE_HASH" not in values or values.get("FILE_SIZE") != str(self.size):
+            raise ProtocolError("android payload: FILE_HASH and a FILE_SIZE equal to size needed")
+
+    def to_custom(self) -> dict[str, Any]:
+        return {"offset": self.offset, "size": self.size, "properties": list(self.properties)}
+
+    @classmethod
+    def from_custom(cls, value: object) -> AndroidPayload | None:
+        if value is None:
+            return None
+        if not isinstance(value, dict):
+            raise ProtocolError("target custom field 'android_payload' must be an object")
+        return cls(
+            offset=_required_count(value, "offset"),
+            size=_required_count(value, "size"),
+            properties=_texts(value, "properties"),
+        )
 
 
 @dataclass(frozen=True)
@@ -29,6 +78,7 @@ class TargetCustom:
     release_counter: int = 0  # strictly increasing per channel+model
     chunk_size: int | None = None  # bytes; with chunk_sha256, lets a download resume
     chunk_sha256: tuple[str, ...] = ()
+    android_payload: AndroidPayload | None = None  # an Android OTA package's payload
 
     @property
     def models(self) -> tuple[str, ...]:
@@ -48,6 +98,8 @@ class TargetCustom:
         if self.chunk_size is not None:
             custom["chunk_size"] = self.chunk_size
             custom["chunk_sha256"] = list(self.chunk_sha256)
+        if self.android_payload is not None:
+            custom["android_payload"] = self.android_payload.to_custom()
         return custom
 
     @classmethod
@@ -65,6 +117,7 @@ class TargetCustom:
             release_counter=_count(custom, "release_counter") or 0,
             chunk_size=_count(custom, "chunk_size"),
             chunk_sha256=_texts(custom, "chunk_sha256"),
+            android_payload=AndroidPayload.from_custom(custom.get("android_payload")),
         )
 
 

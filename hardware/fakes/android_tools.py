@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import durable
-from hardware.fakes import fake_command
+from hardware.fakes import fake_command, install_tool
 
 ACTIVE_PRIORITY = 15
 ACTIVE_TRIES = 6  # libboot_control's kActiveTries
@@ -45,6 +45,8 @@ SUFFIXES = ("_a", "_b")
 SUCCESS = ("ErrorCode::kSuccess", 0)
 NOT_ACTIVE = ("ErrorCode::kUpdatedButNotActive", 52)
 LOG = "[INFO:update_engine_client_android.cc(80)] "
+PROGRESS_STEPS = 4
+TOOLS = ("bootctl", "update_engine_client")
 
 Misc = dict[str, Any]
 
@@ -182,7 +184,7 @@ def update_engine_client(misc_path: Path, args: list[str]) -> int:
 
 
 def _log(message: str) -> None:
-    print(LOG + message, file=sys.stderr)
+    print(LOG + message, file=sys.stderr, flush=True)
 
 
 def _status(name: str, code: int, progress: float) -> None:
@@ -195,7 +197,10 @@ def _apply(image: Path, flags: dict[str, str], headers: dict[str, str]) -> tuple
     try:
         with open(source, "rb") as payload:
             payload.seek(offset)
-            data = payload.read(size)
+            data = b""
+            for step in range(1, PROGRESS_STEPS + 1):  # update_engine reports as it goes
+                data += payload.read(size * step // PROGRESS_STEPS - len(data))
+                _status("UPDATE_STATUS_DOWNLOADING", 3, step / PROGRESS_STEPS)
     except OSError:
         return ("ErrorCode::kDownloadTransferError", 9)
     if len(data) != size or headers.get("FILE_SIZE", str(size)) != str(size):
@@ -242,17 +247,21 @@ def main(argv: list[str]) -> int:
 
 def provision(root: Path) -> tuple[Path, dict[str, Any]]:
     """A fake phone under `root` running slot 0, marked successful, with slot 1 unbootable;
-    returns its misc file and the backend options."""
+    returns its misc file and the backend options (its tools in `root/bin`, the staged
+    package in `root/ota_package`)."""
     root.mkdir(parents=True, exist_ok=True)
     misc_path = root / "misc.json"
     running = {"priority": ACTIVE_PRIORITY, "tries_remaining": 1, "successful_boot": True}
     spare = {"priority": ACTIVE_PRIORITY - 1, "tries_remaining": 0, "successful_boot": False}
     write_misc(misc_path, {"current": 0, "slots": [running, spare]})
-    options = {
+    options: dict[str, Any] = {
         "reboot_command": fake_command(__name__, str(misc_path)),
         "reboot_wait_s": 0,
         "max_payload_size": 1024 * 1024,
+        "payload_path": str(root / "ota_package" / "update.zip"),
     }
+    for tool in TOOLS:
+        options[tool] = [str(install_tool(root / "bin", tool, __name__, str(misc_path)))]
     return misc_path, options
 
 

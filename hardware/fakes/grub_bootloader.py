@@ -3,8 +3,8 @@
 
 There is no fake grub-editenv any more. The stand-in bootloader reads and writes the block
 itself, as GRUB's `load_env`/`save_env` do: exactly 1024 bytes, a `# GRUB Environment Block`
-header, `name=value` lines, padded with `#`. A real GRUB is not run here (grub-emu would
-need its own terminal and module tree; see docs/agent.md).
+header, `name=value` lines, padded with `#`. It is the fast stand-in; the same recipe runs
+in a real GRUB (grub-emu) in tests/hardware/test_grub_emu.py.
 """
 
 from __future__ import annotations

@@ -3,13 +3,11 @@ simulated device, and (for the doorbell) a real mosquitto."""
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import logging
 import threading
 import time
-from collections.abc import Callable, Generator, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from datetime import time as dt_time
 from pathlib import Path
@@ -19,11 +17,11 @@ import pytest
 from tuf.api.metadata import Metadata, Timestamp
 
 from agent.daemon import AgentDaemon, build_agent
-from agent.fetcher import RangeFetcher
 from agent.health import CallableCheck
 from agent.policy import MaintenanceWindow
 from agent.runner import Agent
 from agent.server_api import ServerApi
+from agent.testing import MidDownload
 from hardware.bootcontrol import Slot
 from hardware.sim import SimDevice
 from lab.fleet import MIB, Backend, Board, daemons_running, running_backend
@@ -277,27 +275,6 @@ def test_a_clock_reset_to_1970_does_not_make_expired_metadata_fresh(
 
 
 # --------------------------------------------------------------------------- cancel
-
-
-@dataclass
-class MidDownload:
-    """The image fetcher, with `meanwhile()` run once after the first piece went through:
-    what the world does while the device is downloading."""
-
-    inner: RangeFetcher
-    meanwhile: Callable[[], object]
-    received: int = field(default=0, init=False)
-
-    def fetch_range(
-        self, url: str, start: int = 0, *, limit: int | None = None
-    ) -> Generator[bytes, None, None]:
-        with contextlib.closing(self.inner.fetch_range(url, start, limit=limit)) as stream:
-            for data in stream:
-                yield data
-                first = self.received == 0
-                self.received += len(data)
-                if first:
-                    self.meanwhile()
 
 
 def from_another_thread(action: Callable[[], object]) -> None:

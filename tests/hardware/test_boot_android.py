@@ -9,22 +9,16 @@ from typing import Any
 
 import pytest
 
-from hardware.android import AndroidControl, completion_code
+from hardware.android import AndroidControl, completion_code, status_update
 from hardware.bootcontrol import BootControl, BootControlError, PayloadApplier, Slot
 from hardware.fakes import android_tools as fake_android
-from hardware.fakes import install_tool, path_with
 from hardware.registry import open_boot_control
-
-FAKES = "hardware.fakes.android_tools"
 
 
 @pytest.fixture
-def phone(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Path, dict[str, Any]]:
-    misc, options = fake_android.provision(tmp_path / "phone")
-    for tool in ("bootctl", "update_engine_client"):
-        install_tool(tmp_path / "bin", tool, FAKES, str(misc))
-    monkeypatch.setenv("PATH", path_with(tmp_path / "bin"))
-    return misc, options
+def phone(tmp_path: Path) -> tuple[Path, dict[str, Any]]:
+    """A fake phone; its options name its fake bootctl and update_engine_client."""
+    return fake_android.provision(tmp_path / "phone")
 
 
 @pytest.fixture
@@ -142,6 +136,33 @@ def test_completion_code_parsing() -> None:
     assert completion_code(out) == "ErrorCode::kSuccess"
     with pytest.raises(BootControlError, match="without reporting"):
         completion_code("onStatusUpdate(UPDATE_STATUS_IDLE (0), 0)\n")
+
+
+def test_progress_is_followed_as_update_engine_reports_it(
+    android: AndroidControl, payload: Any
+) -> None:
+    url, headers, body = payload
+    heard: list[tuple[str, float]] = []
+    android.apply_payload(url, len(b"zip header"), len(body), headers, lambda *u: heard.append(u))
+    downloading = [fraction for status, fraction in heard if status == "UPDATE_STATUS_DOWNLOADING"]
+    assert downloading == sorted(downloading)
+    assert downloading[-1] == 1.0
+    assert heard[-1] == ("UPDATE_STATUS_FINALIZING", 1.0)
+
+
+def test_status_update_parsing() -> None:
+    line = "[INFO:x.cc(80)] onStatusUpdate(UPDATE_STATUS_DOWNLOADING (3), 0.25)"
+    assert status_update(line) == ("UPDATE_STATUS_DOWNLOADING", 0.25)
+    assert status_update("onPayloadApplicationComplete(ErrorCode::kSuccess (0))") is None
+    assert status_update("onStatusUpdate(garbled)") is None
+
+
+def test_a_tool_that_hangs_is_stopped(phone: tuple[Path, dict[str, Any]]) -> None:
+    hanging = AndroidControl.from_options(
+        {**phone[1], "update_engine_client": ["sh", "-c", "sleep 30", "sh"], "apply_timeout_s": 1}
+    )
+    with pytest.raises(BootControlError, match="did not finish within 1s"):
+        hanging.apply_payload("file:///dev/null", 0, 1, [])
 
 
 def test_android_is_a_payload_applier(android: AndroidControl) -> None:

@@ -6,18 +6,21 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Annotated, TypeVar
+from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import typer
 
-from server.api_client import ApiError
-from server.api_models import Device, Health, Release, Report
+from server.cli_common import JsonOpt, ServerOpt, TokenOpt, echo_json, server_api
 from server.cli_errors import EXIT_UNREACHABLE, fail
-from server.cli_testers import JsonOpt, ServerOpt, TokenOpt, echo_json, server_api
+
+if TYPE_CHECKING:  # the typed client and its models load when a command runs
+    from pydantic import BaseModel
+
+    from server.api_models import Device, Health, Release, Report
 
 device_app = typer.Typer(help="One device: its state and its reports.", no_args_is_help=True)
 
-Item = TypeVar("Item", Device, Release)
+Item = TypeVar("Item", bound="BaseModel")
 REPORTS_SHOWN = 10
 WAIT_POLL_S = 0.5
 
@@ -170,6 +173,8 @@ def health_command(
 
 
 def _health(server: str, wait: float) -> Health:
+    from server.api_client import ApiError
+
     deadline = time.monotonic() + wait
     with server_api(server, "") as api:
         while True:

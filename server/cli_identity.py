@@ -7,9 +7,8 @@ from typing import Annotated
 
 import typer
 
+from server.cli_common import JsonOpt, ServerOpt, TokenOpt, echo_json, parse_duration, server_api
 from server.cli_fleet import device_app
-from server.cli_testers import JsonOpt, ServerOpt, TokenOpt, echo_json, parse_duration, server_api
-from server.schemas import EnrollmentTokenIn
 
 # `ota device ...`: cli_fleet's show and wait, and the identity commands below
 device_app.info.help = "One device: its state, its reports, its identity (reset, audit)."
@@ -55,6 +54,8 @@ def enroll_token_create(
         seconds = parse_duration(expires)
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--expires") from None
+    from server.schemas import EnrollmentTokenIn
+
     body = EnrollmentTokenIn(
         name=name, expires_in_s=seconds, max_uses=uses, model=model, channel=channel
     )

@@ -5,16 +5,18 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from pydantic import BaseModel
 
-from server.api_models import Release, RolloutStatus
+from server.cli_common import JsonOpt, ServerOpt, TokenOpt, echo_json, server_api
 from server.cli_errors import fail, warn
-from server.cli_testers import JsonOpt, ServerOpt, TokenOpt, echo_json, server_api
-from server.schemas import TrainAdvanceIn, TrainIn
 from wire.versions import InvalidVersionError, Version
+
+if TYPE_CHECKING:  # the typed client and its models load when a command runs
+    from pydantic import BaseModel
+
+    from server.api_models import Release, RolloutStatus
 
 train_app = typer.Typer(
     help="The weekly train: announce, internal, preview, stable.", no_args_is_help=True
@@ -83,6 +85,8 @@ def train_start(
     as_json: JsonOpt = False,
 ) -> None:
     """Put a build on this week's train (refused for a build already fully out on stable)."""
+    from server.schemas import TrainIn
+
     check_version(version)
     with server_api(server, token) as api:
         _check_train_build(api.releases(), version, model)
@@ -100,6 +104,8 @@ def train_advance(
     as_json: JsonOpt = False,
 ) -> None:
     """Move the train to its next stage if the schedule (or --force) and the gates allow."""
+    from server.schemas import TrainAdvanceIn
+
     with server_api(server, token) as api:
         move = api.advance_train(TrainAdvanceIn(version=version, model=model, force=force))
     line = f"now at {move.moved_to}" if move.moved_to else f"stays: {move.why}"

@@ -13,20 +13,20 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from signing.channels import add_channel
 from signing.errors import NotifyError, PublishError, SigningError
-from signing.keys import RoleKeys, default_storage, init_keys
-from signing.notify import check_publisher, notify_server
-from signing.renew import renew_metadata
-from signing.repo import PublishedRelease, list_deltas, list_releases, publish_release
-from signing.rotation import rotate_key
-from signing.staging import sign_staged
-from signing.status import RoleStatus, repo_status
-from signing.storage import Storage, open_storage
+
+if TYPE_CHECKING:
+    from signing.repo import PublishedRelease
+    from signing.status import RoleStatus
+    from signing.storage import Storage
+
+# Each command imports the signing modules it runs, inside its body: they load python-tuf,
+# securesystemslib and (through its KMS signers) boto3, which `ota keys --help`, `ota repo
+# --help` and the usage errors do not need (tests/e2e/test_cli_startup.py).
 
 PASSPHRASE_ENV = "OTA_KEY_PASSPHRASE"  # noqa: S105  # the variable's name, not its value
 
@@ -82,6 +82,8 @@ def _passphrase() -> str | None:
 
 
 def _storage(url: str | None, endpoint: str | None) -> Storage | None:
+    from signing.storage import open_storage
+
     return None if url is None else open_storage(url, s3_endpoint_url=endpoint)
 
 
@@ -100,6 +102,8 @@ def keys_init(
     Default layout: root 2-of-3 (offline; move two of the keys to other people or an HSM),
     targets 1 (offline), snapshot and timestamp 1 each (online: they go to the server).
     Channels get their own keys on first publish or with `ota keys add-channel`."""
+    from signing.keys import init_keys
+
     with _clear_errors():
         trusted = init_keys(
             repo,
@@ -129,6 +133,9 @@ def keys_add_channel(
     s3_endpoint_url: EndpointOption = None,
 ) -> None:
     """Give CHANNEL its own delegated role and keys (needs the targets key)."""
+    from signing.channels import add_channel
+    from signing.keys import RoleKeys
+
     with _clear_errors():
         paths = add_channel(
             repo,
@@ -157,6 +164,8 @@ def keys_rotate(
     s3_endpoint_url: EndpointOption = None,
 ) -> None:
     """Replace one of ROLE's keys with a fresh one (or an HSM/KMS key); the old one is revoked."""
+    from signing.rotation import rotate_key
+
     with _clear_errors():
         done = rotate_key(
             repo,
@@ -224,6 +233,8 @@ def release_publish(
 
     With --server, the server and the token are checked first: nothing is signed (and no
     version is used up) if either is wrong."""
+    from signing.repo import publish_release
+
     if server and not token:
         raise typer.BadParameter("--server needs --token", param_hint="--token")
     if server and token:
@@ -262,6 +273,8 @@ def release_publish(
 def _show_deltas(
     repo: Path, storage: str | None, endpoint: str | None, release: PublishedRelease
 ) -> None:
+    from signing.repo import list_deltas
+
     with _clear_errors():
         deltas = list_deltas(repo, storage=_storage(storage, endpoint))
     for delta in deltas:
@@ -296,6 +309,8 @@ def _describe(release: PublishedRelease) -> str:
 
 
 def _check_server(server: str, token: str) -> None:
+    from signing.notify import check_publisher
+
     try:
         check_publisher(server, token)
     except NotifyError as exc:
@@ -303,6 +318,8 @@ def _check_server(server: str, token: str) -> None:
 
 
 def _notify(server: str, token: str, release: PublishedRelease) -> None:
+    from signing.notify import notify_server
+
     try:
         notify_server(server, token, release)
     except NotifyError as exc:
@@ -324,6 +341,9 @@ def release_sign(
     s3_endpoint_url: EndpointOption = None,
 ) -> None:
     """Add your signature to a staged release; it goes live when the threshold is met."""
+    from signing.keys import default_storage
+    from signing.staging import sign_staged
+
     with _clear_errors():
         store = _storage(storage, s3_endpoint_url) or default_storage(repo)
         outcome = sign_staged(repo, key, storage=store, role=role, passphrase=_passphrase())
@@ -347,6 +367,8 @@ def release_notify(
     s3_endpoint_url: EndpointOption = None,
 ) -> None:
     """Tell the server about an already published release (after a failed --server)."""
+    from signing.repo import list_releases
+
     with _clear_errors():
         releases = list_releases(repo, storage=_storage(storage, s3_endpoint_url))
     wanted = (version, channel, model)
@@ -364,6 +386,8 @@ def release_list(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON lines.")] = False,
 ) -> None:
     """List the releases in the live signed metadata."""
+    from signing.repo import list_releases
+
     with _clear_errors():
         releases = list_releases(repo, storage=_storage(storage, s3_endpoint_url))
     for release in releases:
@@ -380,6 +404,8 @@ def release_renew(
     ] = False,
 ) -> None:
     """Re-sign the metadata that is about to expire (run daily; timestamp key suffices)."""
+    from signing.renew import renew_metadata
+
     with _clear_errors():
         written = renew_metadata(
             repo,
@@ -408,6 +434,9 @@ def repo_status_command(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Every role's version, expiry, threshold and keys; exit 1 if anything has expired."""
+    from signing.keys import default_storage
+    from signing.status import repo_status
+
     with _clear_errors():
         store = _storage(storage, s3_endpoint_url) or default_storage(repo)
         statuses = repo_status(store)

@@ -4,7 +4,6 @@ the broker's files can be made before the server ever runs."""
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -15,7 +14,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from server.api_models import Role, TokenInfo
-from server.cli_common import parse_duration
+from server.cli_common import JsonOpt, echo_listing, parse_duration
 
 if TYPE_CHECKING:  # SQLAlchemy and the server's modules load when a command runs
     from sqlalchemy.orm import Session
@@ -97,21 +96,19 @@ def token_create(
 @token_app.command("list")
 def token_list(
     db_url: DbUrlOpt = None,
-    as_json: Annotated[bool, typer.Option("--json", help="One JSON list.")] = False,
+    as_json: JsonOpt = False,
 ) -> None:
     """Every token's name, role, subject, dates and state (never the secret)."""
     from server.auth import list_tokens
 
     with _session(db_url) as session:
         tokens = list_tokens(session)
-    if as_json:
-        typer.echo(json.dumps([t.model_dump(mode="json") for t in tokens], indent=2))
-        return
-    for t in tokens:
-        used = t.last_used_at.isoformat() if t.last_used_at else "never used"
-        typer.echo(
-            f"{t.name}\t{t.role}\t{t.subject}\t{t.created_at.isoformat()}\t{token_state(t)}\t{used}"
-        )
+    echo_listing(tokens, as_json, token_line, "no tokens")
+
+
+def token_line(t: TokenInfo) -> str:
+    used = t.last_used_at.isoformat() if t.last_used_at else "never used"
+    return f"{t.name}\t{t.role}\t{t.subject}\t{t.created_at.isoformat()}\t{token_state(t)}\t{used}"
 
 
 def token_state(token: TokenInfo, now: datetime | None = None) -> str:

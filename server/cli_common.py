@@ -9,16 +9,20 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 
 from server.cli_errors import EXIT_UNREACHABLE, EXIT_USER, fail
 
 if TYPE_CHECKING:
+    from pydantic import BaseModel
+
     from server.api_client import OtaApi
+
+Item = TypeVar("Item", bound="BaseModel")
 
 ServerOpt = Annotated[str, typer.Option("--server", envvar="OTA_SERVER_URL", help="Server URL.")]
 TokenOpt = Annotated[str, typer.Option("--token", envvar="OTA_TOKEN", help="Your API token.")]
@@ -54,3 +58,14 @@ def server_api(server: str, token: str) -> Iterator[OtaApi]:
 
 def echo_json(data: Any) -> None:
     typer.echo(json.dumps(data, indent=2, sort_keys=True))
+
+
+def echo_listing(
+    items: Sequence[Item], as_json: bool, line: Callable[[Item], str], empty: str
+) -> None:
+    """A listing: one line per item, or EMPTY when there is none; with --json always one
+    JSON array of objects (the API's models, so the keys are the API's), `[]` when empty."""
+    if as_json:
+        echo_json([item.model_dump(mode="json") for item in items])
+        return
+    typer.echo("\n".join(line(item) for item in items) or empty)

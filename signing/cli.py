@@ -383,15 +383,17 @@ def release_list(
     repo: RepoOption,
     storage: StorageOption = None,
     s3_endpoint_url: EndpointOption = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON lines.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON array.")] = False,
 ) -> None:
     """List the releases in the live signed metadata."""
     from signing.repo import list_releases
 
     with _clear_errors():
         releases = list_releases(repo, storage=_storage(storage, s3_endpoint_url))
-    for release in releases:
-        _show(release, as_json)
+    if as_json:
+        typer.echo(json.dumps([r.to_dict() for r in releases], indent=2, sort_keys=True))
+        return
+    typer.echo("\n".join(f"{_describe(r)}" for r in releases) or "no releases")
 
 
 @release_app.command("renew")

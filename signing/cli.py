@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -18,8 +19,12 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from signing.errors import NotifyError, PublishError, SigningError
+from signing.progress import BYTES
 
 if TYPE_CHECKING:
+    from rich.progress import Progress as Bars
+
+    from signing.progress import Advance, Progress
     from signing.repo import PublishedRelease
     from signing.status import RoleStatus
     from signing.storage import Storage
@@ -228,6 +233,14 @@ def release_publish(
     no_delta: Annotated[
         bool, typer.Option("--no-delta", help="Publish no delta, not even the default one.")
     ] = False,
+    progress: Annotated[
+        bool | None,
+        typer.Option(
+            "--progress/--no-progress",
+            help="Progress bars for hashing, signing and uploading, on stderr (default: when"
+            " stderr is a terminal and --json is not given).",
+        ),
+    ] = None,
 ) -> None:
     """Sign IMAGE as a release and make it live (timestamp.json is written last).
 
@@ -239,7 +252,7 @@ def release_publish(
         raise typer.BadParameter("--server needs --token", param_hint="--token")
     if server and token:
         _check_server(server, token)
-    with _clear_errors():
+    with _clear_errors(), _progress_bars(progress, as_json) as bars:
         release = publish_release(
             repo,
             image,
@@ -254,6 +267,7 @@ def release_publish(
             new_channel=new_channel,
             dry_run=dry_run,
             delta_from=[] if no_delta else delta_from or None,
+            progress=bars,
         )
     if dry_run:
         typer.echo(f"dry run, nothing signed: would publish {_describe(release)}")
@@ -268,6 +282,40 @@ def release_publish(
         _show_deltas(repo, storage, s3_endpoint_url, release)
     if server and token:
         _notify(server, token, release)
+
+
+@contextmanager
+def _progress_bars(wanted: bool | None, as_json: bool) -> Iterator[Progress | None]:
+    """Rich progress bars on stderr, if `wanted` (--progress/--no-progress) or, by default,
+    when stderr is a terminal and stdout is not for --json; stdout never gets any."""
+    if not (wanted if wanted is not None else sys.stderr.isatty() and not as_json):
+        yield None
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn
+
+    columns = (
+        TextColumn("{task.description:<24}"),
+        BarColumn(),
+        TaskProgressColumn(),
+        TextColumn("{task.fields[size]}"),
+    )
+    with Progress(*columns, console=Console(stderr=True)) as bars:
+        yield _Tasks(bars)
+
+
+class _Tasks:
+    """`signing.progress.Progress` drawn by rich: one bar a task, its size if in bytes."""
+
+    def __init__(self, bars: Bars) -> None:
+        self._bars = bars
+
+    def task(self, description: str, total: int, unit: str = BYTES) -> Advance:
+        from rich.filesize import decimal
+
+        size = decimal(total) if unit == BYTES else ""
+        task_id = self._bars.add_task(description, total=total, size=size)
+        return lambda done: self._bars.advance(task_id, done)
 
 
 def _show_deltas(

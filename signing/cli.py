@@ -409,8 +409,12 @@ def release_notify(
     version: Annotated[str, typer.Option("--version", help="Release version.")],
     channel: Annotated[str, typer.Option("--channel", help="Channel.")],
     model: Annotated[str, typer.Option("--model", help="Device model.")],
-    server: Annotated[str, typer.Option("--server", help="Update server URL.")],
-    token: Annotated[str, typer.Option("--token", help="Admin token.")],
+    server: Annotated[
+        str, typer.Option("--server", envvar="OTA_SERVER_URL", help="Update server URL.")
+    ],
+    token: Annotated[
+        str, typer.Option("--token", envvar="OTA_TOKEN", help="A release engineer's token.")
+    ],
     storage: StorageOption = None,
     s3_endpoint_url: EndpointOption = None,
 ) -> None:

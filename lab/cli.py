@@ -15,6 +15,7 @@ app = typer.Typer(
     help="Orange Friday's lab: the real server, agent and signing on simulated devices.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # plain help, as `ota`'s: no rich import for `--help`
 )
 
 

@@ -23,6 +23,7 @@ from typing import Any
 
 from rich.console import Console
 from rich.live import Live
+from rich.logging import RichHandler
 from rich.table import Table
 
 from agent.config import AgentConfig
@@ -94,23 +95,49 @@ class FleetDevice:
 
 
 def run_demo(options: DemoOptions) -> DemoResult:
-    console = Console(stderr=options.as_json)
+    console = Console(stderr=options.as_json, log_path=False)  # 80 columns: room to say
     # Twenty agents, the server and the embedded broker share one process and two cores
     # here; amqtt then logs every QoS 1 PUBACK that arrives late as an ERROR with a
     # traceback. Nothing depends on those (MQTT is a doorbell; HTTP carries the truth).
     logging.getLogger("amqtt").setLevel(logging.CRITICAL)
     with contextlib.ExitStack() as stack:
+        stack.enter_context(_logs_through(console))
         workdir = options.workdir or Path(stack.enter_context(tempfile.TemporaryDirectory()))
         workdir.mkdir(parents=True, exist_ok=True)
         result = _run(workdir, options, console, stack)
     if options.as_json:
         print(json.dumps(result.to_dict(), indent=2))
     else:
-        console.print(_table(result.devices))
-        console.print(_surfacing_table(result.surfacing))
+        for table in summary_tables(result.devices, result.surfacing):
+            console.print(table)
         verdict = "[green]ok[/]" if result.ok else "[red]FAILED[/]"
         console.print(f"demo {verdict} in {result.elapsed_s:.1f}s")
     return result
+
+
+@contextlib.contextmanager
+def _logs_through(console: Console) -> Iterator[None]:
+    """The agents' and the server's warnings (one long line each, e.g. why a health check
+    failed) through the demo's console: wrapped to the terminal's width, under the demo's own
+    lines, instead of raw on stderr."""
+    handler = RichHandler(
+        console=console,
+        show_path=False,
+        markup=False,
+        level=logging.WARNING,
+        log_time_format="[%X]",  # as the demo's own lines
+    )
+    root = logging.getLogger()
+    root.addHandler(handler)
+    try:
+        yield
+    finally:
+        root.removeHandler(handler)
+
+
+def summary_tables(devices: list[dict[str, Any]], surfacing: dict[str, Any]) -> list[Table]:
+    """The tables the demo ends with (from its result, or the same keys in its --json)."""
+    return [_table(devices), _surfacing_table(surfacing)]
 
 
 def _run(
@@ -146,7 +173,8 @@ def serve_dashboard(env: Backend, console: Console) -> None:
     name = f"demo-{secrets.token_hex(3)}"
     token = env.admin.create_token(TokenIn(role=Role.RELEASE_ENGINEER, name=name)).token
     console.print(f"dashboard: {env.server_url}/signin", soft_wrap=True)
-    console.print(f"sign in with this release engineer token: {token}", soft_wrap=True)
+    console.print("sign in with this release engineer token:")
+    console.print(token, soft_wrap=True)  # alone on its line: copied whole, never wrapped
     console.print("Ctrl-C stops the demo")
     try:
         while True:

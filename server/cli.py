@@ -69,7 +69,9 @@ class LazyGroup(TyperGroup):
             return super().get_command(ctx, cmd_name)
         module, attribute, _ = self.lazy[cmd_name]
         target = getattr(importlib.import_module(module), attribute)
-        holder = typer.Typer()  # mounted as `add_typer` would: a one-command app stays a group
+        # mounted as `add_typer` would: a one-command app stays a group; plain help as for
+        # `ota --help` (typer's rich help would import rich for every `--help`)
+        holder = typer.Typer(rich_markup_mode=None)
         if isinstance(target, typer.Typer):
             holder.add_typer(target, name=cmd_name)
         else:

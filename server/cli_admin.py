@@ -4,26 +4,22 @@ the broker's files can be made before the server ever runs."""
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from sqlalchemy import select
-from sqlalchemy.orm import Session
 
-from server.api_models import TokenInfo
-from server.auth import Role, issue_token, list_tokens, revoke_token
-from server.cli_testers import parse_duration
-from server.db import make_engine, make_sessions, upgrade_to_head
-from server.errors import ServiceError
-from server.models import Device, utcnow
-from server.mosquitto import BrokerConfigError, BrokerDevice, usable_devices, write_broker_config
-from server.settings import DEFAULT_DB_URL, Settings
+from server.api_models import Role, TokenInfo
+from server.cli_common import JsonOpt, echo_listing, parse_duration
+
+if TYPE_CHECKING:  # SQLAlchemy and the server's modules load when a command runs
+    from sqlalchemy.orm import Session
+
+    from server.mosquitto import BrokerDevice
 
 token_app = typer.Typer(help="API tokens and their roles.", no_args_is_help=True)
 
@@ -35,6 +31,8 @@ DbUrlOpt = Annotated[
 def _database(db_url: str | None) -> str:
     """The URL given, else OTA_DB_URL, else ./ota-server.db only if it exists: a token made
     in a new file here would be one the server never sees."""
+    from server.settings import DEFAULT_DB_URL, Settings
+
     url = db_url or Settings.from_env().db_url
     if db_url is None and url == DEFAULT_DB_URL:
         local = Path(url.removeprefix("sqlite:///"))
@@ -50,6 +48,8 @@ def _database(db_url: str | None) -> str:
 @contextmanager
 def _session(db_url: str | None) -> Iterator[Session]:
     """A session on the server's database, migrated to head first (idempotent)."""
+    from server.db import make_engine, make_sessions, upgrade_to_head
+
     engine = make_engine(_database(db_url))
     try:
         upgrade_to_head(engine)
@@ -75,6 +75,9 @@ def token_create(
     db_url: DbUrlOpt = None,
 ) -> None:
     """Issue a token and print it; it is shown only this once (the database keeps a hash)."""
+    from server.auth import issue_token
+    from server.errors import ServiceError
+
     try:
         lifetime = timedelta(seconds=parse_duration(expires))
     except ValueError as exc:
@@ -93,22 +96,24 @@ def token_create(
 @token_app.command("list")
 def token_list(
     db_url: DbUrlOpt = None,
-    as_json: Annotated[bool, typer.Option("--json", help="One JSON list.")] = False,
+    as_json: JsonOpt = False,
 ) -> None:
     """Every token's name, role, subject, dates and state (never the secret)."""
+    from server.auth import list_tokens
+
     with _session(db_url) as session:
         tokens = list_tokens(session)
-    if as_json:
-        typer.echo(json.dumps([t.model_dump(mode="json") for t in tokens], indent=2))
-        return
-    for t in tokens:
-        used = t.last_used_at.isoformat() if t.last_used_at else "never used"
-        typer.echo(
-            f"{t.name}\t{t.role}\t{t.subject}\t{t.created_at.isoformat()}\t{token_state(t)}\t{used}"
-        )
+    echo_listing(tokens, as_json, token_line, "no tokens")
+
+
+def token_line(t: TokenInfo) -> str:
+    used = t.last_used_at.isoformat() if t.last_used_at else "never used"
+    return f"{t.name}\t{t.role}\t{t.subject}\t{t.created_at.isoformat()}\t{token_state(t)}\t{used}"
 
 
 def token_state(token: TokenInfo, now: datetime | None = None) -> str:
+    from server.models import utcnow
+
     if token.revoked_at:
         return f"revoked {token.revoked_at.isoformat()}"
     if token.expires_at <= (now or utcnow()):
@@ -119,6 +124,8 @@ def token_state(token: TokenInfo, now: datetime | None = None) -> str:
 @token_app.command("revoke")
 def token_revoke(name: str, db_url: DbUrlOpt = None) -> None:
     """Revoke the active token with this name; it stops working at once."""
+    from server.auth import revoke_token
+
     with _session(db_url) as session:
         if not revoke_token(session, name):
             raise _fail(f"no active token named {name!r}")
@@ -128,6 +135,11 @@ def token_revoke(name: str, db_url: DbUrlOpt = None) -> None:
 def registry_broker_devices(session: Session) -> tuple[list[BrokerDevice], list[str]]:
     """Every enrolled device as a broker login from its stored `$7$` hash, and the ids of
     devices enrolled before the hash was kept (they need to re-enroll to get a login)."""
+    from sqlalchemy import select
+
+    from server.models import Device
+    from server.mosquitto import BrokerDevice
+
     devices, missing = [], []
     for d in session.scalars(select(Device).order_by(Device.device_id)):
         if not d.broker_password_hash:
@@ -158,6 +170,8 @@ def broker_mosquitto_config(
     ] = None,
 ) -> None:
     """Write mosquitto's TLS files, logins and ACL for every enrolled device in the registry."""
+    from server.mosquitto import BrokerConfigError, usable_devices, write_broker_config
+
     server_password = os.environ.get(server_password_env, "")
     if not server_password:
         raise _fail(f"${server_password_env} is unset or empty: the server user needs a password")

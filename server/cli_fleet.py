@@ -4,20 +4,27 @@ over the server's HTTP API (`server.api_client.OtaApi`; a viewer's token suffice
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Annotated, TypeVar
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from server.api_client import ApiError
-from server.api_models import Device, Health, Release, Report
+from server.cli_common import (
+    JsonOpt,
+    ServerOpt,
+    TokenOpt,
+    echo_json,
+    echo_listing,
+    server_api,
+)
 from server.cli_errors import EXIT_UNREACHABLE, fail
-from server.cli_testers import JsonOpt, ServerOpt, TokenOpt, echo_json, server_api
+
+if TYPE_CHECKING:  # the typed client and its models load when a command runs
+    from server.api_models import Device, Health, Release, Report
 
 device_app = typer.Typer(help="One device: its state and its reports.", no_args_is_help=True)
 
-Item = TypeVar("Item", Device, Release)
 REPORTS_SHOWN = 10
 WAIT_POLL_S = 0.5
 
@@ -94,23 +101,14 @@ def devices_command(
     wanted = DeviceFilter(channel, model, state, version, silent, stale)
     with server_api(server, token) as api:
         devices = [d for d in api.devices() if wanted.matches(d)]
-    _print_many(devices, as_json, device_line, "no devices match")
+    echo_listing(devices, as_json, device_line, "no devices match")
 
 
 def releases_command(server: ServerOpt, token: TokenOpt, as_json: JsonOpt = False) -> None:
     """The releases the server was told about, with their rollout percentage."""
     with server_api(server, token) as api:
         releases = api.releases()
-    _print_many(releases, as_json, release_line, "no releases")
-
-
-def _print_many(
-    items: Sequence[Item], as_json: bool, line: Callable[[Item], str], empty: str
-) -> None:
-    if as_json:
-        echo_json([item.model_dump(mode="json") for item in items])
-        return
-    typer.echo("\n".join(line(item) for item in items) or empty)
+    echo_listing(releases, as_json, release_line, "no releases")
 
 
 @device_app.command("show")
@@ -183,6 +181,8 @@ def health_command(
 
 
 def _health(server: str, wait: float) -> Health:
+    from server.api_client import ApiError
+
     deadline = time.monotonic() + wait
     with server_api(server, "") as api:
         while True:

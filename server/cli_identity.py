@@ -3,13 +3,23 @@ server's HTTP API with an admin token (docs/decisions/0017-device-identity.md)."
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from server.cli_common import (
+    JsonOpt,
+    ServerOpt,
+    TokenOpt,
+    echo_json,
+    echo_listing,
+    parse_duration,
+    server_api,
+)
+
+if TYPE_CHECKING:
+    from server.api_models import DeviceAuditEntry, EnrollmentTokenInfo
 from server.cli_fleet import device_app
-from server.cli_testers import JsonOpt, ServerOpt, TokenOpt, echo_json, parse_duration, server_api
-from server.schemas import EnrollmentTokenIn
 
 # `ota device ...`: cli_fleet's show and wait, and the identity commands below
 device_app.info.help = "One device: its state, its reports, its identity (reset, audit)."
@@ -33,10 +43,19 @@ def device_reset(
 
 
 @device_app.command("audit")
-def device_audit(device_id: str, server: ServerOpt, token: TokenOpt) -> None:
+def device_audit(
+    device_id: str, server: ServerOpt, token: TokenOpt, as_json: JsonOpt = False
+) -> None:
     """What happened to a device's identity: enrollments, resets, broker secrets."""
     with server_api(server, token) as api:
-        echo_json([e.model_dump(mode="json") for e in api.device_audit(device_id)])
+        entries = api.device_audit(device_id)
+    echo_listing(entries, as_json, audit_line, f"nothing audited for {device_id}")
+
+
+def audit_line(e: DeviceAuditEntry) -> str:
+    reason = f"  ({e.reason})" if e.reason else ""
+    detail = "  " + " ".join(f"{k}={v}" for k, v in sorted(e.detail.items())) if e.detail else ""
+    return f"{e.at.isoformat()}  {e.action:<16} by {e.actor}{reason}{detail}"
 
 
 @enroll_token_app.command("create")
@@ -55,6 +74,8 @@ def enroll_token_create(
         seconds = parse_duration(expires)
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--expires") from None
+    from server.schemas import EnrollmentTokenIn
+
     body = EnrollmentTokenIn(
         name=name, expires_in_s=seconds, max_uses=uses, model=model, channel=channel
     )
@@ -67,10 +88,20 @@ def enroll_token_create(
 
 
 @enroll_token_app.command("list")
-def enroll_token_list(server: ServerOpt, token: TokenOpt) -> None:
+def enroll_token_list(server: ServerOpt, token: TokenOpt, as_json: JsonOpt = False) -> None:
     """Every enrollment token with its limits and uses (never the secret)."""
     with server_api(server, token) as api:
-        echo_json([t.model_dump(mode="json") for t in api.enrollment_tokens()])
+        tokens = api.enrollment_tokens()
+    echo_listing(tokens, as_json, enrollment_token_line, "no enrollment tokens")
+
+
+def enrollment_token_line(t: EnrollmentTokenInfo) -> str:
+    uses = f"{t.uses}/{t.max_uses}" if t.max_uses is not None else f"{t.uses}/-"
+    state = f"revoked {t.revoked_at.isoformat()}" if t.revoked_at else "active"
+    return (
+        f"{t.name:<16} model {t.model or 'any':<8} channel {t.channel or 'any':<8} "
+        f"uses {uses:<6} until {t.expires_at.isoformat()}  {state}"
+    )
 
 
 @enroll_token_app.command("revoke")

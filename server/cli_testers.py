@@ -3,52 +3,14 @@ loop, over the server's HTTP API (token of a release engineer, or a viewer for `
 
 from __future__ import annotations
 
-import json
-import re
-from collections.abc import Iterator
-from contextlib import contextmanager
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
-from pydantic import ValidationError
 
-from server.api_client import ApiError, OtaApi
-from server.cli_errors import EXIT_UNREACHABLE, EXIT_USER, fail
-from server.schemas import BlockingBody, FCodeIssue
+from server.cli_common import JsonOpt, ServerOpt, TokenOpt, echo_json, parse_duration, server_api
 
 fcode_app = typer.Typer(help="Invite codes to the preview channel.", no_args_is_help=True)
 feedback_app = typer.Typer(help="What beta testers report, ranked.", no_args_is_help=True)
-
-ServerOpt = Annotated[str, typer.Option("--server", envvar="OTA_SERVER_URL", help="Server URL.")]
-TokenOpt = Annotated[str, typer.Option("--token", envvar="OTA_TOKEN", help="Your API token.")]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print the server's JSON answer.")]
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")
-_UNIT_S = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
-
-
-def parse_duration(text: str) -> float:
-    """Seconds in "90", "90s", "30m", "12h", "7d" or "2w"; ValueError otherwise."""
-    match = _DURATION.match(text.lower())
-    if match is None or float(match[1]) <= 0:
-        raise ValueError(f"not a duration: {text!r} (e.g. 90s, 30m, 12h, 7d, 2w)")
-    return float(match[1]) * _UNIT_S[match[2]]
-
-
-@contextmanager
-def server_api(server: str, token: str) -> Iterator[OtaApi]:
-    """The server's API for one command; a request the server would refuse (checked here
-    first), a refusal or an unreachable server ends the command with its reason."""
-    try:
-        with OtaApi(server, token) as api:
-            yield api
-    except ApiError as exc:
-        raise fail(str(exc), EXIT_UNREACHABLE if exc.status is None else EXIT_USER) from None
-    except ValidationError as exc:
-        raise fail(str(exc)) from None
-
-
-def echo_json(data: Any) -> None:
-    typer.echo(json.dumps(data, indent=2, sort_keys=True))
 
 
 @fcode_app.command("issue")
@@ -65,6 +27,8 @@ def fcode_issue(
         seconds = parse_duration(expires)
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--expires") from None
+    from server.schemas import FCodeIssue
+
     with server_api(server, token) as api:
         answer = api.issue_fcodes(FCodeIssue(count=count, expires_in_s=seconds, channel=channel))
     if as_json:
@@ -114,6 +78,8 @@ def feedback_block(
     """Mark a group blocking: the build's gate holds while the group is open."""
     if not unblock and not reason:
         raise typer.BadParameter("say why with --reason", param_hint="--reason")
+    from server.schemas import BlockingBody
+
     with server_api(server, token) as api:
         answer = api.mark_blocking(group, BlockingBody(blocking=not unblock, reason=reason))
     state = "blocks" if answer.blocking else "no longer blocks"

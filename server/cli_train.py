@@ -5,16 +5,18 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from pydantic import BaseModel
 
-from server.api_models import Release, RolloutStatus
+from server.cli_common import JsonOpt, ServerOpt, TokenOpt, echo_json, echo_listing, server_api
 from server.cli_errors import fail, warn
-from server.cli_testers import JsonOpt, ServerOpt, TokenOpt, echo_json, server_api
-from server.schemas import TrainAdvanceIn, TrainIn
 from wire.versions import InvalidVersionError, Version
+
+if TYPE_CHECKING:  # the typed client and its models load when a command runs
+    from pydantic import BaseModel
+
+    from server.api_models import Release, RolloutStatus, TrainStatus
 
 train_app = typer.Typer(
     help="The weekly train: announce, internal, preview, stable.", no_args_is_help=True
@@ -66,11 +68,12 @@ def train_status(server: ServerOpt, token: TokenOpt, as_json: JsonOpt = False) -
     """Every train: its stage, when each stage is due, each ring's rollout state."""
     with server_api(server, token) as api:
         trains = api.trains()
-    lines = []
-    for t in trains:
-        due = {stage: moment.isoformat() for stage, moment in t.due.items()}
-        lines.append(f"{t.version} ({t.model}): {t.stage}  rings {t.rings}  due {due}")
-    _show(trains, as_json, "\n".join(lines) or "no trains")
+    echo_listing(trains, as_json, _train_line, "no trains")
+
+
+def _train_line(t: TrainStatus) -> str:
+    due = {stage: moment.isoformat() for stage, moment in t.due.items()}
+    return f"{t.version} ({t.model}): {t.stage}  rings {t.rings}  due {due}"
 
 
 @train_app.command("start")
@@ -83,6 +86,8 @@ def train_start(
     as_json: JsonOpt = False,
 ) -> None:
     """Put a build on this week's train (refused for a build already fully out on stable)."""
+    from server.schemas import TrainIn
+
     check_version(version)
     with server_api(server, token) as api:
         _check_train_build(api.releases(), version, model)
@@ -100,6 +105,8 @@ def train_advance(
     as_json: JsonOpt = False,
 ) -> None:
     """Move the train to its next stage if the schedule (or --force) and the gates allow."""
+    from server.schemas import TrainAdvanceIn
+
     with server_api(server, token) as api:
         move = api.advance_train(TrainAdvanceIn(version=version, model=model, force=force))
     line = f"now at {move.moved_to}" if move.moved_to else f"stays: {move.why}"
@@ -122,7 +129,7 @@ def rollout_status(
         return
     with server_api(server, token) as api:
         many = api.rollouts()
-    _show(many, as_json, "\n".join(_rollout_line(r) for r in many) or "no staged rollouts")
+    echo_listing(many, as_json, _rollout_line, "no staged rollouts")
 
 
 def _change(

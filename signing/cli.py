@@ -9,24 +9,29 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from signing.channels import add_channel
 from signing.errors import NotifyError, PublishError, SigningError
-from signing.keys import RoleKeys, default_storage, init_keys
-from signing.notify import check_publisher, notify_server
-from signing.renew import renew_metadata
-from signing.repo import PublishedRelease, list_deltas, list_releases, publish_release
-from signing.rotation import rotate_key
-from signing.staging import sign_staged
-from signing.status import RoleStatus, repo_status
-from signing.storage import Storage, open_storage
+from signing.progress import BYTES
+
+if TYPE_CHECKING:
+    from rich.progress import Progress as Bars
+
+    from signing.progress import Advance, Progress
+    from signing.repo import PublishedRelease
+    from signing.status import RoleStatus
+    from signing.storage import Storage
+
+# Each command imports the signing modules it runs, inside its body: they load python-tuf,
+# securesystemslib and (through its KMS signers) boto3, which `ota keys --help`, `ota repo
+# --help` and the usage errors do not need (tests/e2e/test_cli_startup.py).
 
 PASSPHRASE_ENV = "OTA_KEY_PASSPHRASE"  # noqa: S105  # the variable's name, not its value
 
@@ -82,6 +87,8 @@ def _passphrase() -> str | None:
 
 
 def _storage(url: str | None, endpoint: str | None) -> Storage | None:
+    from signing.storage import open_storage
+
     return None if url is None else open_storage(url, s3_endpoint_url=endpoint)
 
 
@@ -100,6 +107,8 @@ def keys_init(
     Default layout: root 2-of-3 (offline; move two of the keys to other people or an HSM),
     targets 1 (offline), snapshot and timestamp 1 each (online: they go to the server).
     Channels get their own keys on first publish or with `ota keys add-channel`."""
+    from signing.keys import init_keys
+
     with _clear_errors():
         trusted = init_keys(
             repo,
@@ -129,6 +138,9 @@ def keys_add_channel(
     s3_endpoint_url: EndpointOption = None,
 ) -> None:
     """Give CHANNEL its own delegated role and keys (needs the targets key)."""
+    from signing.channels import add_channel
+    from signing.keys import RoleKeys
+
     with _clear_errors():
         paths = add_channel(
             repo,
@@ -157,6 +169,8 @@ def keys_rotate(
     s3_endpoint_url: EndpointOption = None,
 ) -> None:
     """Replace one of ROLE's keys with a fresh one (or an HSM/KMS key); the old one is revoked."""
+    from signing.rotation import rotate_key
+
     with _clear_errors():
         done = rotate_key(
             repo,
@@ -219,16 +233,26 @@ def release_publish(
     no_delta: Annotated[
         bool, typer.Option("--no-delta", help="Publish no delta, not even the default one.")
     ] = False,
+    progress: Annotated[
+        bool | None,
+        typer.Option(
+            "--progress/--no-progress",
+            help="Progress bars for hashing, signing and uploading, on stderr (default: when"
+            " stderr is a terminal and --json is not given).",
+        ),
+    ] = None,
 ) -> None:
     """Sign IMAGE as a release and make it live (timestamp.json is written last).
 
     With --server, the server and the token are checked first: nothing is signed (and no
     version is used up) if either is wrong."""
+    from signing.repo import publish_release
+
     if server and not token:
         raise typer.BadParameter("--server needs --token", param_hint="--token")
     if server and token:
         _check_server(server, token)
-    with _clear_errors():
+    with _clear_errors(), _progress_bars(progress, as_json) as bars:
         release = publish_release(
             repo,
             image,
@@ -243,6 +267,7 @@ def release_publish(
             new_channel=new_channel,
             dry_run=dry_run,
             delta_from=[] if no_delta else delta_from or None,
+            progress=bars,
         )
     if dry_run:
         typer.echo(f"dry run, nothing signed: would publish {_describe(release)}")
@@ -259,9 +284,45 @@ def release_publish(
         _notify(server, token, release)
 
 
+@contextmanager
+def _progress_bars(wanted: bool | None, as_json: bool) -> Iterator[Progress | None]:
+    """Rich progress bars on stderr, if `wanted` (--progress/--no-progress) or, by default,
+    when stderr is a terminal and stdout is not for --json; stdout never gets any."""
+    if not (wanted if wanted is not None else sys.stderr.isatty() and not as_json):
+        yield None
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn
+
+    columns = (
+        TextColumn("{task.description:<24}"),
+        BarColumn(),
+        TaskProgressColumn(),
+        TextColumn("{task.fields[size]}"),
+    )
+    with Progress(*columns, console=Console(stderr=True)) as bars:
+        yield _Tasks(bars)
+
+
+class _Tasks:
+    """`signing.progress.Progress` drawn by rich: one bar a task, its size if in bytes."""
+
+    def __init__(self, bars: Bars) -> None:
+        self._bars = bars
+
+    def task(self, description: str, total: int, unit: str = BYTES) -> Advance:
+        from rich.filesize import decimal
+
+        size = decimal(total) if unit == BYTES else ""
+        task_id = self._bars.add_task(description, total=total, size=size)
+        return lambda done: self._bars.advance(task_id, done)
+
+
 def _show_deltas(
     repo: Path, storage: str | None, endpoint: str | None, release: PublishedRelease
 ) -> None:
+    from signing.repo import list_deltas
+
     with _clear_errors():
         deltas = list_deltas(repo, storage=_storage(storage, endpoint))
     for delta in deltas:
@@ -296,6 +357,8 @@ def _describe(release: PublishedRelease) -> str:
 
 
 def _check_server(server: str, token: str) -> None:
+    from signing.notify import check_publisher
+
     try:
         check_publisher(server, token)
     except NotifyError as exc:
@@ -303,6 +366,8 @@ def _check_server(server: str, token: str) -> None:
 
 
 def _notify(server: str, token: str, release: PublishedRelease) -> None:
+    from signing.notify import notify_server
+
     try:
         notify_server(server, token, release)
     except NotifyError as exc:
@@ -324,6 +389,9 @@ def release_sign(
     s3_endpoint_url: EndpointOption = None,
 ) -> None:
     """Add your signature to a staged release; it goes live when the threshold is met."""
+    from signing.keys import default_storage
+    from signing.staging import sign_staged
+
     with _clear_errors():
         store = _storage(storage, s3_endpoint_url) or default_storage(repo)
         outcome = sign_staged(repo, key, storage=store, role=role, passphrase=_passphrase())
@@ -341,12 +409,18 @@ def release_notify(
     version: Annotated[str, typer.Option("--version", help="Release version.")],
     channel: Annotated[str, typer.Option("--channel", help="Channel.")],
     model: Annotated[str, typer.Option("--model", help="Device model.")],
-    server: Annotated[str, typer.Option("--server", help="Update server URL.")],
-    token: Annotated[str, typer.Option("--token", help="Admin token.")],
+    server: Annotated[
+        str, typer.Option("--server", envvar="OTA_SERVER_URL", help="Update server URL.")
+    ],
+    token: Annotated[
+        str, typer.Option("--token", envvar="OTA_TOKEN", help="A release engineer's token.")
+    ],
     storage: StorageOption = None,
     s3_endpoint_url: EndpointOption = None,
 ) -> None:
     """Tell the server about an already published release (after a failed --server)."""
+    from signing.repo import list_releases
+
     with _clear_errors():
         releases = list_releases(repo, storage=_storage(storage, s3_endpoint_url))
     wanted = (version, channel, model)
@@ -361,13 +435,17 @@ def release_list(
     repo: RepoOption,
     storage: StorageOption = None,
     s3_endpoint_url: EndpointOption = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON lines.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON array.")] = False,
 ) -> None:
     """List the releases in the live signed metadata."""
+    from signing.repo import list_releases
+
     with _clear_errors():
         releases = list_releases(repo, storage=_storage(storage, s3_endpoint_url))
-    for release in releases:
-        _show(release, as_json)
+    if as_json:
+        typer.echo(json.dumps([r.to_dict() for r in releases], indent=2, sort_keys=True))
+        return
+    typer.echo("\n".join(f"{_describe(r)}" for r in releases) or "no releases")
 
 
 @release_app.command("renew")
@@ -380,6 +458,8 @@ def release_renew(
     ] = False,
 ) -> None:
     """Re-sign the metadata that is about to expire (run daily; timestamp key suffices)."""
+    from signing.renew import renew_metadata
+
     with _clear_errors():
         written = renew_metadata(
             repo,
@@ -408,6 +488,9 @@ def repo_status_command(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Every role's version, expiry, threshold and keys; exit 1 if anything has expired."""
+    from signing.keys import default_storage
+    from signing.status import repo_status
+
     with _clear_errors():
         store = _storage(storage, s3_endpoint_url) or default_storage(repo)
         statuses = repo_status(store)

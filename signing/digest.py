@@ -7,6 +7,7 @@ check and resume a download piece by piece (`TargetCustom.CHUNK_SHA256`).
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,8 +20,11 @@ class ImageDigest:
     chunk_sha256: tuple[str, ...]
 
 
-def digest_image(path: Path, chunk_size: int) -> ImageDigest:
-    """Hash `path` chunk by chunk; chunk i covers bytes [i*chunk_size, (i+1)*chunk_size)."""
+def digest_image(
+    path: Path, chunk_size: int, progress: Callable[[int], None] | None = None
+) -> ImageDigest:
+    """Hash `path` chunk by chunk; chunk i covers bytes [i*chunk_size, (i+1)*chunk_size).
+    `progress` is told the length of each chunk once it is hashed."""
     if chunk_size < 1:
         raise ValueError("chunk_size must be positive")
     whole = hashlib.sha256()
@@ -31,4 +35,6 @@ def digest_image(path: Path, chunk_size: int) -> ImageDigest:
             whole.update(chunk)
             chunks.append(hashlib.sha256(chunk).hexdigest())
             length += len(chunk)
+            if progress is not None:
+                progress(len(chunk))
     return ImageDigest(length, whole.hexdigest(), chunk_size, tuple(chunks))

@@ -33,6 +33,7 @@ from signing.keys import (
     load_role_signers,
     new_key_files,
 )
+from signing.progress import STEPS, NoProgress, Progress
 from signing.renew import Signers, release_files, write_files
 from signing.staging import staged_name, tally
 from signing.state import RepoState, check_usable, delegated_names, load_state
@@ -119,6 +120,7 @@ def publish_release(
     dry_run: bool = False,
     delta_from: Sequence[str] | None = None,
     delta_options: MakeOptions | None = None,
+    progress: Progress | None = None,
 ) -> PublishedRelease:
     """Sign `image` as release `version` for `channel`/`model` and make it live.
 
@@ -134,10 +136,14 @@ def publish_release(
     (None) from the newest release of this channel and model when its image is stored;
     `delta_from=[]` makes none, and neither does `stage`.
 
+    `progress` is given a task for each long step (`signing.progress`): hashing the image
+    (bytes), making each delta (one step), signing (one step) and uploading (bytes).
+
     Raises PublishError for bad input (image, version, names), KeysError, StorageError or
     RepositoryError otherwise; in every case the live repository is unchanged.
     """
     image = Path(image)
+    progress = progress or NoProgress()
     request = _request(image, version, channel, model, notes, hardware_ids, filename)
     if chunk_size < 1:
         raise PublishError(f"chunk size must be positive, not {chunk_size}")
@@ -153,7 +159,7 @@ def publish_release(
     if not stage:
         _online_signers(keys_dir, state, passphrase)  # fail before hashing the image
     sources = [] if stage else _delta_sources(state, store, request, delta_from)
-    digest = _digest(image, chunk_size)
+    digest = _digest(image, chunk_size, progress)
     payload = android_payload(image)
     if payload is not None:
         sources = []  # update_engine applies whole payloads; a phone never fetches a delta
@@ -161,10 +167,11 @@ def publish_release(
     if dry_run:
         return _release(target)
     with tempfile.TemporaryDirectory(prefix="ota-delta-") as workdir:
-        deltas = [
-            make_delta(store, source, image, target, Path(workdir), delta_options)
-            for source in sources
-        ]
+        deltas = []
+        for source in sources:
+            made = progress.task(f"delta from {source.version}", 1, STEPS)
+            deltas.append(make_delta(store, source, image, target, Path(workdir), delta_options))
+            made(1)
         _sign_and_go_live(
             _Publish(store, repo_dir, image, before, request, digest, target, deltas),
             state,
@@ -172,6 +179,7 @@ def publish_release(
             delegation or DelegationPolicy(),
             passphrase,
             stage=stage,
+            progress=progress,
         )
     return _release(target)
 
@@ -198,6 +206,7 @@ def _sign_and_go_live(
     passphrase: str | None,
     *,
     stage: bool,
+    progress: Progress,
 ) -> None:
     request, target, keys_dir = publish.request, publish.target, Path(publish.repo_dir) / KEYS_DIR
     new_keys: dict[str, list[CryptoSigner]] = {}
@@ -214,16 +223,22 @@ def _sign_and_go_live(
         plan = Plan(state)
     for signed_target in [target, *(d.target for d in publish.deltas)]:
         plan_release(plan, signed_target, delegation, policy.expires("targets"), split=not stage)
+    signing = progress.task("signing", 1, STEPS)
     if stage:
         signed = _sign_plan(plan, keys_dir, new_keys, passphrase)
         files = {staged_name(plan.role): serialize(signed[plan.role])}
     else:
         files = sign_plan_files(plan, keys_dir, new_keys, passphrase, policy)
+    signing(1)
     store, image = publish.store, publish.image
+    sizes = publish.digest.length + sum(d.target.length for d in publish.deltas)
+    uploaded = progress.task("uploading", sizes)
     with new_key_files(keys_dir, new_keys, passphrase):
-        store.put_file(target_storage_name(request.target_path, publish.digest.sha256), image)
+        name = target_storage_name(request.target_path, publish.digest.sha256)
+        store.put_file(name, image, uploaded)
         for delta in publish.deltas:
-            store.put_file(target_storage_name(delta.target.path, delta.sha256), delta.patch)
+            name = target_storage_name(delta.target.path, delta.sha256)
+            store.put_file(name, delta.patch, uploaded)
         if _image_identity(image) != publish.identity:
             raise PublishError(f"{image} changed while it was being published; nothing went live")
         write_files(store, files)
@@ -377,9 +392,10 @@ def _image_identity(image: Path) -> tuple[int, int]:
     return stat.st_size, stat.st_mtime_ns
 
 
-def _digest(image: Path, chunk_size: int) -> ImageDigest:
+def _digest(image: Path, chunk_size: int, progress: Progress) -> ImageDigest:
     try:
-        digest = digest_image(image, chunk_size)
+        hashed = progress.task("hashing", image.stat().st_size)
+        digest = digest_image(image, chunk_size, hashed)
     except OSError as exc:
         raise PublishError(f"cannot read image {image}: {exc.strerror}") from exc
     if digest.length == 0:

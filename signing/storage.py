@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import contextlib
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol, TypedDict
+from typing import TYPE_CHECKING, Any, BinaryIO, Protocol, TypedDict
 from urllib.parse import unquote, urlparse
 
 import durable
@@ -41,8 +41,11 @@ MAX_PRESIGN_S = 7 * 24 * 3600  # S3's own limit for a SigV4 presigned URL
 class Storage(Protocol):
     """A flat namespace of immutable-until-replaced objects."""
 
-    def put_file(self, name: str, path: Path) -> None:
-        """Store the content of the local file `path` under `name` (streamed, all or nothing)."""
+    def put_file(
+        self, name: str, path: Path, progress: Callable[[int], None] | None = None
+    ) -> None:
+        """Store the content of the local file `path` under `name` (streamed, all or nothing);
+        `progress` is told how many more bytes went each time some did."""
 
     def put_bytes(self, name: str, data: bytes) -> None:
         """Store `data` under `name`, atomically replacing any previous object."""
@@ -70,6 +73,17 @@ def check_name(name: str) -> str:
 # --------------------------------------------------------------------------- local folder
 
 
+def _copy_counted(src: BinaryIO, progress: Callable[[int], None]) -> Callable[[BinaryIO], None]:
+    """A `durable.atomic_write_stream` writer: copies `src` and tells `progress` as it goes."""
+
+    def write_to(out: BinaryIO) -> None:
+        while chunk := src.read(_MIB):
+            out.write(chunk)
+            progress(len(chunk))
+
+    return write_to
+
+
 @contextlib.contextmanager
 def _os_errors(action: str, where: object) -> Iterator[None]:
     try:
@@ -91,11 +105,16 @@ class LocalStorage:
     def _path(self, name: str) -> Path:
         return self.root.joinpath(*check_name(name).split("/"))
 
-    def put_file(self, name: str, path: Path) -> None:
+    def put_file(
+        self, name: str, path: Path, progress: Callable[[int], None] | None = None
+    ) -> None:
         dest = self._path(name)
         with _os_errors("store", dest), Path(path).open("rb") as src:
             durable.ensure_dir(dest.parent)
-            durable.atomic_copy(dest, src, mode=_PUBLIC)
+            if progress is None:
+                durable.atomic_copy(dest, src, mode=_PUBLIC)
+            else:
+                durable.atomic_write_stream(dest, _copy_counted(src, progress), mode=_PUBLIC)
 
     def put_bytes(self, name: str, data: bytes) -> None:
         dest = self._path(name)
@@ -176,7 +195,9 @@ class S3Storage:
         check_name(name)
         return f"{self.prefix}/{name}" if self.prefix else name
 
-    def put_file(self, name: str, path: Path) -> None:
+    def put_file(
+        self, name: str, path: Path, progress: Callable[[int], None] | None = None
+    ) -> None:
         key = self.key(name)
         with self._errors("upload", key):
             self._client.upload_file(
@@ -184,6 +205,7 @@ class S3Storage:
                 self.bucket,
                 key,
                 ExtraArgs=dict(_object_headers(name)),
+                Callback=progress,
                 Config=self._transfer,
             )
 

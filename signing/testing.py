@@ -41,9 +41,11 @@ class FaultyStorage:
             self.on_fault(name)
         self.written.append(name)
 
-    def put_file(self, name: str, path: Path) -> None:
+    def put_file(
+        self, name: str, path: Path, progress: Callable[[int], None] | None = None
+    ) -> None:
         self._gate(name)
-        self.inner.put_file(name, path)
+        self.inner.put_file(name, path, progress)
 
     def put_bytes(self, name: str, data: bytes) -> None:
         self._gate(name)

@@ -14,7 +14,6 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
-import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from lab.net import free_port, wait_for_port
@@ -138,36 +137,6 @@ def test_the_demo_is_ota_lab_demo_and_no_longer_an_ota_command() -> None:
     ota = subprocess.run([str(BIN / "ota"), "demo"], capture_output=True, text=True, check=False)
     assert ota.returncode != 0
     assert "No such command 'demo'" in ota.stderr
-
-
-HEAVY = ("fastapi", "sqlalchemy", "boto3", "tuf", "uvicorn", "httpx", "amqtt")
-IMPORTS_AFTER = """
-import sys
-from server.cli import main
-try:
-    main()
-except SystemExit:
-    pass
-print(" ".join(sorted({m.split(".")[0] for m in sys.modules})), file=sys.stderr)
-"""
-
-
-@pytest.mark.parametrize(
-    "args", [["--help"], ["server", "--help"], ["broker", "--help"], ["keys", "init", "--help"]]
-)
-def test_ota_help_loads_no_heavy_library(args: list[str]) -> None:
-    done = subprocess.run(
-        [sys.executable, "-c", IMPORTS_AFTER, *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
-    loaded = set(done.stderr.split())
-    assert "Usage:" in done.stdout
-    if args[0] != "keys":  # `ota keys` signs: python-tuf (and the boto3 that
-        assert loaded.isdisjoint(HEAVY), loaded & set(HEAVY)  # securesystemslib's KMS
-    assert loaded.isdisjoint({"fastapi", "sqlalchemy", "uvicorn"})  # signer loads) is its job
 
 
 def _one_line_failure(args: list[str], code: int) -> str:

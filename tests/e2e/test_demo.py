@@ -1,11 +1,21 @@
-"""`ota-lab demo` as a user runs it: a subprocess, real ports, exit code and JSON checked."""
+"""`ota-lab demo` as a user runs it: a subprocess, real ports, exit code and JSON checked; in
+an 80-column terminal (COLUMNS=80) every line it writes, and its summary tables, fit."""
 
 from __future__ import annotations
 
+import io
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from lab.demo import summary_tables
+
+COLUMNS = 80
 
 
 def test_demo_small_fleet_ends_where_it_should(tmp_path: Path) -> None:
@@ -26,9 +36,12 @@ def test_demo_small_fleet_ends_where_it_should(tmp_path: Path) -> None:
         text=True,
         timeout=240,
         check=False,
+        env={**os.environ, "COLUMNS": str(COLUMNS)},
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
+    assert _widest(proc.stderr) <= COLUMNS, proc.stderr  # its log, the agents' warnings
     result = json.loads(proc.stdout)
+    assert _widest(_summary(result)) <= COLUMNS
     assert result["ok"] is True
     devices = {d["id"]: d for d in result["devices"]}
     steps = {(s["version"], tuple(s["channels"])): s for s in result["steps"]}
@@ -69,3 +82,16 @@ def test_demo_small_fleet_ends_where_it_should(tmp_path: Path) -> None:
         "state",
         "reports",
     }
+
+
+def _widest(text: str) -> int:
+    return max((len(line) for line in text.splitlines()), default=0)
+
+
+def _summary(result: dict[str, Any]) -> str:
+    """The tables the demo ends with without --json, drawn from the same result."""
+    out = io.StringIO()
+    console = Console(file=out, width=COLUMNS)
+    for table in summary_tables(result["devices"], result["surfacing"]):
+        console.print(table)
+    return out.getvalue()

@@ -276,14 +276,14 @@ def test_the_cli_resets_devices_and_manages_enrollment_tokens(api: httpx.Client)
     assert made.exit_code == 0, made.output
     device = KeyedDevice(new_id("phone"))
     assert try_enroll(api, device, made.output.strip()).status_code == 200
-    listed = runner.invoke(ota, ["enroll-token", "list"], env=env)
+    listed = runner.invoke(ota, ["enroll-token", "list", "--json"], env=env)
     assert f'"name": "{name}"' in listed.output
     assert '"uses": 1' in listed.output
     assert runner.invoke(ota, ["enroll-token", "revoke", name], env=env).exit_code == 0
     reset = runner.invoke(ota, ["device", "reset", device.device_id, "--reason", "RMA"], env=env)
     assert reset.exit_code == 0, reset.output
     assert polls(api, device) == 401
-    audit = runner.invoke(ota, ["device", "audit", device.device_id], env=env)
+    audit = runner.invoke(ota, ["device", "audit", device.device_id, "--json"], env=env)
     assert '"reason": "RMA"' in audit.output
 
 

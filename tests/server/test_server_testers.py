@@ -19,7 +19,7 @@ from lab.processes import live_server
 from server.api_client import OtaApi
 from server.auth import Role, issue_token
 from server.cli import app as ota_app
-from server.cli_testers import parse_duration
+from server.cli_common import parse_duration
 from server.db import make_engine, make_sessions
 from server.models import Device, FCode, utcnow
 from server.schemas import FCodeIssue

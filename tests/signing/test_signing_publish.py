@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -168,10 +168,12 @@ def test_tampered_live_metadata_is_refused(repo: Path, tmp_path: Path) -> None:
 class _ImageChangingStorage(LocalStorage):
     """Someone rewrites the image while it is being uploaded."""
 
-    def put_file(self, name: str, path: Path) -> None:
+    def put_file(
+        self, name: str, path: Path, progress: Callable[[int], None] | None = None
+    ) -> None:
         with path.open("ab") as image:
             image.write(b"late edit")
-        super().put_file(name, path)
+        super().put_file(name, path, progress)
 
 
 def test_an_image_that_changes_during_publish_is_not_made_live(repo: Path, tmp_path: Path) -> None:

@@ -43,6 +43,7 @@ class TickCounts:
     name: str
     ticks: int = 0
     failures: int = 0
+    standby: int = 0  # ticks skipped: another replica leads this work
     last_run: datetime | None = None
     last_failure: str = ""
 
@@ -61,6 +62,7 @@ class TickCounts:
             name=self.name,
             alive=alive,
             leading=leading,
+            standby=self.standby,
             ticks=self.ticks,
             failures=self.failures,
             refused=refused,
@@ -99,6 +101,7 @@ class TickLoop:
         if self._leadership is not None:
             self._leading = self._leadership.leads()
             if not self._leading:
+                self.counts.standby += 1
                 return True
         try:
             self._tick()

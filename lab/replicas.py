@@ -12,7 +12,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -87,7 +87,8 @@ class ServerReplicas:
     haproxy: subprocess.Popen[bytes] | None = None
 
     def start(self, *indexes: int) -> None:
-        """Start the replicas at `indexes` (again) and wait until each answers /health."""
+        """Start the replicas at `indexes` (again) and wait until each answers /health;
+        PortTakenError when one could not listen on its port."""
         for index in indexes:
             replica = self.replicas[index]
             command = [_ota(), "server", "run", "--port", str(replica.port), "--no-renew"]
@@ -97,6 +98,13 @@ class ServerReplicas:
                 )
         for index in indexes:
             _wait_healthy(self.replicas[index])
+        if self.haproxy is not None:
+            self.wait_served()
+
+    def wait_served(self) -> None:
+        """Until HAProxy has a replica up to send requests to (after its next health check)."""
+        if not _healthy_within(self.url, lambda: True):
+            raise TimeoutError(f"HAProxy at {self.url} has no replica up")
 
     def kill(self, index: int) -> None:
         """SIGKILL replica `index`: no shutdown, its database sessions end with its sockets."""
@@ -126,23 +134,48 @@ class ServerReplicas:
             self.haproxy = None
 
 
+class PortTakenError(RuntimeError):
+    """Something else took a replica's port between `free_port` and its start."""
+
+
 def _ota() -> str:
     return str(Path(sys.executable).parent / "ota")
 
 
-def _wait_healthy(replica: Replica) -> None:
+def _healthy_within(url: str, running: Callable[[], bool]) -> bool:
+    """Whether `url`/health answers 200 within START_TIMEOUT_S (False once not `running`)."""
     deadline = time.monotonic() + START_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if replica.proc is None or replica.proc.poll() is not None:
-            break
+    while time.monotonic() < deadline and running():
         try:
-            if httpx.get(f"{replica.url}/health", timeout=2).status_code == 200:
-                return
+            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                return True
         except httpx.HTTPError:
             pass
         time.sleep(0.1)
+    return False
+
+
+def _wait_healthy(replica: Replica) -> None:
+    def running() -> bool:
+        return replica.proc is not None and replica.proc.poll() is None
+
+    if _healthy_within(replica.url, running):
+        return
     log = replica.log.read_text(errors="replace")[-3000:]
+    if "address already in use" in log:
+        raise PortTakenError(f"{replica.name}: port {replica.port} taken")
     raise TimeoutError(f"server replica {replica.name} did not start:\n{log}")
+
+
+def _start_on_some_port(running: ServerReplicas, index: int, attempts: int = 3) -> None:
+    """Start a replica, on another free port if an outgoing connection took its port."""
+    for _ in range(attempts - 1):
+        try:
+            running.start(index)
+            return
+        except PortTakenError:
+            running.replicas[index].port = free_port()
+    running.start(index)
 
 
 def _wait_or_kill(proc: subprocess.Popen[bytes]) -> None:
@@ -164,17 +197,19 @@ def server_replicas(
         Replica(f"r{i + 1}", free_port(), workdir / f"server-r{i + 1}.log") for i in range(count)
     ]
     port = free_port()
-    conf = workdir / "haproxy.cfg"
-    conf.write_text(haproxy_config(port, [r.port for r in replicas]))
     full_env = {**os.environ, **env, "OTA_DB_URL": db_url}
     running = ServerReplicas(f"http://{LOOPBACK}:{port}", replicas, full_env)
     try:
-        running.start(*range(count))
+        for index in range(count):
+            _start_on_some_port(running, index)
+        conf = workdir / "haproxy.cfg"
+        conf.write_text(haproxy_config(port, [r.port for r in replicas]))
         with (workdir / "haproxy.log").open("ab") as log:
             running.haproxy = subprocess.Popen(
                 [haproxy, "-db", "-f", str(conf)], stdout=log, stderr=subprocess.STDOUT
             )
         wait_for_port(port)
+        running.wait_served()
         yield running
     finally:
         running.stop()

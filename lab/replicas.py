@@ -92,9 +92,12 @@ class ServerReplicas:
         for index in indexes:
             replica = self.replicas[index]
             command = [_ota(), "server", "run", "--port", str(replica.port), "--no-renew"]
+            # one MQTT session each: replicas sharing a client id would take it from each other
+            client_id = f"{self.env.get('OTA_MQTT_CLIENT_ID', 'ota-server')}-{replica.name}"
+            env = {**self.env, "OTA_MQTT_CLIENT_ID": client_id}
             with replica.log.open("ab") as log:
                 replica.proc = subprocess.Popen(
-                    command, env=self.env, stdout=log, stderr=subprocess.STDOUT
+                    command, env=env, stdout=log, stderr=subprocess.STDOUT
                 )
         for index in indexes:
             _wait_healthy(self.replicas[index])

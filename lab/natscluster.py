@@ -103,12 +103,20 @@ class NatsCluster:
         proc.wait(timeout=STOP_TIMEOUT_S)
 
     def restart(self, index: int) -> None:
+        """Start node `index` again; ready once it listens for MQTT (its copies of MQTT's
+        streams may take a while to catch up, and /healthz says not ok meanwhile: that is the
+        cluster's business, and clients are served by the other nodes)."""
         self.start(index)
-        self.wait_ready([index])
+        node = self.nodes[index]
+        try:
+            wait_for_port(node.mqtt_port, timeout=READY_TIMEOUT_S)
+        except TimeoutError:
+            raise TimeoutError(f"NATS node {node.name} did not restart:\n{self.logs()}") from None
 
     def wait_ready(self, indexes: list[int] | None = None) -> None:
         """Until each node (or those at `indexes`) listens for MQTT and says JetStream is
-        healthy (a meta leader elected, its streams current); TimeoutError with the logs."""
+        healthy (a meta leader elected, its streams and consumers current); TimeoutError
+        with the logs."""
         chosen = [self.nodes[i] for i in (range(len(self.nodes)) if indexes is None else indexes)]
         deadline = time.monotonic() + READY_TIMEOUT_S
         for node in chosen:

@@ -7,6 +7,7 @@ counts equal what the devices say (each logged its commit of the new version).""
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass
@@ -16,6 +17,7 @@ from typing import Any
 import pytest
 from conftest import require_tools
 
+from agent.doorbell import first_broker
 from agent.outbox import COUNTER_NAME, Outbox
 from durable import read_json
 from lab.agentproc import AgentProcess, agent_command, agent_process, toml_config
@@ -56,16 +58,19 @@ class Device:
         return f"committed {VERSION}" in self.agent.text()
 
 
+def device_id(n: int) -> str:
+    return f"fault-{n}"
+
+
 @contextmanager
 def devices(backend: Backend, workdir: Path, **fields: Any) -> Iterator[list[Device]]:
     """DEVICES real agents on simulated boards, polling every second."""
     with ExitStack() as stack:
         running = []
         for n in range(DEVICES):
-            device_id = f"fault-{n}"
-            sim = backend.provision(device_id)
+            sim = backend.provision(device_id(n))
             config = backend.agent_config(
-                device_id,
+                device_id(n),
                 poll_interval_s=1.0,
                 slot_backend="sim",
                 slot_options={"root": str(sim.root)},
@@ -73,11 +78,11 @@ def devices(backend: Backend, workdir: Path, **fields: Any) -> Iterator[list[Dev
                 health_deadline_s=10.0,
                 **fields,
             )
-            config_file = workdir / f"{device_id}.toml"
+            config_file = workdir / f"{device_id(n)}.toml"
             config_file.write_text(toml_config(config))
-            log = workdir / f"{device_id}.log"
+            log = workdir / f"{device_id(n)}.log"
             agent = stack.enter_context(agent_process(agent_command(config_file), log))
-            running.append(Device(device_id, agent, config.data_dir))
+            running.append(Device(device_id(n), agent, config.data_dir))
         yield running
 
 
@@ -152,17 +157,24 @@ def test_a_nats_node_killed_mid_rollout_loses_nothing(tmp_path: Path) -> None:
     with ExitStack() as stack:
         cluster = stack.enter_context(nats_cluster(binary, tmp_path / "nats"))
         urls = cluster.mqtt_urls
+        starts = Counter(first_broker(device_id(n), len(urls)) for n in range(DEVICES))
+        doomed = starts.most_common(1)[0][0]  # the node most devices start on
+        server_node = urls[(doomed + 1) % len(urls)]
         backend = stack.enter_context(
             running_backend(
-                tmp_path / "lab", BOARD, broker_url=urls[0], rollout_tick_s=float(TICK_S)
+                tmp_path / "lab", BOARD, broker_url=server_node, rollout_tick_s=float(TICK_S)
             )
         )
         fleet = stack.enter_context(devices(backend, tmp_path, broker_urls=tuple(urls)))
+        for device in fleet:
+            device.agent.wait_for("connected", timeout=WAIT_S)  # on its node, before the fault
         rollout = start_rollout(backend)
         wait_for(some_device_started(fleet), "a device started the update")
-        cluster.kill(1)  # a node devices are on (not the server's)
+        cluster.kill(doomed)
         assert_nothing_lost_or_doubled(backend, fleet, rollout)
-        cluster.restart(1)
+        moved = [d for d in fleet if first_broker(d.device_id, len(urls)) == doomed]
+        assert all("trying broker" in d.agent.text() for d in moved)  # to another node
+        cluster.restart(doomed)
 
 
 @contextmanager

@@ -95,6 +95,7 @@ def test_a_retained_notice_published_on_one_node_reaches_a_device_on_another(
         device.stop()
 
 
+@pytest.mark.slow  # 4-45 s here: the cluster re-elects the leaders of MQTT's streams
 def test_a_device_whose_node_dies_moves_to_another_and_still_hears_notices(
     cluster: NatsCluster,
 ) -> None:

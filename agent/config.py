@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from agent.doorbell import parse_broker_urls
 from agent.errors import ConfigError
 from wire import ProtocolError, channel_topic
 
@@ -22,6 +23,7 @@ class AgentConfig:
     # the MQTT password; "" = the one `ota-agent enroll` kept in data_dir (agent.identity)
     broker_secret: str = ""
     broker_url: str = ""  # mqtt://host:port or mqtts://; empty = HTTP polling only
+    broker_urls: tuple[str, ...] = ()  # the nodes of a broker cluster, instead of broker_url
     broker_ca: str = ""  # CA file for mqtts:// (the generated broker CA); default: system CAs
     metadata_url: str = ""  # default: <server_url>/tuf/metadata/
     targets_url: str = ""  # default: <server_url>/tuf/targets/
@@ -34,6 +36,11 @@ class AgentConfig:
     health_checks: list[dict[str, Any]] = field(default_factory=list)
     policy: dict[str, Any] = field(default_factory=dict)
     version_file: str = ""  # where the running system says its version, if journal is lost
+
+    @property
+    def brokers(self) -> list[str]:
+        """Every broker URL the device may use (none: HTTP polling only)."""
+        return list(self.broker_urls) or ([self.broker_url] if self.broker_url else [])
 
     @property
     def resolved_metadata_url(self) -> str:
@@ -56,6 +63,7 @@ _OPTIONAL = (
     "broker_secret",  # default: the one `ota-agent enroll` kept in data_dir (agent.identity)
     "broker_secret_file",
     "broker_url",
+    "broker_urls",
     "broker_ca",
     "metadata_url",
     "targets_url",
@@ -105,6 +113,7 @@ def config_from_dict(raw: dict[str, Any], base: Path = Path()) -> AgentConfig:
             trusted_root=base / str(raw["trusted_root"]),
             broker_secret=secret,
             broker_url=str(raw.get("broker_url", "")),
+            broker_urls=_broker_urls(raw),
             broker_ca=str(base / str(raw["broker_ca"])) if raw.get("broker_ca") else "",
             metadata_url=str(raw.get("metadata_url", "")),
             targets_url=str(raw.get("targets_url", "")),
@@ -120,6 +129,19 @@ def config_from_dict(raw: dict[str, Any], base: Path = Path()) -> AgentConfig:
         )
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"config has a value of the wrong type: {exc}") from None
+
+
+def _broker_urls(raw: dict[str, Any]) -> tuple[str, ...]:
+    """`broker_urls`: a list of 1..MAX_BROKER_URLS URLs, each checked; not with `broker_url`."""
+    urls = raw.get("broker_urls", [])
+    if not isinstance(urls, list) or not all(isinstance(url, str) for url in urls):
+        raise ConfigError("broker_urls must be a list of mqtt:// or mqtts:// URLs")
+    if not urls:
+        return ()
+    if raw.get("broker_url"):
+        raise ConfigError("give broker_url or broker_urls, not both")
+    parse_broker_urls(urls)  # a bad one is a ConfigError naming it
+    return tuple(urls)
 
 
 def _slot_options(slot: dict[str, Any], base: Path) -> dict[str, Any]:

@@ -134,10 +134,10 @@ class AgentDaemon:
         self._commands_lock = threading.Lock()
         self._inbox: queue.SimpleQueue[AvailabilityNotice | Command] = queue.SimpleQueue()
         self.doorbell: Doorbell | None = None
-        if config.broker_url:
+        if config.brokers:
             secret = config.broker_secret or broker_secret(config.data_dir)
             self.doorbell = Doorbell(
-                config.broker_url,
+                config.brokers,
                 device_id=config.device_id,
                 channel=config.channel,
                 model=config.model,
@@ -175,7 +175,7 @@ class AgentDaemon:
             agent.parts.boot.status().active.value,
             config.channel,
             config.server_url,
-            config.broker_url or "(none: HTTP polls only)",
+            ", ".join(config.brokers) or "(none: HTTP polls only)",
         )
 
     def wake(self) -> None:

@@ -5,12 +5,18 @@ over HTTP anyway, and reports leave the outbox only when the server acknowledged
 HTTP. paho 2.x idioms: CallbackAPIVersion.VERSION2, subscriptions made in on_connect so they
 survive reconnects, a persistent session (clean_session False) at QoS 1, manual acks so a
 command is acknowledged to the broker only after the handler stored it.
+
+Given the nodes of a broker cluster, the device starts on one picked by its id (so a fleet
+spreads over the nodes) and moves to the next whenever its connection is lost or refused; the
+cluster keeps its session, so it resumes there (docs/decisions/0022).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+import threading
+import zlib
+from collections.abc import Callable, Sequence
 from typing import Any
 from urllib.parse import urlparse
 
@@ -23,6 +29,8 @@ from wire import channel_topic, device_client_id, device_cmd_topic, device_statu
 log = logging.getLogger(__name__)
 
 MessageHandler = Callable[[str, bytes], None]
+MAX_BROKER_URLS = 16  # the nodes of one broker cluster a device may be told about
+SUBSCRIBE_RETRY_S = 2.0  # a refused subscription is asked for again after this
 
 
 def parse_broker_url(url: str) -> tuple[str, int, bool]:
@@ -34,12 +42,29 @@ def parse_broker_url(url: str) -> tuple[str, int, bool]:
     return parsed.hostname, parsed.port or (8883 if tls else 1883), tls
 
 
+def parse_broker_urls(urls: Sequence[str]) -> tuple[list[tuple[str, int]], bool]:
+    """The (host, port) of each of 1..MAX_BROKER_URLS broker URLs, and whether they use TLS
+    (all of them or none: one client, one TLS set-up)."""
+    if not 1 <= len(urls) <= MAX_BROKER_URLS:
+        raise ConfigError(f"give 1 to {MAX_BROKER_URLS} broker URLs, got {len(urls)}")
+    parsed = [parse_broker_url(url) for url in urls]
+    if len({tls for _, _, tls in parsed}) > 1:
+        raise ConfigError("broker URLs must all be mqtt:// or all be mqtts://")
+    return [(host, port) for host, port, _ in parsed], parsed[0][2]
+
+
+def first_broker(device_id: str, count: int) -> int:
+    """Which of `count` brokers a device tries first: spread by its id, stable across runs."""
+    return zlib.crc32(device_id.encode()) % count
+
+
 class Doorbell:
-    """One paho client per device, its network loop in paho's own thread."""
+    """One paho client per device, its network loop in paho's own thread; `broker_urls` one
+    URL or the nodes of a cluster to move between."""
 
     def __init__(
         self,
-        broker_url: str,
+        broker_urls: str | Sequence[str],
         *,
         device_id: str,
         channel: str,
@@ -50,7 +75,11 @@ class Doorbell:
         password: str = "",
         ca_file: str = "",
     ) -> None:
-        self._host, self._port, tls = parse_broker_url(broker_url)
+        urls = [broker_urls] if isinstance(broker_urls, str) else list(broker_urls)
+        self._brokers, tls = parse_broker_urls(urls)
+        self._scheme = "mqtts" if tls else "mqtt"
+        self._current = first_broker(device_id, len(self._brokers))
+        self._attempted = False  # the first attempt goes to first_broker's pick
         self._topics = [channel_topic(channel, model), device_cmd_topic(device_id)]
         self._status_topic = device_status_topic(device_id)
         self._on_message = on_message
@@ -68,11 +97,15 @@ class Doorbell:
         self._client.reconnect_delay_set(min_delay=1, max_delay=60)
         self._client.on_connect = self._handle_connect
         self._client.on_disconnect = self._handle_disconnect
+        self._client.on_pre_connect = self._handle_pre_connect
         self._client.on_message = self._handle_message
+        self._client.on_subscribe = self._handle_subscribe
+        self._subscribing: dict[int, list[str]] = {}  # SUBSCRIBE's mid -> its topics
 
     def start(self) -> None:
         """Connect in the background; paho reconnects with backoff by itself."""
-        self._client.connect_async(self._host, self._port, keepalive=30)
+        host, port = self._brokers[self._current]
+        self._client.connect_async(host, port, keepalive=30)
         self._client.loop_start()
 
     def stop(self) -> None:
@@ -82,6 +115,11 @@ class Doorbell:
     @property
     def connected(self) -> bool:
         return self._client.is_connected()
+
+    @property
+    def broker(self) -> str:
+        """The broker (mqtt://host:port) connected to or tried next."""
+        return f"{self._scheme}://{self._where}"
 
     def publish_status(self, payload: bytes) -> None:
         """Best effort: the HTTP outbox is what guarantees delivery."""
@@ -101,8 +139,30 @@ class Doorbell:
             return
         resumed = " (session resumed)" if flags.session_present else ""
         log.info("broker %s connected%s", self._where, resumed)
-        client.subscribe([(topic, 1) for topic in self._topics])
+        self._subscribe(self._topics)
         self._on_connected()
+
+    def _subscribe(self, topics: list[str]) -> None:
+        result, mid = self._client.subscribe([(topic, 1) for topic in topics])
+        if result == mqtt.MQTT_ERR_SUCCESS and mid is not None:
+            self._subscribing[mid] = topics
+
+    def _handle_subscribe(
+        self, client: mqtt.Client, userdata: Any, mid: int, reason_codes: Any, properties: Any
+    ) -> None:
+        """A broker may refuse a subscription for a while (a cluster electing the leader of
+        its session store): ask again until it is granted, as long as we are connected."""
+        topics = self._subscribing.pop(mid, [])
+        refused = [t for t, code in zip(topics, reason_codes, strict=False) if code.is_failure]
+        if refused:
+            log.warning("broker %s refused %s; asking again", self._where, ", ".join(refused))
+            retry = threading.Timer(SUBSCRIBE_RETRY_S, self._resubscribe, args=(refused,))
+            retry.daemon = True
+            retry.start()
+
+    def _resubscribe(self, topics: list[str]) -> None:
+        if self.connected:  # else on_connect subscribes to everything anyway
+            self._subscribe(topics)
 
     def _handle_disconnect(
         self,
@@ -117,9 +177,21 @@ class Doorbell:
         else:
             log.info("broker %s disconnected", self._where)
 
+    def _handle_pre_connect(self, client: mqtt.Client, userdata: Any) -> None:
+        """Before each attempt but the first (each follows a lost or failed connection), move
+        to the next broker. paho reads its host and port right after this; its public setters
+        refuse while it is reconnecting, hence the attributes they would set."""
+        if not self._attempted:
+            self._attempted = True
+            return
+        if len(self._brokers) > 1:
+            self._current = (self._current + 1) % len(self._brokers)
+            client._host, client._port = self._brokers[self._current]
+            log.info("trying broker %s", self._where)
+
     @property
     def _where(self) -> str:
-        return f"{self._host}:{self._port}"
+        return f"{self._client.host}:{self._client.port}"
 
     def _handle_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
         self._on_message(msg.topic, bytes(msg.payload))

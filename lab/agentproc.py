@@ -28,6 +28,7 @@ def toml_config(config: AgentConfig) -> str:
         "channel": config.channel,
         "server_url": config.server_url,
         "broker_url": config.broker_url,
+        "broker_urls": list(config.broker_urls),
         "broker_secret": config.broker_secret,  # "" = the one kept in data_dir
         "data_dir": str(config.data_dir),
         "trusted_root": str(config.trusted_root),

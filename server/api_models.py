@@ -379,7 +379,9 @@ class DeviceAuditEntry(BaseModel):
 
 class WorkerHealth(BaseModel):
     """One background worker: whether its thread runs, how many ticks ran and failed (each
-    failure logged with its traceback), messages it refused, and when it last ran."""
+    failure logged with its traceback), messages it refused, and when it last ran. A worker
+    whose work must happen once across replicas says whether this replica leads it (the
+    others skip their ticks, counted in `standby`); None for a worker every replica runs."""
 
     name: str
     alive: bool
@@ -388,6 +390,8 @@ class WorkerHealth(BaseModel):
     refused: int
     last_run: IsoTime | None
     last_failure: str
+    leading: bool | None = None
+    standby: int = 0
 
 
 class Caller(BaseModel):

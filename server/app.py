@@ -34,6 +34,7 @@ from server.errors import (
     database_unavailable,
 )
 from server.input_bounds import invalid_request
+from server.leadership import Leadership, leadership_for
 from server.mqtt_bridge import MqttBridge
 from server.online_signing import OnlineRoleRenewer
 from server.publisher import NoPublisher, Publisher
@@ -158,11 +159,16 @@ async def _lifespan(
             app.state.ota = state = AppState(
                 settings, engine, sessions, publisher, rate_limits, target_links=links
             )
+            leadership = leadership_for(settings.db_url)  # once-only work: the leader's
             scheduler = RolloutScheduler(
-                sessions, publisher, settings.train, interval_s=settings.rollout_tick_s
+                sessions,
+                publisher,
+                settings.train,
+                interval_s=settings.rollout_tick_s,
+                leadership=leadership,
             )
             scheduler.start()
-            renewer = _online_renewer(settings)
+            renewer = _online_renewer(settings, leadership)
             if renewer is not None:
                 renewer.start()
             workers = (scheduler, renewer, publisher)
@@ -173,15 +179,19 @@ async def _lifespan(
                 await asyncio.to_thread(scheduler.stop)
                 if renewer is not None:
                     await asyncio.to_thread(renewer.stop)
+                await asyncio.to_thread(leadership.close)  # another replica leads at once
     finally:
         engine.dispose()
 
 
-def _online_renewer(settings: Settings) -> OnlineRoleRenewer | None:
+def _online_renewer(settings: Settings, leadership: Leadership) -> OnlineRoleRenewer | None:
     if settings.online_keys_dir is None or settings.repo_dir is None:
         return None
     return OnlineRoleRenewer.for_repo(
-        settings.repo_dir, settings.online_keys_dir, interval_s=settings.online_renew_s
+        settings.repo_dir,
+        settings.online_keys_dir,
+        interval_s=settings.online_renew_s,
+        leadership=leadership,
     )
 
 

@@ -13,6 +13,7 @@ import logging
 from pathlib import Path
 
 from server.api_models import WorkerHealth
+from server.leadership import Leadership
 from server.metrics import process_metrics
 from server.workers import TickLoop
 from signing.errors import SigningError
@@ -24,14 +25,31 @@ WORKER = "online-signing"
 
 
 class OnlineRoleRenewer:
-    def __init__(self, storage: Storage, keys_dir: Path, *, interval_s: float) -> None:
+    def __init__(
+        self,
+        storage: Storage,
+        keys_dir: Path,
+        *,
+        interval_s: float,
+        leadership: Leadership | None = None,
+    ) -> None:
         self._storage = storage
         self._keys_dir = keys_dir
-        self._loop = TickLoop(WORKER, self.tick, interval_s=interval_s, first_wait=False)
+        self._loop = TickLoop(
+            WORKER, self.tick, interval_s=interval_s, first_wait=False, leadership=leadership
+        )
 
     @classmethod
-    def for_repo(cls, repo_dir: Path, keys_dir: Path, *, interval_s: float) -> OnlineRoleRenewer:
-        return cls(LocalStorage(repo_dir), keys_dir, interval_s=interval_s)
+    def for_repo(
+        cls,
+        repo_dir: Path,
+        keys_dir: Path,
+        *,
+        interval_s: float,
+        leadership: Leadership | None = None,
+    ) -> OnlineRoleRenewer:
+        """Re-signing the repository at `repo_dir`, by the leading replica only."""
+        return cls(LocalStorage(repo_dir), keys_dir, interval_s=interval_s, leadership=leadership)
 
     def tick(self) -> list[str]:
         """Re-sign what the online keys may; returns the roles re-signed ([] on failure)."""

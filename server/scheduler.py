@@ -2,8 +2,9 @@
 rollouts (advance, complete, or pause on a failing gate) and moves the weekly trains on time.
 
 The clock is injected and `tick()` is public, so tests drive it without sleeping. Several
-server replicas may each run one: every step is a database transaction that re-reads the
-state, and the transitions are idempotent (a second replica finds nothing left to do).
+server replicas each run one, but only the leader's ticks (server.leadership); every step is
+still a database transaction that re-reads the state, and the transitions are idempotent, so a
+new leader picks up where the old one was and a stale one finds nothing left to do.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from datetime import UTC, datetime
 from sqlalchemy.orm import Session, sessionmaker
 
 from server.api_models import WorkerHealth
+from server.leadership import Leadership
 from server.publisher import Publisher
 from server.services.rollouts import RolloutChange, evaluate_active
 from server.services.train import TrainConfig, TrainMove, advance_all
@@ -36,12 +38,13 @@ class RolloutScheduler:
         *,
         interval_s: float,
         clock: Clock = utc_clock,
+        leadership: Leadership | None = None,
     ) -> None:
         self._sessions = sessions
         self._publisher = publisher
         self._train = train
         self._clock = clock
-        self._loop = TickLoop(WORKER, self.tick, interval_s=interval_s)
+        self._loop = TickLoop(WORKER, self.tick, interval_s=interval_s, leadership=leadership)
 
     def tick(self) -> tuple[list[RolloutChange], list[TrainMove]]:
         """One pass; returns what changed (and has been published)."""

@@ -3,6 +3,9 @@
 A `TickLoop` runs one function every interval in its own thread. Whatever a tick raises is
 logged with its traceback, counted, and the loop goes on: a bug in one rollout, a stored value
 nobody expected or a full disk must not end rollouts, re-signing or report ingestion for good.
+
+Work that must happen once across server replicas takes a `Leadership` (server.leadership):
+a replica that does not lead skips the tick, and `/health` says which replica leads.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from datetime import UTC, datetime
 from typing import Protocol, runtime_checkable
 
 from server.api_models import WorkerHealth
+from server.leadership import Leadership
 from server.metrics import process_metrics
 
 log = logging.getLogger(__name__)
@@ -39,6 +43,7 @@ class TickCounts:
     name: str
     ticks: int = 0
     failures: int = 0
+    standby: int = 0  # ticks skipped: another replica leads this work
     last_run: datetime | None = None
     last_failure: str = ""
 
@@ -52,10 +57,12 @@ class TickCounts:
         self.failures += 1
         self.last_failure = f"{type(exc).__name__}: {exc}"[:500]
 
-    def view(self, *, alive: bool, refused: int = 0) -> WorkerHealth:
+    def view(self, *, alive: bool, refused: int = 0, leading: bool | None = None) -> WorkerHealth:
         return WorkerHealth(
             name=self.name,
             alive=alive,
+            leading=leading,
+            standby=self.standby,
             ticks=self.ticks,
             failures=self.failures,
             refused=refused,
@@ -65,7 +72,8 @@ class TickCounts:
 
 
 class TickLoop:
-    """Call `tick` now and then every `interval_s` until stopped (0: never start)."""
+    """Call `tick` now and then every `interval_s` until stopped (0: never start); with a
+    `leadership`, only while this replica leads (ticks skipped meanwhile are not counted)."""
 
     def __init__(
         self,
@@ -75,8 +83,11 @@ class TickLoop:
         interval_s: float,
         first_wait: bool = True,
         clock: Callable[[], datetime] = utc_now,
+        leadership: Leadership | None = None,
     ) -> None:
         self.counts = TickCounts(name)
+        self._leadership = leadership
+        self._leading = False
         self._tick = tick
         self._interval_s = interval_s
         self._first_wait = first_wait
@@ -85,7 +96,13 @@ class TickLoop:
         self._thread: threading.Thread | None = None
 
     def run_once(self) -> bool:
-        """One tick; False (logged, counted) when it raised anything at all."""
+        """One tick; False (logged, counted) when it raised anything at all. A replica that
+        does not lead skips it (True: nothing failed)."""
+        if self._leadership is not None:
+            self._leading = self._leadership.leads()
+            if not self._leading:
+                self.counts.standby += 1
+                return True
         try:
             self._tick()
         except Exception as exc:  # a worker outlives any one tick: logged, counted, on /health
@@ -113,7 +130,8 @@ class TickLoop:
         return self._thread is not None and self._thread.is_alive()
 
     def health(self) -> WorkerHealth:
-        return self.counts.view(alive=self.alive)
+        leading = None if self._leadership is None else self._leading
+        return self.counts.view(alive=self.alive, leading=leading)
 
     def _run(self) -> None:
         if not self._first_wait:

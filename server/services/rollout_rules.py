@@ -117,17 +117,21 @@ def classify(
     silent_for: timedelta,
     stuck_after: timedelta,
     reason: FailureReason = FailureReason.NONE,
+    *,
+    retrying: bool = False,
 ) -> Outcome:
-    """What one device's latest report for the rollout's version says about the build."""
+    """What one device's latest report for the rollout's version says about the build.
+    `retrying`: a failure the device said it will try again (a download cut by a restarting
+    server, say): still in progress, unless the device then goes silent."""
     if state is UpdateState.FAILED and reason in NOT_FOR_THIS_DEVICE:
         return Outcome.NOT_STARTED
     if state is UpdateState.COMMITTED:
         return Outcome.SUCCESS
     if state in (UpdateState.ROLLED_BACK, UpdateState.ROLLING_BACK):
         return Outcome.ROLLED_BACK
-    if state is UpdateState.FAILED:
+    if state is UpdateState.FAILED and not retrying:
         return Outcome.FAILED
-    if state in STARTED:
+    if state in STARTED or state is UpdateState.FAILED:
         return Outcome.STUCK if silent_for > stuck_after else Outcome.IN_PROGRESS
     return Outcome.NOT_STARTED
 

@@ -146,7 +146,13 @@ def rollout_counts(session: Session, rollout: Rollout, plan: RolloutPlan, now: d
         latest[row.device_id] = row
     stuck_after = timedelta(seconds=plan.stuck_timeout_s)
     outcomes = (
-        classify(UpdateState(r.state), now - r.received_at, stuck_after, _reason(r.reason))
+        classify(
+            UpdateState(r.state),
+            now - r.received_at,
+            stuck_after,
+            _reason(r.reason),
+            retrying=r.detail.get("final") is False,  # the agent tries again on its next poll
+        )
         for r in latest.values()
     )
     return Counts.tally(outcomes, expected)

@@ -61,6 +61,32 @@ def test_unknown_config_keys_are_refused(tmp_path: Path, text: str, named: str) 
     assert named in str(caught.value)
 
 
+def test_a_broker_cluster_is_a_list_of_its_nodes(tmp_path: Path) -> None:
+    nodes = 'broker_urls = ["mqtt://10.0.0.1:1883", "mqtt://10.0.0.2:1883"]\n'
+    config = load_config(write_config(tmp_path, CONFIG.replace("[slot]", nodes + "[slot]")))
+    assert config.brokers == ["mqtt://10.0.0.1:1883", "mqtt://10.0.0.2:1883"]
+    one = 'broker_url = "mqtt://10.0.0.1:1883"\n'
+    assert load_config(
+        write_config(tmp_path, CONFIG.replace("[slot]", one + "[slot]"))
+    ).brokers == ["mqtt://10.0.0.1:1883"]
+
+
+@pytest.mark.parametrize(
+    ("line", "says"),
+    [
+        ('broker_urls = "mqtt://a:1"', "must be a list"),
+        ("broker_urls = [1, 2]", "must be a list"),
+        ('broker_urls = ["http://a:1"]', "must look like mqtt://"),
+        ('broker_urls = ["mqtt://a:1", "mqtts://b:2"]', "all be mqtt:// or all be mqtts://"),
+        ("broker_urls = [" + ", ".join(['"mqtt://a:1"'] * 17) + "]", "give 1 to 16"),
+        ('broker_url = "mqtt://a:1"\nbroker_urls = ["mqtt://b:1"]', "not both"),
+    ],
+)
+def test_a_bad_broker_list_is_one_clear_refusal(tmp_path: Path, line: str, says: str) -> None:
+    with pytest.raises(ConfigError, match=says):
+        load_config(write_config(tmp_path, CONFIG.replace("[slot]", line + "\n[slot]")))
+
+
 def test_sim_provision_makes_the_device_at_the_configs_root(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:

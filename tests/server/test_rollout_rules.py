@@ -311,3 +311,16 @@ def test_a_refusal_of_a_build_offered_to_the_wrong_device_is_not_a_failure(
     quiet, stuck = timedelta(seconds=1), timedelta(hours=1)
     assert classify(UpdateState.FAILED, quiet, stuck, reason) is Outcome.NOT_STARTED
     assert classify(UpdateState.FAILED, quiet, stuck, FailureReason.HASH_MISMATCH) is Outcome.FAILED
+
+
+def test_a_failure_the_device_will_try_again_is_still_in_progress_until_it_goes_silent() -> None:
+    stuck = timedelta(hours=1)
+    again = {"retrying": True}
+    failed = UpdateState.FAILED
+    assert classify(failed, timedelta(seconds=1), stuck, FailureReason.DOWNLOAD, **again) is (
+        Outcome.IN_PROGRESS
+    )
+    assert classify(failed, timedelta(hours=2), stuck, FailureReason.DOWNLOAD, **again) is (
+        Outcome.STUCK
+    )
+    assert classify(failed, timedelta(seconds=1), stuck, FailureReason.DOWNLOAD) is Outcome.FAILED

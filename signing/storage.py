@@ -306,8 +306,10 @@ class SplitStorage:
     def _store(self, name: str) -> Storage:
         return self.targets if check_name(name).startswith("targets/") else self.metadata
 
-    def put_file(self, name: str, path: Path) -> None:
-        self._store(name).put_file(name, path)
+    def put_file(
+        self, name: str, path: Path, progress: Callable[[int], None] | None = None
+    ) -> None:
+        self._store(name).put_file(name, path, progress)
 
     def put_bytes(self, name: str, data: bytes) -> None:
         self._store(name).put_bytes(name, data)

@@ -58,7 +58,10 @@ class ServerApi:
         *,
         bearer: str = "",
         clock: Callable[[], float] = time.monotonic,
+        http: urllib3.PoolManager | None = None,
     ) -> None:
+        """`http`: a connection pool shared with other clients (the lab's fleet simulator
+        runs thousands of devices over one pool per process); by default one of its own."""
         self._base = server_url.rstrip("/")
         self._device_id = device_id
         self._key = key
@@ -66,7 +69,7 @@ class ServerApi:
         self._clock = clock
         self._token = ""
         self._renew_at = 0.0
-        self._http = urllib3.PoolManager(retries=False, timeout=_TIMEOUT)
+        self._http = http or urllib3.PoolManager(retries=False, timeout=_TIMEOUT)
 
     def enroll(
         self,

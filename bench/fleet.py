@@ -80,6 +80,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--start-jitter", type=float, default=2.0)
     parser.add_argument("--timeout", type=float, default=300.0)
     parser.add_argument("--workdir", type=Path, default=None)
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="run the server in this process under cProfile (every thread) and write the "
+        "hottest functions to stderr; its CPU then includes the fleet's parent",
+    )
     args = parser.parse_args(argv)
     if args.devices < 1:
         parser.error("--devices must be at least 1")
@@ -99,7 +105,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         release = _signed_release(workdir, args.image_kib)
         db_url = _database(stack, args.db, workdir)
         broker = _broker(stack, args.broker, workdir)
-        server_url, server = _server(stack, workdir, db_url, broker.server_url)
+        if args.profile:
+            server_url, server = _profiled_server(stack, workdir, db_url, broker.server_url)
+        else:
+            server_url, server = _server(stack, workdir, db_url, broker.server_url)
         options = FleetOptions(
             server_url=server_url,
             broker_url=broker.device_url,
@@ -290,6 +299,50 @@ def _server(
     except TimeoutError:
         raise BenchError(f"the server did not start; see {workdir / 'server.log'}") from None
     return f"http://{LOOPBACK}:{port}", proc
+
+
+class _Self:
+    """This process, standing in for the server's when it runs here (--profile)."""
+
+    pid = os.getpid()
+
+
+def _profiled_server(
+    stack: contextlib.ExitStack, workdir: Path, db_url: str, broker_url: str
+) -> tuple[str, Any]:
+    import cProfile
+    import pstats
+    import threading
+
+    from lab.fleet import server_settings
+    from lab.processes import live_server
+
+    profiles: list[cProfile.Profile] = []
+
+    def start_profiling(*_: object) -> None:
+        profile = cProfile.Profile(time.thread_time)  # CPU, not waiting
+        profiles.append(profile)
+        sys.setprofile(None)
+        profile.enable()
+
+    def report() -> None:
+        threading.setprofile(None)
+        for profile in profiles:
+            profile.disable()
+        stats = pstats.Stats(profiles[0], stream=sys.stderr)
+        for profile in profiles[1:]:
+            stats.add(profile)
+        stats.dump_stats(workdir / "server.prof")
+        stats.sort_stats("tottime").print_stats(40)
+        stats.sort_stats("cumulative").print_stats(60)
+
+    threading.setprofile(start_profiling)
+    settings = server_settings(
+        workdir, db_url=db_url, broker_url=broker_url, rollout_tick_s=0, online_keys_dir=None
+    )
+    url = stack.enter_context(live_server(settings))
+    stack.callback(report)
+    return url, _Self()
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> None:

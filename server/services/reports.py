@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final, Literal
 
-from sqlalchemy import bindparam, or_, select, tuple_, update
+from sqlalchemy import Connection, Table, bindparam, or_, select, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.dml import ReturningInsert
@@ -28,7 +28,6 @@ from wire import PROTOCOL_VERSION, ProtocolError, ReportsAck, StatusReport
 from wire.bounds import MAX_SEQ_AHEAD
 
 Via = Literal["http", "mqtt"]
-INSERT_CHUNK: Final = 500  # rows per INSERT, 11 parameters each (SQLite allows 32,766)
 IN_CHUNK: Final = 500  # keys per IN (...)
 
 
@@ -149,12 +148,12 @@ def _store(session: Session, reports: Sequence[StatusReport], via: Via) -> set[t
     """Insert what is new (a duplicate is a no-op), move each device to its newest report;
     returns the (device_id, seq) of the rows this call inserted."""
     now = utcnow()
-    new: set[tuple[str, int]] = set()
-    for start in range(0, len(reports), INSERT_CHUNK):
-        chunk = reports[start : start + INSERT_CHUNK]
-        rows = session.execute(_insert_ignoring_duplicates(session, chunk, via, now))
-        new.update((device_id, seq) for device_id, seq in rows)
-    _update_devices(session, reports, now)
+    connection = session.connection()  # Core, not the ORM's bulk path (3x the CPU per row)
+    rows = connection.execute(
+        _insert_ignoring_duplicates(connection.dialect.name), _rows(reports, via, now)
+    )
+    new = {(device_id, seq) for device_id, seq in rows}
+    _update_devices(connection, reports, now)
     return new
 
 
@@ -165,12 +164,22 @@ def _conflicts(session: Session, reports: Sequence[StatusReport]) -> list[Status
     different: list[StatusReport] = []
     for start in range(0, len(keys), IN_CHUNK):
         chunk = keys[start : start + IN_CHUNK]
-        stored = session.scalars(
-            select(Report).where(tuple_(Report.device_id, Report.seq).in_(chunk))
+        stored = session.execute(
+            select(
+                Report.device_id,
+                Report.seq,
+                Report.state,
+                Report.current_version,
+                Report.target_version,
+                Report.slot,
+                Report.reason,
+                Report.detail,
+                Report.device_at,
+            ).where(tuple_(Report.device_id, Report.seq).in_(chunk))
         )
-        for row in stored:
-            report = wanted[(row.device_id, row.seq)]
-            if not _same_report(row, report):
+        for device_id, seq, *fields in stored:
+            report = wanted[(device_id, seq)]
+            if tuple(fields) != _fields(report):
                 different.append(report)
     return different
 
@@ -194,16 +203,9 @@ def _refuse_far_ahead(reports: Sequence[StatusReport], last_seq: int | None) -> 
             )
 
 
-def _same_report(row: Report, report: StatusReport) -> bool:
+def _fields(report: StatusReport) -> tuple[Any, ...]:
+    """What a stored row holds of a report, in `_conflicts`' column order."""
     return (
-        row.state,
-        row.current_version,
-        row.target_version,
-        row.slot,
-        row.reason,
-        row.detail,
-        row.device_at,
-    ) == (
         report.state.value,
         report.current_version,
         report.target_version,
@@ -214,10 +216,8 @@ def _same_report(row: Report, report: StatusReport) -> bool:
     )
 
 
-def _insert_ignoring_duplicates(
-    session: Session, reports: Sequence[StatusReport], via: Via, now: datetime
-) -> ReturningInsert[str, int]:
-    rows = [
+def _rows(reports: Sequence[StatusReport], via: Via, now: datetime) -> list[dict[str, Any]]:
+    return [
         {
             "device_id": r.device_id,
             "seq": r.seq,
@@ -233,25 +233,33 @@ def _insert_ignoring_duplicates(
         }
         for r in reports
     ]
-    dialect = session.get_bind().dialect.name
+
+
+def _insert_ignoring_duplicates(dialect: str) -> ReturningInsert[str, int]:
+    """One statement for every batch (compiled once, cached): executed with many rows,
+    SQLAlchemy sends them as multi-row VALUES pages ("insertmanyvalues") and gathers what
+    RETURNING says was new."""
+    reports = _table(Report)
     if dialect == "postgresql":
         return (
-            postgresql.insert(Report)
-            .values(rows)
+            postgresql.insert(reports)
             .on_conflict_do_nothing(index_elements=["device_id", "seq"])
-            .returning(Report.device_id, Report.seq)
+            .returning(reports.c.device_id, reports.c.seq)
         )
     if dialect == "sqlite":
         return (
-            sqlite.insert(Report)
-            .values(rows)
+            sqlite.insert(reports)
             .on_conflict_do_nothing(index_elements=["device_id", "seq"])
-            .returning(Report.device_id, Report.seq)
+            .returning(reports.c.device_id, reports.c.seq)
         )
     raise NotImplementedError(f"idempotent report ingestion is not written for {dialect}")
 
 
-def _update_devices(session: Session, reports: Sequence[StatusReport], now: datetime) -> None:
+def _table(model: type[Report] | type[Device]) -> Table:
+    return Report.metadata.tables[model.__tablename__]
+
+
+def _update_devices(connection: Connection, reports: Sequence[StatusReport], now: datetime) -> None:
     """Each device to its newest report with one conditional UPDATE (executemany), so that
     concurrent batches cannot move a device backwards; and each device heard from now."""
     newest: dict[str, StatusReport] = {}
@@ -259,8 +267,8 @@ def _update_devices(session: Session, reports: Sequence[StatusReport], now: date
         held = newest.get(report.device_id)
         if held is None or held.seq < report.seq:
             newest[report.device_id] = report
-    devices = Report.metadata.tables[Device.__tablename__]
-    session.execute(
+    devices = _table(Device)
+    connection.execute(
         update(devices)
         .where(devices.c.device_id == bindparam("b_device_id"))
         .where(or_(devices.c.last_seq.is_(None), devices.c.last_seq < bindparam("b_seq")))
@@ -285,7 +293,7 @@ def _update_devices(session: Session, reports: Sequence[StatusReport], now: date
             for r in newest.values()
         ],
     )
-    session.execute(
+    connection.execute(
         update(devices)
         .where(devices.c.device_id == bindparam("b_device_id"))
         .values(last_report_at=now, last_seen=now),

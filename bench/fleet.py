@@ -255,16 +255,32 @@ class _Broker:
         time.sleep(1.0)
 
 
-def _broker(stack: contextlib.ExitStack, kind: str, workdir: Path) -> _Broker:
-    if kind == "cluster":
+class _Cluster:
+    """A three-node NATS cluster (JetStream, MQTT listener) from `lab.natscluster`: anonymous
+    on loopback, so there are no logins to reload; devices are spread over the nodes."""
+
+    def __init__(self, stack: contextlib.ExitStack, workdir: Path) -> None:
         try:
-            import lab.natscluster  # noqa: F401  # helper i12cluster's three-node NATS cluster
+            from lab.natscluster import nats_binary, nats_cluster
         except ImportError:
             raise BenchError(
                 "--broker cluster needs lab/natscluster.py (the NATS cluster helper), "
                 "which this checkout does not have yet"
             ) from None
-        raise BenchError("--broker cluster: lab.natscluster is present but not wired in yet")
+        binary = nats_binary()
+        if binary is None:
+            raise BenchError("nats-server is not installed (apt-get install nats-server)")
+        cluster = stack.enter_context(nats_cluster(binary, workdir / "nats"))
+        self.device_url = ",".join(cluster.mqtt_urls)
+        self.server_url = cluster.mqtt_urls[0]
+
+    def reload_logins(self, db_url: str) -> None:
+        """Nothing to do: the lab's cluster takes anonymous logins."""
+
+
+def _broker(stack: contextlib.ExitStack, kind: str, workdir: Path) -> _Broker | _Cluster:
+    if kind == "cluster":
+        return _Cluster(stack, workdir)
     return _Broker(stack, workdir)
 
 

@@ -83,7 +83,9 @@ class FleetOptions:
     """The fleet: how many devices, where the server and broker are, how they behave."""
 
     server_url: str
-    broker_url: str  # mqtt://host:port as devices reach it (they log in with their own id)
+    # mqtt://host:port as devices reach it (they log in with their own id); several, comma
+    # separated (a broker cluster's nodes): the devices are spread over them
+    broker_url: str
     enrollment_token: str
     trusted_root: Path  # the provisioned root.json
     workdir: Path  # each process's TUF metadata goes under it
@@ -374,11 +376,14 @@ class _Worker:
     # ------------------------------------------------------------------ MQTT
 
     def _connect_all(self) -> int:
-        host, _, port = self.options.broker_url.partition("://")[2].rpartition(":")
+        brokers = [
+            u.partition("://")[2].rpartition(":") for u in self.options.broker_url.split(",")
+        ]
         online = [d for d in self.devices if not d.offline and d.secret]
         with self.lock:
             self.stats.online = len(online)
-        for device in online:
+        for number, device in enumerate(online):
+            host, _, port = brokers[(number * self.options.processes + self.index) % len(brokers)]
             client = mqtt.Client(
                 CallbackAPIVersion.VERSION2,
                 client_id=device_client_id(device.device_id),

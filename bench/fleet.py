@@ -12,8 +12,11 @@ server publishes the retained notice, every online device installs it and report
 - `notified_99_s` / `notified_100_s`: from the release call until 99 % / all online devices
   had the notice (MQTT, or a poll's answer);
 - `ingested_all_s`: until the server held every report the devices made;
-- `reports_per_s`: the reports stored after the start over the span in which they arrived
-  (first to last `received_at`);
+- `reports_per_s`: ingestion capacity, measured after the rollout: every online device
+  restarts at once and reports its state over MQTT (as the agent does after every start);
+  the burst's size over the time until all of it was stored (`burst_reports`,
+  `burst_ingested_s`); `rollout_reports_per_s` is the rollout's own reports over the span in
+  which they arrived (first to last `received_at`), which the devices' pace bounds;
 - `p50_ms` / `p99_ms`: the devices' HTTP requests after the start (poll, reports, TUF);
 - `server_cpu_s`: the server process's user + system CPU after the start;
   `server_peak_rss_mb`: its peak resident memory (VmHWM);
@@ -79,6 +82,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--poll-interval", type=float, default=600.0)
     parser.add_argument("--start-jitter", type=float, default=2.0)
     parser.add_argument("--timeout", type=float, default=300.0)
+    parser.add_argument(
+        "--restarts", type=int, default=5, help="fleet-wide restarts of the ingestion burst"
+    )
     parser.add_argument("--workdir", type=Path, default=None)
     parser.add_argument(
         "--profile",
@@ -161,6 +167,7 @@ def _roll_out(
             break
         time.sleep(SAMPLE_S)
     cpu_s = _cpu_s(server.pid) - cpu_before
+    burst = _burst(fleet, engine, args.restarts, args.timeout)
     stats = fleet.stats()
     stored = _count(engine)
     window_count, first, last = _received_window(engine, started_wall)
@@ -170,7 +177,10 @@ def _roll_out(
         "notified_99_s": _percentile(notified, 0.99, online),
         "notified_100_s": _percentile(notified, 1.0, online),
         "ingested_all_s": None if ingested_at is None else round(ingested_at - t0, 2),
-        "reports_per_s": round(window_count / span, 1) if span > 0 else None,
+        "reports_per_s": burst["reports_per_s"],
+        "burst_reports": burst["reports"],
+        "burst_ingested_s": burst["ingested_s"],
+        "rollout_reports_per_s": round(window_count / span, 1) if span > 0 else None,
         "p50_ms": _quantile(stats.latencies_ms, 0.5),
         "p99_ms": _quantile(stats.latencies_ms, 0.99),
         "server_cpu_s": round(cpu_s, 2),
@@ -181,6 +191,28 @@ def _roll_out(
         "committed": stats.committed,
         "rolled_back": stats.rolled_back,
         "device_errors": stats.errors,
+    }
+
+
+def _burst(fleet: Fleet, engine: Any, restarts: int, timeout_s: float) -> dict[str, Any]:
+    """Ingestion capacity: every online device restarts at once and reports where it is over
+    MQTT (the agent's report after every start); how fast the server stores the burst.
+    Then the devices flush their outboxes over HTTP, so that every report is acknowledged."""
+    before = _count(engine)
+    started = time.time()
+    made = fleet.restart(restarts)
+    deadline = time.monotonic() + timeout_s
+    ingested_s = None
+    while time.monotonic() < deadline:
+        if _count(engine) >= before + made:
+            ingested_s = time.time() - started
+            break
+        time.sleep(SAMPLE_S / 5)
+    fleet.flush()
+    return {
+        "reports": made,
+        "ingested_s": None if ingested_s is None else round(ingested_s, 2),
+        "reports_per_s": round(made / ingested_s, 1) if ingested_s else None,
     }
 
 

@@ -184,6 +184,16 @@ class Fleet:
         """Connect the online devices to the broker (each polls once after connecting)."""
         return sum(self._ask("connect"))
 
+    def restart(self, times: int = 1) -> int:
+        """Every connected device starts again (a fleet-wide power cut): as the agent does
+        after every start, it reports where it is, over MQTT at once; its outbox keeps the
+        report for the next flush. `times` restarts in a row; returns the reports made."""
+        return sum(sum(self._ask("restart")) for _ in range(times))
+
+    def flush(self) -> None:
+        """Every device POSTs what its outbox holds now."""
+        self._ask("flush")
+
     def mark(self) -> None:
         """Start measuring: forget the latencies of what came before (enrolling, connecting)."""
         self._ask("mark")
@@ -213,11 +223,14 @@ class _Device:
     notified_at: float | None = None
     busy: bool = False
     target: str = ""  # the release it is updating to, or finished with
+    state: UpdateState = UpdateState.IDLE  # the last it reported
+    reason: FailureReason = FailureReason.NONE
 
     def report(
         self, state: UpdateState, reason: FailureReason = FailureReason.NONE
     ) -> StatusReport:
         self.seq += 1
+        self.state, self.reason = state, reason
         report = StatusReport(
             device_id=self.device_id,
             seq=self.seq,
@@ -331,6 +344,11 @@ class _Worker:
             elif command == "stats":
                 with self.lock:
                     self.pipe.send(self.stats)
+            elif command == "restart":
+                self.pipe.send(self._restart_all())
+            elif command == "flush":
+                list(self.pool.map(self._flush, self.devices))
+                self.pipe.send(True)
             elif command == "mark":
                 with self.lock:
                     self.stats.latencies_ms = []
@@ -401,6 +419,15 @@ class _Worker:
             client.connect(host, int(port), keepalive=KEEPALIVE_S)
         self._later(1.0, self._misc)
         return len(online)
+
+    def _restart_all(self) -> int:
+        made = 0
+        for device in self.devices:
+            if device.client is None or device.busy or not device.client.is_connected():
+                continue
+            self._say(device, device.state, device.reason)
+            made += 1
+        return made
 
     def _misc(self) -> None:
         """paho's housekeeping (pings, retries) for every client; reconnect the dropped."""

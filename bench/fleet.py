@@ -95,6 +95,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.devices < 1:
         parser.error("--devices must be at least 1")
+    # SIGTERM unwinds like Ctrl-C, so that the server, broker, fleet and database are cleaned up
+    signal.signal(signal.SIGTERM, _interrupted)
     try:
         result = run(args)
     except BenchError as exc:
@@ -102,6 +104,10 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     print(json.dumps(result))
     return 0 if result["reports_sent"] == result["reports_stored"] else 1
+
+
+def _interrupted(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:

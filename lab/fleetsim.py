@@ -272,6 +272,7 @@ class _Worker:
         self.selector = selectors.DefaultSelector()
         self.wake_r, self.wake_w = socket.socketpair()
         self.wake_r.setblocking(False)
+        self.wake_w.setblocking(False)  # the loop thread wakes itself too: never block on it
         self.selector.register(self.wake_r, selectors.EVENT_READ, "wake")
         self.selector.register(pipe, selectors.EVENT_READ, "pipe")
         self.outgoing: queue.SimpleQueue[tuple[_Device, StatusReport]] = queue.SimpleQueue()

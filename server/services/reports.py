@@ -9,12 +9,13 @@ stored, it would become a high-water mark that no later report could pass.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final, Literal
 
-from sqlalchemy import Connection, Table, bindparam, or_, select, tuple_, update
+from sqlalchemy import Connection, Table, bindparam, or_, select, text, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.dml import ReturningInsert
@@ -134,6 +135,10 @@ def _last_seqs(session: Session, device_ids: set[str]) -> dict[str, int | None]:
     """Each enrolled device's last report number (None before its first); absent: unknown."""
     found: dict[str, int | None] = {}
     ordered = sorted(device_ids)
+    if session.get_bind().dialect.name == "postgresql":  # one array, not 500 placeholders
+        for device_id, last_seq in session.execute(_PG_LAST_SEQS, {"device_id": ordered}):
+            found[device_id] = last_seq
+        return found
     for start in range(0, len(ordered), IN_CHUNK):
         chunk = ordered[start : start + IN_CHUNK]
         rows = session.execute(
@@ -144,17 +149,88 @@ def _last_seqs(session: Session, device_ids: set[str]) -> dict[str, int | None]:
     return found
 
 
+_PG_LAST_SEQS = text(
+    "SELECT device_id, last_seq FROM devices WHERE device_id = ANY(CAST(:device_id AS text[]))"
+)
+
+
 def _store(session: Session, reports: Sequence[StatusReport], via: Via) -> set[tuple[str, int]]:
     """Insert what is new (a duplicate is a no-op), move each device to its newest report;
     returns the (device_id, seq) of the rows this call inserted."""
     now = utcnow()
     connection = session.connection()  # Core, not the ORM's bulk path (3x the CPU per row)
+    newest = _newest_per_device(reports)
+    if connection.dialect.name == "postgresql":
+        new = {(d, s) for d, s in connection.execute(_PG_INSERT, _pg_columns(reports, via, now))}
+        devices = _pg_device_columns(list(newest.values()), now)
+        connection.execute(_PG_UPDATE, devices)
+        connection.execute(_PG_HEARD, {"now": now, "device_id": devices["device_id"]})
+        return new
     rows = connection.execute(
         _insert_ignoring_duplicates(connection.dialect.name), _rows(reports, via, now)
     )
     new = {(device_id, seq) for device_id, seq in rows}
-    _update_devices(connection, reports, now)
+    _update_devices(connection, newest, now)
     return new
+
+
+# PostgreSQL: a whole batch as one short statement over arrays (unnest). A multi-row VALUES of
+# a thousand rows is 11,000 placeholders that psycopg parses anew every time (100 ms a page
+# here, 1,000 reports/s); arrays keep the statement the same, so it is parsed once.
+_PG_INSERT = text(
+    "INSERT INTO reports (device_id, seq, state, current_version, target_version, slot,"
+    " reason, detail, device_at, received_at, via)"
+    " SELECT d, s, st, cv, tv, sl, r, CAST(dt AS json), a, :now, :via FROM unnest("
+    "CAST(:device_id AS text[]), CAST(:seq AS bigint[]), CAST(:state AS text[]),"
+    " CAST(:current_version AS text[]), CAST(:target_version AS text[]), CAST(:slot AS text[]),"
+    " CAST(:reason AS text[]), CAST(:detail AS text[]), CAST(:device_at AS float8[]))"
+    " AS n(d, s, st, cv, tv, sl, r, dt, a)"
+    " ON CONFLICT (device_id, seq) DO NOTHING RETURNING device_id, seq"
+)
+# Each device to its newest report, never backwards (a concurrent batch may hold a newer one).
+_PG_UPDATE = text(
+    "UPDATE devices SET last_seq = n.s, state = n.st, current_version = n.cv,"
+    " target_version = n.tv, slot = n.sl, reason = n.r"
+    " FROM unnest(CAST(:device_id AS text[]), CAST(:seq AS bigint[]), CAST(:state AS text[]),"
+    " CAST(:current_version AS text[]), CAST(:target_version AS text[]), CAST(:slot AS text[]),"
+    " CAST(:reason AS text[])) AS n(d, s, st, cv, tv, sl, r)"
+    " WHERE devices.device_id = n.d AND (devices.last_seq IS NULL OR devices.last_seq < n.s)"
+)
+_PG_HEARD = text(
+    "UPDATE devices SET last_report_at = :now, last_seen = :now"
+    " WHERE device_id = ANY(CAST(:device_id AS text[]))"
+)
+
+
+def _pg_device_columns(reports: Sequence[StatusReport], now: datetime) -> dict[str, Any]:
+    return {
+        "now": now,
+        "device_id": [r.device_id for r in reports],
+        "seq": [r.seq for r in reports],
+        "state": [r.state.value for r in reports],
+        "current_version": [r.current_version for r in reports],
+        "target_version": [r.target_version for r in reports],
+        "slot": [r.slot for r in reports],
+        "reason": [r.reason.value for r in reports],
+    }
+
+
+def _pg_columns(reports: Sequence[StatusReport], via: Via, now: datetime) -> dict[str, Any]:
+    return {
+        **_pg_device_columns(reports, now),
+        "via": via,
+        "detail": [json.dumps(r.detail) for r in reports],
+        "device_at": [r.at for r in reports],
+    }
+
+
+def _newest_per_device(reports: Sequence[StatusReport]) -> dict[str, StatusReport]:
+    newest: dict[str, StatusReport] = {}
+    for report in reports:
+        held = newest.get(report.device_id)
+        if held is None or held.seq < report.seq:
+            newest[report.device_id] = report
+    return newest
 
 
 def _conflicts(session: Session, reports: Sequence[StatusReport]) -> list[StatusReport]:
@@ -259,14 +335,9 @@ def _table(model: type[Report] | type[Device]) -> Table:
     return Report.metadata.tables[model.__tablename__]
 
 
-def _update_devices(connection: Connection, reports: Sequence[StatusReport], now: datetime) -> None:
+def _update_devices(connection: Connection, newest: dict[str, StatusReport], now: datetime) -> None:
     """Each device to its newest report with one conditional UPDATE (executemany), so that
     concurrent batches cannot move a device backwards; and each device heard from now."""
-    newest: dict[str, StatusReport] = {}
-    for report in reports:
-        held = newest.get(report.device_id)
-        if held is None or held.seq < report.seq:
-            newest[report.device_id] = report
     devices = _table(Device)
     connection.execute(
         update(devices)

@@ -92,7 +92,10 @@ class ServerApi:
         *,
         bearer: str = "",
         clock: Callable[[], float] = time.monotonic,
+        http: urllib3.PoolManager | None = None,
     ) -> None:
+        """`http`: a connection pool shared with other clients (the lab's fleet simulator
+        runs thousands of devices over one pool per process); by default one of its own."""
         self._base = server_url.rstrip("/")
         self._device_id = device_id
         self._key = key
@@ -103,7 +106,7 @@ class ServerApi:
         self._quiet_until = 0.0  # the server asked for no request before this (clock)
         # what each poll says about the device's trusted TUF timestamp (agent.daemon sets it)
         self.trust_source: Callable[[], TrustedTimestamp | None] | None = None
-        self._http = urllib3.PoolManager(retries=False, timeout=_TIMEOUT)
+        self._http = http or urllib3.PoolManager(retries=False, timeout=_TIMEOUT)
 
     def enroll(
         self,

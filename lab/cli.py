@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
 
@@ -64,15 +65,30 @@ def simulate(  # one option per knob of the plan and the fleet
     good_fail_rate: Annotated[float, typer.Option(help="With --trains: a good build's.")] = 0.005,
     seed: Annotated[int, typer.Option(help="Seed of the simulation.")] = 1,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    server: Annotated[str, typer.Option(help="Without --plan: the live server's URL.")] = "",
+    broker: Annotated[str, typer.Option(help="Without --plan: mqtt://host:port.")] = "",
+    trusted_root: Annotated[
+        Path | None, typer.Option(help="Without --plan: the provisioned root.json.")
+    ] = None,
+    enrollment_token_env: Annotated[
+        str, typer.Option(help="Without --plan: the variable holding the enrollment token.")
+    ] = "OTA_ENROLLMENT_TOKEN",  # noqa: S107  # the variable's name, not a token
+    processes: Annotated[int, typer.Option(help="Without --plan: simulator processes.")] = 4,
+    duration: Annotated[
+        float, typer.Option(help="Without --plan: seconds to run (0: until Ctrl-C).")
+    ] = 0.0,
 ) -> None:
-    """Rehearse a rollout plan in simulated time, before any real device is touched."""
+    """Rehearse a rollout plan in simulated time (--plan), or run a live simulated fleet of
+    light devices against a real server and broker (--server, --broker, --trusted-root)."""
     import json
 
     from lab import rehearsal
     from server.services.rollout_rules import GateConfig, RolloutError, TimeWindow
 
     if not plan:
-        raise typer.BadParameter("only --plan is simulated here", param_hint="--plan")
+        live = LiveFleet(server, broker, trusted_root, enrollment_token_env, processes, duration)
+        run_live_fleet(live, devices, rehearsal.parse_duration(poll_interval), offline, fail_rate)
+        return
     try:
         gates = GateConfig(min_soak_s=rehearsal.parse_duration(min_soak))
         rules = rehearsal.Plan(
@@ -95,6 +111,63 @@ def simulate(  # one option per knob of the plan and the fleet
         payload = rehearsal.rehearsal_json(result, rehearsal.DEFAULT_START)
         lines = rehearsal.describe(result, rehearsal.DEFAULT_START)
     typer.echo(json.dumps(payload, indent=2) if as_json else "\n".join(lines))
+
+
+@dataclass(frozen=True)
+class LiveFleet:
+    server: str
+    broker: str
+    trusted_root: Path | None
+    enrollment_token_env: str
+    processes: int
+    duration_s: float
+
+
+def run_live_fleet(
+    live: LiveFleet, devices: int, poll_interval_s: float, offline: float, unhealthy: float
+) -> None:
+    """`simulate` without --plan: enroll and connect the fleet, then print what it does."""
+    import tempfile
+    import time
+
+    from lab.fleetsim import Fleet, FleetOptions
+
+    token = os.environ.get(live.enrollment_token_env, "")
+    if not (live.server and live.broker and live.trusted_root):
+        raise typer.BadParameter("give --plan, or --server, --broker and --trusted-root")
+    if not token:
+        raise typer.BadParameter(f"${live.enrollment_token_env} holds no enrollment token")
+    if not live.trusted_root.is_file():
+        raise typer.BadParameter(f"no root.json at {live.trusted_root}")
+    with tempfile.TemporaryDirectory() as workdir:
+        options = FleetOptions(
+            server_url=live.server,
+            broker_url=live.broker,
+            enrollment_token=token,
+            trusted_root=live.trusted_root,
+            workdir=Path(workdir),
+            devices=devices,
+            processes=max(1, live.processes),
+            offline_share=offline,
+            unhealthy_share=unhealthy,
+            poll_interval_s=poll_interval_s,
+        )
+        with Fleet(options) as fleet:
+            typer.echo(f"enrolled {fleet.enroll()} devices")
+            typer.echo(
+                "a mosquitto learns their logins from `ota broker mosquitto-config` (then "
+                "SIGHUP it); the embedded broker reads them from the database"
+            )
+            typer.echo(f"connecting {fleet.connect()} online devices")
+            deadline = time.monotonic() + live.duration_s if live.duration_s else None
+            while deadline is None or time.monotonic() < deadline:
+                time.sleep(5)
+                s = fleet.stats()
+                typer.echo(
+                    f"connected {s.connected}, polled {s.polled}, notified"
+                    f" {len(s.notified_at)}, committed {s.committed}, rolled back"
+                    f" {s.rolled_back}, reports {s.reports_made} made / {s.reports_acked} acked"
+                )
 
 
 def main() -> None:

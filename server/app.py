@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from functools import partial
 
@@ -35,7 +35,7 @@ from server.errors import (
 )
 from server.input_bounds import invalid_request
 from server.leadership import Leadership, leadership_for
-from server.mqtt_bridge import MqttBridge
+from server.mqtt_bridge import MqttBridge, Refusal
 from server.online_signing import OnlineRoleRenewer
 from server.publisher import NoPublisher, Publisher
 from server.rate_limits import AuthFailureLimit, RateLimits
@@ -53,7 +53,7 @@ from server.routes import (
 )
 from server.scheduler import RolloutScheduler
 from server.services.releases import current_notices
-from server.services.reports import ingest_reports
+from server.services.reports import ingest_report_batch
 from server.services.target_links import TargetLinks, target_links
 from server.settings import Settings
 from server.state import AppState
@@ -215,25 +215,25 @@ async def _publisher(
 def _bridge(broker_url: str, settings: Settings, sessions: sessionmaker[Session]) -> MqttBridge:
     return MqttBridge(
         broker_url,
-        on_report=partial(ingest_mqtt_report, sessions),
+        on_reports=partial(ingest_mqtt_reports, sessions),
         client_id=settings.mqtt_client_id,
         current_notices=partial(_current_notices, sessions),
         ca_file=str(settings.broker_ca) if settings.broker_ca else None,
     )
 
 
-def ingest_mqtt_report(
-    sessions: sessionmaker[Session], device_id: str, report: StatusReport
-) -> None:
-    """A report heard over MQTT, stored exactly like one POSTed over HTTP.
+def ingest_mqtt_reports(
+    sessions: sessionmaker[Session], reports: Sequence[StatusReport]
+) -> list[Refusal]:
+    """Reports heard over MQTT, stored as HTTP's are, a whole batch in one transaction.
 
-    A database failure drops it with a log line: the device keeps it in its outbox until an
-    HTTP answer acknowledges it, so nothing is lost (docs/decisions/0002)."""
-    try:
-        with sessions() as session:
-            ingest_reports(session, device_id, [report], via="mqtt")
-    except SQLAlchemyError:
-        log.exception("could not store report %s/%d from MQTT", device_id, report.seq)
+    A database failure raises (the bridge retries, then leaves the batch to HTTP: the devices
+    keep reports in their outboxes until an HTTP answer acknowledges them, so nothing is
+    lost; docs/decisions/0002)."""
+    with sessions() as session:
+        outcome = ingest_report_batch(session, reports, via="mqtt")
+        session.commit()
+    return [Refusal(report, error) for report, error in outcome.refused]
 
 
 def _current_notices(sessions: sessionmaker[Session]) -> list[AvailabilityNotice]:

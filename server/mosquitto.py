@@ -347,6 +347,7 @@ def mosquitto_conf(
         f"acl_file {_conf_value(acl_file)}",
         *_persistence_lines(persistence_location),
         *([f"user {_conf_value(run_as_user)}"] if run_as_user else []),
+        *_queue_lines(),
         "log_dest stderr",
         "log_type error",
         "log_type warning",
@@ -361,6 +362,23 @@ def mosquitto_conf(
     if plain_port is not None:
         lines += ["", *_listener_lines(plain_port, bind)]
     return "\n".join(lines) + "\n"
+
+
+# The server is one client that hears every device's reports: with mosquitto's defaults (1,000
+# queued and 20 in flight per client) a fleet's burst of reports is dropped at the broker
+# ("outgoing messages are being dropped"). The server acknowledges a batch after storing it,
+# so it needs many in flight; the queue is bounded by bytes rather than by count.
+MAX_QUEUED_MESSAGES = 1_000_000
+MAX_QUEUED_BYTES = 512 * 1024 * 1024
+MAX_INFLIGHT_MESSAGES = 2000
+
+
+def _queue_lines() -> list[str]:
+    return [
+        f"max_queued_messages {MAX_QUEUED_MESSAGES}",
+        f"max_queued_bytes {MAX_QUEUED_BYTES}",
+        f"max_inflight_messages {MAX_INFLIGHT_MESSAGES}",
+    ]
 
 
 def _listener_lines(port: int, bind: str) -> list[str]:

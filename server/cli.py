@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import shutil
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -217,6 +218,26 @@ def broker_run(
 
     url = db_url or Settings.from_env().db_url
     run_embedded_broker(host, port, BrokerAccess(url, hash_password(password), server_user))
+
+
+@app.command(
+    "simulate",
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+    add_help_option=False,
+)
+def simulate(ctx: typer.Context) -> None:
+    """Rehearse a rollout plan (--plan) or run a simulated fleet (--devices N): `ota-lab simulate`.
+
+    The simulator composes the agent and the simulated hardware, which the server never
+    imports: this hands the same arguments to the lab's command in this environment.
+    """
+    lab = Path(sys.argv[0]).with_name("ota-lab")
+    if not lab.exists():
+        found = shutil.which("ota-lab")
+        if found is None:
+            raise fail("`ota simulate` needs the lab (ota-lab), not installed with this server")
+        lab = Path(found)
+    os.execv(lab, [str(lab), "simulate", *ctx.args])  # noqa: S606 - our own entry point
 
 
 def main() -> None:

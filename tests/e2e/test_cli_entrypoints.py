@@ -186,3 +186,12 @@ def test_ota_health_says_how_long_the_repository_lasts(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     assert "valid for 2" in done.stdout  # 23.9 or 24.0 h
     assert "(re-signed every 1 h)" in done.stdout
+
+
+def test_ota_simulate_runs_the_labs_rehearsal_with_the_same_arguments() -> None:
+    argv = ["simulate", "--plan", "--devices", "2000", "--trains", "4", "--seed", "7"]
+    via_ota = subprocess.run([BIN / "ota", *argv], capture_output=True, text=True, timeout=120)
+    via_lab = subprocess.run([BIN / "ota-lab", *argv], capture_output=True, text=True, timeout=120)
+    assert via_ota.returncode == 0, via_ota.stderr
+    assert "weekly trains" in via_ota.stdout
+    assert via_ota.stdout == via_lab.stdout  # the same command, not a second simulator

@@ -111,10 +111,19 @@ def assert_nothing_lost_or_doubled(backend: Backend, fleet: list[Device], rollou
     """Every device committed and has nothing left to send; the server holds each report
     each device produced exactly once; the rollout's counts are what the devices say."""
     wait_for(lambda: all(d.committed() for d in fleet), "every device committed")
-    wait_for(lambda: all(d.pending() == 0 for d in fleet), "every report acknowledged")
+
+    # The agent logs "committed" a moment before it numbers the commit's report (the counter
+    # is written first): wait until the outbox is empty AND the server holds every number the
+    # counter gave out, rather than reading both once in that window.
+    def stored(device: Device) -> list[int]:
+        return sorted(r.seq for r in backend.reports(device.device_id))
+
+    def delivered(device: Device) -> bool:
+        return device.pending() == 0 and stored(device) == device.produced()
+
+    wait_for(lambda: all(delivered(d) for d in fleet), "every report acknowledged and stored")
     for device in fleet:
-        stored = sorted(r.seq for r in backend.reports(device.device_id))
-        assert stored == device.produced(), device.device_id
+        assert stored(device) == device.produced(), device.device_id  # once each, none lost
     wait_for(lambda: status(backend, rollout).state == "completed", "the rollout completed")
     numbers = status(backend, rollout).numbers
     assert numbers is not None

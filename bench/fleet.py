@@ -87,6 +87,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--workdir", type=Path, default=None)
     parser.add_argument(
+        "--workers", type=int, default=1, help="`ota server run --workers` (PostgreSQL only)"
+    )
+    parser.add_argument(
         "--profile",
         action="store_true",
         help="run the server in this process under cProfile (every thread) and write the "
@@ -120,7 +123,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         if args.profile:
             server_url, server = _profiled_server(stack, workdir, db_url, broker.server_url)
         else:
-            server_url, server = _server(stack, workdir, db_url, broker.server_url)
+            server_url, server = _server(stack, workdir, db_url, broker, args.workers)
         options = FleetOptions(
             server_url=server_url,
             broker_url=broker.device_url,
@@ -145,7 +148,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         _wait(lambda: _settled_before(fleet.stats(), online), args.timeout, "the fleet to connect")
         fleet.mark()
         measured = _roll_out(args, fleet, server, server_url, release, engine, online)
-        return {"devices": args.devices, "db": args.db, "broker": args.broker, **measured}
+        given = {"devices": args.devices, "db": args.db, "broker": args.broker}
+        return {**given, "workers": args.workers, **measured}
 
 
 def _roll_out(
@@ -323,14 +327,19 @@ def _broker(stack: contextlib.ExitStack, kind: str, workdir: Path) -> _Broker | 
 
 
 def _server(
-    stack: contextlib.ExitStack, workdir: Path, db_url: str, broker_url: str
+    stack: contextlib.ExitStack,
+    workdir: Path,
+    db_url: str,
+    broker: _Broker | _Cluster,
+    workers: int = 1,
 ) -> tuple[str, subprocess.Popen[bytes]]:
     port = free_port()
     env = {
         **os.environ,
         "OTA_DB_URL": db_url,
         "OTA_REPO_DIR": str(workdir / "repo" / "repository"),
-        "OTA_BROKER_URL": broker_url,
+        "OTA_BROKER_URL": broker.server_url,
+        "OTA_WORKERS": str(workers),
         "OTA_ADMIN_TOKEN": ADMIN_TOKEN,
         "OTA_ENROLLMENT_TOKEN": ENROLLMENT_TOKEN,
         "OTA_ROLLOUT_TICK_S": "0",
@@ -338,6 +347,8 @@ def _server(
     for name in ("ENROLL", "REDEEM", "AUTH_FAILURES"):
         for per in ("ADDRESS", "DEVICE"):
             env[f"OTA_RATE_{name}_PER_{per}"] = "10000000/minute"  # the fleet is on loopback
+    if isinstance(broker, _Cluster):
+        env["OTA_MQTT_SHARE_GROUP"] = ""  # NATS delivers no `$share/` subscription (0025)
     ota = Path(sys.executable).parent / "ota"
     log = (workdir / "server.log").open("wb")
     stack.callback(log.close)
@@ -440,17 +451,37 @@ def _aware(value: Any) -> datetime | None:
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
+def _process_tree(pid: int) -> list[int]:
+    """`pid` and its descendants (the server's workers with --workers)."""
+    found, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        found.append(current)
+        for task in Path(f"/proc/{current}/task").glob("*/children"):
+            with contextlib.suppress(OSError):
+                todo += [int(child) for child in task.read_text().split()]
+    return found
+
+
 def _cpu_s(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    ticks = os.sysconf("SC_CLK_TCK")
-    return (int(fields[11]) + int(fields[12])) / ticks  # utime, stime
+    """The server's CPU seconds, its live workers' included."""
+    ticks, total = os.sysconf("SC_CLK_TCK"), 0.0
+    for each in _process_tree(pid):
+        with contextlib.suppress(OSError):
+            fields = Path(f"/proc/{each}/stat").read_text().rpartition(")")[2].split()
+            total += (int(fields[11]) + int(fields[12])) / ticks  # utime, stime
+    return total
 
 
 def _peak_rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return round(int(line.split()[1]) / 1024, 1)
-    return 0.0
+    """The sum of the peak RSS of the server's processes."""
+    total_kib = 0
+    for each in _process_tree(pid):
+        with contextlib.suppress(OSError):
+            for line in Path(f"/proc/{each}/status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    total_kib += int(line.split()[1])
+    return round(total_kib / 1024, 1)
 
 
 def _percentile(sorted_s: list[float], share: float, population: int) -> float | None:

@@ -217,6 +217,7 @@ def _bridge(broker_url: str, settings: Settings, sessions: sessionmaker[Session]
         broker_url,
         on_reports=partial(ingest_mqtt_reports, sessions),
         client_id=settings.mqtt_client_id,
+        share_group=settings.mqtt_share_group,
         current_notices=partial(_current_notices, sessions),
         ca_file=str(settings.broker_ca) if settings.broker_ca else None,
     )

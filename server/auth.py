@@ -32,7 +32,7 @@ from server.errors import (
     NotAuthenticatedError,
 )
 from server.input_bounds import NameInPath
-from server.models import ApiToken, utcnow
+from server.models import ApiToken, Device, DeviceToken, utcnow
 from server.request_scope import SessionDep, StateDep, TokenDep
 from server.schemas import DEFAULT_TOKEN_LIFETIME_S, MAX_NAME_CHARS, MAX_TOKEN_LIFETIME_S
 from server.services.device_keys import device_of_token
@@ -235,7 +235,13 @@ def device_self(
 ) -> Principal:
     """The device of the path, authenticated by its own credential: only DEVICE principals
     (an admin or tester token cannot poll or report in a device's place)."""
-    principal = resolve_principal(session, state.settings, token)
+    return _device_principal(session, state.settings, device_id, token)
+
+
+def _device_principal(
+    session: Session, settings: Settings, device_id: str, token: str
+) -> Principal:
+    principal = resolve_principal(session, settings, token)
     if principal is None:
         raise NotAuthenticatedError(
             "missing or unknown device credential (Authorization: Bearer <credential>)"
@@ -243,6 +249,29 @@ def device_self(
     if principal.role is not Role.DEVICE:
         raise ForbiddenError(f"only device {device_id!r} itself may do this")
     return require_device_self(device_id, principal)
+
+
+def device_of_credential(
+    session: Session, settings: Settings, device_id: str, token: str
+) -> Device:
+    """The device of the path, authenticated by its own unexpired access token, in ONE query
+    (the token joined to its device's row): the path every device request takes. Anything
+    else (no token, an unknown, expired or another device's token, an admin or API token)
+    falls through to `device_self`'s checks for the precise 401 or 403."""
+    if token and not (settings.admin_token and tokens_match(token, settings.admin_token)):
+        device = session.scalar(
+            select(Device)
+            .join(DeviceToken, DeviceToken.device_id == Device.device_id)
+            .where(
+                DeviceToken.token_hash == hash_credential(token),
+                DeviceToken.device_id == device_id,
+                DeviceToken.expires_at > utcnow(),
+            )
+        )
+        if device is not None:
+            return device
+    principal = _device_principal(session, settings, device_id, token)
+    return session.get_one(Device, principal.subject)  # the token became valid in between
 
 
 DeviceSelf = Annotated[Principal, Depends(device_self)]

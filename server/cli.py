@@ -8,8 +8,10 @@ it). Errors are one line, `ota: error: ...`, with the exit codes of `server.cli_
 
 from __future__ import annotations
 
+import base64
 import importlib
 import os
+import pickle
 import shutil
 import sys
 from pathlib import Path
@@ -142,6 +144,15 @@ def server_run(
     broker_url: Annotated[
         str | None, typer.Option(envvar="OTA_BROKER_URL", help="mqtt://host:port")
     ] = None,
+    workers: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            envvar="OTA_WORKERS",
+            help="Server processes (uvicorn workers; PostgreSQL only). Each takes a share of "
+            "the MQTT reports; once-only work runs on the advisory-lock leader.",
+        ),
+    ] = 1,
 ) -> None:
     """Serve the API, the TUF repository and the dashboard (settings also from OTA_* env)."""
     import dataclasses
@@ -156,8 +167,14 @@ def server_run(
         broker_url=broker_url or settings.broker_url,
         online_keys_dir=None if no_renew else _online_keys(online_keys, repo_dir),
     )
+    if workers > 1 and not settings.db_url.startswith("postgresql"):
+        raise fail(
+            f"--workers {workers} needs PostgreSQL (OTA_DB_URL=postgresql+psycopg://...); "
+            "SQLite has one writer: run one worker",
+            EXIT_USER,
+        )
     port_free(host, port, "--port")
-    _serve(settings, host, port)
+    _serve(settings, host, port, workers)
 
 
 def _online_keys(given: Path | None, repo_dir: Path | None) -> Path | None:
@@ -174,7 +191,12 @@ def _online_keys(given: Path | None, repo_dir: Path | None) -> Path | None:
     return keys
 
 
-def _serve(settings: Any, host: str, port: int) -> None:
+WORKER_SETTINGS_ENV = "OTA_WORKER_SETTINGS"  # the parent's settings, for its worker processes
+SHARE_GROUP_ENV = "OTA_MQTT_SHARE_GROUP"  # "" for NATS: it grants `$share/` but delivers nothing
+SHARE_GROUP = "ota-ingest"
+
+
+def _serve(settings: Any, host: str, port: int, workers: int = 1) -> None:
     import uvicorn
 
     from server.app import create_app
@@ -186,7 +208,41 @@ def _serve(settings: Any, host: str, port: int) -> None:
         app = create_app(settings)
     except ValueError as exc:  # settings that cannot work (e.g. OTA_TARGETS_STORE)
         raise fail(str(exc), EXIT_USER) from None
-    uvicorn.run(app, host=host, port=port, log_config=None, access_log=False)
+    if workers == 1:
+        uvicorn.run(app, host=host, port=port, log_config=None, access_log=False)
+        return
+    # uvicorn starts each worker by import: the settings travel in the environment
+    os.environ[WORKER_SETTINGS_ENV] = base64.b64encode(pickle.dumps(settings)).decode()
+    uvicorn.run(
+        "server.cli:worker_app",
+        factory=True,
+        workers=workers,
+        host=host,
+        port=port,
+        log_config=None,
+        access_log=False,
+    )
+
+
+def worker_app() -> Any:
+    """One of `--workers N`: the parent's settings, a client id of its own (pid suffix) and
+    the shared subscription, so the broker gives each report to exactly one worker. With
+    OTA_MQTT_SHARE_GROUP="" (NATS) each worker hears every report: stored once all the same
+    (a report is unique by device and seq), at the cost of parsing it in every worker."""
+    import dataclasses
+
+    from server.app import create_app
+    from server.json_logs import configure_json_logging
+
+    configure_json_logging()
+    # written by our own parent process just before it started us: not outside input
+    settings = pickle.loads(base64.b64decode(os.environ[WORKER_SETTINGS_ENV]))  # noqa: S301
+    settings = dataclasses.replace(
+        settings,
+        mqtt_client_id=f"{settings.mqtt_client_id}-{os.getpid()}",
+        mqtt_share_group=os.environ.get(SHARE_GROUP_ENV, SHARE_GROUP) or None,
+    )
+    return create_app(settings)
 
 
 @broker_app.command("run")

@@ -98,6 +98,7 @@ class MqttBridge:
         publish_wait_s: float = 5.0,
         ca_file: str | None = None,
         max_batch: int = MAX_BATCH,
+        share_group: str | None = None,
     ) -> None:
         self._host, self._port, tls, user, password = parse_broker_url(broker_url)
         self._on_reports = on_reports
@@ -109,8 +110,16 @@ class MqttBridge:
         self._connected = threading.Event()
         self.counts = TickCounts("mqtt-bridge")
         self.refused = 0  # status messages refused: oversized, malformed, another device's
+        self.handled = 0  # reports handed to the storer and not refused (duplicates included)
+        self._client_id = client_id
+        # One of several workers (decision 0025): a shared subscription, and no session kept
+        # for a worker's per-process id (a dead worker's session would hold its share).
+        self._status_topic = f"$share/{share_group}/{STATUS_WILDCARD}" if share_group else None
         self._client = mqtt.Client(
-            CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=False, manual_ack=True
+            CallbackAPIVersion.VERSION2,
+            client_id=client_id,
+            clean_session=share_group is not None,
+            manual_ack=True,
         )
         if user:
             self._client.username_pw_set(user, password)
@@ -143,6 +152,7 @@ class MqttBridge:
             self._heard.put(None)
             self._storer.join(timeout=30)
             self._storer = None
+        log.info("MQTT client %s handled %d reports", self._client_id, self.handled)
 
     @property
     def connected(self) -> bool:
@@ -192,7 +202,7 @@ class MqttBridge:
         if reason_code.is_failure:
             log.warning("broker refused the connection: %s", reason_code)
             return
-        client.subscribe(STATUS_WILDCARD, qos=1)
+        client.subscribe(self._status_topic or STATUS_WILDCARD, qos=1)
         self._connected.set()
         if self._current_notices is not None:
             for notice in self._current_notices():  # retained state may have been lost
@@ -270,6 +280,7 @@ class MqttBridge:
                 if attempt == STORE_ATTEMPTS:
                     return
                 time.sleep(RETRY_WAIT_S)
+        self.handled += len(reports) - len(refusals)
         for refusal in refusals:
             self.refused += 1
             process_metrics().report_refused("mqtt", type(refusal.error).__name__)

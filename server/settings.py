@@ -55,6 +55,9 @@ class Settings:
     stale_metadata_after_s: float = 4 * 3600.0
     mqtt_client_id: str = "ota-server"  # fixed: the broker keeps our session (QoS 1 backlog)
     mqtt_connect_wait_s: float = 5.0  # how long startup waits for the first MQTT connection
+    # set by `ota server run --workers N>1`: each worker subscribes to the status topics as
+    # `$share/<group>/...` under its own client id, so the broker gives each report to one
+    mqtt_share_group: str | None = None
     max_reports_per_batch: int = 1000
     max_body_bytes: int = 4 * 1024 * 1024  # larger request bodies are refused (413)
     online_keys_dir: Path | None = None  # timestamp + snapshot keys only; None: no re-signing

@@ -1,0 +1,119 @@
+"""`ota server run --workers 2` on PostgreSQL with a real mosquitto (issue 12): the two
+workers share the status topics, so each MQTT report reaches exactly one of them and is stored
+once, both take a share, and the once-only work has one leader. SQLite refuses workers."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import paho.mqtt.client as mqtt
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+from sqlalchemy import func, select
+
+from lab.net import free_port
+from server.db import make_engine, make_sessions, upgrade_to_head
+from server.models import Device, Report, utcnow
+from server.testing import MOSQUITTO_PIPE_LEAK, sample_report
+from wire import device_status_topic
+from wire.paths import HEALTH_PATH
+
+pytestmark = [pytest.mark.filterwarnings(MOSQUITTO_PIPE_LEAK), pytest.mark.mosquitto]
+
+OTA = Path(sys.executable).with_name("ota")
+DEVICES, REPORTS_EACH = 20, 10
+WAIT_S = 60.0
+LEADS = "now leads the once-only work"
+
+
+def log_records(log: Path) -> list[dict[str, object]]:
+    records = []
+    for line in log.read_text(errors="replace").splitlines():
+        try:
+            records.append(json.loads(line))
+        except ValueError:
+            continue
+    return records
+
+
+def messages(log: Path, text: str) -> list[str]:
+    return [str(r["message"]) for r in log_records(log) if text in str(r.get("message", ""))]
+
+
+def wait_for(check: object, what: str, proc: subprocess.Popen[bytes], log: Path) -> None:
+    deadline = time.monotonic() + WAIT_S
+    while not check():  # type: ignore[operator]
+        assert proc.poll() is None, f"the server stopped: {log.read_text()[-2000:]}"
+        assert time.monotonic() < deadline, f"no {what} within {WAIT_S}s: {log.read_text()[-2000:]}"
+        time.sleep(0.2)
+
+
+@pytest.mark.postgres
+def test_two_workers_store_each_mqtt_report_once_and_share_them(
+    pg_url: str, mosquitto_url: str, tmp_path: Path
+) -> None:
+    engine = make_engine(pg_url)
+    upgrade_to_head(engine)
+    sessions = make_sessions(engine)
+    device_ids = [f"phone-{n}" for n in range(DEVICES)]
+    with sessions() as session:
+        for device_id in device_ids:
+            session.add(
+                Device(device_id=device_id, model="sim", channel="stable", enrolled_at=utcnow())
+            )
+        session.commit()
+
+    def stored() -> int:
+        with sessions() as session:
+            return int(session.scalar(select(func.count()).select_from(Report)) or 0)
+
+    port, log = free_port(), tmp_path / "server.log"
+    env = {**os.environ, "OTA_ADMIN_TOKEN": "admin", "OTA_MQTT_CONNECT_WAIT_S": "10",
+           "OTA_ROLLOUT_TICK_S": "0.2"}  # fmt: skip
+    command = [str(OTA), "server", "run", "--workers", "2", "--port", str(port),
+               "--db-url", pg_url, "--broker-url", mosquitto_url]  # fmt: skip
+    with log.open("wb") as out:
+        proc = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        wait_for(lambda: len(messages(log, "startup complete")) == 2, "two workers", proc, log)
+        wait_for(lambda: messages(log, LEADS), "a leader", proc, log)
+        httpx.get(f"http://127.0.0.1:{port}{HEALTH_PATH}", timeout=10).raise_for_status()
+        time.sleep(1.0)  # both workers' SUBSCRIBEs are acknowledged by now
+        host, mqtt_port = mosquitto_url.removeprefix("mqtt://").split(":")
+        device = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="publisher")
+        device.connect(host, int(mqtt_port))
+        device.loop_start()
+        for seq in range(REPORTS_EACH):
+            for device_id in device_ids:
+                report = sample_report(device_id, seq).to_json()
+                device.publish(device_status_topic(device_id), report, qos=1).wait_for_publish(10)
+        device.loop_stop()
+        device.disconnect()
+        wait_for(lambda: stored() >= DEVICES * REPORTS_EACH, "reports stored", proc, log)
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=60)
+    assert stored() == DEVICES * REPORTS_EACH
+    handled = [int(m.split("handled ")[1].split()[0]) for m in messages(log, "handled")]
+    assert len(handled) == 2, handled
+    assert sum(handled) == DEVICES * REPORTS_EACH, handled
+    assert all(n > 0 for n in handled), handled  # each worker took a share
+    assert len(messages(log, LEADS)) == 1  # the other worker's ticks found the lock taken
+    engine.dispose()
+
+
+def test_workers_on_sqlite_are_refused_in_one_line(tmp_path: Path) -> None:
+    command = [str(OTA), "server", "run", "--workers", "2",
+               "--db-url", f"sqlite:///{tmp_path / 'ota.db'}"]  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode != 0
+    assert done.stderr.strip().count("\n") == 0, done.stderr
+    assert "--workers 2 needs PostgreSQL" in done.stderr
+    assert not (tmp_path / "ota.db").exists()

@@ -302,13 +302,8 @@ class _Cluster:
     on loopback, so there are no logins to reload; devices are spread over the nodes."""
 
     def __init__(self, stack: contextlib.ExitStack, workdir: Path) -> None:
-        try:
-            from lab.natscluster import nats_binary, nats_cluster
-        except ImportError:
-            raise BenchError(
-                "--broker cluster needs lab/natscluster.py (the NATS cluster helper), "
-                "which this checkout does not have yet"
-            ) from None
+        from lab.natscluster import nats_binary, nats_cluster
+
         binary = nats_binary()
         if binary is None:
             raise BenchError("nats-server is not installed (apt-get install nats-server)")

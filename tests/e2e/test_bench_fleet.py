@@ -56,22 +56,3 @@ def test_a_small_fleet_installs_the_release_and_every_report_is_stored_once(
     # every online device heard the notice and finished: committed or rolled back
     assert result["notified_100_s"] is not None
     assert result["committed"] + result["rolled_back"] == result["online"] > 0
-
-
-def test_the_cluster_broker_without_its_helper_is_one_clear_line(tmp_path: Path) -> None:
-    try:
-        import lab.natscluster  # noqa: F401
-    except ImportError:
-        pass
-    else:
-        pytest.skip("lab.natscluster is here: --broker cluster runs")
-    run = subprocess.run(
-        [sys.executable, str(ROOT / "bench" / "fleet.py"), "--broker", "cluster"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert run.returncode == 1
-    assert run.stderr.strip().count("\n") == 0, run.stderr
-    assert "lab/natscluster.py" in run.stderr

@@ -68,7 +68,7 @@ def next_notice(heard: Heard, version: str) -> AvailabilityNotice:
 
 
 def server_on(url: str) -> MqttBridge:
-    bridge = MqttBridge(url, on_report=lambda device, report: None, client_id="ota-server")
+    bridge = MqttBridge(url, lambda reports: [], client_id="ota-server")  # stores nothing
     assert bridge.start(WAIT_S), f"the server did not connect to {url}"
     return bridge
 

@@ -266,14 +266,16 @@ class _Broker:
         if binary is None:
             raise BenchError("mosquitto is not installed (apt-get install mosquitto)")
         self.dir = workdir / "broker"
-        self.port, self.tls_port = free_port(), free_port()
+        self.port, self.tls_port, self.server_port = free_port(), free_port(), free_port()
         self.password = secrets.token_urlsafe(16)
         paths = self._write([])
         self.proc = stack.enter_context(
             mosquitto(binary, paths.conf, self.port, workdir / "mosquitto.log")
         )
         self.device_url = f"mqtt://{LOOPBACK}:{self.port}"
-        self.server_url = with_login(self.device_url, "ota-server", self.password)
+        # the server's own listener: its workers share the login, each with its own client id
+        server_listener = f"mqtt://{LOOPBACK}:{self.server_port}"
+        self.server_url = with_login(server_listener, "ota-server", self.password)
 
     def _write(self, devices: list[Any]) -> Any:
         return write_broker_config(
@@ -282,6 +284,7 @@ class _Broker:
             port=self.tls_port,
             server_password=self.password,
             plain_port=self.port,
+            server_port=self.server_port,
             run_as_user=getpass.getuser(),  # as root, mosquitto would drop to a user without access
         )
 

@@ -164,6 +164,16 @@ def broker_mosquitto_config(
         list[str] | None, typer.Option(help="IP in the certificate (repeatable).")
     ] = None,
     bind: Annotated[str, typer.Option(help="Address the listener binds.")] = "127.0.0.1",
+    server_port: Annotated[
+        int | None,
+        typer.Option(
+            help="A listener for the server's processes only (its login alone; several "
+            "workers or replicas share it, each with its own client id)."
+        ),
+    ] = None,
+    server_bind: Annotated[
+        str, typer.Option(help="Address the server listener binds (TLS unless loopback).")
+    ] = "127.0.0.1",
     server_user: Annotated[str, typer.Option(help="The server's broker login.")] = "ota-server",
     run_as_user: Annotated[
         str | None, typer.Option(help="User mosquitto runs as when started as root.")
@@ -192,8 +202,16 @@ def broker_mosquitto_config(
             server_user=server_user,
             server_password=server_password,
             bind=bind,
+            server_port=server_port,
+            server_bind=server_bind,
             run_as_user=run_as_user,
         )
     except BrokerConfigError as exc:
         raise _fail(str(exc)) from None
     typer.echo(f"{len(devices)} device logins; mosquitto -c {paths.conf}")
+    if server_port is not None:
+        scheme = "mqtt" if server_bind in ("127.0.0.1", "::1", "localhost") else "mqtts"
+        typer.echo(
+            f"servers connect to {scheme}://{server_user}:<${server_password_env}>@"
+            f"{server_bind}:{server_port}"
+        )

@@ -104,14 +104,21 @@ def fleet_broker(
 
 def _generate_mosquitto_config(db_url: str, out: Path, port: int) -> None:
     """`ota broker mosquitto-config` from the registry, as an operator runs it."""
+    server_port = free_port()
     args = ["broker", "mosquitto-config", str(out), "--db-url", db_url, "--port", str(port),
-            "--server-password-env", "OTA_TEST_BROKER_PW",
+            "--server-password-env", "OTA_TEST_BROKER_PW", "--server-port", str(server_port),
             "--run-as-user", getpass.getuser()]  # fmt: skip
     written = CliRunner().invoke(ota, args, env={"OTA_TEST_BROKER_PW": SERVER_PASSWORD})
     assert written.exit_code == 0, written.output
     assert "2 device logins" in written.output  # the legacy row is left out, the rest served
     assert LEGACY_ID in written.output
     assert LEGACY_ID not in (out / "passwd").read_text()
+    # the server's listener: its own login only, its URL told without the password
+    assert f"mqtt://ota-server:<$OTA_TEST_BROKER_PW>@127.0.0.1:{server_port}" in written.output
+    assert SERVER_PASSWORD not in written.output
+    assert [line.split(":")[0] for line in (out / "passwd-server").read_text().splitlines()] == [
+        "ota-server"
+    ]
 
 
 # ---------------------------------------------------------------------- a real paho client

@@ -69,6 +69,7 @@ def _device(name: str, channel: str, suffix: str) -> BrokerDevice:
 class Broker:
     port: int
     plain_port: int
+    server_port: int
     paths: BrokerConfigPaths
     a: BrokerDevice
     b: BrokerDevice
@@ -85,7 +86,8 @@ def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
     out = tmp_path_factory.mktemp("broker")
     suffix = uuid.uuid4().hex[:8]
     a, b = _device("dev-a", "stable", suffix), _device("dev-b", "beta", suffix)
-    port, plain_port, server_password = free_port(), free_port(), uuid.uuid4().hex
+    port, plain_port, server_port = free_port(), free_port(), free_port()
+    server_password = uuid.uuid4().hex
     # B logs in with a stored hash, as a registry keeps it; made by mosquitto_passwd if installed
     b_stored = dataclasses.replace(b, password="", password_hash=_stored_hash(b, out))
     paths = write_broker_config(
@@ -94,11 +96,12 @@ def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
         port=port,
         server_password=server_password,
         plain_port=plain_port,
+        server_port=server_port,
         # as root, mosquitto would drop to a user that cannot read the 0600 files
         run_as_user=getpass.getuser(),
     )
     with mosquitto(binary, paths.conf, port, out / "mosquitto.log") as proc:
-        yield Broker(port, plain_port, paths, a, b, server_password, proc)
+        yield Broker(port, plain_port, server_port, paths, a, b, server_password, proc)
 
 
 def _stored_hash(device: BrokerDevice, scratch: Path) -> str:
@@ -122,9 +125,15 @@ def peer(broker: Broker) -> Iterator[PeerFactory]:
     made: list[Peer] = []
 
     def make(
-        username: str | None, password: str | None, *, ca: Path | None = None, client_id: str = ""
+        username: str | None,
+        password: str | None,
+        *,
+        ca: Path | None = None,
+        client_id: str = "",
+        plain: bool = False,
     ) -> Peer:
-        made.append(Peer(username, password, ca or broker.paths.ca_cert, client_id))
+        tls_ca = None if plain else ca or broker.paths.ca_cert
+        made.append(Peer(username, password, tls_ca, client_id))
         return made[-1]
 
     yield make
@@ -257,6 +266,49 @@ def test_plain_listener_still_requires_a_login(broker: Broker, peer: PeerFactory
 
 
 @needs_mosquitto
+def test_server_processes_share_the_login_on_their_own_listener(
+    broker: Broker, peer: PeerFactory
+) -> None:
+    """Two workers (or replicas) log in as the server with client ids of their own and both
+    stay connected; on a device listener the second would take the first one's session."""
+    workers = [
+        peer(SERVER_USER, broker.server_password, client_id=f"ota-server-{n}", plain=True)
+        for n in (1, 2)
+    ]
+    for worker in workers:
+        assert not worker.connect(broker.server_port).is_failure
+        worker.subscribe(STATUS_WILDCARD)
+    a = _as(peer, broker, broker.a)
+    a.publish(device_status_topic(broker.a.device_id), b"heard by both")
+    for worker in workers:
+        assert worker.next_message() == (device_status_topic(broker.a.device_id), b"heard by both")
+        assert worker.disconnected.empty()
+
+
+@needs_mosquitto
+def test_the_server_listener_admits_the_servers_login_only(
+    broker: Broker, peer: PeerFactory
+) -> None:
+    for device in (broker.a, broker.b):  # one from a plaintext password, one from a hash
+        refused = peer(device.device_id, device.password, plain=True)
+        assert refused.connect(broker.server_port).is_failure
+        assert not peer(device.device_id, device.password).connect(broker.port).is_failure
+    assert peer(None, None, plain=True).connect(broker.server_port).is_failure
+
+
+@needs_mosquitto
+def test_on_a_device_listener_the_server_login_keeps_one_session(
+    broker: Broker, peer: PeerFactory
+) -> None:
+    """Why the server has a listener of its own: the client-id rule is per listener."""
+    first = peer(SERVER_USER, broker.server_password, client_id="ota-server-1")
+    assert not first.connect(broker.port).is_failure
+    second = peer(SERVER_USER, broker.server_password, client_id="ota-server-2")
+    assert not second.connect(broker.port).is_failure
+    first.disconnected.get(timeout=WAIT_S)  # taken over: both were `ota-server` to mosquitto
+
+
+@needs_mosquitto
 def test_plain_mqtt_to_the_tls_port_fails(broker: Broker) -> None:
     plain = Peer(SERVER_USER, broker.server_password, ca=None)
     try:
@@ -311,6 +363,7 @@ def test_regenerating_keeps_the_ca_and_a_reload_admits_new_devices(
         port=broker.port,
         server_password=broker.server_password,
         plain_port=broker.plain_port,
+        server_port=broker.server_port,
         run_as_user=getpass.getuser(),
     )
     assert broker.paths.ca_cert.read_bytes() == ca_before

@@ -201,6 +201,7 @@ def _roll_out(
         "committed": stats.committed,
         "rolled_back": stats.rolled_back,
         "device_errors": stats.errors,
+        "subscriptions_refused": stats.subscriptions_refused,
     }
 
 

@@ -122,6 +122,7 @@ class FleetStats:
     committed: int = 0
     rolled_back: int = 0
     errors: int = 0
+    subscriptions_refused: int = 0  # topics a SUBACK refused (0x80): that device hears nothing
     latencies_ms: list[float] = field(default_factory=list)  # device HTTP requests
 
     def add(self, other: FleetStats) -> None:
@@ -411,6 +412,7 @@ class _Worker:
             client.username_pw_set(device.device_id, device.secret)
             client.on_connect = self._on_connect
             client.on_message = self._on_message
+            client.on_subscribe = self._on_subscribe
             client.on_socket_open = self._on_socket_open
             client.on_socket_close = self._on_socket_close
             client.on_socket_register_write = self._on_register_write
@@ -470,6 +472,17 @@ class _Worker:
             self._say(device, UpdateState.IDLE)
         # after every connect the agent asks the server over HTTP anyway
         self._later(self.rng.uniform(0, 5.0), lambda: self._submit(self._poll, device))
+
+    def _on_subscribe(
+        self, client: mqtt.Client, userdata: Any, mid: int, reason_codes: Any, properties: Any
+    ) -> None:
+        refused = sum(1 for code in reason_codes if code.is_failure)
+        if refused:
+            log.warning(
+                "%s: broker refused %d subscriptions", self.by_client[client].device_id, refused
+            )
+            with self.lock:
+                self.stats.subscriptions_refused += refused
 
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
         device = self.by_client[client]

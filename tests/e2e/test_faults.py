@@ -1,6 +1,7 @@
 """Faults survived, with real processes: a handful of `ota-agent run` devices in a staged
 rollout while a part dies by SIGKILL and comes back — the single Mosquitto, one node of the
-NATS cluster, a server replica behind HAProxy (mid-ingestion), every replica at once.
+NATS cluster, a server replica behind HAProxy (mid-ingestion), every replica at once — or
+while some devices lose the network for a while (`lab.flakylink`).
 Afterwards every report each device produced is stored exactly once, and the rollout's
 counts equal what the devices say (each logged its commit of the new version)."""
 
@@ -21,6 +22,7 @@ from agent.doorbell import first_broker
 from agent.outbox import COUNTER_NAME, Outbox
 from durable import read_json
 from lab.agentproc import AgentProcess, agent_command, agent_process, toml_config
+from lab.flakylink import FlakyLink, flaky_link
 from lab.fleet import ADMIN_TOKEN, ENROLLMENT_TOKEN, KIB, Backend, Board, running_backend
 from lab.natscluster import nats_binary, nats_cluster
 from lab.net import free_port
@@ -37,6 +39,7 @@ DEVICES = 4
 VERSION = "1.1"
 WAIT_S = 120.0
 TICK_S = "0.3"
+OFFLINE_S = 35.0  # longer than the agent's read time-outs: 20 s API, 30 s download (agent/)
 PASSING = {"type": "command", "argv": ["true"], "name": "app"}
 
 
@@ -63,8 +66,14 @@ def device_id(n: int) -> str:
 
 
 @contextmanager
-def devices(backend: Backend, workdir: Path, **fields: Any) -> Iterator[list[Device]]:
-    """DEVICES real agents on simulated boards, polling every second."""
+def devices(
+    backend: Backend,
+    workdir: Path,
+    own: Callable[[int], dict[str, Any]] = lambda n: {},
+    **fields: Any,
+) -> Iterator[list[Device]]:
+    """DEVICES real agents on simulated boards, polling every second; `own(n)` gives device
+    n's own config fields."""
     with ExitStack() as stack:
         running = []
         for n in range(DEVICES):
@@ -76,7 +85,7 @@ def devices(backend: Backend, workdir: Path, **fields: Any) -> Iterator[list[Dev
                 slot_options={"root": str(sim.root)},
                 health_checks=[PASSING],
                 health_deadline_s=10.0,
-                **fields,
+                **{**fields, **own(n)},
             )
             config_file = workdir / f"{device_id(n)}.toml"
             config_file.write_text(toml_config(config))
@@ -157,6 +166,67 @@ def test_a_mosquitto_killed_and_restarted_mid_rollout_loses_nothing(tmp_path: Pa
         time.sleep(2)  # devices and server notice, reconnect, and are refused a while
         stack.enter_context(mosquitto(binary, conf, port, tmp_path / "mosq-again.log"))
         assert_nothing_lost_or_doubled(backend, fleet, rollout)
+
+
+def test_devices_off_the_network_for_a_while_lose_nothing(tmp_path: Path) -> None:
+    """Half the fleet reaches the server and the broker through links that go down in the
+    middle of the image download, for longer than the agent's read time-outs: the download
+    and MQTT stall in silence, new connections go nowhere; then every connection through the
+    links is cut (as a carrier drops dead flows) and the network returns."""
+    binary = mosquitto_binary()
+    if binary is None:
+        require_tools("mosquitto")
+        return
+    port = free_port()
+    conf = persistent_mosquitto_conf(tmp_path, port)
+    with ExitStack() as stack:
+        stack.enter_context(mosquitto(binary, conf, port, tmp_path / "mosq.log"))
+        backend = stack.enter_context(
+            running_backend(
+                tmp_path / "lab",
+                BOARD,
+                broker_url=f"mqtt://127.0.0.1:{port}",
+                rollout_tick_s=float(TICK_S),
+            )
+        )
+        server_port = int(backend.server_url.rsplit(":", 1)[1].split("/")[0])
+        links: dict[int, tuple[FlakyLink, FlakyLink]] = {
+            n: (
+                stack.enter_context(flaky_link(server_port)),
+                stack.enter_context(flaky_link(port)),
+            )
+            for n in range(DEVICES // 2)
+        }
+
+        def through_links(n: int) -> dict[str, Any]:
+            if n not in links:
+                return {}
+            http, mqtt = links[n]
+            return {
+                "server_url": f"http://127.0.0.1:{http.port}",
+                "broker_url": f"mqtt://127.0.0.1:{mqtt.port}",
+            }
+
+        fleet = stack.enter_context(
+            devices(backend, tmp_path, through_links, broker_url=f"mqtt://127.0.0.1:{port}")
+        )
+        for device in fleet:
+            device.agent.wait_for("connected", timeout=WAIT_S)
+        for http, mqtt in links.values():  # a quarter of the image in, both links go down
+            http.down_after(BOARD.image_size // 4, mqtt)
+        rollout = start_rollout(backend)
+        cut_off = [fleet[n] for n in links]
+        wait_for(lambda: not any(http.is_up for http, _ in links.values()), "links down")
+        time.sleep(OFFLINE_S)
+        assert not any(d.committed() for d in cut_off)  # they were stuck mid-download
+        for pair in links.values():
+            for link in pair:
+                link.cut()
+                link.up()
+        assert_nothing_lost_or_doubled(backend, fleet, rollout)
+        for http, mqtt in links.values():  # they came back over new connections
+            assert http.connections > 1
+            wait_for(lambda m=mqtt: m.connections > 1, "the MQTT client reconnected")
 
 
 def test_a_nats_node_killed_mid_rollout_loses_nothing(tmp_path: Path) -> None:

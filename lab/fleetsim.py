@@ -50,6 +50,7 @@ import paho.mqtt.client as mqtt
 import urllib3
 from paho.mqtt.enums import CallbackAPIVersion
 
+from agent.doorbell import SUBSCRIBE_RETRY_S
 from agent.errors import AgentError
 from agent.identity import DeviceKey
 from agent.server_api import ServerApi
@@ -221,6 +222,7 @@ class _Device:
     seq: int = -1
     outbox: dict[int, StatusReport] = field(default_factory=dict)
     client: mqtt.Client | None = None
+    subscribing: dict[int, list[str]] = field(default_factory=dict)  # SUBSCRIBE's mid -> topics
     notified_at: float | None = None
     busy: bool = False
     target: str = ""  # the release it is updating to, or finished with
@@ -465,7 +467,7 @@ class _Worker:
             self._count_error()
             return
         topics = [channel_topic(self.options.channel, self.options.model)]
-        client.subscribe([(topic, 1) for topic in [*topics, device_cmd_topic(device.device_id)]])
+        self._subscribe(device, [*topics, device_cmd_topic(device.device_id)])
         with self.lock:
             self.stats.connected += 1
         if device.seq < 0:  # the agent's first report after it starts: idle, factory build
@@ -473,16 +475,26 @@ class _Worker:
         # after every connect the agent asks the server over HTTP anyway
         self._later(self.rng.uniform(0, 5.0), lambda: self._submit(self._poll, device))
 
+    def _subscribe(self, device: _Device, topics: list[str]) -> None:
+        if device.client is None or not device.client.is_connected():
+            return  # the next connect subscribes to everything anyway
+        result, mid = device.client.subscribe([(topic, 1) for topic in topics])
+        if result == mqtt.MQTT_ERR_SUCCESS and mid is not None:
+            device.subscribing[mid] = topics
+
     def _on_subscribe(
         self, client: mqtt.Client, userdata: Any, mid: int, reason_codes: Any, properties: Any
     ) -> None:
-        refused = sum(1 for code in reason_codes if code.is_failure)
+        """As the agent (agent/doorbell.py): a refused topic is asked for again a little later
+        (a NATS cluster under load times out creating the subscription's consumer)."""
+        device = self.by_client[client]
+        topics = device.subscribing.pop(mid, [])
+        refused = [t for t, code in zip(topics, reason_codes, strict=False) if code.is_failure]
         if refused:
-            log.warning(
-                "%s: broker refused %d subscriptions", self.by_client[client].device_id, refused
-            )
+            log.info("%s: broker refused %s; asking again", device.device_id, ", ".join(refused))
             with self.lock:
-                self.stats.subscriptions_refused += refused
+                self.stats.subscriptions_refused += len(refused)
+            self._later(SUBSCRIBE_RETRY_S, lambda: self._subscribe(device, refused))
 
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
         device = self.by_client[client]

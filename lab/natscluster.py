@@ -71,8 +71,12 @@ class NatsNode:
             f'jetstream {{ store_dir: "{store}", max_memory_store: 64MB, max_file_store: 1GB }}\n'
             f"cluster {{ name: {CLUSTER_NAME}, listen: {LOOPBACK}:{self.cluster_port},"
             f" routes: [{routes}] }}\n"
-            # MQTT's streams on every node: any one node may die without losing a message
-            f"mqtt {{ listen: {LOOPBACK}:{self.mqtt_port}, stream_replicas: {replicas} }}\n"
+            # MQTT's streams on every node: any one node may die without losing a message.
+            # Each QoS 1 subscription is a JetStream consumer (two per device): kept in memory,
+            # still replicated, instead of a few files each (with files, 1,000 devices ran a
+            # node out of descriptors: "too many open files" at 20,000).
+            f"mqtt {{ listen: {LOOPBACK}:{self.mqtt_port}, stream_replicas: {replicas},"
+            " consumer_memory_storage: true }\n"
         )
 
 

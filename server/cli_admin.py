@@ -180,7 +180,12 @@ def broker_mosquitto_config(
     ] = None,
 ) -> None:
     """Write mosquitto's TLS files, logins and ACL for every enrolled device in the registry."""
-    from server.mosquitto import BrokerConfigError, usable_devices, write_broker_config
+    from server.mosquitto import (
+        BrokerConfigError,
+        is_loopback,
+        usable_devices,
+        write_broker_config,
+    )
 
     server_password = os.environ.get(server_password_env, "")
     if not server_password:
@@ -210,7 +215,7 @@ def broker_mosquitto_config(
         raise _fail(str(exc)) from None
     typer.echo(f"{len(devices)} device logins; mosquitto -c {paths.conf}")
     if server_port is not None:
-        scheme = "mqtt" if server_bind in ("127.0.0.1", "::1", "localhost") else "mqtts"
+        scheme = "mqtt" if is_loopback(server_bind) else "mqtts"  # as the listener speaks
         typer.echo(
             f"servers connect to {scheme}://{server_user}:<${server_password_env}>@"
             f"{server_bind}:{server_port}"

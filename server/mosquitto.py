@@ -388,12 +388,12 @@ def mosquitto_conf(
             "allow_anonymous false",
             f"password_file {_conf_value(server_password_file)}",
             f"acl_file {_conf_value(acl_file)}",
-            *([] if _is_loopback(server_bind) else tls),
+            *([] if is_loopback(server_bind) else tls),
         ]
     return "\n".join(lines) + "\n"
 
 
-def _is_loopback(address: str) -> bool:
+def is_loopback(address: str) -> bool:
     if address == "localhost":
         return True
     try:

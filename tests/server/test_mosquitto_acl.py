@@ -472,6 +472,41 @@ def test_conf_refuses_values_that_would_inject_lines() -> None:
         )
 
 
+@pytest.mark.parametrize(
+    ("bind", "tls"),
+    [("127.0.0.1", False), ("::1", False), ("localhost", False), ("10.0.0.5", True)],
+)
+def test_the_server_listener_speaks_tls_beyond_loopback(bind: str, tls: bool) -> None:
+    conf = mosquitto_conf(
+        port=8883,
+        cafile="ca.crt",
+        certfile="s.crt",
+        keyfile="s.key",
+        password_file="passwd",
+        acl_file="acl",
+        server_port=1884,
+        server_bind=bind,
+        server_password_file="passwd-server",
+    )
+    server_block = conf.split(f"listener 1884 {bind}\n", 1)[1]
+    assert "password_file passwd-server" in server_block
+    assert "use_username_as_clientid" not in server_block
+    assert ("certfile s.crt" in server_block) is tls
+
+
+def test_a_server_listener_without_its_own_password_file_is_refused() -> None:
+    with pytest.raises(BrokerConfigError):
+        mosquitto_conf(
+            port=8883,
+            cafile="ca.crt",
+            certfile="s.crt",
+            keyfile="s.key",
+            password_file="passwd",
+            acl_file="acl",
+            server_port=1884,
+        )
+
+
 @pytest.mark.parametrize("damage", ["key missing", "cert missing", "key of another CA"])
 def test_half_a_ca_is_refused_not_replaced(tmp_path: Path, damage: str) -> None:
     paths = write_broker_config(tmp_path, [], server_password="pw")

@@ -19,6 +19,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import IN_CI
@@ -460,16 +461,16 @@ def test_written_files_keys_private_and_ca_kept_unless_rotated(tmp_path: Path) -
     assert not [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
 
 
+def _conf(**changed: Any) -> str:
+    files = {"cafile": "ca.crt", "certfile": "s.crt", "keyfile": "s.key"}
+    return mosquitto_conf(
+        **{"port": 8883, **files, "password_file": "passwd", "acl_file": "acl", **changed}
+    )
+
+
 def test_conf_refuses_values_that_would_inject_lines() -> None:
     with pytest.raises(BrokerConfigError):
-        mosquitto_conf(
-            port=8883,
-            cafile="ca.crt\nallow_anonymous true",
-            certfile="s.crt",
-            keyfile="s.key",
-            password_file="passwd",
-            acl_file="acl",
-        )
+        _conf(cafile="ca.crt\nallow_anonymous true")
 
 
 @pytest.mark.parametrize(
@@ -477,17 +478,7 @@ def test_conf_refuses_values_that_would_inject_lines() -> None:
     [("127.0.0.1", False), ("::1", False), ("localhost", False), ("10.0.0.5", True)],
 )
 def test_the_server_listener_speaks_tls_beyond_loopback(bind: str, tls: bool) -> None:
-    conf = mosquitto_conf(
-        port=8883,
-        cafile="ca.crt",
-        certfile="s.crt",
-        keyfile="s.key",
-        password_file="passwd",
-        acl_file="acl",
-        server_port=1884,
-        server_bind=bind,
-        server_password_file="passwd-server",
-    )
+    conf = _conf(server_port=1884, server_bind=bind, server_password_file="passwd-server")
     server_block = conf.split(f"listener 1884 {bind}\n", 1)[1]
     assert "password_file passwd-server" in server_block
     assert "use_username_as_clientid" not in server_block
@@ -496,15 +487,7 @@ def test_the_server_listener_speaks_tls_beyond_loopback(bind: str, tls: bool) ->
 
 def test_a_server_listener_without_its_own_password_file_is_refused() -> None:
     with pytest.raises(BrokerConfigError):
-        mosquitto_conf(
-            port=8883,
-            cafile="ca.crt",
-            certfile="s.crt",
-            keyfile="s.key",
-            password_file="passwd",
-            acl_file="acl",
-            server_port=1884,
-        )
+        _conf(server_port=1884)
 
 
 @pytest.mark.parametrize("damage", ["key missing", "cert missing", "key of another CA"])

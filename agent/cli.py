@@ -5,9 +5,11 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import signal
 import sys
 import threading
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -63,7 +65,13 @@ def _parser() -> argparse.ArgumentParser:
         "enroll", help="make this device's key (once) and enroll it with an enrollment token"
     )
     enroll.add_argument("--config", type=Path, required=True)
-    enroll.add_argument("--token", required=True)
+    given = enroll.add_mutually_exclusive_group()
+    given.add_argument(
+        "--token-file", type=Path, help="a file holding the enrollment token ('-': stdin)"
+    )
+    given.add_argument(
+        "--token", help=f"the token itself (visible in `ps`; prefer --token-file or ${TOKEN_ENV})"
+    )
     enroll.set_defaults(func=_cmd_enroll)
     token = sub.add_parser(
         "access-token", help="print a fresh access token (e.g. for the dashboard's join form)"
@@ -129,14 +137,44 @@ def _cmd_doctor(ns: argparse.Namespace) -> int:
     return 0 if all(c.ok for c in checks) else 1
 
 
+TOKEN_ENV = "OTA_ENROLLMENT_TOKEN"  # noqa: S105  # a variable name, not the token
+MAX_TOKEN_BYTES = 4096
+
+
+def enrollment_token(token: str | None, token_file: Path | None, environ: Mapping[str, str]) -> str:
+    """The enrollment token from --token-file, --token or $OTA_ENROLLMENT_TOKEN, in that
+    order; AgentError (one line, naming where it looked) when none gives a usable one."""
+    if token_file is not None:
+        try:
+            raw = (
+                sys.stdin.read(MAX_TOKEN_BYTES + 1)
+                if str(token_file) == "-"
+                else token_file.read_text(encoding="utf-8", errors="strict")
+            )
+        except (OSError, UnicodeDecodeError) as exc:
+            raise AgentError(f"cannot read the enrollment token from {token_file}: {exc}") from None
+        where = str(token_file)
+    elif token is not None:
+        raw, where = token, "--token"
+    else:
+        raw, where = environ.get(TOKEN_ENV, ""), f"${TOKEN_ENV}"
+        if not raw:
+            raise AgentError(f"no enrollment token: give --token-file FILE or set ${TOKEN_ENV}")
+    value = raw.strip()
+    if not value or len(value.encode()) > MAX_TOKEN_BYTES or not value.isprintable():
+        raise AgentError(f"the enrollment token in {where} is empty, too long or not one line")
+    return value
+
+
 def _cmd_enroll(ns: argparse.Namespace) -> int:
     from agent.identity import device_key_or_new, save_broker_secret
     from agent.server_api import ServerApi
 
+    token = enrollment_token(ns.token, ns.token_file, os.environ)  # before anything is written
     config = load_config(ns.config)
     key = device_key_or_new(config.data_dir)  # made once; private (0600) in the data dir
     api = ServerApi(config.server_url, config.device_id, key)
-    save_broker_secret(config.data_dir, api.enroll(ns.token, config.model, config.channel))
+    save_broker_secret(config.data_dir, api.enroll(token, config.model, config.channel))
     print(f"enrolled {config.device_id}; its key and broker secret are in {config.data_dir}")
     return 0
 
@@ -156,7 +194,7 @@ def _require_key(config: AgentConfig, path: Path) -> None:
     if device_key(config.data_dir) is None:
         raise ConfigError(
             f"no device key in {config.data_dir}: enroll first with "
-            f"`ota-agent enroll --config {path} --token ENROLLMENT_TOKEN`"
+            f"`ota-agent enroll --config {path} --token-file FILE`"
         )
 
 

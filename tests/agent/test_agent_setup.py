@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.cli import main
+from agent.cli import TOKEN_ENV, enrollment_token, main
 from agent.config import load_config
 from agent.errors import ConfigError
 from agent.identity import KEY_FILE, DeviceKey, device_key
@@ -116,3 +116,57 @@ def test_a_missing_simulated_device_is_one_line_saying_how_to_make_it(
     (line,) = capsys.readouterr().err.splitlines()
     assert "ota-agent sim provision --config" in line
     assert line.endswith("(see docs/agent.md)")
+
+
+# --------------------------------------------------------------------------- the enrollment token
+
+
+def test_the_enrollment_token_comes_from_a_file_then_the_option_then_the_environment(
+    tmp_path: Path,
+) -> None:
+    token_file = tmp_path / "enroll-token"
+    token_file.write_text("from-file\n")
+    env = {TOKEN_ENV: "from-env"}
+    assert enrollment_token(None, token_file, env) == "from-file"
+    assert enrollment_token("from-option", None, env) == "from-option"
+    assert enrollment_token(None, None, env) == "from-env"
+
+
+@pytest.mark.parametrize(
+    ("token", "file_text", "env", "says"),
+    [
+        (None, None, {}, "no enrollment token"),
+        (None, None, {TOKEN_ENV: ""}, "no enrollment token"),
+        (None, "", {}, "is empty, too long or not one line"),
+        (None, "two\nlines", {}, "not one line"),
+        ("x" * 5000, None, {}, "too long"),
+        (None, "missing", {}, "cannot read the enrollment token"),
+    ],
+)
+def test_no_usable_enrollment_token_is_one_line_and_writes_nothing(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    token: str | None,
+    file_text: str | None,
+    env: dict[str, str],
+    says: str,
+) -> None:
+    config = write_config(tmp_path)
+    monkeypatch.delenv(TOKEN_ENV, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    args = ["enroll", "--config", str(config)]
+    if token is not None:
+        args += ["--token", token]
+    if file_text is not None:
+        token_file = tmp_path / "enroll-token"
+        if file_text != "missing":
+            token_file.write_text(file_text)
+        args += ["--token-file", str(token_file)]
+    assert main(args) == 1
+    error = capsys.readouterr().err.strip()
+    assert error.count("\n") == 0, error
+    assert says in error
+    assert "x" * 100 not in error  # the token itself is not echoed
+    assert not (tmp_path / "data" / KEY_FILE).exists()  # no key made for nothing

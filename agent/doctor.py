@@ -99,7 +99,7 @@ def _device_key(config: AgentConfig, config_path: Path) -> Check:
         return fail(
             "device key",
             f"none in {config.data_dir}: enroll with "
-            f"`ota-agent enroll --config {config_path} --token ENROLLMENT_TOKEN`",
+            f"`ota-agent enroll --config {config_path} --token-file FILE`",
         )
     return ok("device key", f"in {config.data_dir} (public {key.public_key[:12]}...)")
 

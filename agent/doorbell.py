@@ -152,8 +152,7 @@ class Doorbell:
     ) -> None:
         """A broker may refuse a subscription for a while (a cluster electing the leader of
         its session store): ask again until it is granted, as long as we are connected."""
-        topics = self._subscribing.pop(mid, [])
-        refused = [t for t, code in zip(topics, reason_codes, strict=False) if code.is_failure]
+        refused = refused_topics(self._subscribing.pop(mid, []), reason_codes)
         if refused:
             log.warning("broker %s refused %s; asking again", self._where, ", ".join(refused))
             retry = threading.Timer(SUBSCRIBE_RETRY_S, self._resubscribe, args=(refused,))
@@ -197,3 +196,8 @@ class Doorbell:
         self._on_message(msg.topic, bytes(msg.payload))
         # acked only after the handler returned: a command is durable by then (or refused)
         client.ack(msg.mid, msg.qos)
+
+
+def refused_topics(topics: list[str], reason_codes: Any) -> list[str]:
+    """The topics of one SUBSCRIBE that its SUBACK refused (reason codes in topic order)."""
+    return [t for t, code in zip(topics, reason_codes, strict=False) if code.is_failure]

@@ -39,7 +39,7 @@ class FlakyLink:
         self._open: set[socket.socket] = set()
         self._closed = False
         self.connections = 0  # accepted so far: a test can see that a device came back
-        self._trip: tuple[int, tuple[FlakyLink, ...]] | None = None  # bytes left, links to take
+        self._trip: tuple[int, tuple[FlakyLink, ...]] | None = None  # at `forwarded`, take these
         self.forwarded = 0  # bytes, both directions
         threading.Thread(target=self._accept, name=f"link-{self.port}", daemon=True).start()
 

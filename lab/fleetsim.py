@@ -50,7 +50,7 @@ import paho.mqtt.client as mqtt
 import urllib3
 from paho.mqtt.enums import CallbackAPIVersion
 
-from agent.doorbell import SUBSCRIBE_RETRY_S
+from agent.doorbell import SUBSCRIBE_RETRY_S, refused_topics
 from agent.errors import AgentError
 from agent.identity import DeviceKey
 from agent.server_api import ServerApi
@@ -488,8 +488,7 @@ class _Worker:
         """As the agent (agent/doorbell.py): a refused topic is asked for again a little later
         (a NATS cluster under load times out creating the subscription's consumer)."""
         device = self.by_client[client]
-        topics = device.subscribing.pop(mid, [])
-        refused = [t for t, code in zip(topics, reason_codes, strict=False) if code.is_failure]
+        refused = refused_topics(device.subscribing.pop(mid, []), reason_codes)
         if refused:
             log.info("%s: broker refused %s; asking again", device.device_id, ", ".join(refused))
             with self.lock:

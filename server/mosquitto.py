@@ -348,11 +348,6 @@ def mosquitto_conf(
     it has no client-id rule, so several server processes (`--workers`, replicas) share the
     login with client ids of their own (decision 0026). Bound beyond loopback it speaks TLS.
     """
-    device_auth = [
-        "allow_anonymous false",
-        f"password_file {_conf_value(password_file)}",
-        f"acl_file {_conf_value(acl_file)}",
-    ]
     tls = [
         f"cafile {_conf_value(cafile)}",
         f"certfile {_conf_value(certfile)}",
@@ -371,29 +366,25 @@ def mosquitto_conf(
         "log_type error",
         "log_type warning",
         "",
-        *_listener_lines(port, bind),
-        "use_username_as_clientid true",
-        *device_auth,
+        *_device_listener_lines(port, bind, password_file, acl_file),
         *tls,
     ]
     if plain_port is not None:
-        lines += ["", *_listener_lines(plain_port, bind), "use_username_as_clientid true"]
-        lines += device_auth
+        lines += ["", *_device_listener_lines(plain_port, bind, password_file, acl_file)]
     if server_port is not None:
         if server_password_file is None:
             raise BrokerConfigError("the server listener needs its own password file")
         lines += [
             "",
             *_listener_lines(server_port, server_bind),
-            "allow_anonymous false",
-            f"password_file {_conf_value(server_password_file)}",
-            f"acl_file {_conf_value(acl_file)}",
+            *_login_lines(server_password_file, acl_file),
             *([] if is_loopback(server_bind) else tls),
         ]
     return "\n".join(lines) + "\n"
 
 
 def is_loopback(address: str) -> bool:
+    """Whether a listener bound here is reachable from this host only (it then skips TLS)."""
     if address == "localhost":
         return True
     try:
@@ -416,6 +407,24 @@ def _queue_lines() -> list[str]:
         f"max_queued_messages {MAX_QUEUED_MESSAGES}",
         f"max_queued_bytes {MAX_QUEUED_BYTES}",
         f"max_inflight_messages {MAX_INFLIGHT_MESSAGES}",
+    ]
+
+
+def _device_listener_lines(
+    port: int, bind: str, password_file: Path | str, acl_file: Path | str
+) -> list[str]:
+    return [
+        *_listener_lines(port, bind),
+        "use_username_as_clientid true",  # no device takes over another's session
+        *_login_lines(password_file, acl_file),
+    ]
+
+
+def _login_lines(password_file: Path | str, acl_file: Path | str) -> list[str]:
+    return [
+        "allow_anonymous false",
+        f"password_file {_conf_value(password_file)}",
+        f"acl_file {_conf_value(acl_file)}",
     ]
 
 

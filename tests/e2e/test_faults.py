@@ -145,13 +145,18 @@ def status(backend: Backend, rollout: str) -> RolloutStatus:
     return backend.admin.rollout(rollout)
 
 
-def test_a_mosquitto_killed_and_restarted_mid_rollout_loses_nothing(tmp_path: Path) -> None:
+def persistent_broker(workdir: Path) -> tuple[str, Path, int]:
+    """mosquitto's binary, a persistent configuration on a free port, and that port."""
     binary = mosquitto_binary()
     if binary is None:
-        require_tools("mosquitto")
-        return
+        require_tools("mosquitto")  # fails with CI=true, skips otherwise
+    assert binary is not None
     port = free_port()
-    conf = persistent_mosquitto_conf(tmp_path, port)
+    return binary, persistent_mosquitto_conf(workdir, port), port
+
+
+def test_a_mosquitto_killed_and_restarted_mid_rollout_loses_nothing(tmp_path: Path) -> None:
+    binary, conf, port = persistent_broker(tmp_path)
     url = f"mqtt://127.0.0.1:{port}"
     with ExitStack() as stack:
         broker = stack.enter_context(mosquitto(binary, conf, port, tmp_path / "mosq.log"))
@@ -173,12 +178,7 @@ def test_devices_off_the_network_for_a_while_lose_nothing(tmp_path: Path) -> Non
     middle of the image download, for longer than the agent's read time-outs: the download
     and MQTT stall in silence, new connections go nowhere; then every connection through the
     links is cut (as a carrier drops dead flows) and the network returns."""
-    binary = mosquitto_binary()
-    if binary is None:
-        require_tools("mosquitto")
-        return
-    port = free_port()
-    conf = persistent_mosquitto_conf(tmp_path, port)
+    binary, conf, port = persistent_broker(tmp_path)
     with ExitStack() as stack:
         stack.enter_context(mosquitto(binary, conf, port, tmp_path / "mosq.log"))
         backend = stack.enter_context(

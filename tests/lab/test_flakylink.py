@@ -58,6 +58,14 @@ def silent(conn: socket.socket) -> bool:
     return False
 
 
+def held_until_up(link: FlakyLink, conn: socket.socket, payload: bytes) -> None:
+    """`payload` sent over the down link gets no answer until the link is up again."""
+    conn.sendall(payload)
+    assert silent(conn)  # no error, no answer: silence
+    link.up()
+    assert conn.recv(4096) == payload
+
+
 def test_an_up_link_forwards_both_ways(link: FlakyLink) -> None:
     with connect(link) as conn:
         conn.sendall(b"hello")
@@ -69,19 +77,13 @@ def test_a_down_link_stalls_an_open_connection_until_it_is_up(link: FlakyLink) -
         conn.sendall(b"first")
         assert conn.recv(4096) == b"first"
         link.down()
-        conn.sendall(b"held")
-        assert silent(conn)  # no error, no answer: silence
-        link.up()
-        assert conn.recv(4096) == b"held"
+        held_until_up(link, conn, b"held")
 
 
 def test_a_new_connection_over_a_down_link_goes_nowhere_until_up(link: FlakyLink) -> None:
     link.down()
     with connect(link) as conn:  # accepted (the device cannot tell), then silence
-        conn.sendall(b"anyone?")
-        assert silent(conn)
-        link.up()
-        assert conn.recv(4096) == b"anyone?"
+        held_until_up(link, conn, b"anyone?")
 
 
 def test_cut_ends_every_connection_and_later_ones_work(link: FlakyLink) -> None:
@@ -110,7 +112,4 @@ def test_down_after_takes_the_link_and_its_partners_down_mid_stream(echo_port: i
         assert conn.recv(4096) == b"abc"  # 6 bytes crossed: down from now on
         assert not link.is_up
         assert not partner.is_up
-        conn.sendall(b"held")
-        assert silent(conn)
-        link.up()
-        assert conn.recv(4096) == b"held"
+        held_until_up(link, conn, b"held")

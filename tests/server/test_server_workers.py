@@ -14,14 +14,17 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import ExitStack
 from pathlib import Path
 
 import httpx
 import paho.mqtt.client as mqtt
 import pytest
-from conftest import IN_CI
+from conftest import require_tools
 from paho.mqtt.enums import CallbackAPIVersion
 from sqlalchemy import func, select
+from sqlalchemy.orm import Session, sessionmaker
 
 from lab.net import free_port
 from lab.processes import mosquitto, mosquitto_binary, with_login
@@ -62,18 +65,22 @@ def wait_for(check: object, what: str, proc: subprocess.Popen[bytes], log: Path)
         time.sleep(0.2)
 
 
+@pytest.fixture
+def sessions(pg_url: str) -> Iterator[sessionmaker[Session]]:
+    engine = make_engine(pg_url)
+    upgrade_to_head(engine)
+    yield make_sessions(engine)
+    engine.dispose()  # also when the test failed: a leaked connection warns in a later test
+
+
 @pytest.mark.postgres
 def test_two_workers_store_each_mqtt_report_once_and_share_them(
-    pg_url: str, tmp_path: Path
+    pg_url: str, sessions: sessionmaker[Session], tmp_path: Path
 ) -> None:
     binary = mosquitto_binary()
     if binary is None:
-        if IN_CI:
-            pytest.fail("mosquitto binary not found (CI=true)")
-        pytest.skip("mosquitto binary not found")
-    engine = make_engine(pg_url)
-    upgrade_to_head(engine)
-    sessions = make_sessions(engine)
+        require_tools("mosquitto")
+        return
     device_ids = [f"phone-{n}" for n in range(DEVICES)]
     logins = [BrokerDevice(d, "stable", "sim", secrets.token_urlsafe(12)) for d in device_ids]
     device_port, server_port, server_password = free_port(), free_port(), secrets.token_urlsafe(12)
@@ -103,11 +110,12 @@ def test_two_workers_store_each_mqtt_report_once_and_share_them(
            "OTA_ROLLOUT_TICK_S": "0.2"}  # fmt: skip
     command = [str(OTA), "server", "run", "--workers", "2", "--port", str(port),
                "--db-url", pg_url, "--broker-url", broker_url]  # fmt: skip
-    broker = mosquitto(binary, paths.conf, device_port, tmp_path / "mosquitto.log")
-    broker.__enter__()
-    with log.open("wb") as out:
-        proc = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT)
-    try:
+    with ExitStack() as stack:
+        stack.enter_context(mosquitto(binary, paths.conf, device_port, tmp_path / "mosquitto.log"))
+        with log.open("wb") as out:
+            proc = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT)
+        stack.callback(proc.wait, timeout=60)
+        stack.callback(proc.send_signal, signal.SIGINT)
         wait_for(lambda: len(messages(log, "startup complete")) == 2, "two workers", proc, log)
         wait_for(lambda: messages(log, LEADS), "a leader", proc, log)
         httpx.get(f"http://127.0.0.1:{port}{HEALTH_PATH}", timeout=10).raise_for_status()
@@ -128,11 +136,6 @@ def test_two_workers_store_each_mqtt_report_once_and_share_them(
         # take over for its last ticks, which is leadership moving, not two leaders.
         leaders_while_running = len(messages(log, LEADS))
         assert stored() == DEVICES * REPORTS_EACH
-    finally:
-        proc.send_signal(signal.SIGINT)
-        proc.wait(timeout=60)
-        broker.__exit__(None, None, None)
-        engine.dispose()  # also when an assertion fails: a leaked connection warns elsewhere
     handled = [int(m.split("handled ")[1].split()[0]) for m in messages(log, "handled")]
     assert len(handled) == 2, handled
     assert sum(handled) == DEVICES * REPORTS_EACH, handled

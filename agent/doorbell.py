@@ -60,7 +60,9 @@ def first_broker(device_id: str, count: int) -> int:
 
 class Doorbell:
     """One paho client per device, its network loop in paho's own thread; `broker_urls` one
-    URL or the nodes of a cluster to move between."""
+    URL or the nodes of a cluster to move between. `on_connected` is called on each connect
+    and again once subscriptions the broker refused at first are granted: each time, the
+    runner asks the server over HTTP for what the doorbell may have missed."""
 
     def __init__(
         self,
@@ -100,7 +102,13 @@ class Doorbell:
         self._client.on_pre_connect = self._handle_pre_connect
         self._client.on_message = self._handle_message
         self._client.on_subscribe = self._handle_subscribe
-        self._subscribing: dict[int, list[str]] = {}  # SUBSCRIBE's mid -> its topics
+        # SUBSCRIBE's mid -> its topics and whether it asks again for refused ones; a SUBACK
+        # that arrives before its mid is noted here (the timer thread asks again) waits in
+        # _early. One small lock for both, never held while calling paho.
+        self._subscribing: dict[int, tuple[list[str], bool]] = {}
+        self._early: dict[int, Any] = {}
+        self._ungranted = set(self._topics)  # since the last connect
+        self._lock = threading.Lock()
 
     def start(self) -> None:
         """Connect in the background; paho reconnects with backoff by itself."""
@@ -115,6 +123,12 @@ class Doorbell:
     @property
     def connected(self) -> bool:
         return self._client.is_connected()
+
+    @property
+    def subscribed(self) -> bool:
+        """Connected, and the broker granted every subscription asked for since."""
+        with self._lock:
+            return self.connected and not self._ungranted
 
     @property
     def broker(self) -> str:
@@ -139,29 +153,52 @@ class Doorbell:
             return
         resumed = " (session resumed)" if flags.session_present else ""
         log.info("broker %s connected%s", self._where, resumed)
-        self._subscribe(self._topics)
+        with self._lock:
+            self._ungranted = set(self._topics)
+        self._subscribe(self._topics, again=False)
         self._on_connected()
 
-    def _subscribe(self, topics: list[str]) -> None:
+    def _subscribe(self, topics: list[str], *, again: bool) -> None:
         result, mid = self._client.subscribe([(topic, 1) for topic in topics])
-        if result == mqtt.MQTT_ERR_SUCCESS and mid is not None:
-            self._subscribing[mid] = topics
+        if result != mqtt.MQTT_ERR_SUCCESS or mid is None:
+            return  # not connected: on_connect subscribes to everything
+        with self._lock:
+            early = self._early.pop(mid, None)
+            if early is None:
+                self._subscribing[mid] = (topics, again)
+        if early is not None:
+            self._answered(topics, again, early)
 
     def _handle_subscribe(
         self, client: mqtt.Client, userdata: Any, mid: int, reason_codes: Any, properties: Any
     ) -> None:
+        with self._lock:
+            asked = self._subscribing.pop(mid, None)
+            if asked is None:
+                self._early[mid] = reason_codes
+                return
+        self._answered(*asked, reason_codes)
+
+    def _answered(self, topics: list[str], again: bool, reason_codes: Any) -> None:
         """A broker may refuse a subscription for a while (a cluster electing the leader of
-        its session store): ask again until it is granted, as long as we are connected."""
-        refused = refused_topics(self._subscribing.pop(mid, []), reason_codes)
+        its session store): ask again until it is granted, as long as we are connected. Once
+        what was refused is granted, wake the runner as on a connect: a notice or command
+        sent meanwhile never reached us, and may not be retained, so ask the server."""
+        refused = refused_topics(topics, reason_codes)
+        with self._lock:
+            self._ungranted -= set(topics) - set(refused)
         if refused:
             log.warning("broker %s refused %s; asking again", self._where, ", ".join(refused))
             retry = threading.Timer(SUBSCRIBE_RETRY_S, self._resubscribe, args=(refused,))
             retry.daemon = True
             retry.start()
+        elif again:
+            log.info("broker %s granted %s at last", self._where, ", ".join(topics))
+            self._on_connected()
 
     def _resubscribe(self, topics: list[str]) -> None:
         if self.connected:  # else on_connect subscribes to everything anyway
-            self._subscribe(topics)
+            self._subscribe(topics, again=True)
 
     def _handle_disconnect(
         self,

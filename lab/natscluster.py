@@ -22,12 +22,17 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lab.net import LOOPBACK, free_port, wait_for_port
+from lab.net import LOOPBACK, free_port, is_listening, wait_for_port
 
 NATS_USUAL_PLACE = Path("/usr/sbin/nats-server")
-READY_TIMEOUT_S = 30.0
+READY_TIMEOUT_S = 60.0  # a loaded 2-core machine has taken >30 s to elect leaders
 STOP_TIMEOUT_S = 10.0
 CLUSTER_NAME = "ota-lab"
+START_ATTEMPTS = 3
+
+
+class NodeExitedError(RuntimeError):
+    """A node's process ended while we waited for it (say, a port it was given was taken)."""
 
 
 def nats_binary() -> str | None:
@@ -114,6 +119,7 @@ class NatsCluster:
         node = self.nodes[index]
         try:
             wait_for_port(node.mqtt_port, timeout=READY_TIMEOUT_S)
+            self._check_alive(node)
         except TimeoutError:
             raise TimeoutError(f"NATS node {node.name} did not restart:\n{self.logs()}") from None
 
@@ -124,11 +130,23 @@ class NatsCluster:
         chosen = [self.nodes[i] for i in (range(len(self.nodes)) if indexes is None else indexes)]
         deadline = time.monotonic() + READY_TIMEOUT_S
         for node in chosen:
-            try:
-                wait_for_port(node.mqtt_port, timeout=max(0.1, deadline - time.monotonic()))
-                _wait_healthy(node, deadline)
-            except TimeoutError:
-                raise TimeoutError(f"NATS node {node.name} not ready:\n{self.logs()}") from None
+            healthz = f"http://{LOOPBACK}:{node.monitor_port}/healthz"
+            answer = ""
+            while (answer := _healthz(healthz)) != "ok" or not is_listening(node.mqtt_port):
+                self._check_alive(node)
+                if time.monotonic() > deadline:
+                    raise TimeoutError(
+                        f"NATS node {node.name} not ready after {READY_TIMEOUT_S:.0f}s"
+                        f" (/healthz: {answer or 'no answer'}):\n{self.logs()}"
+                    )
+                time.sleep(0.1)
+
+    def _check_alive(self, node: NatsNode) -> None:
+        proc = self.procs.get(node.name)
+        if proc is not None and proc.poll() is not None:
+            raise NodeExitedError(
+                f"NATS node {node.name} exited with {proc.returncode}:\n{self.logs()}"
+            )
 
     def stop(self) -> None:
         for proc in self.procs.values():
@@ -149,22 +167,23 @@ class NatsCluster:
         )
 
 
-def _wait_healthy(node: NatsNode, deadline: float) -> None:
-    url = f"http://{LOOPBACK}:{node.monitor_port}/healthz"
-    while True:
-        if _healthz_ok(url):
-            return
-        if time.monotonic() > deadline:
-            raise TimeoutError(url)
-        time.sleep(0.1)
-
-
-def _healthz_ok(url: str) -> bool:
+def _healthz(url: str) -> str:
+    """'ok', what else the node says (its status and error), or '' when it does not answer."""
     try:
         with urllib.request.urlopen(url, timeout=2) as answer:  # loopback http
-            return bool(json.loads(answer.read()).get("status") == "ok")
-    except (OSError, ValueError, urllib.error.URLError):
-        return False
+            said = json.loads(answer.read())
+    except urllib.error.HTTPError as refused:  # 503 with a body while JetStream is not current
+        try:
+            said = json.loads(refused.read())
+        except ValueError:
+            return f"HTTP {refused.code}"
+    except (OSError, ValueError):
+        return ""
+    if not isinstance(said, dict):
+        return "not a JSON object"
+    if said.get("status") == "ok":
+        return "ok"
+    return f"{said.get('status')}: {said.get('error', '')}"[:200]
 
 
 def plan_nodes(workdir: Path, size: int) -> list[NatsNode]:
@@ -180,6 +199,27 @@ def nats_cluster(binary: str, workdir: Path, size: int = 3) -> Iterator[NatsClus
     """`size` nodes routed to each other, JetStream on, MQTT on; ready once every node says
     JetStream is healthy; stopped (SIGTERM, then SIGKILL) on exit."""
     workdir.mkdir(parents=True, exist_ok=True)
+    cluster = _started_cluster(binary, workdir, size)
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+def _started_cluster(binary: str, workdir: Path, size: int) -> NatsCluster:
+    """A ready cluster. A node that exits while starting (a free port it was given was taken
+    before it bound it) is the lab's luck, not NATS's: start again on other ports, up to
+    START_ATTEMPTS times; the last NodeExitedError or TimeoutError goes to the caller."""
+    for _ in range(START_ATTEMPTS - 1):
+        try:
+            return _start_once(binary, workdir, size)
+        except NodeExitedError:
+            for store in workdir.glob("*-store"):
+                shutil.rmtree(store)
+    return _start_once(binary, workdir, size)
+
+
+def _start_once(binary: str, workdir: Path, size: int) -> NatsCluster:
     nodes = plan_nodes(workdir, size)
     replicas = min(3, size)
     for node in nodes:
@@ -189,6 +229,7 @@ def nats_cluster(binary: str, workdir: Path, size: int = 3) -> Iterator[NatsClus
         for index in range(size):
             cluster.start(index)
         cluster.wait_ready()
-        yield cluster
-    finally:
+    except BaseException:
         cluster.stop()
+        raise
+    return cluster

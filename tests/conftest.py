@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -93,3 +94,13 @@ def require_tools(*tools: str) -> None:
     missing = [tool for tool in tools if shutil.which(tool) is None]
     if missing:
         _missing(f"not installed: {', '.join(missing)}")
+
+
+def wait_until(
+    check: Callable[[], bool], what: str, timeout_s: float, every_s: float = 0.1
+) -> None:
+    """Poll `check` until it holds; after `timeout_s` an AssertionError naming `what`."""
+    deadline = time.monotonic() + timeout_s
+    while not check():
+        assert time.monotonic() < deadline, f"not within {timeout_s}s: {what}"
+        time.sleep(every_s)

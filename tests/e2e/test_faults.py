@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import require_tools
+from conftest import require_tools, wait_until
 
 from agent.doorbell import first_broker
 from agent.outbox import COUNTER_NAME, Outbox
@@ -106,10 +106,7 @@ def start_rollout(backend: Backend) -> str:
 
 
 def wait_for(check: Callable[[], bool], what: str) -> None:
-    deadline = time.monotonic() + WAIT_S
-    while not check():
-        assert time.monotonic() < deadline, f"not within {WAIT_S}s: {what}"
-        time.sleep(0.2)
+    wait_until(check, what, WAIT_S, every_s=0.2)
 
 
 def some_device_started(fleet: list[Device]) -> Callable[[], bool]:

@@ -222,7 +222,9 @@ class _Device:
     seq: int = -1
     outbox: dict[int, StatusReport] = field(default_factory=dict)
     client: mqtt.Client | None = None
-    subscribing: dict[int, list[str]] = field(default_factory=dict)  # SUBSCRIBE's mid -> topics
+    # SUBSCRIBE's mid -> its topics, and whether it asks again for refused ones
+    subscribing: dict[int, tuple[list[str], bool]] = field(default_factory=dict)
+    polls: int = 0  # polls scheduled so far: one chain of polls, as the agent has one loop
     notified_at: float | None = None
     busy: bool = False
     target: str = ""  # the release it is updating to, or finished with
@@ -473,27 +475,31 @@ class _Worker:
         if device.seq < 0:  # the agent's first report after it starts: idle, factory build
             self._say(device, UpdateState.IDLE)
         # after every connect the agent asks the server over HTTP anyway
-        self._later(self.rng.uniform(0, 5.0), lambda: self._submit(self._poll, device))
+        self._wake_device(device)
 
-    def _subscribe(self, device: _Device, topics: list[str]) -> None:
+    def _subscribe(self, device: _Device, topics: list[str], *, again: bool = False) -> None:
         if device.client is None or not device.client.is_connected():
             return  # the next connect subscribes to everything anyway
         result, mid = device.client.subscribe([(topic, 1) for topic in topics])
         if result == mqtt.MQTT_ERR_SUCCESS and mid is not None:
-            device.subscribing[mid] = topics
+            device.subscribing[mid] = (topics, again)
 
     def _on_subscribe(
         self, client: mqtt.Client, userdata: Any, mid: int, reason_codes: Any, properties: Any
     ) -> None:
         """As the agent (agent/doorbell.py): a refused topic is asked for again a little later
-        (a NATS cluster under load times out creating the subscription's consumer)."""
+        (a NATS cluster under load times out creating the subscription's consumer), and its
+        grant wakes the device as a connect does."""
         device = self.by_client[client]
-        refused = refused_topics(device.subscribing.pop(mid, []), reason_codes)
+        topics, again = device.subscribing.pop(mid, ([], False))
+        refused = refused_topics(topics, reason_codes)
         if refused:
             log.info("%s: broker refused %s; asking again", device.device_id, ", ".join(refused))
             with self.lock:
                 self.stats.subscriptions_refused += len(refused)
-            self._later(SUBSCRIBE_RETRY_S, lambda: self._subscribe(device, refused))
+            self._later(SUBSCRIBE_RETRY_S, lambda: self._subscribe(device, refused, again=True))
+        elif again:
+            self._wake_device(device)
 
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
         device = self.by_client[client]
@@ -543,7 +549,25 @@ class _Worker:
             log.exception("a simulated device's %s failed", job.__name__)
             self._count_error()
 
-    def _poll(self, device: _Device) -> None:
+    def _wake_device(self, device: _Device) -> None:
+        """A poll soon (jittered, so a fleet's reconnects do not land in one instant), in
+        place of the one the interval would bring (loop thread)."""
+        self._schedule_poll(device, self.rng.uniform(0, 5.0))
+
+    def _schedule_poll(self, device: _Device, delay_s: float) -> None:
+        device.polls += 1
+        chain = device.polls
+        self._later(delay_s, lambda: self._poll_if_current(device, chain))
+
+    def _poll_if_current(self, device: _Device, chain: int) -> None:
+        if device.polls == chain:  # not replaced by a later wake
+            self._submit(self._poll, device, chain)
+
+    def _next_poll(self, device: _Device, chain: int, delay_s: float) -> None:
+        if device.polls == chain:  # else a wake during the poll scheduled the next already
+            self._schedule_poll(device, delay_s)
+
+    def _poll(self, device: _Device, chain: int) -> None:
         """The agent's poll (HTTP thread): maybe a notice; then the next, jittered."""
         try:
             answer = self._timed(device.api.poll)
@@ -558,7 +582,7 @@ class _Worker:
                 self._on_loop(lambda: self._consider(device, notice))
         interval = self.options.poll_interval_s
         delay = max(0.1, interval * (1 + self.rng.uniform(-1, 1) * self.options.poll_jitter))
-        self._on_loop(lambda: self._later(delay, lambda: self._submit(self._poll, device)))
+        self._on_loop(lambda: self._next_poll(device, chain, delay))
         self._flush(device)
 
     def _on_loop(self, job: Callable[[], None]) -> None:

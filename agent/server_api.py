@@ -33,7 +33,7 @@ from wire import (
     challenge_path,
     command_ack_path,
     device_token_path,
-    enroll_statement,
+    enroll_request,
     leave_preview_path,
     poll_path,
     redeem_path,
@@ -120,24 +120,16 @@ class ServerApi:
         takes `previous_key`); returns the broker secret. The answer's token is kept."""
         key = self._require_key()
         nonce = self._challenge()
-        statement = enroll_statement(
+        body = enroll_request(
+            enrollment_token=enrollment_token,
             nonce=nonce,
             device_id=self._device_id,
             model=model,
             channel=channel,
             public_key=key.public_key,
+            sign=key.sign,
+            previous_sign=None if previous_key is None else previous_key.sign,
         )
-        body = {
-            "enrollment_token": enrollment_token,
-            "device_id": self._device_id,
-            "model": model,
-            "channel": channel,
-            "nonce": nonce,
-            "public_key": key.public_key,
-            "proof": key.sign(statement),
-        }
-        if previous_key is not None:
-            body["previous_proof"] = previous_key.sign(statement)
         data = self._request("POST", ENROLL_PATH, body, auth=False)
         self._keep_token(data)
         return _text(data, "broker_secret", "enrollment")

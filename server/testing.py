@@ -27,7 +27,7 @@ from wire import (
     challenge_path,
     device_token_path,
     encode_b64,
-    enroll_statement,
+    enroll_request,
     token_statement,
 )
 
@@ -132,23 +132,16 @@ class KeyedDevice:
         previous: KeyedDevice | None = None,
     ) -> dict[str, str]:
         """A signed enrollment request over `nonce`; `previous` signs it too (a new key)."""
-        statement = enroll_statement(
+        return enroll_request(
+            enrollment_token=enrollment_token,
             nonce=nonce,
             device_id=self.device_id,
             model=model,
             channel=channel,
             public_key=self.public_key,
+            sign=self.sign,
+            previous_sign=None if previous is None else previous.sign,
         )
-        body = {
-            "enrollment_token": enrollment_token,
-            "device_id": self.device_id,
-            "model": model,
-            "channel": channel,
-            "nonce": nonce,
-            "public_key": self.public_key,
-            "proof": self.sign(statement),
-        }
-        return body | ({"previous_proof": previous.sign(statement)} if previous else {})
 
     def token_body(self, nonce: str) -> dict[str, str]:
         return {

@@ -14,6 +14,7 @@ from wire.identity import (
     decode_b64,
     device_client_id,
     encode_b64,
+    enroll_request,
     enroll_statement,
     token_statement,
 )
@@ -101,6 +102,7 @@ __all__ = [
     "device_status_topic",
     "device_token_path",
     "encode_b64",
+    "enroll_request",
     "enroll_statement",
     "is_rom_target",
     "leave_preview_path",

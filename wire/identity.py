@@ -14,6 +14,7 @@ import base64
 import binascii
 import json
 import re
+from collections.abc import Callable
 from typing import Final
 
 from wire.errors import ProtocolError
@@ -65,6 +66,37 @@ def enroll_statement(
             "public_key": public_key,
         }
     )
+
+
+def enroll_request(
+    *,
+    enrollment_token: str,
+    nonce: str,
+    device_id: str,
+    model: str,
+    channel: str,
+    public_key: str,
+    sign: Callable[[bytes], str],
+    previous_sign: Callable[[bytes], str] | None = None,
+) -> dict[str, str]:
+    """The body of an enrollment: who the device is and the key it holds, signed over
+    `enroll_statement` by that key (`sign`) and, when it takes over an id enrolled with another
+    key, by the old one too (`previous_sign`); each returns base64 of its signature."""
+    statement = enroll_statement(
+        nonce=nonce, device_id=device_id, model=model, channel=channel, public_key=public_key
+    )
+    body = {
+        "enrollment_token": enrollment_token,
+        "device_id": device_id,
+        "model": model,
+        "channel": channel,
+        "nonce": nonce,
+        "public_key": public_key,
+        "proof": sign(statement),
+    }
+    if previous_sign is not None:
+        body["previous_proof"] = previous_sign(statement)
+    return body
 
 
 def token_statement(*, nonce: str, device_id: str) -> bytes:

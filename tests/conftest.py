@@ -8,6 +8,7 @@ import os
 import shutil
 import time
 from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -63,6 +64,21 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'ota.db'}"
     return str(request.getfixturevalue("pg_url"))
+
+
+@pytest.fixture(
+    scope="module", params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
+)
+def shared_db_url(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    """One database for a whole module (for a server the module's tests share, each naming
+    its own devices): a SQLite file, then a fresh PostgreSQL database."""
+    from server.testing import database_url
+
+    pg_admin_url = partial(request.getfixturevalue, "pg_admin_url")
+    with database_url(request.param, tmp_path_factory.mktemp("db"), pg_admin_url) as url:
+        yield url
 
 
 @pytest.fixture(scope="session")

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from datetime import timedelta
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +20,6 @@ from server.models import ApiToken, Device, DeviceCommand, Report, Train, utcnow
 from server.settings import Settings
 from server.testing import (
     MOSQUITTO_PIPE_LEAK,
-    database_url,
     enroll_keyed,
     new_id,
     sample_release,
@@ -35,17 +33,6 @@ ENROLL = "enroll-secret"
 ADMIN_AUTH = {"Authorization": f"Bearer {ADMIN}"}
 
 pytestmark = pytest.mark.filterwarnings(MOSQUITTO_PIPE_LEAK)  # see server.testing
-
-
-@pytest.fixture(
-    scope="module", params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
-)
-def shared_db_url(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[str]:
-    pg_admin_url = partial(request.getfixturevalue, "pg_admin_url")
-    with database_url(request.param, tmp_path_factory.mktemp("db"), pg_admin_url) as url:
-        yield url
 
 
 @pytest.fixture(scope="module")

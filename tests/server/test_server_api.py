@@ -8,7 +8,6 @@ every test names its own devices and channels; tests that need an empty database
 from __future__ import annotations
 
 from collections.abc import Iterator
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +22,6 @@ from server.settings import Settings
 from server.testing import (
     MOSQUITTO_PIPE_LEAK,
     dashboard_client,
-    database_url,
     enroll_keyed,
     new_id,
     sample_release,
@@ -46,17 +44,6 @@ ENROLL = "enroll-secret"
 ADMIN_AUTH = {"Authorization": f"Bearer {ADMIN}"}
 
 pytestmark = pytest.mark.filterwarnings(MOSQUITTO_PIPE_LEAK)  # see server.testing
-
-
-@pytest.fixture(
-    scope="module", params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
-)
-def shared_db_url(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[str]:
-    pg_admin_url = partial(request.getfixturevalue, "pg_admin_url")
-    with database_url(request.param, tmp_path_factory.mktemp("db"), pg_admin_url) as url:
-        yield url
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,6 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import replace
-from functools import partial
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -37,7 +36,6 @@ from server.mqtt_bridge import parse_broker_url
 from server.settings import Settings
 from server.testing import (
     MOSQUITTO_PIPE_LEAK,
-    database_url,
     enroll_keyed,
     new_id,
     sample_release,
@@ -135,17 +133,6 @@ def server_settings(db_url: str, broker_url: str) -> Settings:
         enrollment_token=ENROLL,
         mqtt_client_id=new_id("ota-server"),
     )
-
-
-@pytest.fixture(
-    scope="module", params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
-)
-def shared_db_url(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[str]:
-    pg_admin_url = partial(request.getfixturevalue, "pg_admin_url")
-    with database_url(request.param, tmp_path_factory.mktemp("db"), pg_admin_url) as url:
-        yield url
 
 
 @pytest.fixture(scope="module")

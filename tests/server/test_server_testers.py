@@ -6,7 +6,6 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
-from functools import partial
 from typing import Any
 
 import httpx
@@ -25,7 +24,7 @@ from server.models import Device, FCode, utcnow
 from server.schemas import FCodeIssue
 from server.services.fcodes import hash_code
 from server.settings import Settings
-from server.testing import MOSQUITTO_PIPE_LEAK, database_url, enroll_keyed, new_id
+from server.testing import MOSQUITTO_PIPE_LEAK, enroll_keyed, new_id
 from wire import leave_preview_path, poll_path
 
 ENROLL = "enroll-secret"
@@ -63,19 +62,15 @@ def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
-@pytest.fixture(
-    scope="module", params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
-)
-def api(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
-    pg_admin_url = partial(request.getfixturevalue, "pg_admin_url")
-    with database_url(request.param, tmp_path_factory.mktemp("db"), pg_admin_url) as db_url:
-        settings = Settings(db_url=db_url, enrollment_token=ENROLL, admin_token="admin-secret")
-        with live_server(settings) as url, httpx.Client(base_url=url, timeout=20) as client:
-            engine = make_engine(db_url)
-            try:
-                yield Api(client, make_sessions(engine), url)
-            finally:
-                engine.dispose()
+@pytest.fixture(scope="module")
+def api(shared_db_url: str) -> Iterator[Api]:
+    settings = Settings(db_url=shared_db_url, enrollment_token=ENROLL, admin_token="admin-secret")
+    with live_server(settings) as url, httpx.Client(base_url=url, timeout=20) as client:
+        engine = make_engine(shared_db_url)
+        try:
+            yield Api(client, make_sessions(engine), url)
+        finally:
+            engine.dispose()
 
 
 def issue(api: Api, count: int, **extra: Any) -> list[str]:

@@ -155,6 +155,8 @@ class Doorbell:
         log.info("broker %s connected%s", self._where, resumed)
         with self._lock:
             self._ungranted = set(self._topics)
+            self._subscribing.clear()  # asked on a lost connection: no SUBACK will come
+            self._early.clear()
         self._subscribe(self._topics, again=False)
         self._on_connected()
 

@@ -216,7 +216,7 @@ def enroll_in_session(
 
 # ---------------------------------------------------------------------- a real MQTT client
 
-MQTT_WAIT_S = 5.0
+MQTT_WAIT_S = 15.0  # positive waits only: they return as soon as the packet arrives
 MQTT_QUIET_S = 0.3  # how long "nothing else arrived" is watched after a later message did
 
 

@@ -47,7 +47,7 @@ from wire import (
     device_status_topic,
 )
 
-WAIT_S = 5.0
+WAIT_S = 15.0
 SERVER_USER = "ota-server"
 needs_mosquitto = pytest.mark.mosquitto
 

@@ -144,6 +144,25 @@ def server_run(
     broker_url: Annotated[
         str | None, typer.Option(envvar="OTA_BROKER_URL", help="mqtt://host:port")
     ] = None,
+    targets_store: Annotated[
+        str | None,
+        typer.Option(
+            envvar="OTA_TARGETS_STORE",
+            help="s3://bucket/prefix whose targets/ devices download from by presigned URL "
+            "(boto3's usual credentials, on the server only).",
+        ),
+    ] = None,
+    targets_public_url: Annotated[
+        str | None,
+        typer.Option(
+            envvar="OTA_TARGETS_PUBLIC_URL",
+            help="https:// base of the targets/ on a CDN or public-read bucket.",
+        ),
+    ] = None,
+    s3_endpoint_url: Annotated[
+        str | None,
+        typer.Option(envvar="OTA_S3_ENDPOINT_URL", help="S3-compatible endpoint (MinIO, moto)."),
+    ] = None,
     workers: Annotated[
         int,
         typer.Option(
@@ -166,6 +185,9 @@ def server_run(
         repo_dir=repo_dir or settings.repo_dir,
         broker_url=broker_url or settings.broker_url,
         online_keys_dir=None if no_renew else _online_keys(online_keys, repo_dir),
+        targets_store=targets_store or settings.targets_store,
+        targets_public_url=targets_public_url or settings.targets_public_url,
+        s3_endpoint_url=s3_endpoint_url or settings.s3_endpoint_url,
     )
     if workers > 1 and not settings.db_url.startswith("postgresql"):
         raise fail(

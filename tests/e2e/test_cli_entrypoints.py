@@ -159,6 +159,15 @@ def test_a_port_in_use_is_one_line() -> None:
             assert f"127.0.0.1:{port} is in use; choose another with --port" in line
 
 
+def test_a_targets_store_that_cannot_work_is_one_line() -> None:
+    port = str(free_port())
+    line = _one_line_failure(["server", "run", "--port", port, "--targets-store", "ftp://x"], 1)
+    assert "the targets' store must be s3://bucket[/prefix], not 'ftp://x'" in line
+    url = "gopher://cdn"
+    line = _one_line_failure(["server", "run", "--port", port, "--targets-public-url", url], 1)
+    assert "the targets' public URL must be http(s)://" in line
+
+
 def test_serving_a_repository_without_online_keys_is_refused(tmp_path: Path) -> None:
     repo = tmp_path / "repo"
     init_keys(repo)

@@ -12,9 +12,11 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from email.utils import parsedate_to_datetime
-from typing import Any
+from types import TracebackType
+from typing import Any, Self
 
 import urllib3
+from urllib3.connectionpool import ConnectionPool
 
 from agent.config import AgentConfig
 from agent.errors import TransportError
@@ -51,6 +53,41 @@ REFUSED_STATUSES = frozenset({409, 413, 422})
 BUSY_STATUSES = frozenset({429, 503})
 MAX_RETRY_AFTER_S = 600.0
 DEFAULT_RETRY_AFTER_S = 5.0  # a busy answer without a usable Retry-After
+# A request sent on a kept-alive connection the server closed meanwhile (uvicorn drops idle
+# ones after 5 s) comes back as "connection aborted/reset" though the server never saw it.
+# Those that may run twice (GETs, reports the server stores once by seq, command acks) are
+# sent again, once, on a new connection; the others (enrollment, a nonce's token, an F-code)
+# fail as before and the caller's loop decides.
+
+
+class _OnceAfterAReset(urllib3.Retry):
+    """One more try after the connection broke under the request; a read time-out is not
+    that (the server is slow, and a second wait would only hold a stopping agent longer)."""
+
+    def increment(
+        self,
+        method: str | None = None,
+        url: str | None = None,
+        response: urllib3.BaseHTTPResponse | None = None,
+        error: Exception | None = None,
+        _pool: ConnectionPool | None = None,
+        _stacktrace: TracebackType | None = None,
+    ) -> Self:
+        if isinstance(error, urllib3.exceptions.ReadTimeoutError):
+            raise error
+        return super().increment(method, url, response, error, _pool, _stacktrace)
+
+
+ONCE_MORE = _OnceAfterAReset(
+    total=1,
+    connect=0,
+    read=1,
+    status=0,
+    other=0,
+    redirect=False,
+    allowed_methods=None,
+    respect_retry_after_header=False,  # a busy answer is ours to handle (ServerBusyError)
+)
 
 
 class ServerBusyError(TransportError):
@@ -184,7 +221,7 @@ class ServerApi:
     def send_reports(self, reports: Sequence[StatusReport]) -> set[int]:
         """POST reports; returns the sequence numbers the server now holds."""
         body = [r.to_dict() for r in reports]
-        raw = self._request_raw("POST", reports_path(self._device_id), body)
+        raw = self._request_raw("POST", reports_path(self._device_id), body, twice_ok=True)
         try:
             return set(ReportsAck.from_json(raw).acked)
         except ProtocolError as exc:
@@ -193,7 +230,7 @@ class ServerApi:
     def ack_commands(self, command_ids: Sequence[str]) -> None:
         """Tell the server these commands are stored or handled: no poll repeats them."""
         body = CommandAck(tuple(command_ids)).to_dict()
-        self._request_raw("POST", command_ack_path(self._device_id), body)
+        self._request_raw("POST", command_ack_path(self._device_id), body, twice_ok=True)
 
     def redeem_fcode(self, code: str) -> dict[str, Any]:
         """Join the channel an F-code opens; the answer holds `channel` and `tester_token`."""
@@ -226,12 +263,16 @@ class ServerApi:
         *,
         auth: bool = True,
         headers: dict[str, str] | None = None,
+        twice_ok: bool = False,
     ) -> bytes:
+        """`twice_ok`: the request may reach the server twice with the same effect (GETs
+        always may); only such a request is sent again after a reset connection."""
         payload = None if body is None else json.dumps(body).encode()
-        resp = self._send(method, path, payload, auth=auth, extra=headers)
+        again = twice_ok or method == "GET"
+        resp = self._send(method, path, payload, auth=auth, extra=headers, again=again)
         if resp.status == 401 and auth and self._key is not None:
             self._token = ""  # expired or revoked: sign a fresh challenge, once
-            resp = self._send(method, path, payload, auth=auth, extra=headers)
+            resp = self._send(method, path, payload, auth=auth, extra=headers, again=again)
         if resp.status in BUSY_STATUSES:
             wait = retry_after_s(resp.headers.get("Retry-After"))
             self._quiet_until = max(self._quiet_until, self._clock() + wait)
@@ -253,6 +294,7 @@ class ServerApi:
         *,
         auth: bool,
         extra: dict[str, str] | None = None,
+        again: bool = False,
     ) -> urllib3.BaseHTTPResponse:
         wait = self._quiet_until - self._clock()
         if wait > 0:  # no sleep here: the caller's loop stays free to stop (SIGTERM)
@@ -264,7 +306,15 @@ class ServerApi:
         if payload is not None:
             headers["Content-Type"] = "application/json"
         try:
-            return self._http.request(method, self._base + path, body=payload, headers=headers)
+            return self._http.request(
+                method,
+                self._base + path,
+                body=payload,
+                headers=headers,
+                retries=ONCE_MORE if again else False,
+            )
+        except urllib3.exceptions.MaxRetryError as exc:
+            raise TransportError(f"{method} {path}: {exc.reason}") from None
         except urllib3.exceptions.HTTPError as exc:
             raise TransportError(f"{method} {path}: {exc}") from None
 

@@ -166,7 +166,7 @@ class OtaApi:
         """The JSON of a 2xx answer; ApiError for any other answer or none."""
         payload = None if body is None else body.model_dump(mode="json", exclude_unset=True)
         try:
-            response = self._http.request(method, path, json=payload, params=params)
+            response = self._send(method, path, payload, params)
         except httpx.HTTPError as exc:
             raise ApiError(method, self.base_url, None, str(exc) or type(exc).__name__) from None
         if response.is_error:
@@ -176,6 +176,18 @@ class OtaApi:
         except ValueError:
             message = f"the answer is not JSON: {response.text[:MESSAGE_CHARS]!r}"
             raise ApiError(method, path, response.status_code, message) from None
+
+    def _send(
+        self, method: str, path: str, payload: Any, params: dict[str, Any] | None
+    ) -> httpx.Response:
+        """A GET whose kept-alive connection the server dropped under it (uvicorn closes idle
+        ones after 5 s) is sent again, once, on a new connection; nothing else is repeated."""
+        try:
+            return self._http.request(method, path, json=payload, params=params)
+        except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError):
+            if method != "GET":
+                raise
+        return self._http.request(method, path, json=payload, params=params)
 
     def _one(self, answer: type[Answer], method: str, path: str, **request: Any) -> Answer:
         return answer.model_validate(self._call(method, path, **request))

@@ -13,6 +13,7 @@ from agent.identity import DeviceKey
 from agent.server_api import ServerApi
 from lab.net import free_port
 from lab.processes import live_server
+from lab.resetting import resetting_server
 from server.api_client import ApiError, OtaApi
 from server.api_models import GateNumbers, Role
 from server.schemas import (
@@ -191,3 +192,18 @@ def test_a_server_that_is_not_there_is_an_error_without_status() -> None:
         unreachable = _refusal(nobody.devices)
     assert unreachable.status is None
     assert str(unreachable).startswith("cannot reach http://127.0.0.1:")
+
+
+def test_a_get_whose_kept_alive_connection_was_reset_is_sent_again_a_post_is_not() -> None:
+    with resetting_server({"GET": b"[]", "POST": b"{}"}) as server:
+        with OtaApi(server.url, ADMIN) as api:
+            assert api.devices() == []
+            assert api.devices() == []  # its connection reset under it: asked again
+        assert [n for n, _ in server.requests] == [1, 1, 2]
+    with resetting_server({"GET": b"[]", "POST": b"{}"}) as server:
+        with OtaApi(server.url, ADMIN) as api:
+            assert api.devices() == []
+            release = ReleaseIn.model_validate(sample_release("9.9", 1))
+            refused = _refusal(lambda: api.register_release(release))
+        assert refused.status is None  # no answer
+        assert len(server.requests) == 2  # the release went out once

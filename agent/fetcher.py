@@ -27,6 +27,7 @@ from tuf.api import exceptions as tuf_exceptions
 from tuf.ngclient.fetcher import FetcherInterface
 
 from agent.errors import TransportError
+from agent.reset_retry import OnceAfterAReset
 
 DEFAULT_USER_AGENT: Final = f"orangefriday-agent/0.1 python-tuf/{tuf.__version__}"
 _CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
@@ -198,7 +199,7 @@ class HttpFetcher(FetcherInterface):
         timeout = urllib3.Timeout(
             connect=self.limits.connect_timeout, read=self.limits.read_timeout
         )
-        retries = urllib3.Retry(connect=2, read=0, status=0, other=0, redirect=3)
+        retries = OnceAfterAReset(connect=2, read=1, status=0, other=0, redirect=3)
         try:
             return self._pool.request(
                 "GET",

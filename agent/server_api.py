@@ -12,15 +12,14 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from email.utils import parsedate_to_datetime
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 import urllib3
-from urllib3.connectionpool import ConnectionPool
 
 from agent.config import AgentConfig
 from agent.errors import TransportError
 from agent.identity import DeviceKey, device_key
+from agent.reset_retry import OnceAfterAReset
 from wire import (
     ENROLL_PATH,
     FEEDBACK_PATH,
@@ -53,32 +52,12 @@ REFUSED_STATUSES = frozenset({409, 413, 422})
 BUSY_STATUSES = frozenset({429, 503})
 MAX_RETRY_AFTER_S = 600.0
 DEFAULT_RETRY_AFTER_S = 5.0  # a busy answer without a usable Retry-After
-# A request sent on a kept-alive connection the server closed meanwhile (uvicorn drops idle
-# ones after 5 s) comes back as "connection aborted/reset" though the server never saw it.
-# Those that may run twice (GETs, reports the server stores once by seq, command acks) are
-# sent again, once, on a new connection; the others (enrollment, a nonce's token, an F-code)
-# fail as before and the caller's loop decides.
-
-
-class _OnceAfterAReset(urllib3.Retry):
-    """One more try after the connection broke under the request; a read time-out is not
-    that (the server is slow, and a second wait would only hold a stopping agent longer)."""
-
-    def increment(
-        self,
-        method: str | None = None,
-        url: str | None = None,
-        response: urllib3.BaseHTTPResponse | None = None,
-        error: Exception | None = None,
-        _pool: ConnectionPool | None = None,
-        _stacktrace: TracebackType | None = None,
-    ) -> Self:
-        if isinstance(error, urllib3.exceptions.ReadTimeoutError):
-            raise error
-        return super().increment(method, url, response, error, _pool, _stacktrace)
-
-
-ONCE_MORE = _OnceAfterAReset(
+# A request sent on a kept-alive connection the server closed meanwhile comes back as
+# "connection aborted/reset" though the server never saw it. Those that may run twice (GETs,
+# reports the server stores once by seq, command acks) are sent again, once, on a new
+# connection; the others (enrollment, a nonce's token, an F-code) fail as before and the
+# caller's loop decides.
+ONCE_MORE = OnceAfterAReset(
     total=1,
     connect=0,
     read=1,

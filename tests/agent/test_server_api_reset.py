@@ -8,10 +8,13 @@ harmless (GETs, reports, command acks); the others fail as before and its loop d
 from __future__ import annotations
 
 import json
+import socket
+import threading
 
 import pytest
 
 from agent.errors import TransportError
+from agent.fetcher import FetchLimits, HttpFetcher
 from agent.server_api import ServerApi
 from lab.resetting import resetting_server
 from wire import PollAnswer, StatusReport, UpdateState
@@ -49,3 +52,29 @@ def test_a_request_that_must_not_run_twice_is_not_sent_again() -> None:
         with pytest.raises(TransportError, match=r"POST .*redeem"):
             api.redeem_fcode("F-CODE-1")
         assert len(server.requests) == 2  # the F-code went out once
+
+
+def test_a_metadata_or_image_fetch_on_a_reset_connection_is_sent_again() -> None:
+    with resetting_server({"GET": b'{"signed": {}}'}) as server:
+        fetcher = HttpFetcher()
+        url = f"{server.url}/tuf/metadata/timestamp.json"
+        assert b"".join(fetcher.fetch_range(url)) == b'{"signed": {}}'
+        assert b"".join(fetcher.fetch_range(url)) == b'{"signed": {}}'
+        assert [n for n, _ in server.requests] == [1, 1, 2]
+
+
+def test_a_server_that_does_not_answer_in_time_is_not_asked_twice() -> None:
+    with socket.create_server(("127.0.0.1", 0)) as silent:
+        accepted: list[socket.socket] = []
+        taker = threading.Thread(target=lambda: accepted.append(silent.accept()[0]), daemon=True)
+        taker.start()
+        port = silent.getsockname()[1]
+        fetcher = HttpFetcher(FetchLimits(connect_timeout=2.0, read_timeout=0.3))
+        with pytest.raises(TransportError, match="timed out"):
+            b"".join(fetcher.fetch_range(f"http://127.0.0.1:{port}/big.img"))
+        taker.join(timeout=5)
+        silent.settimeout(0.5)
+        with pytest.raises(TimeoutError):  # no second connection came
+            silent.accept()
+        for conn in accepted:
+            conn.close()

@@ -202,6 +202,8 @@ def _roll_out(
         "rolled_back": stats.rolled_back,
         "device_errors": stats.errors,
         "subscriptions_refused": stats.subscriptions_refused,
+        "reconnects": stats.connected - online,  # connects beyond each online device's first
+        "polls": stats.polled,
     }
 
 

@@ -634,15 +634,17 @@ class Agent:
         self._transition(Event.HEALTH_FAILED, reason=FailureReason.HEALTH_CHECK, detail=detail)
 
     def _committed(self) -> None:
-        log.info(
-            "%s: committed %s on slot %s",
-            *(self.parts.device_id, self.record.target_version, self.record.target_slot),
-        )
+        """Journaled, then logged: a "committed" line in the log is a commit that holds (the
+        agent may be stopped or lose power at any instant, this one included)."""
         self._transition(
             Event.HEALTH_PASSED,
             current_version=self.record.target_version,
             reason=FailureReason.NONE,
             detail={"slot": self.record.target_slot},
+        )
+        log.info(
+            "%s: committed %s on slot %s",
+            *(self.parts.device_id, self.record.target_version, self.record.target_slot),
         )
 
     def _step_rollback(self) -> None:
@@ -665,18 +667,20 @@ class Agent:
         self.parts.boot.reboot()
 
     def _rolled_back(self, reason: FailureReason, detail: dict[str, Any]) -> None:
+        """Journaled, then logged, as `_committed`."""
         slot = self.record.target_slot
+        version = self.record.target_version
         status = self.parts.boot.status()
-        log.info(
-            "%s: rolled back %s: slot %s runs again (%s: %s)",
-            *(self.parts.device_id, self.record.target_version, status.active.value, reason.value),
-            detail.get("why") or detail.get("problem") or detail.get("command") or "",
-        )
         self._transition(
             Event.BOOTED_OLD_SLOT,
             reason=reason,
             **self.record.without_slot(slot),
             detail={**detail, "slot": slot, "running_slot": status.active.value},
+        )
+        log.info(
+            "%s: rolled back %s: slot %s runs again (%s: %s)",
+            *(self.parts.device_id, version, status.active.value, reason.value),
+            detail.get("why") or detail.get("problem") or detail.get("command") or "",
         )
 
 

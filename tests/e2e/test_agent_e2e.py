@@ -4,6 +4,7 @@ simulated device, and (for the doorbell) a real mosquitto."""
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import threading
 import time
@@ -104,6 +105,43 @@ def test_failed_health_check_rolls_back_and_says_why(env: Backend) -> None:
     # the same build is not retried after it failed here
     agent.poll_once()
     assert agent.record.state is UpdateState.ROLLED_BACK
+
+
+class JournalAtLogTime(logging.Handler):
+    """For each outcome line the runner logs, the state its journal file holds right then."""
+
+    def __init__(self, journal: Path) -> None:
+        super().__init__(logging.INFO)
+        self.journal = journal
+        self.seen: list[tuple[str, str]] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = record.getMessage()
+        for outcome in ("committed", "rolled back"):
+            if f": {outcome} " in message:
+                self.seen.append((outcome, json.loads(self.journal.read_bytes())["state"]))
+
+
+def test_committed_and_rolled_back_are_logged_only_once_journaled(env: Backend) -> None:
+    """The agent may be stopped at any instant: a log that says "committed" while the journal
+    still says "trial" (the order before) tells an operator, or a test that stops the agent
+    on that line, something no restart will find."""
+    agent, sim = make_agent(env)
+    watcher = JournalAtLogTime(agent.parts.journal.path)
+    runner_log = logging.getLogger("agent.runner")
+    level = runner_log.level
+    runner_log.setLevel(logging.INFO)
+    runner_log.addHandler(watcher)
+    try:
+        env.publish("1.0")
+        agent.poll_once()
+        sim.health_failing = True
+        env.publish("2.0")
+        agent.poll_once()
+    finally:
+        runner_log.removeHandler(watcher)
+        runner_log.setLevel(level)
+    assert watcher.seen == [("committed", "committed"), ("rolled back", "rolled_back")]
 
 
 def _assert_refused(

@@ -131,7 +131,6 @@ class NatsCluster:
         deadline = time.monotonic() + READY_TIMEOUT_S
         for node in chosen:
             healthz = f"http://{LOOPBACK}:{node.monitor_port}/healthz"
-            answer = ""
             while (answer := _healthz(healthz)) != "ok" or not is_listening(node.mqtt_port):
                 self._check_alive(node)
                 if time.monotonic() > deadline:
